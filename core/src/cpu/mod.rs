@@ -1,0 +1,113 @@
+//! The CPU reference backend: the whole forward pass of MODEL.md and its streaming decode.
+//!
+//! It is the oracle every GPU kernel is tested against and the fallback when no adapter exists.
+//! Clarity first (it follows the spec's formulas one by one), speed second (f32 storage,
+//! f64 where long sums accumulate, rayon across heads and output rows).
+
+pub mod mixer;
+pub mod ops;
+
+use crate::error::Result;
+use crate::model::Model;
+use crate::schedule::Schedule;
+use crate::Logits;
+use mixer::LayerState;
+
+/// One sequence being processed: per-layer caches and the position of the next token.
+pub struct CpuSession<'m> {
+    model: &'m Model,
+    schedule: Schedule,
+    layers: Vec<LayerState>,
+    position: usize,
+}
+
+impl<'m> CpuSession<'m> {
+    /// A fresh sequence under `schedule` (resolved for this model).
+    pub fn new(model: &'m Model, schedule: Schedule) -> Result<Self> {
+        if schedule.len() != model.config.num_layers {
+            return Err(crate::Error::ScheduleLength {
+                got: schedule.len(),
+                layers: model.config.num_layers,
+            });
+        }
+        let layers = (0..model.config.num_layers)
+            .map(|_| LayerState::new(&model.config))
+            .collect();
+        Ok(Self {
+            model,
+            schedule,
+            layers,
+            position: 0,
+        })
+    }
+
+    /// Number of tokens seen so far.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Bytes held by the per-layer caches now.
+    pub fn cache_bytes(&self) -> usize {
+        self.layers.iter().map(LayerState::bytes).sum()
+    }
+
+    /// Per layer: `(attention cache entries, whether the SSM state exists)`.
+    pub fn layer_states(&self) -> Vec<(usize, bool)> {
+        self.layers
+            .iter()
+            .map(|l| (l.attention_cache.len, l.ssm_state.is_some()))
+            .collect()
+    }
+
+    /// Feeds `tokens` (a prefill, a decode step, or a continuation) and returns the logits of
+    /// every fed token (`[T, V]`) or of the last one (`[V]`).
+    pub fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
+        let model = self.model;
+        let cfg = &model.config;
+        if tokens.is_empty() {
+            return Err(crate::Error::EmptyTokens);
+        }
+        model.check_token_range(tokens, self.position)?;
+        let d = cfg.hidden_size;
+        let t_n = tokens.len();
+        let mut h = Vec::with_capacity(t_n * d);
+        for &tok in tokens {
+            h.extend_from_slice(&model.embedding.data[tok as usize * d..(tok as usize + 1) * d]);
+        }
+        for (i, (w, state)) in model.layers.iter().zip(&mut self.layers).enumerate() {
+            let u = ops::rms_norm(&h, &w.norm.data, cfg.layer_norm_epsilon);
+            let out = mixer::mixer(cfg, w, self.schedule.layer(i), state, self.position, &u);
+            add_in_place(&mut h, &out);
+            if let Some(mlp) = &w.mlp {
+                let m = cfg.mlp_intermediate_size;
+                let u = ops::rms_norm(&h, &mlp.norm2.data, cfg.layer_norm_epsilon);
+                let vg = ops::matmul(&u, t_n, &mlp.fc1, None);
+                let act: Vec<f32> = (0..t_n * m)
+                    .map(|i| {
+                        let (t, j) = (i / m, i % m);
+                        vg[t * 2 * m + j] * ops::silu(vg[t * 2 * m + m + j])
+                    })
+                    .collect();
+                add_in_place(&mut h, &ops::matmul(&act, t_n, &mlp.fc2, None));
+            }
+        }
+        self.position += t_n;
+        let rows = match which {
+            Logits::All => &h[..],
+            Logits::Last => &h[(t_n - 1) * d..],
+        };
+        let normed = ops::rms_norm(rows, &model.norm_f.data, cfg.layer_norm_epsilon);
+        Ok(ops::matmul(
+            &normed,
+            rows.len() / d,
+            model.output_matrix(),
+            None,
+        ))
+    }
+}
+
+fn add_in_place(h: &mut [f32], delta: &[f32]) {
+    for (a, b) in h.iter_mut().zip(delta) {
+        *a += b;
+    }
+}

@@ -1,0 +1,55 @@
+//! Typed errors for everything a user's input can get wrong.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("malformed safetensors file {file}: {reason}")]
+    Safetensors { file: String, reason: String },
+    #[error("tensor `{name}` in {file} has unsupported dtype {dtype} (expected F32, F16 or BF16)")]
+    UnsupportedDtype {
+        file: String,
+        name: String,
+        dtype: String,
+    },
+    #[error("missing tensor `{0}`")]
+    MissingTensor(String),
+    #[error("tensor `{name}` has shape {actual:?}, but the config implies {expected:?}")]
+    TensorShape {
+        name: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+    #[error("bad config JSON in {source_name}: {reason}")]
+    ConfigJson { source_name: String, reason: String },
+    #[error("config is missing required key `{0}`")]
+    MissingConfigKey(String),
+    #[error("config key `{key}` is invalid: {reason}")]
+    ConfigValue { key: String, reason: String },
+    #[error("no model found at {0}: expected a directory with config.json and *.safetensors, or a .safetensors file with the config in its metadata")]
+    ModelNotFound(PathBuf),
+    #[error("invalid TransPoint schedule `{spec}`: {reason}")]
+    Schedule { spec: String, reason: String },
+    #[error("the schedule has {got} entries but the model has {layers} layers")]
+    ScheduleLength { got: usize, layers: usize },
+    #[error("token id {token} at position {position} is out of range (vocabulary size {vocab})")]
+    TokenOutOfRange {
+        token: u32,
+        position: usize,
+        vocab: usize,
+    },
+    #[error("the token list is empty")]
+    EmptyTokens,
+    #[error("malformed token list `{0}`: expected comma-separated integers")]
+    TokenList(String),
+    #[error("GPU: {0}")]
+    Gpu(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

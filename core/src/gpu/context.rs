@@ -1,0 +1,651 @@
+//! Device setup, buffers, pipeline and bind-group caches, readback and the timestamp profiler.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::num::NonZeroU64;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use super::error::{GpuError, GpuResult};
+use super::shaders::shader_source;
+
+/// Bytes reserved per dispatch in the uniform arena (>= any `min_uniform_buffer_offset_alignment`).
+pub(crate) const PARAM_SLOT: u64 = 256;
+/// Bind groups kept before the cache is flushed (it only grows when buffers are re-created).
+const BIND_GROUP_CACHE_MAX: usize = 4096;
+
+/// How to pick and configure the device.
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    /// Test hook: pretend the storage binding limit (and max buffer size) is at most this many
+    /// bytes. Weight matrices are split and SSD scratch is segmented according to it.
+    pub max_binding_size: Option<u64>,
+    pub power_preference: wgpu::PowerPreference,
+    /// Request `SHADER_F16` when the adapter offers it.
+    pub prefer_f16: bool,
+    /// Start with the timestamp profiler on (only if the adapter has `TIMESTAMP_QUERY`).
+    pub profiling: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self {
+            max_binding_size: None,
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            prefer_f16: false,
+            profiling: false,
+        }
+    }
+}
+
+/// A storage buffer of 4-byte elements (f32 or u32). Cloning shares the buffer (same id).
+#[derive(Clone, Debug)]
+pub struct GpuBuffer {
+    pub(crate) buffer: wgpu::Buffer,
+    pub(crate) id: u64,
+    len: usize,
+}
+
+impl GpuBuffer {
+    /// Number of 4-byte elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Unique id of the underlying buffer (keys the bind-group cache).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    pub fn raw(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+/// A compute entry point and the access mode of its storage bindings 1.. ('r' read-only,
+/// 'w' read-write); binding 0 is always the params uniform with a dynamic offset.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Kernel {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub access: &'static str,
+    /// Pipeline-overridable constants, "NAME=value;NAME=value" ("" for none).
+    pub spec: &'static str,
+}
+
+pub(crate) struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub access: &'static str,
+    pub name: &'static str,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct BindKey {
+    access: &'static str,
+    arena: u64,
+    buffers: Vec<u64>,
+}
+
+pub(crate) struct Arena {
+    pub buffer: wgpu::Buffer,
+    pub capacity: u64,
+    pub generation: u64,
+}
+
+struct PendingProfile {
+    staging: wgpu::Buffer,
+    labels: Vec<&'static str>,
+}
+
+#[derive(Default)]
+struct State {
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    layouts: HashMap<&'static str, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    pipelines: HashMap<String, Arc<Pipeline>>,
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
+    arena: Option<Arena>,
+    scratch: HashMap<&'static str, GpuBuffer>,
+    pending_profiles: Vec<PendingProfile>,
+    profile_totals: BTreeMap<&'static str, (f64, u64)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The device, its queue and every cache the ops use. Create one per process and share it.
+pub struct GpuContext {
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    /// Limits the device was created with (the adapter's own).
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    max_binding: u64,
+    state: Mutex<State>,
+    error: Arc<Mutex<Option<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    next_id: AtomicU64,
+    profiling: AtomicBool,
+    dummy: GpuBuffer,
+    /// Serialises arena write + submit: the params arena is shared by all recorders.
+    submit_lock: Mutex<()>,
+}
+
+impl GpuContext {
+    /// Finds an adapter and creates a device with the adapter's own limits.
+    pub async fn new(opts: GpuOptions) -> GpuResult<Self> {
+        let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        let backends = format!("{:?}", desc.backends);
+        let instance = wgpu::Instance::new(desc);
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: opts.power_preference,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter { backends, reason: e.to_string() })?;
+        let offered = adapter.features();
+        let mut features = wgpu::Features::empty();
+        if offered.contains(wgpu::Features::TIMESTAMP_QUERY) {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        if opts.prefer_f16 && offered.contains(wgpu::Features::SHADER_F16) {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        // The adapter's limits, not the WebGPU defaults: bigger bindings and workgroup storage.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("transmamba"),
+                required_features: features,
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+
+        let error = Arc::new(Mutex::new(None::<String>));
+        let err2 = error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut g = lock(&err2);
+            if g.is_none() {
+                *g = Some(e.to_string());
+            }
+        }));
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let lost2 = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            *lock(&lost2) = Some(format!("{reason:?}: {msg}"));
+        });
+
+        let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        if let Some(m) = opts.max_binding_size {
+            max_binding = max_binding.min(m.max(16));
+        }
+        let dummy_buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let dummy = GpuBuffer { buffer: dummy_buf, id: 0, len: 4 };
+        let info = adapter.get_info();
+        let ctx = Self {
+            instance,
+            adapter,
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            max_binding,
+            state: Mutex::new(State::default()),
+            error,
+            lost,
+            next_id: AtomicU64::new(1),
+            profiling: AtomicBool::new(false),
+            dummy,
+            submit_lock: Mutex::new(()),
+        };
+        ctx.set_profiling(opts.profiling);
+        Ok(ctx)
+    }
+
+    /// Blocking [`GpuContext::new`] (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(opts: GpuOptions) -> GpuResult<Self> {
+        pollster::block_on(Self::new(opts))
+    }
+
+    /// Largest buffer (in bytes) a single binding may cover, after the test hook.
+    pub fn max_binding_size(&self) -> u64 {
+        self.max_binding
+    }
+
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Returns (and clears) the first validation error and reports a lost device.
+    pub fn check(&self) -> GpuResult<()> {
+        if let Some(m) = lock(&self.lost).clone() {
+            return Err(GpuError::DeviceLost(m));
+        }
+        if let Some(m) = lock(&self.error).take() {
+            return Err(GpuError::Validation(m));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn submit_guard(&self) -> MutexGuard<'_, ()> {
+        lock(&self.submit_lock)
+    }
+
+    pub(crate) fn dummy(&self) -> &GpuBuffer {
+        &self.dummy
+    }
+
+    // ---------------------------------------------------------------- buffers
+
+    /// A zero-filled storage buffer of `len` 4-byte elements.
+    pub fn zeros(&self, label: &str, len: usize) -> GpuResult<GpuBuffer> {
+        let bytes = (len as u64 * 4).max(16);
+        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(GpuError::TooLarge { what: label.to_string(), bytes, limit });
+        }
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.div_ceil(4) * 4,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(GpuBuffer { buffer, id: self.next_id.fetch_add(1, Ordering::Relaxed), len })
+    }
+
+    /// Uploads `data` into a new storage buffer.
+    pub fn upload_f32(&self, label: &str, data: &[f32]) -> GpuResult<GpuBuffer> {
+        let b = self.zeros(label, data.len())?;
+        self.write_f32(&b, 0, data)?;
+        Ok(b)
+    }
+
+    /// Uploads u32 data (token ids) into a new storage buffer.
+    pub fn upload_u32(&self, label: &str, data: &[u32]) -> GpuResult<GpuBuffer> {
+        let b = self.zeros(label, data.len())?;
+        self.write_u32(&b, 0, data)?;
+        Ok(b)
+    }
+
+    /// Writes `data` at element `offset` (ordered before the next submit).
+    pub fn write_f32(&self, buf: &GpuBuffer, offset: usize, data: &[f32]) -> GpuResult<()> {
+        self.write_bytes(buf, offset, data.len(), bytemuck::cast_slice(data))
+    }
+
+    pub fn write_u32(&self, buf: &GpuBuffer, offset: usize, data: &[u32]) -> GpuResult<()> {
+        self.write_bytes(buf, offset, data.len(), bytemuck::cast_slice(data))
+    }
+
+    fn write_bytes(&self, buf: &GpuBuffer, offset: usize, n: usize, bytes: &[u8]) -> GpuResult<()> {
+        if offset + n > buf.len {
+            return Err(GpuError::Shape {
+                op: "write",
+                detail: format!("writing {n} elements at {offset} into a buffer of {}", buf.len),
+            });
+        }
+        if n > 0 {
+            self.queue.write_buffer(&buf.buffer, offset as u64 * 4, bytes);
+        }
+        Ok(())
+    }
+
+    /// Reads `len` f32 elements starting at element `offset`.
+    pub async fn read_f32(&self, buf: &GpuBuffer, offset: usize, len: usize) -> GpuResult<Vec<f32>> {
+        let bytes = self.read_bytes(buf, offset, len).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub async fn read_u32(&self, buf: &GpuBuffer, offset: usize, len: usize) -> GpuResult<Vec<u32>> {
+        let bytes = self.read_bytes(buf, offset, len).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    /// Blocking whole-buffer read (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_f32_blocking(&self, buf: &GpuBuffer) -> GpuResult<Vec<f32>> {
+        pollster::block_on(self.read_f32(buf, 0, buf.len()))
+    }
+
+    async fn read_bytes(&self, buf: &GpuBuffer, offset: usize, len: usize) -> GpuResult<Vec<u8>> {
+        if offset + len > buf.len {
+            return Err(GpuError::Shape {
+                op: "read",
+                detail: format!("reading {len} elements at {offset} from a buffer of {}", buf.len),
+            });
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let size = len as u64 * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&buf.buffer, offset as u64 * 4, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        self.check()?;
+        map_read(self, &staging).await?;
+        let out = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| GpuError::Map(e.to_string()))?
+            .to_vec();
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Waits for all submitted work (native; a no-op on the web).
+    pub fn wait_idle(&self) -> GpuResult<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .map_err(|e| GpuError::DeviceLost(e.to_string()))?;
+        self.check()
+    }
+
+    // ---------------------------------------------------------------- caches
+
+    /// The (cached) pipeline for `k`.
+    pub(crate) fn pipeline(&self, k: &Kernel) -> GpuResult<Arc<Pipeline>> {
+        let key = format!("{}:{}:{}", k.shader, k.entry, k.spec);
+        let mut st = lock(&self.state);
+        if let Some(p) = st.pipelines.get(&key) {
+            return Ok(p.clone());
+        }
+        if !st.modules.contains_key(k.shader) {
+            let src = shader_source(k.shader)
+                .ok_or_else(|| GpuError::Unsupported(format!("no shader named {}", k.shader)))?;
+            let m = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(k.shader),
+                source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(src)),
+            });
+            st.modules.insert(k.shader, m);
+        }
+        if !st.layouts.contains_key(k.access) {
+            let l = self.make_layout(k.access);
+            st.layouts.insert(k.access, l);
+        }
+        let constants: Vec<(&str, f64)> = k
+            .spec
+            .split(';')
+            .filter_map(|kv| {
+                let (a, b) = kv.split_once('=')?;
+                Some((a.trim(), b.trim().parse::<f64>().ok()?))
+            })
+            .collect();
+        let (module, layout) = match (st.modules.get(k.shader), st.layouts.get(k.access)) {
+            (Some(m), Some((_, l))) => (m, l),
+            _ => return Err(GpuError::Unsupported(format!("pipeline {key}"))),
+        };
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(k.shader),
+            layout: Some(layout),
+            module,
+            entry_point: Some(k.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(m) = lock(&self.error).take() {
+            return Err(GpuError::Validation(format!("pipeline {key}: {m}")));
+        }
+        let p = Arc::new(Pipeline { pipeline, access: k.access, name: k.shader });
+        st.pipelines.insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn make_layout(&self, access: &str) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: NonZeroU64::new(PARAM_SLOT),
+            },
+            count: None,
+        }];
+        for (i, c) in access.chars().enumerate() {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: c == 'r' },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(access),
+            entries: &entries,
+        });
+        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(access),
+            bind_group_layouts: &[Some(&bgl)],
+            immediate_size: 0,
+        });
+        (bgl, pl)
+    }
+
+    /// Makes sure the uniform arena holds `bytes`; returns its buffer and generation.
+    pub(crate) fn arena(&self, bytes: u64) -> (wgpu::Buffer, u64) {
+        let mut st = lock(&self.state);
+        let need = bytes.max(PARAM_SLOT);
+        let grow = st.arena.as_ref().is_none_or(|a| a.capacity < need);
+        if grow {
+            let capacity = need.next_power_of_two().max(64 * PARAM_SLOT);
+            let generation = st.arena.as_ref().map_or(0, |a| a.generation + 1);
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params arena"),
+                size: capacity,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            st.bind_groups.clear();
+            st.arena = Some(Arena { buffer, capacity, generation });
+        }
+        match &st.arena {
+            Some(a) => (a.buffer.clone(), a.generation),
+            None => unreachable!("arena was just created"),
+        }
+    }
+
+    /// The cached bind group for `pipe` with `buffers` at bindings 1.. (whole buffers).
+    pub(crate) fn bind_group(
+        &self,
+        pipe: &Pipeline,
+        arena: &wgpu::Buffer,
+        generation: u64,
+        buffers: &[GpuBuffer],
+    ) -> wgpu::BindGroup {
+        let key = BindKey {
+            access: pipe.access,
+            arena: generation,
+            buffers: buffers.iter().map(|b| b.id).collect(),
+        };
+        let mut st = lock(&self.state);
+        if let Some(bg) = st.bind_groups.get(&key) {
+            return bg.clone();
+        }
+        if st.bind_groups.len() >= BIND_GROUP_CACHE_MAX {
+            st.bind_groups.clear();
+        }
+        if !st.layouts.contains_key(pipe.access) {
+            let l = self.make_layout(pipe.access);
+            st.layouts.insert(pipe.access, l);
+        }
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: arena,
+                offset: 0,
+                size: NonZeroU64::new(PARAM_SLOT),
+            }),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.buffer.as_entire_binding(),
+            });
+        }
+        let layout = match st.layouts.get(pipe.access) {
+            Some((l, _)) => l,
+            None => unreachable!("layout was just inserted"),
+        };
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(pipe.name),
+            layout,
+            entries: &entries,
+        });
+        st.bind_groups.insert(key, bg.clone());
+        bg
+    }
+
+    /// Number of cached bind groups (tests check that steady-state decode creates none).
+    pub fn bind_group_cache_len(&self) -> usize {
+        lock(&self.state).bind_groups.len()
+    }
+
+    /// A scratch buffer named `name` of at least `len` elements, reused across calls.
+    /// Dispatches run in submission order, so reuse between ops is safe.
+    pub(crate) fn scratch(&self, name: &'static str, len: usize) -> GpuResult<GpuBuffer> {
+        if let Some(b) = lock(&self.state).scratch.get(name) {
+            if b.len >= len {
+                return Ok(b.clone());
+            }
+        }
+        let b = self.zeros(name, len.next_power_of_two())?;
+        lock(&self.state).scratch.insert(name, b.clone());
+        Ok(b)
+    }
+
+    /// Drops cached bind groups and scratch buffers (pipelines are kept).
+    pub fn clear_caches(&self) {
+        let mut st = lock(&self.state);
+        st.bind_groups.clear();
+        st.scratch.clear();
+    }
+
+    // ---------------------------------------------------------------- profiler
+
+    /// Turns per-dispatch timing on or off; returns whether it is on (needs TIMESTAMP_QUERY).
+    pub fn set_profiling(&self, on: bool) -> bool {
+        let on = on && self.has_timestamps();
+        self.profiling.store(on, Ordering::Relaxed);
+        on
+    }
+
+    pub fn profiling(&self) -> bool {
+        self.profiling.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn push_profile(&self, staging: wgpu::Buffer, labels: Vec<&'static str>) {
+        lock(&self.state).pending_profiles.push(PendingProfile { staging, labels });
+    }
+
+    /// Reads the timestamps of all submissions made since the last call, adds them to the running
+    /// totals and returns the totals as (shader name, milliseconds, dispatches), slowest first.
+    pub async fn profile_collect(&self) -> GpuResult<Vec<(String, f64, u64)>> {
+        let pending = std::mem::take(&mut lock(&self.state).pending_profiles);
+        let period_ns = self.queue.get_timestamp_period() as f64;
+        for p in pending {
+            map_read(self, &p.staging).await?;
+            let ticks: Vec<u64> = {
+                let view = p.staging.slice(..).get_mapped_range().map_err(|e| GpuError::Map(e.to_string()))?;
+                bytemuck::pod_collect_to_vec(&view)
+            };
+            p.staging.unmap();
+            let mut st = lock(&self.state);
+            for (i, label) in p.labels.iter().enumerate() {
+                let (a, b) = (ticks[2 * i], ticks[2 * i + 1]);
+                let ms = b.saturating_sub(a) as f64 * period_ns / 1e6;
+                let e = st.profile_totals.entry(label).or_insert((0.0, 0));
+                e.0 += ms;
+                e.1 += 1;
+            }
+        }
+        let st = lock(&self.state);
+        let mut v: Vec<(String, f64, u64)> =
+            st.profile_totals.iter().map(|(k, (ms, n))| (k.to_string(), *ms, *n)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(v)
+    }
+
+    pub fn profile_reset(&self) {
+        let mut st = lock(&self.state);
+        st.profile_totals.clear();
+        st.pending_profiles.clear();
+    }
+}
+
+/// Maps `staging` for reading: awaits the callback (web) after polling the device (native).
+async fn map_read(ctx: &GpuContext, staging: &wgpu::Buffer) -> GpuResult<()> {
+    let slot = Arc::new(Mutex::new(MapSlot::default()));
+    let s2 = slot.clone();
+    staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+        let mut g = lock(&s2);
+        g.result = Some(r.map_err(|e| e.to_string()));
+        if let Some(w) = g.waker.take() {
+            w.wake();
+        }
+    });
+    #[cfg(not(target_arch = "wasm32"))]
+    ctx.device
+        .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+        .map_err(|e| GpuError::DeviceLost(e.to_string()))?;
+    #[cfg(target_arch = "wasm32")]
+    let _ = ctx;
+    MapFuture(slot).await.map_err(GpuError::Map)
+}
+
+#[derive(Default)]
+struct MapSlot {
+    result: Option<Result<(), String>>,
+    waker: Option<Waker>,
+}
+
+struct MapFuture(Arc<Mutex<MapSlot>>);
+
+impl Future for MapFuture {
+    type Output = Result<(), String>;
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let mut g = lock(&self.0);
+        match g.result.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                g.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}

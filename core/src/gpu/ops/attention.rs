@@ -1,0 +1,57 @@
+use crate::gpu::context::Kernel;
+use crate::gpu::error::ensure;
+use crate::gpu::recorder::{grid64, Recorder};
+use crate::gpu::GpuResult;
+
+use super::{SsmDims, View};
+
+const K: Kernel = Kernel { shader: "attention", entry: "main", access: "rrrw", spec: "" };
+
+/// Causal attention for `nq` queries at absolute positions `p0..p0+nq`.
+/// `q`: rows of C [nq, G*N] (e.g. the C columns of xBC' rows); `k`: the key cache of B
+/// [>= p0+nq, G*N]; `v`: the value cache of x [>= p0+nq, H*P]; query t attends to cache rows
+/// 0..=p0+t (append the new rows first). `y`: [nq, H*P].
+/// `rope_theta`: rotate-half RoPE on Q and K (cache holds unrotated B); `None` or 0: none.
+pub fn attention(
+    rec: &mut Recorder,
+    d: SsmDims,
+    nq: u32,
+    p0: u32,
+    q: View,
+    k: View,
+    v: View,
+    y: View,
+    scale: f32,
+    rope_theta: Option<f32>,
+) -> GpuResult<()> {
+    const OP: &str = "attention";
+    d.check(OP)?;
+    let rope = rope_theta.filter(|&t| t > 0.0);
+    ensure(OP, d.state <= 256, || format!("state size {} > 256", d.state))?;
+    ensure(OP, rope.is_none() || d.state % 2 == 0, || "RoPE needs an even state size".into())?;
+    q.check(OP, "q", nq, d.bc_width())?;
+    k.check(OP, "k cache", p0 + nq, d.bc_width())?;
+    v.check(OP, "v cache", p0 + nq, d.inner())?;
+    y.check(OP, "y", nq, d.inner())?;
+    let params = [
+        nq,
+        p0,
+        d.heads,
+        d.head_dim,
+        d.state,
+        d.groups,
+        scale.to_bits(),
+        rope.map_or(0.0, f32::log2).to_bits(),
+        q.stride,
+        q.offset,
+        k.stride,
+        k.offset,
+        v.stride,
+        v.offset,
+        y.stride,
+        y.offset,
+        rope.is_some() as u32,
+    ];
+    let chunks = d.head_dim.div_ceil(32) as u64;
+    rec.dispatch(&K, &params, &[q.buf, k.buf, v.buf, y.buf], grid64(nq as u64 * d.heads as u64 * chunks))
+}

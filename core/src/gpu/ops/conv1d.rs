@@ -1,0 +1,45 @@
+use crate::gpu::context::{GpuBuffer, Kernel};
+use crate::gpu::recorder::{grid64, Recorder};
+use crate::gpu::GpuResult;
+
+use super::{need_len, View};
+
+const CONV: Kernel = Kernel { shader: "conv1d", entry: "conv", access: "rrrww", spec: "" };
+const UPDATE: Kernel = Kernel { shader: "conv1d", entry: "update_state", access: "rrrww", spec: "" };
+
+/// Causal depthwise conv + SiLU over `rows` new rows of `channels` (= Dc) channels:
+/// `out[t, c] = silu(bias[c] + sum_k weight[c, k] * xbc[t - K + 1 + k, c])`, rows before the
+/// first new one coming from `state` [K-1, Dc] (the previous pre-conv rows; zeros for a fresh
+/// sequence). `weight` is [Dc, K]. With `update_state`, `state` then becomes the last K-1
+/// pre-conv rows of (old state ++ new rows), so consecutive calls equal one call over all rows.
+pub fn conv1d(
+    rec: &mut Recorder,
+    rows: u32,
+    channels: u32,
+    kernel: u32,
+    input: View,
+    weight: &GpuBuffer,
+    bias: Option<&GpuBuffer>,
+    state: &GpuBuffer,
+    out: View,
+    update_state: bool,
+) -> GpuResult<()> {
+    const OP: &str = "conv1d";
+    crate::gpu::error::ensure(OP, kernel >= 1, || "kernel size 0".into())?;
+    input.check(OP, "input", rows, channels)?;
+    out.check(OP, "out", rows, channels)?;
+    need_len(OP, "weight [Dc, K]", weight, channels as u64 * kernel as u64)?;
+    need_len(OP, "state [K-1, Dc]", state, (kernel as u64 - 1) * channels as u64)?;
+    if let Some(b) = bias {
+        need_len(OP, "bias", b, channels as u64)?;
+    }
+    let dummy = rec.ctx().dummy().clone();
+    let params =
+        [rows, channels, kernel, input.stride, input.offset, out.stride, out.offset, bias.is_some() as u32];
+    let bufs = [input.buf, weight, bias.unwrap_or(&dummy), state, out.buf];
+    rec.dispatch(&CONV, &params, &bufs, grid64(rows as u64 * channels as u64))?;
+    if update_state && kernel > 1 && rows > 0 {
+        rec.dispatch(&UPDATE, &params, &bufs, grid64(channels as u64))?;
+    }
+    Ok(())
+}

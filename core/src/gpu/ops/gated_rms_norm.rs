@@ -1,0 +1,52 @@
+use crate::gpu::context::{GpuBuffer, Kernel};
+use crate::gpu::recorder::{grid_groups, Recorder};
+use crate::gpu::GpuResult;
+
+use super::{need_len, SsmDims, View};
+
+const K: Kernel = Kernel { shader: "gated_rms_norm", entry: "main", access: "rrrrw", spec: "" };
+
+/// MODEL.md steps 5-6 in place on `y` [rows, Di]: `y += D[h] * x` (when `d_skip` is given),
+/// then `y *= silu(z)` for rows `t >= gate_from_row` (`None`: no gate), then RMS-normalise each
+/// of the G groups of Di/G channels (`eps`) and multiply by `weight` [Di].
+pub fn gated_rms_norm(
+    rec: &mut Recorder,
+    d: SsmDims,
+    rows: u32,
+    y: View,
+    x: View,
+    z: View,
+    d_skip: Option<&GpuBuffer>,
+    weight: &GpuBuffer,
+    gate_from_row: Option<u32>,
+    eps: f32,
+) -> GpuResult<()> {
+    const OP: &str = "gated_rms_norm";
+    d.check(OP)?;
+    let di = d.inner();
+    y.check(OP, "y", rows, di)?;
+    x.check(OP, "x", rows, di)?;
+    z.check(OP, "z", rows, di)?;
+    need_len(OP, "norm weight", weight, di as u64)?;
+    if let Some(ds) = d_skip {
+        need_len(OP, "D", ds, d.heads as u64)?;
+    }
+    let dummy = rec.ctx().dummy().clone();
+    let params = [
+        rows,
+        di,
+        d.head_dim,
+        d.groups,
+        eps.to_bits(),
+        gate_from_row.unwrap_or(u32::MAX),
+        y.stride,
+        y.offset,
+        x.stride,
+        x.offset,
+        z.stride,
+        z.offset,
+        d_skip.is_some() as u32,
+    ];
+    let bufs = [x.buf, z.buf, d_skip.unwrap_or(&dummy), weight, y.buf];
+    rec.dispatch(&K, &params, &bufs, grid_groups(rows as u64 * d.groups as u64))
+}

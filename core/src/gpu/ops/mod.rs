@@ -1,0 +1,117 @@
+//! One function per kernel: check shapes, pick the pipeline, bind, record the dispatch.
+//!
+//! Activations are f32 row-major; a [`View`] addresses rows of a buffer with a row stride and
+//! an element offset (row offsets are folded into `offset`), so kernels read and write column
+//! windows such as the x / B / C parts of an xBC' row without copies.
+#![allow(clippy::too_many_arguments)]
+
+mod attention;
+mod conv1d;
+mod copy_rows;
+mod dt;
+mod embedding;
+mod gated_rms_norm;
+mod matmul;
+mod memory_converter;
+mod rms_norm;
+mod ssd;
+mod swiglu;
+
+pub use attention::attention;
+pub use conv1d::conv1d;
+pub use copy_rows::copy_rows;
+pub use dt::dt_softplus;
+pub use embedding::embedding;
+pub use gated_rms_norm::gated_rms_norm;
+pub use matmul::{matmul, matmul_using, MatmulKernel};
+pub use memory_converter::memory_converter;
+pub use rms_norm::rms_norm;
+pub use ssd::{ssd_scan, ssm_sequential_scan, ssm_step, SsmInputs};
+pub use swiglu::swiglu;
+
+use super::context::GpuBuffer;
+use super::error::{GpuError, GpuResult};
+
+/// Rows of `buf`: element (r, c) is `buf[offset + r * stride + c]`.
+#[derive(Clone, Copy, Debug)]
+pub struct View<'a> {
+    pub buf: &'a GpuBuffer,
+    pub stride: u32,
+    pub offset: u32,
+}
+
+impl<'a> View<'a> {
+    pub fn new(buf: &'a GpuBuffer, stride: u32, offset: u32) -> Self {
+        Self { buf, stride, offset }
+    }
+    /// A dense [rows, width] buffer.
+    pub fn dense(buf: &'a GpuBuffer, width: u32) -> Self {
+        Self { buf, stride: width, offset: 0 }
+    }
+    /// The same view starting `rows` rows further down.
+    pub fn rows_from(self, rows: u32) -> Self {
+        Self { offset: self.offset + rows * self.stride, ..self }
+    }
+    /// The same view starting `cols` columns to the right.
+    pub fn cols_from(self, cols: u32) -> Self {
+        Self { offset: self.offset + cols, ..self }
+    }
+
+    /// Checks that `rows` rows of `width` elements lie inside the buffer.
+    pub(crate) fn check(&self, op: &'static str, name: &str, rows: u32, width: u32) -> GpuResult<()> {
+        if rows == 0 || width == 0 {
+            return Ok(());
+        }
+        let end = self.offset as u64 + (rows as u64 - 1) * self.stride as u64 + width as u64;
+        if end > self.buf.len() as u64 || (rows > 1 && self.stride < width) {
+            return Err(GpuError::Shape {
+                op,
+                detail: format!(
+                    "{name}: [{rows}, {width}] at offset {} stride {} does not fit a buffer of {} elements",
+                    self.offset,
+                    self.stride,
+                    self.buf.len()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// SSM / attention sizes: H heads of P channels, state size N, G groups of B / C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SsmDims {
+    pub heads: u32,
+    pub head_dim: u32,
+    pub state: u32,
+    pub groups: u32,
+}
+
+impl SsmDims {
+    pub(crate) fn check(&self, op: &'static str) -> GpuResult<()> {
+        let ok = self.heads > 0
+            && self.head_dim > 0
+            && self.state > 0
+            && self.groups > 0
+            && self.heads % self.groups == 0;
+        super::error::ensure(op, ok, || format!("invalid dims {self:?} (need H % G == 0, all > 0)"))
+    }
+    /// H * P.
+    pub fn inner(&self) -> u32 {
+        self.heads * self.head_dim
+    }
+    /// G * N.
+    pub fn bc_width(&self) -> u32 {
+        self.groups * self.state
+    }
+    /// H * P * N, the state size.
+    pub fn state_len(&self) -> u32 {
+        self.heads * self.head_dim * self.state
+    }
+}
+
+pub(crate) fn need_len(op: &'static str, name: &str, buf: &GpuBuffer, len: u64) -> GpuResult<()> {
+    super::error::ensure(op, buf.len() as u64 >= len, || {
+        format!("{name}: needs {len} elements, buffer has {}", buf.len())
+    })
+}

@@ -1,0 +1,30 @@
+//! transmamba: inference for TransMamba (and Mamba2) language models.
+//!
+//! - [`config`] and [`model`] load a model per MODEL.md (three config dialects, safetensors);
+//! - [`schedule`] names and resolves TransPoint schedules;
+//! - [`cpu`] is the reference backend (the oracle for the GPU kernels);
+//! - [`memory`] accounts for the caches a schedule needs.
+
+pub mod config;
+pub mod cpu;
+pub mod error;
+pub mod gpu;
+pub mod memory;
+pub mod model;
+pub mod npy;
+pub mod schedule;
+pub mod tokens;
+
+pub use config::{Dialect, ModelConfig};
+pub use error::{Error, Result};
+pub use model::Model;
+pub use schedule::{Schedule, ScheduleSpec, TransPoint};
+
+/// Which logits a forward call returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// One row per fed token: `[T, V]`.
+    All,
+    /// Only the last fed token's row: `[V]` (what generation needs).
+    Last,
+}

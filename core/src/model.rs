@@ -1,0 +1,449 @@
+//! Loading a model: safetensors files (memory-mapped on native) into f32 tensors checked
+//! against the config, per MODEL.md's tensor table.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+
+/// A dense f32 tensor, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+impl Tensor {
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Self { shape, data }
+    }
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// The weights of one layer (mixer, norms and optional MLP).
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    pub norm: Tensor,
+    /// [Di + Dc + H, D]: rows z | xBC | dt.
+    pub in_proj: Tensor,
+    pub in_proj_bias: Option<Tensor>,
+    /// [Dc, K] (the file's [Dc, 1, K] with the unit axis dropped).
+    pub conv_weight: Tensor,
+    pub conv_bias: Option<Tensor>,
+    pub dt_bias: Tensor,
+    pub a_log: Tensor,
+    pub d: Tensor,
+    /// Weight of the gated, grouped RMSNorm [Di].
+    pub gated_norm: Tensor,
+    pub out_proj: Tensor,
+    pub out_proj_bias: Option<Tensor>,
+    pub mlp: Option<MlpWeights>,
+}
+
+#[derive(Clone, Debug)]
+pub struct MlpWeights {
+    pub norm2: Tensor,
+    /// [2M, D]: rows value | gate.
+    pub fc1: Tensor,
+    /// [D, M].
+    pub fc2: Tensor,
+}
+
+/// A loaded model: config plus f32 weights.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub config: ModelConfig,
+    /// V as the tensors have it (mamba_ssm may pad it beyond `config.vocab_size`).
+    pub vocab: usize,
+    pub embedding: Tensor,
+    pub layers: Vec<LayerWeights>,
+    pub norm_f: Tensor,
+    /// `None` when the output matrix is tied to the embedding.
+    pub lm_head: Option<Tensor>,
+    /// The dtype the weights were stored in (F32, F16, BF16).
+    pub stored_dtype: String,
+}
+
+/// One safetensors file's bytes, named for error messages.
+pub struct SafetensorsFile<'a> {
+    pub name: String,
+    pub bytes: &'a [u8],
+}
+
+impl Model {
+    /// Loads a model directory (config.json plus safetensors, sharded or not) or a single
+    /// `.safetensors` file whose metadata holds the config.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(path: &Path) -> Result<Model> {
+        if path.is_file() {
+            let map = mmap(path)?;
+            return Self::from_safetensors_bytes(&map, &path.display().to_string());
+        }
+        if !path.is_dir() {
+            return Err(Error::ModelNotFound(path.to_path_buf()));
+        }
+        let config_path = path.join("config.json");
+        let config_text = match std::fs::read_to_string(&config_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::ModelNotFound(path.to_path_buf()))
+            }
+            Err(source) => {
+                return Err(Error::Io {
+                    path: config_path,
+                    source,
+                })
+            }
+        };
+        let config = ModelConfig::from_json_str(&config_text, &config_path.display().to_string())?;
+        let files = safetensors_files(path)?;
+        let maps = files.iter().map(|f| mmap(f)).collect::<Result<Vec<_>>>()?;
+        let named: Vec<SafetensorsFile> = files
+            .iter()
+            .zip(&maps)
+            .map(|(p, m)| SafetensorsFile {
+                name: p.display().to_string(),
+                bytes: &m[..],
+            })
+            .collect();
+        Self::from_parts(config, &named)
+    }
+
+    /// One `.safetensors` whose `__metadata__` holds the config JSON under the key `config`.
+    pub fn from_safetensors_bytes(bytes: &[u8], name: &str) -> Result<Model> {
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| st_error(name, e))?;
+        let text = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("config"))
+            .ok_or_else(|| Error::ConfigJson {
+                source_name: name.to_string(),
+                reason: "the file's __metadata__ has no `config` entry; \
+                         pass the model directory with its config.json instead"
+                    .into(),
+            })?;
+        let config = ModelConfig::from_json_str(text, &format!("{name} (__metadata__.config)"))?;
+        Self::from_parts(
+            config,
+            &[SafetensorsFile {
+                name: name.to_string(),
+                bytes,
+            }],
+        )
+    }
+
+    /// Builds the model from a config and the bytes of its safetensors files.
+    pub fn from_parts(config: ModelConfig, files: &[SafetensorsFile]) -> Result<Model> {
+        let parsed = files
+            .iter()
+            .map(|f| SafeTensors::deserialize(f.bytes).map_err(|e| st_error(&f.name, e)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut views: HashMap<String, (&str, TensorView)> = HashMap::new();
+        for (file, st) in files.iter().zip(&parsed) {
+            for (name, view) in st.tensors() {
+                views.insert(name, (file.name.as_str(), view));
+            }
+        }
+        let mut dtypes = std::collections::BTreeSet::new();
+        let mut loader = Loader {
+            views: &views,
+            dtypes: &mut dtypes,
+        };
+
+        let c = &config;
+        let (d, di, dc, h, k) = (
+            c.hidden_size,
+            c.d_inner(),
+            c.d_conv(),
+            c.num_heads,
+            c.conv_kernel,
+        );
+        let emb_name = if views.contains_key("backbone.embeddings.weight") {
+            "backbone.embeddings.weight"
+        } else if views.contains_key("backbone.embedding.weight") {
+            "backbone.embedding.weight"
+        } else {
+            return Err(Error::MissingTensor("backbone.embeddings.weight".into()));
+        };
+        let embedding = loader.any_rows(emb_name, d)?;
+        let vocab = embedding.shape[0];
+        if vocab < c.vocab_size {
+            return Err(Error::TensorShape {
+                name: emb_name.into(),
+                expected: vec![c.vocab_size, d],
+                actual: embedding.shape.clone(),
+            });
+        }
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let p = format!("backbone.layers.{i}.");
+            let opt = |l: &mut Loader, name: &str, shape: &[usize], present: bool| {
+                if present {
+                    l.get(&format!("{p}{name}"), shape).map(Some)
+                } else {
+                    Ok(None)
+                }
+            };
+            let mut conv_weight = loader.get(&format!("{p}mixer.conv1d.weight"), &[dc, 1, k])?;
+            conv_weight.shape = vec![dc, k];
+            let mlp = if c.mlp_intermediate_size > 0 {
+                let m = c.mlp_intermediate_size;
+                Some(MlpWeights {
+                    norm2: loader.get(&format!("{p}norm2.weight"), &[d])?,
+                    fc1: loader.get(&format!("{p}mlp.fc1.weight"), &[2 * m, d])?,
+                    fc2: loader.get(&format!("{p}mlp.fc2.weight"), &[d, m])?,
+                })
+            } else {
+                None
+            };
+            layers.push(LayerWeights {
+                norm: loader.get(&format!("{p}norm.weight"), &[d])?,
+                in_proj: loader.get(&format!("{p}mixer.in_proj.weight"), &[c.d_in_proj(), d])?,
+                in_proj_bias: opt(
+                    &mut loader,
+                    "mixer.in_proj.bias",
+                    &[c.d_in_proj()],
+                    c.use_bias,
+                )?,
+                conv_weight,
+                conv_bias: opt(&mut loader, "mixer.conv1d.bias", &[dc], c.use_conv_bias)?,
+                dt_bias: loader.get(&format!("{p}mixer.dt_bias"), &[h])?,
+                a_log: loader.get(&format!("{p}mixer.A_log"), &[h])?,
+                d: loader.get(&format!("{p}mixer.D"), &[h])?,
+                gated_norm: loader.get(&format!("{p}mixer.norm.weight"), &[di])?,
+                out_proj: loader.get(&format!("{p}mixer.out_proj.weight"), &[d, di])?,
+                out_proj_bias: opt(&mut loader, "mixer.out_proj.bias", &[d], c.use_bias)?,
+                mlp,
+            });
+        }
+        let norm_f = loader.get("backbone.norm_f.weight", &[d])?;
+        let lm_head = if c.tie_word_embeddings && !views.contains_key("lm_head.weight") {
+            None
+        } else {
+            Some(loader.get("lm_head.weight", &[vocab, d])?)
+        };
+        let stored_dtype = dtypes.into_iter().collect::<Vec<_>>().join("+");
+        Ok(Model {
+            config,
+            vocab,
+            embedding,
+            layers,
+            norm_f,
+            lm_head,
+            stored_dtype,
+        })
+    }
+
+    /// The output matrix [V, D]: lm_head, or the embedding when tied.
+    pub fn output_matrix(&self) -> &Tensor {
+        self.lm_head.as_ref().unwrap_or(&self.embedding)
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        let layer: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                let mut n = l.norm.len()
+                    + l.in_proj.len()
+                    + l.conv_weight.len()
+                    + l.dt_bias.len()
+                    + l.a_log.len()
+                    + l.d.len()
+                    + l.gated_norm.len()
+                    + l.out_proj.len();
+                for b in [&l.in_proj_bias, &l.conv_bias, &l.out_proj_bias]
+                    .into_iter()
+                    .flatten()
+                {
+                    n += b.len();
+                }
+                if let Some(m) = &l.mlp {
+                    n += m.norm2.len() + m.fc1.len() + m.fc2.len();
+                }
+                n
+            })
+            .sum();
+        self.embedding.len() + layer + self.norm_f.len() + self.lm_head.as_ref().map_or(0, Tensor::len)
+    }
+
+    /// Checks a prompt: non-empty, every id inside the vocabulary.
+    pub fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyTokens);
+        }
+        self.check_token_range(tokens, 0)
+    }
+
+    /// Checks that every id is inside the vocabulary; `first_position` names positions in errors.
+    pub fn check_token_range(&self, tokens: &[u32], first_position: usize) -> Result<()> {
+        match tokens.iter().position(|&t| t as usize >= self.vocab) {
+            Some(i) => Err(Error::TokenOutOfRange {
+                token: tokens[i],
+                position: first_position + i,
+                vocab: self.vocab,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+struct Loader<'v, 'd> {
+    views: &'v HashMap<String, (&'d str, TensorView<'d>)>,
+    dtypes: &'v mut std::collections::BTreeSet<String>,
+}
+
+impl Loader<'_, '_> {
+    /// The named tensor, which must have exactly `shape`.
+    fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.load(name)?;
+        if t.shape != shape {
+            return Err(Error::TensorShape {
+                name: name.into(),
+                expected: shape.to_vec(),
+                actual: t.shape,
+            });
+        }
+        Ok(t)
+    }
+
+    /// A [rows, cols] tensor with any number of rows (the vocabulary, which the tensors decide).
+    fn any_rows(&mut self, name: &str, cols: usize) -> Result<Tensor> {
+        let t = self.load(name)?;
+        if t.shape.len() != 2 || t.shape[1] != cols || t.shape[0] == 0 {
+            return Err(Error::TensorShape {
+                name: name.into(),
+                expected: vec![t.shape.first().copied().unwrap_or(1).max(1), cols],
+                actual: t.shape,
+            });
+        }
+        Ok(t)
+    }
+
+    fn load(&mut self, name: &str) -> Result<Tensor> {
+        let (file, view) = self
+            .views
+            .get(name)
+            .ok_or_else(|| Error::MissingTensor(name.into()))?;
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::UnsupportedDtype {
+                    file: file.to_string(),
+                    name: name.into(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        self.dtypes.insert(format!("{:?}", view.dtype()));
+        Ok(Tensor::new(view.shape().to_vec(), data))
+    }
+}
+
+fn st_error(file: &str, e: SafeTensorError) -> Error {
+    let reason = match e {
+        SafeTensorError::HeaderTooSmall => "the file is shorter than its 8-byte header length".into(),
+        SafeTensorError::InvalidHeaderLength => {
+            "the header length points past the end of the file (truncated?)".into()
+        }
+        SafeTensorError::HeaderTooLarge => "the header length is implausibly large".into(),
+        SafeTensorError::InvalidHeader(_) => "the header is not UTF-8".into(),
+        SafeTensorError::InvalidHeaderDeserialization(e) => {
+            format!("the header is not valid safetensors JSON (unknown dtype?): {e}")
+        }
+        SafeTensorError::InvalidOffset(name) => format!(
+            "tensor `{name}` has data offsets that overlap another tensor, leave a gap or run out of range"
+        ),
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's data offsets do not match its shape and dtype".into()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "the tensors' data does not match the file's length (truncated or padded file)".into()
+        }
+        SafeTensorError::ValidationOverflow => "a tensor's shape overflows".into(),
+        other => format!("{other:?}"),
+    };
+    Error::Safetensors {
+        file: file.to_string(),
+        reason,
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn mmap(path: &Path) -> Result<memmap2::Mmap> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: the map is read-only and lives only while the model loads; the files are
+    // not expected to change under us (the same contract every safetensors loader has).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
+}
+
+/// The safetensors files of a model directory: those the sharded index names, or every
+/// `*.safetensors` in it.
+#[cfg(not(target_arch = "wasm32"))]
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(|source| Error::Io {
+            path: index.clone(),
+            source,
+        })?;
+        let bad = |reason: String| Error::ConfigJson {
+            source_name: index.display().to_string(),
+            reason,
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("no `weight_map` object".into()))?;
+        let mut files: Vec<String> = map
+            .values()
+            .map(|f| {
+                f.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("weight_map value {f} is not a file name")))
+            })
+            .collect::<Result<_>>()?;
+        files.sort();
+        files.dedup();
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::ModelNotFound(dir.to_path_buf()));
+    }
+    Ok(files)
+}

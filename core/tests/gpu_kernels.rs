@@ -1,0 +1,877 @@
+//! Every GPU op against a naive f64 CPU computation. Needs a WebGPU adapter (lavapipe works):
+//! without one these tests fail, they never skip.
+
+use std::sync::OnceLock;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use transmamba::gpu::*;
+
+fn new_ctx(opts: GpuOptions) -> GpuContext {
+    GpuContext::new_blocking(opts).unwrap_or_else(|e| {
+        panic!("GPU kernel tests need a WebGPU adapter (e.g. `apt-get install mesa-vulkan-drivers` for lavapipe): {e}")
+    })
+}
+
+fn ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| new_ctx(GpuOptions::default()))
+}
+
+/// A context that pretends storage bindings are at most 4 KiB.
+fn small_ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| new_ctx(GpuOptions { max_binding_size: Some(4096), ..Default::default() }))
+}
+
+fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+fn randv(r: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| r.random_range(-scale..scale)).collect()
+}
+
+/// `rows` rows of `width` values placed at `offset + t * stride` in a buffer of junk.
+fn pack(r: &mut StdRng, data: &[f32], rows: usize, width: usize, stride: usize, offset: usize) -> Vec<f32> {
+    let len = if rows == 0 { offset } else { offset + (rows - 1) * stride + width };
+    let mut v = randv(r, len + 3, 9.0);
+    for t in 0..rows {
+        v[offset + t * stride..offset + t * stride + width].copy_from_slice(&data[t * width..(t + 1) * width]);
+    }
+    v
+}
+
+fn unpack(v: &[f32], rows: usize, width: usize, stride: usize, offset: usize) -> Vec<f32> {
+    (0..rows).flat_map(|t| v[offset + t * stride..offset + t * stride + width].to_vec()).collect()
+}
+
+fn up(c: &GpuContext, v: &[f32]) -> GpuBuffer {
+    c.upload_f32("test", v).expect("upload")
+}
+
+fn read(c: &GpuContext, b: &GpuBuffer) -> Vec<f32> {
+    c.read_f32_blocking(b).expect("readback")
+}
+
+#[track_caller]
+fn assert_close(what: &str, got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = (0.0f64, 0usize);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w).abs() / (1.0 + w.abs());
+        if !(err <= worst.0) {
+            worst = (err, i);
+        }
+    }
+    assert!(
+        worst.0 <= tol,
+        "{what}: element {} is {} but should be {} (rel err {:.3e} > {tol:.0e})",
+        worst.1,
+        got[worst.1],
+        want[worst.1],
+        worst.0
+    );
+}
+
+fn silu(v: f64) -> f64 {
+    v / (1.0 + (-v).exp())
+}
+
+fn submit(rec: Recorder) {
+    rec.submit().expect("submit");
+}
+
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn embedding_gathers_rows_also_from_split_tables() {
+    let mut r = rng(1);
+    let (v, d, t) = (53usize, 24usize, 9usize);
+    let table = randv(&mut r, v * d, 1.0);
+    let mut tokens: Vec<u32> = (0..t).map(|_| r.random_range(0..v as u32)).collect();
+    tokens[0] = 0;
+    tokens[1] = v as u32 - 1;
+    for c in [ctx(), small_ctx()] {
+        let m = GpuMatrix::from_f32(c, "emb", &table, v, d).unwrap();
+        if std::ptr::eq(c, small_ctx()) {
+            assert!(m.blocks.len() > 1, "4 KiB limit must split the table");
+        }
+        let tok = c.upload_u32("tok", &tokens).unwrap();
+        let (stride, off) = (d + 5, 3);
+        let out = up(c, &pack(&mut r, &vec![0.0; t * d], t, d, stride, off));
+        let mut rec = Recorder::new(c);
+        embedding(&mut rec, &tok, t as u32, &m, View::new(&out, stride as u32, off as u32)).unwrap();
+        submit(rec);
+        let got = unpack(&read(c, &out), t, d, stride, off);
+        let want: Vec<f64> =
+            tokens.iter().flat_map(|&k| table[k as usize * d..(k as usize + 1) * d].iter().map(|&x| x as f64)).collect();
+        assert_close("embedding", &got, &want, 0.0);
+    }
+}
+
+#[test]
+fn rms_norm_matches() {
+    let mut r = rng(2);
+    let c = ctx();
+    for (rows, width) in [(1usize, 7usize), (5, 70), (3, 256)] {
+        let x = randv(&mut r, rows * width, 2.0);
+        let w = randv(&mut r, width, 1.5);
+        let xb = up(c, &pack(&mut r, &x, rows, width, width + 2, 1));
+        let ob = c.zeros("o", rows * width).unwrap();
+        let wb = up(c, &w);
+        let mut rec = Recorder::new(c);
+        let xv = View::new(&xb, width as u32 + 2, 1);
+        rms_norm(&mut rec, rows as u32, width as u32, xv, &wb, View::dense(&ob, width as u32), 1e-5).unwrap();
+        submit(rec);
+        let mut want = Vec::new();
+        for t in 0..rows {
+            let row = &x[t * width..(t + 1) * width];
+            let ms = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / width as f64;
+            let k = 1.0 / (ms + 1e-5).sqrt();
+            want.extend(row.iter().zip(&w).map(|(&v, &w)| v as f64 * k * w as f64));
+        }
+        assert_close("rms_norm", &read(c, &ob), &want, 1e-5);
+    }
+}
+
+fn matmul_case(c: &GpuContext, r: &mut StdRng, t: usize, k: usize, o: usize, kernel: MatmulKernel, bias: bool, acc: bool) {
+    let x = randv(r, t * k, 1.0);
+    let w = randv(r, o * k, 1.0);
+    let b = randv(r, o, 1.0);
+    let y0 = randv(r, t * o, 1.0);
+    let (xs, xo, ys, yo) = (k + 3, 2, o + 5, 4);
+    let xb = up(c, &pack(r, &x, t, k, xs, xo));
+    let ypacked = pack(r, &y0, t, o, ys, yo);
+    let yb = up(c, &ypacked);
+    let bb = up(c, &b);
+    let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
+    let mut rec = Recorder::new(c);
+    let xv = View::new(&xb, xs as u32, xo as u32);
+    let yv = View::new(&yb, ys as u32, yo as u32);
+    matmul_using(&mut rec, t as u32, xv, &m, bias.then_some(&bb), yv, acc, kernel).unwrap();
+    submit(rec);
+    let mut want = vec![0.0f64; t * o];
+    for i in 0..t {
+        for j in 0..o {
+            let mut s: f64 = (0..k).map(|q| x[i * k + q] as f64 * w[j * k + q] as f64).sum();
+            if bias {
+                s += b[j] as f64;
+            }
+            if acc {
+                s += y0[i * o + j] as f64;
+            }
+            want[i * o + j] = s;
+        }
+    }
+    let all = read(c, &yb);
+    let got = unpack(&all, t, o, ys, yo);
+    assert_close(&format!("matmul {kernel:?} T={t} in={k} out={o} bias={bias} acc={acc}"), &got, &want, 2e-5);
+    // Elements outside the window are untouched.
+    for (i, (a, b)) in all.iter().zip(&ypacked).enumerate() {
+        let inside = i >= yo && (i - yo) / ys < t && (i - yo) % ys < o;
+        assert!(inside || a == b, "matmul wrote outside its window at {i}");
+    }
+}
+
+#[test]
+fn matmul_tiled_and_matvec_match() {
+    let mut r = rng(3);
+    let c = ctx();
+    for &(t, k, o) in &[(1usize, 13usize, 7usize), (3, 64, 40), (17, 33, 9), (64, 128, 70), (5, 4, 1)] {
+        for kernel in [MatmulKernel::Tiled, MatmulKernel::MatVec, MatmulKernel::Auto] {
+            matmul_case(c, &mut r, t, k, o, kernel, true, false);
+            matmul_case(c, &mut r, t, k, o, kernel, false, true);
+        }
+    }
+}
+
+#[test]
+fn matmul_with_split_weights_is_unchanged() {
+    let mut r = rng(4);
+    let (t, k, o) = (9usize, 30usize, 100usize);
+    let x = randv(&mut r, t * k, 1.0);
+    let w = randv(&mut r, o * k, 1.0);
+    let b = randv(&mut r, o, 1.0);
+    let mut outs = Vec::new();
+    for c in [ctx(), small_ctx()] {
+        for kernel in [MatmulKernel::Tiled, MatmulKernel::MatVec] {
+            let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
+            if std::ptr::eq(c, small_ctx()) {
+                assert!(m.blocks.len() >= 4, "expected several blocks, got {}", m.blocks.len());
+                assert!(m.blocks.iter().all(|b| b.rows * k * 4 <= 4096));
+            } else {
+                assert_eq!(m.blocks.len(), 1);
+            }
+            let xb = up(c, &x);
+            let bb = up(c, &b);
+            let yb = c.zeros("y", t * o).unwrap();
+            let mut rec = Recorder::new(c);
+            matmul_using(&mut rec, t as u32, View::dense(&xb, k as u32), &m, Some(&bb), View::dense(&yb, o as u32), false, kernel)
+                .unwrap();
+            submit(rec);
+            outs.push(read(c, &yb));
+        }
+    }
+    let want: Vec<f64> = outs[0].iter().map(|&v| v as f64).collect();
+    for o in &outs[1..] {
+        assert_close("split weights", o, &want, 1e-6);
+    }
+}
+
+fn conv_ref(xin: &[f32], w: &[f32], bias: &[f32], t: usize, dc: usize, k: usize) -> Vec<f64> {
+    let mut out = vec![0.0; t * dc];
+    for i in 0..t {
+        for c in 0..dc {
+            let mut s = bias[c] as f64;
+            for q in 0..k {
+                let j = i as isize - k as isize + 1 + q as isize;
+                if j >= 0 {
+                    s += w[c * k + q] as f64 * xin[j as usize * dc + c] as f64;
+                }
+            }
+            out[i * dc + c] = silu(s);
+        }
+    }
+    out
+}
+
+#[test]
+fn conv1d_prefill_and_carried_state() {
+    let mut r = rng(5);
+    let c = ctx();
+    let (dc, k, t) = (10usize, 4usize, 9usize);
+    let xin = randv(&mut r, t * dc, 1.5);
+    let w = randv(&mut r, dc * k, 1.0);
+    let b = randv(&mut r, dc, 0.5);
+    let want = conv_ref(&xin, &w, &b, t, dc, k);
+    let (wb, bb) = (up(c, &w), up(c, &b));
+    // The conv input is a column window of a wider in_proj row.
+    let (stride, off) = (dc + 7, 5);
+    let packed = pack(&mut r, &xin, t, dc, stride, off);
+    let inb = up(c, &packed);
+    // Splits: one call; T < K-1 then the rest; one token at a time.
+    for splits in [vec![t], vec![2, 7], vec![1, 1, 1, 6], vec![1; t]] {
+        let state = c.zeros("state", (k - 1) * dc).unwrap();
+        let out = c.zeros("out", t * dc).unwrap();
+        let mut rec = Recorder::new(c);
+        let mut t0 = 0u32;
+        for &n in &splits {
+            let iv = View::new(&inb, stride as u32, off as u32).rows_from(t0);
+            let ov = View::dense(&out, dc as u32).rows_from(t0);
+            conv1d(&mut rec, n as u32, dc as u32, k as u32, iv, &wb, Some(&bb), &state, ov, true).unwrap();
+            t0 += n as u32;
+        }
+        submit(rec);
+        assert_close(&format!("conv1d splits {splits:?}"), &read(c, &out), &want, 1e-5);
+        // The state is the last K-1 pre-conv rows.
+        let st = read(c, &state);
+        let want_state: Vec<f64> = xin[(t - (k - 1)) * dc..].iter().map(|&v| v as f64).collect();
+        assert_close("conv state", &st, &want_state, 0.0);
+    }
+    // T < K-1 from a fresh state: state = [0, 0, row0] style shift.
+    let state = c.zeros("state", (k - 1) * dc).unwrap();
+    let out = c.zeros("out", dc).unwrap();
+    let mut rec = Recorder::new(c);
+    conv1d(&mut rec, 1, dc as u32, k as u32, View::new(&inb, stride as u32, off as u32), &wb, None, &state, View::dense(&out, dc as u32), true)
+        .unwrap();
+    submit(rec);
+    let st = read(c, &state);
+    let mut want_state = vec![0.0f64; (k - 1) * dc];
+    for ch in 0..dc {
+        want_state[(k - 2) * dc + ch] = xin[ch] as f64;
+    }
+    assert_close("conv state T<K-1", &st, &want_state, 0.0);
+    let want0: Vec<f64> = (0..dc).map(|ch| silu(w[ch * k + k - 1] as f64 * xin[ch] as f64)).collect();
+    assert_close("conv no bias", &read(c, &out), &want0, 1e-5);
+}
+
+#[test]
+fn dt_softplus_clamps() {
+    let mut r = rng(6);
+    let c = ctx();
+    let (t, h) = (7usize, 5usize);
+    let mut raw = randv(&mut r, t * h, 8.0);
+    raw[0] = 30.0;
+    raw[1] = -40.0;
+    let bias = randv(&mut r, h, 1.0);
+    for (lo, hi) in [(0.0f32, f32::INFINITY), (0.001, 2.0)] {
+        let (stride, off) = (h + 9, 6);
+        let rb = up(c, &pack(&mut r, &raw, t, h, stride, off));
+        let bb = up(c, &bias);
+        let ob = c.zeros("dt", t * h).unwrap();
+        let mut rec = Recorder::new(c);
+        dt_softplus(&mut rec, t as u32, h as u32, View::new(&rb, stride as u32, off as u32), &bb, View::dense(&ob, h as u32), lo, hi)
+            .unwrap();
+        submit(rec);
+        let want: Vec<f64> = (0..t * h)
+            .map(|i| {
+                let v = raw[i] as f64 + bias[i % h] as f64;
+                let sp = if v > 30.0 { v } else { v.exp().ln_1p() };
+                sp.clamp(lo as f64, hi as f64)
+            })
+            .collect();
+        assert_close("dt", &read(c, &ob), &want, 1e-6);
+    }
+}
+
+#[test]
+fn copy_rows_and_swiglu() {
+    let mut r = rng(7);
+    let c = ctx();
+    let (t, w) = (6usize, 11usize);
+    let src = randv(&mut r, t * w, 1.0);
+    let sb = up(c, &pack(&mut r, &src, t, w, w + 4, 2));
+    let cache = up(c, &randv(&mut r, 20 * w, 1.0));
+    let before = read(c, &cache);
+    let mut rec = Recorder::new(c);
+    copy_rows(&mut rec, t as u32, w as u32, View::new(&sb, w as u32 + 4, 2), View::dense(&cache, w as u32).rows_from(5)).unwrap();
+    submit(rec);
+    let after = read(c, &cache);
+    let mut want: Vec<f64> = before.iter().map(|&v| v as f64).collect();
+    for (i, &v) in src.iter().enumerate() {
+        want[5 * w + i] = v as f64;
+    }
+    assert_close("copy_rows", &after, &want, 0.0);
+
+    let m = 13usize;
+    let inp = randv(&mut r, t * 2 * m, 4.0);
+    let ib = up(c, &pack(&mut r, &inp, t, 2 * m, 2 * m + 1, 3));
+    let ob = c.zeros("o", t * m).unwrap();
+    let mut rec = Recorder::new(c);
+    swiglu(&mut rec, t as u32, m as u32, View::new(&ib, 2 * m as u32 + 1, 3), View::dense(&ob, m as u32)).unwrap();
+    submit(rec);
+    let want: Vec<f64> =
+        (0..t * m).map(|i| inp[(i / m) * 2 * m + i % m] as f64 * silu(inp[(i / m) * 2 * m + m + i % m] as f64)).collect();
+    assert_close("swiglu", &read(c, &ob), &want, 1e-5);
+}
+
+#[test]
+fn gated_rms_norm_matches() {
+    let mut r = rng(8);
+    let c = ctx();
+    let d = SsmDims { heads: 6, head_dim: 5, state: 4, groups: 2 };
+    let (t, di) = (5usize, 30usize);
+    let y = randv(&mut r, t * di, 1.0);
+    let x = randv(&mut r, t * di, 1.0);
+    let z = randv(&mut r, t * di, 2.0);
+    let dsk = randv(&mut r, 6, 1.0);
+    let w = randv(&mut r, di, 1.0);
+    for (gate, with_d) in [(Some(2u32), true), (None, false), (Some(0), true)] {
+        let yb = up(c, &y);
+        let xb = up(c, &pack(&mut r, &x, t, di, di + 8, 8));
+        let zb = up(c, &pack(&mut r, &z, t, di, di + 50, 1));
+        let (db, wb) = (up(c, &dsk), up(c, &w));
+        let mut rec = Recorder::new(c);
+        gated_rms_norm(
+            &mut rec,
+            d,
+            t as u32,
+            View::dense(&yb, di as u32),
+            View::new(&xb, di as u32 + 8, 8),
+            View::new(&zb, di as u32 + 50, 1),
+            with_d.then_some(&db),
+            &wb,
+            gate,
+            1e-5,
+        )
+        .unwrap();
+        submit(rec);
+        let mut want = vec![0.0f64; t * di];
+        for i in 0..t {
+            let mut v: Vec<f64> = (0..di)
+                .map(|ch| {
+                    let mut a = y[i * di + ch] as f64;
+                    if with_d {
+                        a += dsk[ch / 5] as f64 * x[i * di + ch] as f64;
+                    }
+                    if gate.is_some_and(|g| i as u32 >= g) {
+                        a *= silu(z[i * di + ch] as f64);
+                    }
+                    a
+                })
+                .collect();
+            for g in 0..2 {
+                let s = &mut v[g * 15..(g + 1) * 15];
+                let k = 1.0 / (s.iter().map(|a| a * a).sum::<f64>() / 15.0 + 1e-5).sqrt();
+                for a in s.iter_mut() {
+                    *a *= k;
+                }
+            }
+            for ch in 0..di {
+                want[i * di + ch] = v[ch] * w[ch] as f64;
+            }
+        }
+        assert_close(&format!("gated_rms_norm gate={gate:?}"), &read(c, &yb), &want, 1e-5);
+    }
+}
+
+fn rope_rot(v: &[f64], pos: usize, theta: f64) -> Vec<f64> {
+    let n = v.len();
+    let half = n / 2;
+    let mut o = v.to_vec();
+    for i in 0..half {
+        let a = pos as f64 * theta.powf(-2.0 * i as f64 / n as f64);
+        o[i] = v[i] * a.cos() - v[i + half] * a.sin();
+        o[i + half] = v[i + half] * a.cos() + v[i] * a.sin();
+    }
+    o
+}
+
+#[test]
+fn attention_matches_naive_softmax() {
+    let mut r = rng(9);
+    let c = ctx();
+    let dims = [
+        SsmDims { heads: 4, head_dim: 5, state: 6, groups: 1 },
+        SsmDims { heads: 4, head_dim: 40, state: 8, groups: 2 },
+        SsmDims { heads: 3, head_dim: 64, state: 16, groups: 3 },
+    ];
+    for d in dims {
+        let (h, p, n, g) = (d.heads as usize, d.head_dim as usize, d.state as usize, d.groups as usize);
+        for (nq, p0) in [(1usize, 9usize), (5, 3), (6, 0), (1, 0)] {
+            for theta in [None, Some(10000.0f32), Some(50.0)] {
+                let cap = p0 + nq + 2;
+                let kc = randv(&mut r, cap * g * n, 1.0);
+                let vc = randv(&mut r, cap * h * p, 1.0);
+                let q = randv(&mut r, nq * g * n, 1.0);
+                let scale = 1.0 / (n as f32).sqrt();
+                // Q is the C part of xBC' rows: [x | B | C].
+                let (stride, off) = (h * p + 2 * g * n, h * p + g * n);
+                let qb = up(c, &pack(&mut r, &q, nq, g * n, stride, off));
+                let (kb, vb) = (up(c, &kc), up(c, &vc));
+                let yrow0 = 2usize;
+                let yb = c.zeros("y", (nq + yrow0) * h * p).unwrap();
+                let mut rec = Recorder::new(c);
+                attention(
+                    &mut rec,
+                    d,
+                    nq as u32,
+                    p0 as u32,
+                    View::new(&qb, stride as u32, off as u32),
+                    View::dense(&kb, (g * n) as u32),
+                    View::dense(&vb, (h * p) as u32),
+                    View::dense(&yb, (h * p) as u32).rows_from(yrow0 as u32),
+                    scale,
+                    theta,
+                )
+                .unwrap();
+                submit(rec);
+                let mut want = vec![0.0f64; nq * h * p];
+                for t in 0..nq {
+                    let pos = p0 + t;
+                    for hh in 0..h {
+                        let gg = hh / (h / g);
+                        let mut qv: Vec<f64> = q[t * g * n + gg * n..][..n].iter().map(|&v| v as f64).collect();
+                        if let Some(th) = theta {
+                            qv = rope_rot(&qv, pos, th as f64);
+                        }
+                        let scores: Vec<f64> = (0..=pos)
+                            .map(|s| {
+                                let mut kv: Vec<f64> = kc[s * g * n + gg * n..][..n].iter().map(|&v| v as f64).collect();
+                                if let Some(th) = theta {
+                                    kv = rope_rot(&kv, s, th as f64);
+                                }
+                                scale as f64 * qv.iter().zip(&kv).map(|(a, b)| a * b).sum::<f64>()
+                            })
+                            .collect();
+                        let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+                        let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                        let z: f64 = e.iter().sum();
+                        for pp in 0..p {
+                            want[t * h * p + hh * p + pp] =
+                                (0..=pos).map(|s| e[s] / z * vc[s * h * p + hh * p + pp] as f64).sum::<f64>();
+                        }
+                    }
+                }
+                let got = read(c, &yb);
+                assert!(got[..yrow0 * h * p].iter().all(|&v| v == 0.0), "rows before the offset are untouched");
+                assert_close(&format!("attention {d:?} nq={nq} p0={p0} rope={theta:?}"), &got[yrow0 * h * p..], &want, 2e-5);
+            }
+        }
+    }
+}
+
+struct ScanCase {
+    d: SsmDims,
+    t: usize,
+    x: Vec<f32>,
+    b: Vec<f32>,
+    cm: Vec<f32>,
+    dt: Vec<f32>,
+    a_log: Vec<f32>,
+    s0: Vec<f32>,
+}
+
+impl ScanCase {
+    fn new(r: &mut StdRng, d: SsmDims, t: usize) -> Self {
+        let (h, p, n, g) = (d.heads as usize, d.head_dim as usize, d.state as usize, d.groups as usize);
+        Self {
+            d,
+            t,
+            x: randv(r, t * h * p, 1.0),
+            b: randv(r, t * g * n, 1.0),
+            cm: randv(r, t * g * n, 1.0),
+            dt: (0..t * h).map(|_| r.random_range(0.001f32..0.8)).collect(),
+            a_log: randv(r, h, 1.5),
+            s0: randv(r, h * p * n, 1.0),
+        }
+    }
+
+    /// Plain recurrence in f64 from `s0`: (y [T, H*P], final state).
+    fn reference(&self, s0: &[f32]) -> (Vec<f64>, Vec<f64>) {
+        let (h, p, n, g) = (self.d.heads as usize, self.d.head_dim as usize, self.d.state as usize, self.d.groups as usize);
+        let mut s: Vec<f64> = s0.iter().map(|&v| v as f64).collect();
+        let mut y = vec![0.0; self.t * h * p];
+        for t in 0..self.t {
+            for hh in 0..h {
+                let gg = hh / (h / g);
+                let a = -(self.a_log[hh] as f64).exp();
+                let dt = self.dt[t * h + hh] as f64;
+                let da = (dt * a).exp();
+                for pp in 0..p {
+                    let xv = self.x[t * h * p + hh * p + pp] as f64;
+                    let mut acc = 0.0;
+                    for nn in 0..n {
+                        let i = (hh * p + pp) * n + nn;
+                        s[i] = da * s[i] + dt * xv * self.b[t * g * n + gg * n + nn] as f64;
+                        acc += s[i] * self.cm[t * g * n + gg * n + nn] as f64;
+                    }
+                    y[t * h * p + hh * p + pp] = acc;
+                }
+            }
+        }
+        (y, s)
+    }
+
+    /// GPU buffers: x | B | C interleaved in one xBC' buffer (like the model), dt dense.
+    fn upload(&self, c: &GpuContext, r: &mut StdRng) -> (GpuBuffer, GpuBuffer, GpuBuffer, u32) {
+        let (hp, gn) = ((self.d.heads * self.d.head_dim) as usize, (self.d.groups * self.d.state) as usize);
+        let dc = hp + 2 * gn;
+        let stride = dc + 3;
+        let mut row = Vec::with_capacity(self.t * dc);
+        for t in 0..self.t {
+            row.extend_from_slice(&self.x[t * hp..(t + 1) * hp]);
+            row.extend_from_slice(&self.b[t * gn..(t + 1) * gn]);
+            row.extend_from_slice(&self.cm[t * gn..(t + 1) * gn]);
+        }
+        let xbc = up(c, &pack(r, &row, self.t, dc, stride, 1));
+        (xbc, up(c, &self.dt), up(c, &self.a_log), stride as u32)
+    }
+}
+
+fn inputs<'a>(d: SsmDims, xbc: &'a GpuBuffer, stride: u32, dt: &'a GpuBuffer, a_log: &'a GpuBuffer) -> SsmInputs<'a> {
+    let (hp, gn) = (d.heads * d.head_dim, d.groups * d.state);
+    let v = View::new(xbc, stride, 1);
+    SsmInputs { x: v, b: v.cols_from(hp), c: v.cols_from(hp + gn), dt: View::dense(dt, d.heads), a_log }
+}
+
+#[test]
+fn chunked_scan_equals_recurrence_for_every_chunk_size() {
+    let mut r = rng(10);
+    let dims = [
+        SsmDims { heads: 3, head_dim: 5, state: 7, groups: 1 },
+        SsmDims { heads: 4, head_dim: 4, state: 6, groups: 2 },
+    ];
+    for d in dims {
+        let case = ScanCase::new(&mut r, d, 23);
+        let (want_y, want_s) = case.reference(&case.s0);
+        for c in [ctx(), small_ctx()] {
+            let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
+            let inp = inputs(d, &xbc, stride, &dtb, &ab);
+            for chunk in [1u32, 3, 8, 64] {
+                if std::ptr::eq(c, small_ctx()) && chunk > 8 {
+                    continue; // the 4 KiB test limit cannot hold a 64-row chunk's scratch
+                }
+                let state = up(c, &case.s0);
+                let hp = d.inner() as usize;
+                let yb = c.zeros("y", case.t * hp).unwrap();
+                let mut rec = Recorder::new(c);
+                ssd_scan(&mut rec, d, case.t as u32, &inp, &state, View::dense(&yb, hp as u32), chunk).unwrap();
+                submit(rec);
+                assert_close(&format!("ssd y {d:?} Q={chunk}"), &read(c, &yb), &want_y, 1e-4);
+                assert_close(&format!("ssd state {d:?} Q={chunk}"), &read(c, &state), &want_s, 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_scan_long_sequence_in_segments() {
+    // 4 KiB limit: the scan runs in several segments chained through the state.
+    let mut r = rng(11);
+    let d = SsmDims { heads: 3, head_dim: 5, state: 7, groups: 1 };
+    let case = ScanCase::new(&mut r, d, 70);
+    let (want_y, want_s) = case.reference(&case.s0);
+    for c in [small_ctx(), ctx()] {
+        let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
+        let inp = inputs(d, &xbc, stride, &dtb, &ab);
+        let state = up(c, &case.s0);
+        let yb = c.zeros("y", case.t * 15).unwrap();
+        let mut rec = Recorder::new(c);
+        ssd_scan(&mut rec, d, case.t as u32, &inp, &state, View::dense(&yb, 15), 8).unwrap();
+        submit(rec);
+        assert_close("segmented ssd y", &read(c, &yb), &want_y, 1e-4);
+        assert_close("segmented ssd state", &read(c, &state), &want_s, 1e-4);
+    }
+}
+
+#[test]
+fn sequential_scan_and_step_equal_recurrence() {
+    let mut r = rng(12);
+    let c = ctx();
+    let d = SsmDims { heads: 4, head_dim: 3, state: 9, groups: 2 };
+    let case = ScanCase::new(&mut r, d, 17);
+    let (want_y, want_s) = case.reference(&case.s0);
+    let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
+    let inp = inputs(d, &xbc, stride, &dtb, &ab);
+    let hp = d.inner() as usize;
+
+    let state = up(c, &case.s0);
+    let yb = c.zeros("y", case.t * hp).unwrap();
+    let mut rec = Recorder::new(c);
+    ssm_sequential_scan(&mut rec, d, case.t as u32, &inp, &state, View::dense(&yb, hp as u32)).unwrap();
+    submit(rec);
+    assert_close("sequential y", &read(c, &yb), &want_y, 1e-4);
+    assert_close("sequential state", &read(c, &state), &want_s, 1e-4);
+
+    // Decode: one ssm_step per token, all in one submission.
+    let state = up(c, &case.s0);
+    let yb = c.zeros("y", case.t * hp).unwrap();
+    let mut rec = Recorder::new(c);
+    for t in 0..case.t as u32 {
+        let it = SsmInputs { x: inp.x.rows_from(t), b: inp.b.rows_from(t), c: inp.c.rows_from(t), dt: inp.dt.rows_from(t), a_log: &ab };
+        ssm_step(&mut rec, d, &it, &state, View::dense(&yb, hp as u32).rows_from(t)).unwrap();
+    }
+    submit(rec);
+    assert_close("step y", &read(c, &yb), &want_y, 1e-4);
+    assert_close("step state", &read(c, &state), &want_s, 1e-4);
+}
+
+#[test]
+fn memory_converter_matches_closed_formula() {
+    let mut r = rng(13);
+    let dims = [
+        SsmDims { heads: 3, head_dim: 5, state: 7, groups: 1 },
+        SsmDims { heads: 4, head_dim: 4, state: 6, groups: 2 },
+    ];
+    for d in dims {
+        let (h, p, n, g) = (d.heads as usize, d.head_dim as usize, d.state as usize, d.groups as usize);
+        let cap = 20usize;
+        let case = ScanCase::new(&mut r, d, cap);
+        for tau in [1usize, 13, 20] {
+            let mut want = vec![0.0f64; h * p * n];
+            for hh in 0..h {
+                let gg = hh / (h / g);
+                let a = -(case.a_log[hh] as f64).exp();
+                for s in 0..tau {
+                    let decay = (a * (s + 1..tau).map(|q| case.dt[q * h + hh] as f64).sum::<f64>()).exp();
+                    let w = decay * case.dt[s * h + hh] as f64;
+                    for pp in 0..p {
+                        for nn in 0..n {
+                            want[(hh * p + pp) * n + nn] +=
+                                w * case.x[s * h * p + hh * p + pp] as f64 * case.b[s * g * n + gg * n + nn] as f64;
+                        }
+                    }
+                }
+            }
+            // The converter also equals the recurrence from zero.
+            let (_, rec_s) = ScanCase { t: tau, ..ScanCase::new(&mut rng(0), d, 0) }.with(&case).reference(&vec![0.0; h * p * n]);
+            assert_close("closed formula vs recurrence", &rec_s.iter().map(|&v| v as f32).collect::<Vec<_>>(), &want, 1e-5);
+            for c in [ctx(), small_ctx()] {
+                // Attention cache layout: dense k [cap, G*N], v [cap, H*P], dt [cap, H].
+                let kb = up(c, &case.b);
+                let vb = up(c, &case.x);
+                let dtb = up(c, &case.dt);
+                let ab = up(c, &case.a_log);
+                for chunk in [1u32, 4, 64] {
+                    let state = up(c, &randv(&mut r, h * p * n, 5.0));
+                    let mut rec = Recorder::new(c);
+                    memory_converter(
+                        &mut rec,
+                        d,
+                        tau as u32,
+                        View::dense(&vb, (h * p) as u32),
+                        View::dense(&kb, (g * n) as u32),
+                        View::dense(&dtb, h as u32),
+                        &ab,
+                        &state,
+                        chunk,
+                    )
+                    .unwrap();
+                    submit(rec);
+                    assert_close(&format!("memory converter {d:?} tau={tau} Q={chunk}"), &read(c, &state), &want, 1e-4);
+                }
+            }
+        }
+    }
+}
+
+impl ScanCase {
+    /// This case's sizes with `other`'s data (truncated to `self.t` rows).
+    fn with(mut self, other: &ScanCase) -> Self {
+        let (h, p, n, g) = (other.d.heads as usize, other.d.head_dim as usize, other.d.state as usize, other.d.groups as usize);
+        self.d = other.d;
+        self.x = other.x[..self.t * h * p].to_vec();
+        self.b = other.b[..self.t * g * n].to_vec();
+        self.cm = other.cm[..self.t * g * n].to_vec();
+        self.dt = other.dt[..self.t * h].to_vec();
+        self.a_log = other.a_log.clone();
+        self
+    }
+}
+
+#[test]
+fn shape_errors_are_reported() {
+    let c = ctx();
+    let x = c.zeros("x", 10).unwrap();
+    let m = GpuMatrix::from_f32(c, "w", &[0.0; 12], 3, 4).unwrap();
+    let y = c.zeros("y", 6).unwrap();
+    let mut rec = Recorder::new(c);
+    let e = matmul(&mut rec, 3, View::dense(&x, 4), &m, None, View::dense(&y, 3), false).unwrap_err();
+    assert!(matches!(e, GpuError::Shape { op: "matmul", .. }), "{e}");
+    let e = rms_norm(&mut rec, 2, 5, View::dense(&x, 5), &x, View::dense(&x, 5), 1e-5).unwrap_err();
+    assert!(matches!(e, GpuError::Shape { .. }), "aliasing must be rejected: {e}");
+    let d = SsmDims { heads: 3, head_dim: 2, state: 2, groups: 2 };
+    let e = ssm_step(
+        &mut rec,
+        d,
+        &SsmInputs { x: View::dense(&x, 6), b: View::dense(&x, 4), c: View::dense(&x, 4), dt: View::dense(&x, 3), a_log: &x },
+        &y,
+        View::dense(&y, 6),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("H % G"), "{e}");
+    assert!(rec.is_empty());
+    rec.submit().unwrap();
+}
+
+#[test]
+fn steady_state_decode_creates_no_bind_groups() {
+    let c = new_ctx(GpuOptions::default());
+    let mut r = rng(14);
+    let x = up(&c, &randv(&mut r, 16, 1.0));
+    let w = GpuMatrix::from_f32(&c, "w", &randv(&mut r, 64, 1.0), 4, 16).unwrap();
+    let nw = up(&c, &randv(&mut r, 16, 1.0));
+    let (h1, y) = (c.zeros("h", 16).unwrap(), c.zeros("y", 4).unwrap());
+    let step = |c: &GpuContext| {
+        let mut rec = Recorder::new(c);
+        rms_norm(&mut rec, 1, 16, View::dense(&x, 16), &nw, View::dense(&h1, 16), 1e-5).unwrap();
+        matmul(&mut rec, 1, View::dense(&h1, 16), &w, None, View::dense(&y, 4), true).unwrap();
+        rec.submit().unwrap();
+    };
+    step(&c);
+    let n = c.bind_group_cache_len();
+    for _ in 0..3 {
+        step(&c);
+    }
+    assert_eq!(c.bind_group_cache_len(), n);
+    c.wait_idle().unwrap();
+}
+
+#[test]
+fn profiler_reports_named_kernels() {
+    let c = new_ctx(GpuOptions { profiling: true, ..Default::default() });
+    if !c.has_timestamps() {
+        assert!(!c.profiling());
+        return; // nothing to time on this adapter
+    }
+    assert!(c.profiling());
+    let mut r = rng(15);
+    let x = up(&c, &randv(&mut r, 64 * 32, 1.0));
+    let w = GpuMatrix::from_f32(&c, "w", &randv(&mut r, 32 * 32, 1.0), 32, 32).unwrap();
+    let nw = up(&c, &randv(&mut r, 32, 1.0));
+    let (h1, y) = (c.zeros("h", 64 * 32).unwrap(), c.zeros("y", 64 * 32).unwrap());
+    let mut rec = Recorder::new(&c);
+    rms_norm(&mut rec, 64, 32, View::dense(&x, 32), &nw, View::dense(&h1, 32), 1e-5).unwrap();
+    matmul(&mut rec, 64, View::dense(&h1, 32), &w, None, View::dense(&y, 32), false).unwrap();
+    rec.submit().unwrap();
+    let report = pollster::block_on(c.profile_collect()).unwrap();
+    let names: Vec<&str> = report.iter().map(|r| r.0.as_str()).collect();
+    assert!(names.contains(&"matmul") && names.contains(&"rms_norm"), "{report:?}");
+    assert!(report.iter().all(|r| r.1 >= 0.0 && r.2 == 1));
+}
+
+/// `cargo test -p transmamba --release --test gpu_kernels bench -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn bench_matmul_and_scan() {
+    use std::time::Instant;
+    let c = ctx();
+    println!("adapter: {:?}", c.info);
+    let mut r = rng(16);
+    let (t, k, o) = (512usize, 768usize, 1536usize);
+    let x = randv(&mut r, t * k, 1.0);
+    let w = randv(&mut r, o * k, 1.0);
+    let xb = up(c, &x);
+    let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
+    let yb = c.zeros("y", t * o).unwrap();
+    let flops = 2.0 * (t * k * o) as f64;
+    for kernel in [MatmulKernel::Tiled, MatmulKernel::MatVec] {
+        let run = || {
+            let mut rec = Recorder::new(c);
+            matmul_using(&mut rec, t as u32, View::dense(&xb, k as u32), &m, None, View::dense(&yb, o as u32), false, kernel)
+                .unwrap();
+            rec.submit().unwrap();
+            c.wait_idle().unwrap();
+        };
+        run();
+        let t0 = Instant::now();
+        let iters = 3;
+        for _ in 0..iters {
+            run();
+        }
+        let s = t0.elapsed().as_secs_f64() / iters as f64;
+        println!("GPU matmul {kernel:?} T={t} in={k} out={o}: {:.1} ms, {:.2} GFLOP/s", s * 1e3, flops / s / 1e9);
+    }
+    for tt in [1usize, 4] {
+        let run = || {
+            let mut rec = Recorder::new(c);
+            matmul(&mut rec, tt as u32, View::dense(&xb, k as u32), &m, None, View::dense(&yb, o as u32), false).unwrap();
+            rec.submit().unwrap();
+            c.wait_idle().unwrap();
+        };
+        run();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            run();
+        }
+        println!("GPU matmul auto T={tt}: {:.3} ms", t0.elapsed().as_secs_f64() / 10.0 * 1e3);
+    }
+    let t0 = Instant::now();
+    let mut y = vec![0.0f32; t * o];
+    for i in 0..t {
+        for j in 0..o {
+            let mut s = 0.0f32;
+            for q in 0..k {
+                s += x[i * k + q] * w[j * k + q];
+            }
+            y[i * o + j] = s;
+        }
+    }
+    let s = t0.elapsed().as_secs_f64();
+    println!("CPU naive loop: {:.1} ms, {:.2} GFLOP/s (y0 {})", s * 1e3, flops / s / 1e9, y[0]);
+
+    let d = SsmDims { heads: 24, head_dim: 64, state: 128, groups: 1 };
+    let case = ScanCase::new(&mut r, d, 512);
+    let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
+    let inp = inputs(d, &xbc, stride, &dtb, &ab);
+    let state = up(c, &case.s0);
+    let yb = c.zeros("y", 512 * d.inner() as usize).unwrap();
+    for chunk in [0u32, 16, 64, 128] {
+        let run = || {
+            let mut rec = Recorder::new(c);
+            if chunk == 0 {
+                ssm_sequential_scan(&mut rec, d, 512, &inp, &state, View::dense(&yb, d.inner())).unwrap();
+            } else {
+                ssd_scan(&mut rec, d, 512, &inp, &state, View::dense(&yb, d.inner()), chunk).unwrap();
+            }
+            rec.submit().unwrap();
+            c.wait_idle().unwrap();
+        };
+        run();
+        let t0 = Instant::now();
+        run();
+        println!("scan T=512 H=24 P=64 N=128 chunk={chunk} (0 = sequential): {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    }
+}
