@@ -192,7 +192,10 @@ impl ModelConfig {
         if head_dim == 0 || (expand * d_model) % head_dim != 0 {
             return Err(Error::ConfigValue {
                 key: "ssm_cfg.headdim".into(),
-                reason: format!("{head_dim} does not divide expand·d_model = {}", expand * d_model),
+                reason: format!(
+                    "{head_dim} does not divide expand·d_model = {}",
+                    expand * d_model
+                ),
             });
         }
         Ok(Self {
@@ -348,10 +351,7 @@ fn parse_transpoints(v: &Value, layers: usize) -> Result<Vec<TransPoint>> {
         .as_array()
         .ok_or_else(|| bad(format!("expected a list, found {v}")))?;
     if arr.len() != layers {
-        return Err(bad(format!(
-            "{} entries for {layers} layers",
-            arr.len()
-        )));
+        return Err(bad(format!("{} entries for {layers} layers", arr.len())));
     }
     arr.iter()
         .map(|e| match e {
@@ -368,13 +368,14 @@ fn parse_transpoints(v: &Value, layers: usize) -> Result<Vec<TransPoint>> {
 fn opt_usize(o: &Map<String, Value>, key: &str) -> Result<Option<usize>> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .map(|x| Some(x as usize))
-            .ok_or_else(|| Error::ConfigValue {
-                key: key.into(),
-                reason: format!("{n} is not a non-negative integer"),
-            }),
+        Some(Value::Number(n)) => {
+            n.as_u64()
+                .map(|x| Some(x as usize))
+                .ok_or_else(|| Error::ConfigValue {
+                    key: key.into(),
+                    reason: format!("{n} is not a non-negative integer"),
+                })
+        }
         Some(v) => Err(Error::ConfigValue {
             key: key.into(),
             reason: format!("expected an integer, found {v}"),
@@ -425,7 +426,10 @@ mod tests {
     #[test]
     fn infinity_inside_strings_is_left_alone() {
         let s = replace_bare_non_finite(r#"{"a": "Infinity \" NaN", "b": Infinity}"#);
-        assert_eq!(s, r#"{"a": "Infinity \" NaN", "b": {"__float__": "Infinity"}}"#);
+        assert_eq!(
+            s,
+            r#"{"a": "Infinity \" NaN", "b": {"__float__": "Infinity"}}"#
+        );
     }
 
     #[test]

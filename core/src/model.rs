@@ -273,7 +273,10 @@ impl Model {
                 n
             })
             .sum();
-        self.embedding.len() + layer + self.norm_f.len() + self.lm_head.as_ref().map_or(0, Tensor::len)
+        self.embedding.len()
+            + layer
+            + self.norm_f.len()
+            + self.lm_head.as_ref().map_or(0, Tensor::len)
     }
 
     /// Checks a prompt: non-empty, every id inside the vocabulary.

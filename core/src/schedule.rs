@@ -177,7 +177,10 @@ mod tests {
             let spec: ScheduleSpec = s.parse().unwrap();
             assert_eq!(spec.to_string(), s);
         }
-        assert_eq!("null".parse::<ScheduleSpec>().unwrap(), ScheduleSpec::Uniform(Never));
+        assert_eq!(
+            "null".parse::<ScheduleSpec>().unwrap(),
+            ScheduleSpec::Uniform(Never)
+        );
     }
 
     #[test]

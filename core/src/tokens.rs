@@ -7,7 +7,10 @@ pub fn parse_token_list(text: &str) -> Result<Vec<u32>> {
     let ids = text
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().map_err(|_| Error::TokenList(truncate(text))))
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| Error::TokenList(truncate(text)))
+        })
         .collect::<Result<Vec<_>>>()?;
     if ids.is_empty() {
         return Err(Error::EmptyTokens);

@@ -21,7 +21,12 @@ fn ctx() -> &'static GpuContext {
 /// A context that pretends storage bindings are at most 4 KiB.
 fn small_ctx() -> &'static GpuContext {
     static CTX: OnceLock<GpuContext> = OnceLock::new();
-    CTX.get_or_init(|| new_ctx(GpuOptions { max_binding_size: Some(4096), ..Default::default() }))
+    CTX.get_or_init(|| {
+        new_ctx(GpuOptions {
+            max_binding_size: Some(4096),
+            ..Default::default()
+        })
+    })
 }
 
 fn rng(seed: u64) -> StdRng {
@@ -33,17 +38,31 @@ fn randv(r: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
 }
 
 /// `rows` rows of `width` values placed at `offset + t * stride` in a buffer of junk.
-fn pack(r: &mut StdRng, data: &[f32], rows: usize, width: usize, stride: usize, offset: usize) -> Vec<f32> {
-    let len = if rows == 0 { offset } else { offset + (rows - 1) * stride + width };
+fn pack(
+    r: &mut StdRng,
+    data: &[f32],
+    rows: usize,
+    width: usize,
+    stride: usize,
+    offset: usize,
+) -> Vec<f32> {
+    let len = if rows == 0 {
+        offset
+    } else {
+        offset + (rows - 1) * stride + width
+    };
     let mut v = randv(r, len + 3, 9.0);
     for t in 0..rows {
-        v[offset + t * stride..offset + t * stride + width].copy_from_slice(&data[t * width..(t + 1) * width]);
+        v[offset + t * stride..offset + t * stride + width]
+            .copy_from_slice(&data[t * width..(t + 1) * width]);
     }
     v
 }
 
 fn unpack(v: &[f32], rows: usize, width: usize, stride: usize, offset: usize) -> Vec<f32> {
-    (0..rows).flat_map(|t| v[offset + t * stride..offset + t * stride + width].to_vec()).collect()
+    (0..rows)
+        .flat_map(|t| v[offset + t * stride..offset + t * stride + width].to_vec())
+        .collect()
 }
 
 fn up(c: &GpuContext, v: &[f32]) -> GpuBuffer {
@@ -101,11 +120,24 @@ fn embedding_gathers_rows_also_from_split_tables() {
         let (stride, off) = (d + 5, 3);
         let out = up(c, &pack(&mut r, &vec![0.0; t * d], t, d, stride, off));
         let mut rec = Recorder::new(c);
-        embedding(&mut rec, &tok, t as u32, &m, View::new(&out, stride as u32, off as u32)).unwrap();
+        embedding(
+            &mut rec,
+            &tok,
+            t as u32,
+            &m,
+            View::new(&out, stride as u32, off as u32),
+        )
+        .unwrap();
         submit(rec);
         let got = unpack(&read(c, &out), t, d, stride, off);
-        let want: Vec<f64> =
-            tokens.iter().flat_map(|&k| table[k as usize * d..(k as usize + 1) * d].iter().map(|&x| x as f64)).collect();
+        let want: Vec<f64> = tokens
+            .iter()
+            .flat_map(|&k| {
+                table[k as usize * d..(k as usize + 1) * d]
+                    .iter()
+                    .map(|&x| x as f64)
+            })
+            .collect();
         assert_close("embedding", &got, &want, 0.0);
     }
 }
@@ -122,7 +154,16 @@ fn rms_norm_matches() {
         let wb = up(c, &w);
         let mut rec = Recorder::new(c);
         let xv = View::new(&xb, width as u32 + 2, 1);
-        rms_norm(&mut rec, rows as u32, width as u32, xv, &wb, View::dense(&ob, width as u32), 1e-5).unwrap();
+        rms_norm(
+            &mut rec,
+            rows as u32,
+            width as u32,
+            xv,
+            &wb,
+            View::dense(&ob, width as u32),
+            1e-5,
+        )
+        .unwrap();
         submit(rec);
         let mut want = Vec::new();
         for t in 0..rows {
@@ -135,7 +176,16 @@ fn rms_norm_matches() {
     }
 }
 
-fn matmul_case(c: &GpuContext, r: &mut StdRng, t: usize, k: usize, o: usize, kernel: MatmulKernel, bias: bool, acc: bool) {
+fn matmul_case(
+    c: &GpuContext,
+    r: &mut StdRng,
+    t: usize,
+    k: usize,
+    o: usize,
+    kernel: MatmulKernel,
+    bias: bool,
+    acc: bool,
+) {
     let x = randv(r, t * k, 1.0);
     let w = randv(r, o * k, 1.0);
     let b = randv(r, o, 1.0);
@@ -149,12 +199,24 @@ fn matmul_case(c: &GpuContext, r: &mut StdRng, t: usize, k: usize, o: usize, ker
     let mut rec = Recorder::new(c);
     let xv = View::new(&xb, xs as u32, xo as u32);
     let yv = View::new(&yb, ys as u32, yo as u32);
-    matmul_using(&mut rec, t as u32, xv, &m, bias.then_some(&bb), yv, acc, kernel).unwrap();
+    matmul_using(
+        &mut rec,
+        t as u32,
+        xv,
+        &m,
+        bias.then_some(&bb),
+        yv,
+        acc,
+        kernel,
+    )
+    .unwrap();
     submit(rec);
     let mut want = vec![0.0f64; t * o];
     for i in 0..t {
         for j in 0..o {
-            let mut s: f64 = (0..k).map(|q| x[i * k + q] as f64 * w[j * k + q] as f64).sum();
+            let mut s: f64 = (0..k)
+                .map(|q| x[i * k + q] as f64 * w[j * k + q] as f64)
+                .sum();
             if bias {
                 s += b[j] as f64;
             }
@@ -166,7 +228,12 @@ fn matmul_case(c: &GpuContext, r: &mut StdRng, t: usize, k: usize, o: usize, ker
     }
     let all = read(c, &yb);
     let got = unpack(&all, t, o, ys, yo);
-    assert_close(&format!("matmul {kernel:?} T={t} in={k} out={o} bias={bias} acc={acc}"), &got, &want, 2e-5);
+    assert_close(
+        &format!("matmul {kernel:?} T={t} in={k} out={o} bias={bias} acc={acc}"),
+        &got,
+        &want,
+        2e-5,
+    );
     // Elements outside the window are untouched.
     for (i, (a, b)) in all.iter().zip(&ypacked).enumerate() {
         let inside = i >= yo && (i - yo) / ys < t && (i - yo) % ys < o;
@@ -178,8 +245,18 @@ fn matmul_case(c: &GpuContext, r: &mut StdRng, t: usize, k: usize, o: usize, ker
 fn matmul_tiled_and_matvec_match() {
     let mut r = rng(3);
     let c = ctx();
-    for &(t, k, o) in &[(1usize, 13usize, 7usize), (3, 64, 40), (17, 33, 9), (64, 128, 70), (5, 4, 1)] {
-        for kernel in [MatmulKernel::Tiled, MatmulKernel::MatVec, MatmulKernel::Auto] {
+    for &(t, k, o) in &[
+        (1usize, 13usize, 7usize),
+        (3, 64, 40),
+        (17, 33, 9),
+        (64, 128, 70),
+        (5, 4, 1),
+    ] {
+        for kernel in [
+            MatmulKernel::Tiled,
+            MatmulKernel::MatVec,
+            MatmulKernel::Auto,
+        ] {
             matmul_case(c, &mut r, t, k, o, kernel, true, false);
             matmul_case(c, &mut r, t, k, o, kernel, false, true);
         }
@@ -198,7 +275,11 @@ fn matmul_with_split_weights_is_unchanged() {
         for kernel in [MatmulKernel::Tiled, MatmulKernel::MatVec] {
             let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
             if std::ptr::eq(c, small_ctx()) {
-                assert!(m.blocks.len() >= 4, "expected several blocks, got {}", m.blocks.len());
+                assert!(
+                    m.blocks.len() >= 4,
+                    "expected several blocks, got {}",
+                    m.blocks.len()
+                );
                 assert!(m.blocks.iter().all(|b| b.rows * k * 4 <= 4096));
             } else {
                 assert_eq!(m.blocks.len(), 1);
@@ -207,8 +288,17 @@ fn matmul_with_split_weights_is_unchanged() {
             let bb = up(c, &b);
             let yb = c.zeros("y", t * o).unwrap();
             let mut rec = Recorder::new(c);
-            matmul_using(&mut rec, t as u32, View::dense(&xb, k as u32), &m, Some(&bb), View::dense(&yb, o as u32), false, kernel)
-                .unwrap();
+            matmul_using(
+                &mut rec,
+                t as u32,
+                View::dense(&xb, k as u32),
+                &m,
+                Some(&bb),
+                View::dense(&yb, o as u32),
+                false,
+                kernel,
+            )
+            .unwrap();
             submit(rec);
             outs.push(read(c, &yb));
         }
@@ -259,22 +349,53 @@ fn conv1d_prefill_and_carried_state() {
         for &n in &splits {
             let iv = View::new(&inb, stride as u32, off as u32).rows_from(t0);
             let ov = View::dense(&out, dc as u32).rows_from(t0);
-            conv1d(&mut rec, n as u32, dc as u32, k as u32, iv, &wb, Some(&bb), &state, ov, true).unwrap();
+            conv1d(
+                &mut rec,
+                n as u32,
+                dc as u32,
+                k as u32,
+                iv,
+                &wb,
+                Some(&bb),
+                &state,
+                ov,
+                true,
+            )
+            .unwrap();
             t0 += n as u32;
         }
         submit(rec);
-        assert_close(&format!("conv1d splits {splits:?}"), &read(c, &out), &want, 1e-5);
+        assert_close(
+            &format!("conv1d splits {splits:?}"),
+            &read(c, &out),
+            &want,
+            1e-5,
+        );
         // The state is the last K-1 pre-conv rows.
         let st = read(c, &state);
-        let want_state: Vec<f64> = xin[(t - (k - 1)) * dc..].iter().map(|&v| v as f64).collect();
+        let want_state: Vec<f64> = xin[(t - (k - 1)) * dc..]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         assert_close("conv state", &st, &want_state, 0.0);
     }
     // T < K-1 from a fresh state: state = [0, 0, row0] style shift.
     let state = c.zeros("state", (k - 1) * dc).unwrap();
     let out = c.zeros("out", dc).unwrap();
     let mut rec = Recorder::new(c);
-    conv1d(&mut rec, 1, dc as u32, k as u32, View::new(&inb, stride as u32, off as u32), &wb, None, &state, View::dense(&out, dc as u32), true)
-        .unwrap();
+    conv1d(
+        &mut rec,
+        1,
+        dc as u32,
+        k as u32,
+        View::new(&inb, stride as u32, off as u32),
+        &wb,
+        None,
+        &state,
+        View::dense(&out, dc as u32),
+        true,
+    )
+    .unwrap();
     submit(rec);
     let st = read(c, &state);
     let mut want_state = vec![0.0f64; (k - 1) * dc];
@@ -282,7 +403,9 @@ fn conv1d_prefill_and_carried_state() {
         want_state[(k - 2) * dc + ch] = xin[ch] as f64;
     }
     assert_close("conv state T<K-1", &st, &want_state, 0.0);
-    let want0: Vec<f64> = (0..dc).map(|ch| silu(w[ch * k + k - 1] as f64 * xin[ch] as f64)).collect();
+    let want0: Vec<f64> = (0..dc)
+        .map(|ch| silu(w[ch * k + k - 1] as f64 * xin[ch] as f64))
+        .collect();
     assert_close("conv no bias", &read(c, &out), &want0, 1e-5);
 }
 
@@ -301,8 +424,17 @@ fn dt_softplus_clamps() {
         let bb = up(c, &bias);
         let ob = c.zeros("dt", t * h).unwrap();
         let mut rec = Recorder::new(c);
-        dt_softplus(&mut rec, t as u32, h as u32, View::new(&rb, stride as u32, off as u32), &bb, View::dense(&ob, h as u32), lo, hi)
-            .unwrap();
+        dt_softplus(
+            &mut rec,
+            t as u32,
+            h as u32,
+            View::new(&rb, stride as u32, off as u32),
+            &bb,
+            View::dense(&ob, h as u32),
+            lo,
+            hi,
+        )
+        .unwrap();
         submit(rec);
         let want: Vec<f64> = (0..t * h)
             .map(|i| {
@@ -325,7 +457,14 @@ fn copy_rows_and_swiglu() {
     let cache = up(c, &randv(&mut r, 20 * w, 1.0));
     let before = read(c, &cache);
     let mut rec = Recorder::new(c);
-    copy_rows(&mut rec, t as u32, w as u32, View::new(&sb, w as u32 + 4, 2), View::dense(&cache, w as u32).rows_from(5)).unwrap();
+    copy_rows(
+        &mut rec,
+        t as u32,
+        w as u32,
+        View::new(&sb, w as u32 + 4, 2),
+        View::dense(&cache, w as u32).rows_from(5),
+    )
+    .unwrap();
     submit(rec);
     let after = read(c, &cache);
     let mut want: Vec<f64> = before.iter().map(|&v| v as f64).collect();
@@ -339,10 +478,20 @@ fn copy_rows_and_swiglu() {
     let ib = up(c, &pack(&mut r, &inp, t, 2 * m, 2 * m + 1, 3));
     let ob = c.zeros("o", t * m).unwrap();
     let mut rec = Recorder::new(c);
-    swiglu(&mut rec, t as u32, m as u32, View::new(&ib, 2 * m as u32 + 1, 3), View::dense(&ob, m as u32)).unwrap();
+    swiglu(
+        &mut rec,
+        t as u32,
+        m as u32,
+        View::new(&ib, 2 * m as u32 + 1, 3),
+        View::dense(&ob, m as u32),
+    )
+    .unwrap();
     submit(rec);
-    let want: Vec<f64> =
-        (0..t * m).map(|i| inp[(i / m) * 2 * m + i % m] as f64 * silu(inp[(i / m) * 2 * m + m + i % m] as f64)).collect();
+    let want: Vec<f64> = (0..t * m)
+        .map(|i| {
+            inp[(i / m) * 2 * m + i % m] as f64 * silu(inp[(i / m) * 2 * m + m + i % m] as f64)
+        })
+        .collect();
     assert_close("swiglu", &read(c, &ob), &want, 1e-5);
 }
 
@@ -350,7 +499,12 @@ fn copy_rows_and_swiglu() {
 fn gated_rms_norm_matches() {
     let mut r = rng(8);
     let c = ctx();
-    let d = SsmDims { heads: 6, head_dim: 5, state: 4, groups: 2 };
+    let d = SsmDims {
+        heads: 6,
+        head_dim: 5,
+        state: 4,
+        groups: 2,
+    };
     let (t, di) = (5usize, 30usize);
     let y = randv(&mut r, t * di, 1.0);
     let x = randv(&mut r, t * di, 1.0);
@@ -402,7 +556,12 @@ fn gated_rms_norm_matches() {
                 want[i * di + ch] = v[ch] * w[ch] as f64;
             }
         }
-        assert_close(&format!("gated_rms_norm gate={gate:?}"), &read(c, &yb), &want, 1e-5);
+        assert_close(
+            &format!("gated_rms_norm gate={gate:?}"),
+            &read(c, &yb),
+            &want,
+            1e-5,
+        );
     }
 }
 
@@ -423,12 +582,32 @@ fn attention_matches_naive_softmax() {
     let mut r = rng(9);
     let c = ctx();
     let dims = [
-        SsmDims { heads: 4, head_dim: 5, state: 6, groups: 1 },
-        SsmDims { heads: 4, head_dim: 40, state: 8, groups: 2 },
-        SsmDims { heads: 3, head_dim: 64, state: 16, groups: 3 },
+        SsmDims {
+            heads: 4,
+            head_dim: 5,
+            state: 6,
+            groups: 1,
+        },
+        SsmDims {
+            heads: 4,
+            head_dim: 40,
+            state: 8,
+            groups: 2,
+        },
+        SsmDims {
+            heads: 3,
+            head_dim: 64,
+            state: 16,
+            groups: 3,
+        },
     ];
     for d in dims {
-        let (h, p, n, g) = (d.heads as usize, d.head_dim as usize, d.state as usize, d.groups as usize);
+        let (h, p, n, g) = (
+            d.heads as usize,
+            d.head_dim as usize,
+            d.state as usize,
+            d.groups as usize,
+        );
         for (nq, p0) in [(1usize, 9usize), (5, 3), (6, 0), (1, 0)] {
             for theta in [None, Some(10000.0f32), Some(50.0)] {
                 let cap = p0 + nq + 2;
@@ -462,13 +641,19 @@ fn attention_matches_naive_softmax() {
                     let pos = p0 + t;
                     for hh in 0..h {
                         let gg = hh / (h / g);
-                        let mut qv: Vec<f64> = q[t * g * n + gg * n..][..n].iter().map(|&v| v as f64).collect();
+                        let mut qv: Vec<f64> = q[t * g * n + gg * n..][..n]
+                            .iter()
+                            .map(|&v| v as f64)
+                            .collect();
                         if let Some(th) = theta {
                             qv = rope_rot(&qv, pos, th as f64);
                         }
                         let scores: Vec<f64> = (0..=pos)
                             .map(|s| {
-                                let mut kv: Vec<f64> = kc[s * g * n + gg * n..][..n].iter().map(|&v| v as f64).collect();
+                                let mut kv: Vec<f64> = kc[s * g * n + gg * n..][..n]
+                                    .iter()
+                                    .map(|&v| v as f64)
+                                    .collect();
                                 if let Some(th) = theta {
                                     kv = rope_rot(&kv, s, th as f64);
                                 }
@@ -479,14 +664,23 @@ fn attention_matches_naive_softmax() {
                         let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                         let z: f64 = e.iter().sum();
                         for pp in 0..p {
-                            want[t * h * p + hh * p + pp] =
-                                (0..=pos).map(|s| e[s] / z * vc[s * h * p + hh * p + pp] as f64).sum::<f64>();
+                            want[t * h * p + hh * p + pp] = (0..=pos)
+                                .map(|s| e[s] / z * vc[s * h * p + hh * p + pp] as f64)
+                                .sum::<f64>();
                         }
                     }
                 }
                 let got = read(c, &yb);
-                assert!(got[..yrow0 * h * p].iter().all(|&v| v == 0.0), "rows before the offset are untouched");
-                assert_close(&format!("attention {d:?} nq={nq} p0={p0} rope={theta:?}"), &got[yrow0 * h * p..], &want, 2e-5);
+                assert!(
+                    got[..yrow0 * h * p].iter().all(|&v| v == 0.0),
+                    "rows before the offset are untouched"
+                );
+                assert_close(
+                    &format!("attention {d:?} nq={nq} p0={p0} rope={theta:?}"),
+                    &got[yrow0 * h * p..],
+                    &want,
+                    2e-5,
+                );
             }
         }
     }
@@ -505,7 +699,12 @@ struct ScanCase {
 
 impl ScanCase {
     fn new(r: &mut StdRng, d: SsmDims, t: usize) -> Self {
-        let (h, p, n, g) = (d.heads as usize, d.head_dim as usize, d.state as usize, d.groups as usize);
+        let (h, p, n, g) = (
+            d.heads as usize,
+            d.head_dim as usize,
+            d.state as usize,
+            d.groups as usize,
+        );
         Self {
             d,
             t,
@@ -520,7 +719,12 @@ impl ScanCase {
 
     /// Plain recurrence in f64 from `s0`: (y [T, H*P], final state).
     fn reference(&self, s0: &[f32]) -> (Vec<f64>, Vec<f64>) {
-        let (h, p, n, g) = (self.d.heads as usize, self.d.head_dim as usize, self.d.state as usize, self.d.groups as usize);
+        let (h, p, n, g) = (
+            self.d.heads as usize,
+            self.d.head_dim as usize,
+            self.d.state as usize,
+            self.d.groups as usize,
+        );
         let mut s: Vec<f64> = s0.iter().map(|&v| v as f64).collect();
         let mut y = vec![0.0; self.t * h * p];
         for t in 0..self.t {
@@ -546,7 +750,10 @@ impl ScanCase {
 
     /// GPU buffers: x | B | C interleaved in one xBC' buffer (like the model), dt dense.
     fn upload(&self, c: &GpuContext, r: &mut StdRng) -> (GpuBuffer, GpuBuffer, GpuBuffer, u32) {
-        let (hp, gn) = ((self.d.heads * self.d.head_dim) as usize, (self.d.groups * self.d.state) as usize);
+        let (hp, gn) = (
+            (self.d.heads * self.d.head_dim) as usize,
+            (self.d.groups * self.d.state) as usize,
+        );
         let dc = hp + 2 * gn;
         let stride = dc + 3;
         let mut row = Vec::with_capacity(self.t * dc);
@@ -560,18 +767,40 @@ impl ScanCase {
     }
 }
 
-fn inputs<'a>(d: SsmDims, xbc: &'a GpuBuffer, stride: u32, dt: &'a GpuBuffer, a_log: &'a GpuBuffer) -> SsmInputs<'a> {
+fn inputs<'a>(
+    d: SsmDims,
+    xbc: &'a GpuBuffer,
+    stride: u32,
+    dt: &'a GpuBuffer,
+    a_log: &'a GpuBuffer,
+) -> SsmInputs<'a> {
     let (hp, gn) = (d.heads * d.head_dim, d.groups * d.state);
     let v = View::new(xbc, stride, 1);
-    SsmInputs { x: v, b: v.cols_from(hp), c: v.cols_from(hp + gn), dt: View::dense(dt, d.heads), a_log }
+    SsmInputs {
+        x: v,
+        b: v.cols_from(hp),
+        c: v.cols_from(hp + gn),
+        dt: View::dense(dt, d.heads),
+        a_log,
+    }
 }
 
 #[test]
 fn chunked_scan_equals_recurrence_for_every_chunk_size() {
     let mut r = rng(10);
     let dims = [
-        SsmDims { heads: 3, head_dim: 5, state: 7, groups: 1 },
-        SsmDims { heads: 4, head_dim: 4, state: 6, groups: 2 },
+        SsmDims {
+            heads: 3,
+            head_dim: 5,
+            state: 7,
+            groups: 1,
+        },
+        SsmDims {
+            heads: 4,
+            head_dim: 4,
+            state: 6,
+            groups: 2,
+        },
     ];
     for d in dims {
         let case = ScanCase::new(&mut r, d, 23);
@@ -587,10 +816,29 @@ fn chunked_scan_equals_recurrence_for_every_chunk_size() {
                 let hp = d.inner() as usize;
                 let yb = c.zeros("y", case.t * hp).unwrap();
                 let mut rec = Recorder::new(c);
-                ssd_scan(&mut rec, d, case.t as u32, &inp, &state, View::dense(&yb, hp as u32), chunk).unwrap();
+                ssd_scan(
+                    &mut rec,
+                    d,
+                    case.t as u32,
+                    &inp,
+                    &state,
+                    View::dense(&yb, hp as u32),
+                    chunk,
+                )
+                .unwrap();
                 submit(rec);
-                assert_close(&format!("ssd y {d:?} Q={chunk}"), &read(c, &yb), &want_y, 1e-4);
-                assert_close(&format!("ssd state {d:?} Q={chunk}"), &read(c, &state), &want_s, 1e-4);
+                assert_close(
+                    &format!("ssd y {d:?} Q={chunk}"),
+                    &read(c, &yb),
+                    &want_y,
+                    1e-4,
+                );
+                assert_close(
+                    &format!("ssd state {d:?} Q={chunk}"),
+                    &read(c, &state),
+                    &want_s,
+                    1e-4,
+                );
             }
         }
     }
@@ -600,7 +848,12 @@ fn chunked_scan_equals_recurrence_for_every_chunk_size() {
 fn chunked_scan_long_sequence_in_segments() {
     // 4 KiB limit: the scan runs in several segments chained through the state.
     let mut r = rng(11);
-    let d = SsmDims { heads: 3, head_dim: 5, state: 7, groups: 1 };
+    let d = SsmDims {
+        heads: 3,
+        head_dim: 5,
+        state: 7,
+        groups: 1,
+    };
     let case = ScanCase::new(&mut r, d, 70);
     let (want_y, want_s) = case.reference(&case.s0);
     for c in [small_ctx(), ctx()] {
@@ -609,7 +862,16 @@ fn chunked_scan_long_sequence_in_segments() {
         let state = up(c, &case.s0);
         let yb = c.zeros("y", case.t * 15).unwrap();
         let mut rec = Recorder::new(c);
-        ssd_scan(&mut rec, d, case.t as u32, &inp, &state, View::dense(&yb, 15), 8).unwrap();
+        ssd_scan(
+            &mut rec,
+            d,
+            case.t as u32,
+            &inp,
+            &state,
+            View::dense(&yb, 15),
+            8,
+        )
+        .unwrap();
         submit(rec);
         assert_close("segmented ssd y", &read(c, &yb), &want_y, 1e-4);
         assert_close("segmented ssd state", &read(c, &state), &want_s, 1e-4);
@@ -620,7 +882,12 @@ fn chunked_scan_long_sequence_in_segments() {
 fn sequential_scan_and_step_equal_recurrence() {
     let mut r = rng(12);
     let c = ctx();
-    let d = SsmDims { heads: 4, head_dim: 3, state: 9, groups: 2 };
+    let d = SsmDims {
+        heads: 4,
+        head_dim: 3,
+        state: 9,
+        groups: 2,
+    };
     let case = ScanCase::new(&mut r, d, 17);
     let (want_y, want_s) = case.reference(&case.s0);
     let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
@@ -630,7 +897,15 @@ fn sequential_scan_and_step_equal_recurrence() {
     let state = up(c, &case.s0);
     let yb = c.zeros("y", case.t * hp).unwrap();
     let mut rec = Recorder::new(c);
-    ssm_sequential_scan(&mut rec, d, case.t as u32, &inp, &state, View::dense(&yb, hp as u32)).unwrap();
+    ssm_sequential_scan(
+        &mut rec,
+        d,
+        case.t as u32,
+        &inp,
+        &state,
+        View::dense(&yb, hp as u32),
+    )
+    .unwrap();
     submit(rec);
     assert_close("sequential y", &read(c, &yb), &want_y, 1e-4);
     assert_close("sequential state", &read(c, &state), &want_s, 1e-4);
@@ -640,8 +915,21 @@ fn sequential_scan_and_step_equal_recurrence() {
     let yb = c.zeros("y", case.t * hp).unwrap();
     let mut rec = Recorder::new(c);
     for t in 0..case.t as u32 {
-        let it = SsmInputs { x: inp.x.rows_from(t), b: inp.b.rows_from(t), c: inp.c.rows_from(t), dt: inp.dt.rows_from(t), a_log: &ab };
-        ssm_step(&mut rec, d, &it, &state, View::dense(&yb, hp as u32).rows_from(t)).unwrap();
+        let it = SsmInputs {
+            x: inp.x.rows_from(t),
+            b: inp.b.rows_from(t),
+            c: inp.c.rows_from(t),
+            dt: inp.dt.rows_from(t),
+            a_log: &ab,
+        };
+        ssm_step(
+            &mut rec,
+            d,
+            &it,
+            &state,
+            View::dense(&yb, hp as u32).rows_from(t),
+        )
+        .unwrap();
     }
     submit(rec);
     assert_close("step y", &read(c, &yb), &want_y, 1e-4);
@@ -652,11 +940,26 @@ fn sequential_scan_and_step_equal_recurrence() {
 fn memory_converter_matches_closed_formula() {
     let mut r = rng(13);
     let dims = [
-        SsmDims { heads: 3, head_dim: 5, state: 7, groups: 1 },
-        SsmDims { heads: 4, head_dim: 4, state: 6, groups: 2 },
+        SsmDims {
+            heads: 3,
+            head_dim: 5,
+            state: 7,
+            groups: 1,
+        },
+        SsmDims {
+            heads: 4,
+            head_dim: 4,
+            state: 6,
+            groups: 2,
+        },
     ];
     for d in dims {
-        let (h, p, n, g) = (d.heads as usize, d.head_dim as usize, d.state as usize, d.groups as usize);
+        let (h, p, n, g) = (
+            d.heads as usize,
+            d.head_dim as usize,
+            d.state as usize,
+            d.groups as usize,
+        );
         let cap = 20usize;
         let case = ScanCase::new(&mut r, d, cap);
         for tau in [1usize, 13, 20] {
@@ -665,19 +968,34 @@ fn memory_converter_matches_closed_formula() {
                 let gg = hh / (h / g);
                 let a = -(case.a_log[hh] as f64).exp();
                 for s in 0..tau {
-                    let decay = (a * (s + 1..tau).map(|q| case.dt[q * h + hh] as f64).sum::<f64>()).exp();
+                    let decay = (a
+                        * (s + 1..tau)
+                            .map(|q| case.dt[q * h + hh] as f64)
+                            .sum::<f64>())
+                    .exp();
                     let w = decay * case.dt[s * h + hh] as f64;
                     for pp in 0..p {
                         for nn in 0..n {
-                            want[(hh * p + pp) * n + nn] +=
-                                w * case.x[s * h * p + hh * p + pp] as f64 * case.b[s * g * n + gg * n + nn] as f64;
+                            want[(hh * p + pp) * n + nn] += w
+                                * case.x[s * h * p + hh * p + pp] as f64
+                                * case.b[s * g * n + gg * n + nn] as f64;
                         }
                     }
                 }
             }
             // The converter also equals the recurrence from zero.
-            let (_, rec_s) = ScanCase { t: tau, ..ScanCase::new(&mut rng(0), d, 0) }.with(&case).reference(&vec![0.0; h * p * n]);
-            assert_close("closed formula vs recurrence", &rec_s.iter().map(|&v| v as f32).collect::<Vec<_>>(), &want, 1e-5);
+            let (_, rec_s) = ScanCase {
+                t: tau,
+                ..ScanCase::new(&mut rng(0), d, 0)
+            }
+            .with(&case)
+            .reference(&vec![0.0; h * p * n]);
+            assert_close(
+                "closed formula vs recurrence",
+                &rec_s.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                &want,
+                1e-5,
+            );
             for c in [ctx(), small_ctx()] {
                 // Attention cache layout: dense k [cap, G*N], v [cap, H*P], dt [cap, H].
                 let kb = up(c, &case.b);
@@ -700,7 +1018,12 @@ fn memory_converter_matches_closed_formula() {
                     )
                     .unwrap();
                     submit(rec);
-                    assert_close(&format!("memory converter {d:?} tau={tau} Q={chunk}"), &read(c, &state), &want, 1e-4);
+                    assert_close(
+                        &format!("memory converter {d:?} tau={tau} Q={chunk}"),
+                        &read(c, &state),
+                        &want,
+                        1e-4,
+                    );
                 }
             }
         }
@@ -710,7 +1033,12 @@ fn memory_converter_matches_closed_formula() {
 impl ScanCase {
     /// This case's sizes with `other`'s data (truncated to `self.t` rows).
     fn with(mut self, other: &ScanCase) -> Self {
-        let (h, p, n, g) = (other.d.heads as usize, other.d.head_dim as usize, other.d.state as usize, other.d.groups as usize);
+        let (h, p, n, g) = (
+            other.d.heads as usize,
+            other.d.head_dim as usize,
+            other.d.state as usize,
+            other.d.groups as usize,
+        );
         self.d = other.d;
         self.x = other.x[..self.t * h * p].to_vec();
         self.b = other.b[..self.t * g * n].to_vec();
@@ -728,15 +1056,47 @@ fn shape_errors_are_reported() {
     let m = GpuMatrix::from_f32(c, "w", &[0.0; 12], 3, 4).unwrap();
     let y = c.zeros("y", 6).unwrap();
     let mut rec = Recorder::new(c);
-    let e = matmul(&mut rec, 3, View::dense(&x, 4), &m, None, View::dense(&y, 3), false).unwrap_err();
+    let e = matmul(
+        &mut rec,
+        3,
+        View::dense(&x, 4),
+        &m,
+        None,
+        View::dense(&y, 3),
+        false,
+    )
+    .unwrap_err();
     assert!(matches!(e, GpuError::Shape { op: "matmul", .. }), "{e}");
-    let e = rms_norm(&mut rec, 2, 5, View::dense(&x, 5), &x, View::dense(&x, 5), 1e-5).unwrap_err();
-    assert!(matches!(e, GpuError::Shape { .. }), "aliasing must be rejected: {e}");
-    let d = SsmDims { heads: 3, head_dim: 2, state: 2, groups: 2 };
+    let e = rms_norm(
+        &mut rec,
+        2,
+        5,
+        View::dense(&x, 5),
+        &x,
+        View::dense(&x, 5),
+        1e-5,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, GpuError::Shape { .. }),
+        "aliasing must be rejected: {e}"
+    );
+    let d = SsmDims {
+        heads: 3,
+        head_dim: 2,
+        state: 2,
+        groups: 2,
+    };
     let e = ssm_step(
         &mut rec,
         d,
-        &SsmInputs { x: View::dense(&x, 6), b: View::dense(&x, 4), c: View::dense(&x, 4), dt: View::dense(&x, 3), a_log: &x },
+        &SsmInputs {
+            x: View::dense(&x, 6),
+            b: View::dense(&x, 4),
+            c: View::dense(&x, 4),
+            dt: View::dense(&x, 3),
+            a_log: &x,
+        },
         &y,
         View::dense(&y, 6),
     )
@@ -756,8 +1116,26 @@ fn steady_state_decode_creates_no_bind_groups() {
     let (h1, y) = (c.zeros("h", 16).unwrap(), c.zeros("y", 4).unwrap());
     let step = |c: &GpuContext| {
         let mut rec = Recorder::new(c);
-        rms_norm(&mut rec, 1, 16, View::dense(&x, 16), &nw, View::dense(&h1, 16), 1e-5).unwrap();
-        matmul(&mut rec, 1, View::dense(&h1, 16), &w, None, View::dense(&y, 4), true).unwrap();
+        rms_norm(
+            &mut rec,
+            1,
+            16,
+            View::dense(&x, 16),
+            &nw,
+            View::dense(&h1, 16),
+            1e-5,
+        )
+        .unwrap();
+        matmul(
+            &mut rec,
+            1,
+            View::dense(&h1, 16),
+            &w,
+            None,
+            View::dense(&y, 4),
+            true,
+        )
+        .unwrap();
         rec.submit().unwrap();
     };
     step(&c);
@@ -771,7 +1149,10 @@ fn steady_state_decode_creates_no_bind_groups() {
 
 #[test]
 fn profiler_reports_named_kernels() {
-    let c = new_ctx(GpuOptions { profiling: true, ..Default::default() });
+    let c = new_ctx(GpuOptions {
+        profiling: true,
+        ..Default::default()
+    });
     if !c.has_timestamps() {
         assert!(!c.profiling());
         return; // nothing to time on this adapter
@@ -781,14 +1162,38 @@ fn profiler_reports_named_kernels() {
     let x = up(&c, &randv(&mut r, 64 * 32, 1.0));
     let w = GpuMatrix::from_f32(&c, "w", &randv(&mut r, 32 * 32, 1.0), 32, 32).unwrap();
     let nw = up(&c, &randv(&mut r, 32, 1.0));
-    let (h1, y) = (c.zeros("h", 64 * 32).unwrap(), c.zeros("y", 64 * 32).unwrap());
+    let (h1, y) = (
+        c.zeros("h", 64 * 32).unwrap(),
+        c.zeros("y", 64 * 32).unwrap(),
+    );
     let mut rec = Recorder::new(&c);
-    rms_norm(&mut rec, 64, 32, View::dense(&x, 32), &nw, View::dense(&h1, 32), 1e-5).unwrap();
-    matmul(&mut rec, 64, View::dense(&h1, 32), &w, None, View::dense(&y, 32), false).unwrap();
+    rms_norm(
+        &mut rec,
+        64,
+        32,
+        View::dense(&x, 32),
+        &nw,
+        View::dense(&h1, 32),
+        1e-5,
+    )
+    .unwrap();
+    matmul(
+        &mut rec,
+        64,
+        View::dense(&h1, 32),
+        &w,
+        None,
+        View::dense(&y, 32),
+        false,
+    )
+    .unwrap();
     rec.submit().unwrap();
     let report = pollster::block_on(c.profile_collect()).unwrap();
     let names: Vec<&str> = report.iter().map(|r| r.0.as_str()).collect();
-    assert!(names.contains(&"matmul") && names.contains(&"rms_norm"), "{report:?}");
+    assert!(
+        names.contains(&"matmul") && names.contains(&"rms_norm"),
+        "{report:?}"
+    );
     assert!(report.iter().all(|r| r.1 >= 0.0 && r.2 == 1));
 }
 
@@ -810,8 +1215,17 @@ fn bench_matmul_and_scan() {
     for kernel in [MatmulKernel::Tiled, MatmulKernel::MatVec] {
         let run = || {
             let mut rec = Recorder::new(c);
-            matmul_using(&mut rec, t as u32, View::dense(&xb, k as u32), &m, None, View::dense(&yb, o as u32), false, kernel)
-                .unwrap();
+            matmul_using(
+                &mut rec,
+                t as u32,
+                View::dense(&xb, k as u32),
+                &m,
+                None,
+                View::dense(&yb, o as u32),
+                false,
+                kernel,
+            )
+            .unwrap();
             rec.submit().unwrap();
             c.wait_idle().unwrap();
         };
@@ -822,12 +1236,25 @@ fn bench_matmul_and_scan() {
             run();
         }
         let s = t0.elapsed().as_secs_f64() / iters as f64;
-        println!("GPU matmul {kernel:?} T={t} in={k} out={o}: {:.1} ms, {:.2} GFLOP/s", s * 1e3, flops / s / 1e9);
+        println!(
+            "GPU matmul {kernel:?} T={t} in={k} out={o}: {:.1} ms, {:.2} GFLOP/s",
+            s * 1e3,
+            flops / s / 1e9
+        );
     }
     for tt in [1usize, 4] {
         let run = || {
             let mut rec = Recorder::new(c);
-            matmul(&mut rec, tt as u32, View::dense(&xb, k as u32), &m, None, View::dense(&yb, o as u32), false).unwrap();
+            matmul(
+                &mut rec,
+                tt as u32,
+                View::dense(&xb, k as u32),
+                &m,
+                None,
+                View::dense(&yb, o as u32),
+                false,
+            )
+            .unwrap();
             rec.submit().unwrap();
             c.wait_idle().unwrap();
         };
@@ -836,7 +1263,10 @@ fn bench_matmul_and_scan() {
         for _ in 0..10 {
             run();
         }
-        println!("GPU matmul auto T={tt}: {:.3} ms", t0.elapsed().as_secs_f64() / 10.0 * 1e3);
+        println!(
+            "GPU matmul auto T={tt}: {:.3} ms",
+            t0.elapsed().as_secs_f64() / 10.0 * 1e3
+        );
     }
     let t0 = Instant::now();
     let mut y = vec![0.0f32; t * o];
@@ -850,9 +1280,19 @@ fn bench_matmul_and_scan() {
         }
     }
     let s = t0.elapsed().as_secs_f64();
-    println!("CPU naive loop: {:.1} ms, {:.2} GFLOP/s (y0 {})", s * 1e3, flops / s / 1e9, y[0]);
+    println!(
+        "CPU naive loop: {:.1} ms, {:.2} GFLOP/s (y0 {})",
+        s * 1e3,
+        flops / s / 1e9,
+        y[0]
+    );
 
-    let d = SsmDims { heads: 24, head_dim: 64, state: 128, groups: 1 };
+    let d = SsmDims {
+        heads: 24,
+        head_dim: 64,
+        state: 128,
+        groups: 1,
+    };
     let case = ScanCase::new(&mut r, d, 512);
     let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
     let inp = inputs(d, &xbc, stride, &dtb, &ab);
@@ -862,9 +1302,19 @@ fn bench_matmul_and_scan() {
         let run = || {
             let mut rec = Recorder::new(c);
             if chunk == 0 {
-                ssm_sequential_scan(&mut rec, d, 512, &inp, &state, View::dense(&yb, d.inner())).unwrap();
+                ssm_sequential_scan(&mut rec, d, 512, &inp, &state, View::dense(&yb, d.inner()))
+                    .unwrap();
             } else {
-                ssd_scan(&mut rec, d, 512, &inp, &state, View::dense(&yb, d.inner()), chunk).unwrap();
+                ssd_scan(
+                    &mut rec,
+                    d,
+                    512,
+                    &inp,
+                    &state,
+                    View::dense(&yb, d.inner()),
+                    chunk,
+                )
+                .unwrap();
             }
             rec.submit().unwrap();
             c.wait_idle().unwrap();
@@ -872,6 +1322,9 @@ fn bench_matmul_and_scan() {
         run();
         let t0 = Instant::now();
         run();
-        println!("scan T=512 H=24 P=64 N=128 chunk={chunk} (0 = sequential): {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "scan T=512 H=24 P=64 N=128 chunk={chunk} (0 = sequential): {:.1} ms",
+            t0.elapsed().as_secs_f64() * 1e3
+        );
     }
 }

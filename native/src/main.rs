@@ -10,7 +10,11 @@ use transmamba::{cpu::CpuSession, npy, tokens::parse_token_list};
 use transmamba::{Logits, Model, ScheduleSpec};
 
 #[derive(Parser)]
-#[command(name = "tm-run", version, about = "Run TransMamba / Mamba2 models (CPU reference, WebGPU)")]
+#[command(
+    name = "tm-run",
+    version,
+    about = "Run TransMamba / Mamba2 models (CPU reference, WebGPU)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -130,7 +134,10 @@ fn forward(
                 .map(|(i, l)| format!("{i} ({l:.4})"))
                 .collect();
             println!("last position's top tokens: {}", shown.join(", "));
-            println!("cache after the prompt: {}", format_bytes(session.cache_bytes()));
+            println!(
+                "cache after the prompt: {}",
+                format_bytes(session.cache_bytes())
+            );
         }
     }
     Ok(())

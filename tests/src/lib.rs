@@ -1,5 +1,7 @@
 //! Shared helpers for the end-to-end tests: the golden cases, random models, file writers.
 
+pub mod reference64;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -74,7 +76,10 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| {
-            assert!(x.is_finite() && y.is_finite(), "non-finite value {x} vs {y}");
+            assert!(
+                x.is_finite() && y.is_finite(),
+                "non-finite value {x} vs {y}"
+            );
             (x - y).abs()
         })
         .fold(0.0, f32::max)
@@ -191,7 +196,9 @@ pub fn random_model(spec: &RandomSpec, seed: u64) -> Model {
 /// A random prompt.
 pub fn random_tokens(vocab: usize, len: usize, seed: u64) -> Vec<u32> {
     let mut rng = StdRng::seed_from_u64(seed);
-    (0..len).map(|_| rng.random_range(0..vocab as u32)).collect()
+    (0..len)
+        .map(|_| rng.random_range(0..vocab as u32))
+        .collect()
 }
 
 /// The model's tensors under MODEL.md's names, as (name, shape, f32 data).

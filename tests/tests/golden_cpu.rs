@@ -10,7 +10,9 @@ const TOL: f32 = 1e-4;
 fn golden_forward_logits() {
     for case in golden_cases() {
         let model = Model::load(&case.dir).unwrap();
-        let schedule = ScheduleSpec::Config.resolve(&model.config.transpoints).unwrap();
+        let schedule = ScheduleSpec::Config
+            .resolve(&model.config.transpoints)
+            .unwrap();
         let mut s = CpuSession::new(&model, schedule).unwrap();
         let logits = s.forward(&case.tokens, Logits::All).unwrap();
         let err = max_abs_diff(&logits, &case.logits);
@@ -23,7 +25,9 @@ fn golden_forward_logits() {
 fn golden_decode_logits() {
     for case in golden_cases() {
         let model = Model::load(&case.dir).unwrap();
-        let schedule = ScheduleSpec::Config.resolve(&model.config.transpoints).unwrap();
+        let schedule = ScheduleSpec::Config
+            .resolve(&model.config.transpoints)
+            .unwrap();
         let mut s = CpuSession::new(&model, schedule).unwrap();
         let v = case.vocab;
         let mut got = s

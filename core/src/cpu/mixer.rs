@@ -82,7 +82,8 @@ pub fn mixer(
         for c in 0..dc {
             let mut acc = w.conv_bias.as_ref().map_or(0.0, |b| b.data[c] as f64);
             for k in 0..k_n {
-                acc += (w.conv_weight.data[c * k_n + k] as f64) * (history[(t + k) * dc + c] as f64);
+                acc +=
+                    (w.conv_weight.data[c * k_n + k] as f64) * (history[(t + k) * dc + c] as f64);
             }
             xbc[t * dc + c] = silu(acc as f32);
         }
@@ -103,11 +104,16 @@ pub fn mixer(
     let a: Vec<f32> = w.a_log.data.iter().map(|v| -v.exp()).collect();
 
     // 4. attention region, memory converter, SSM region.
-    let n_att = (0..t_n).filter(|&i| transpoint.is_attention(p0 + i)).count();
+    let n_att = (0..t_n)
+        .filter(|&i| transpoint.is_attention(p0 + i))
+        .count();
     let mut y = vec![0f32; t_n * di];
     if n_att > 0 {
         let cache = &mut state.attention_cache;
-        debug_assert_eq!(cache.len, p0, "attention cache must hold every earlier position");
+        debug_assert_eq!(
+            cache.len, p0,
+            "attention cache must hold every earlier position"
+        );
         for t in 0..n_att {
             cache.b.extend_from_slice(b_of(t));
             cache.x.extend_from_slice(x_of(t));
@@ -165,18 +171,31 @@ pub fn mixer(
 
 /// Causal softmax attention for queries at positions `p0..p0+len(queries)` over every cached
 /// position up to each query's own; writes `y[q, h, :]`.
-fn attention(cfg: &ModelConfig, cache: &AttentionCache, p0: usize, queries: &[&[f32]], y: &mut [f32]) {
+fn attention(
+    cfg: &ModelConfig,
+    cache: &AttentionCache,
+    p0: usize,
+    queries: &[&[f32]],
+    y: &mut [f32],
+) {
     let (h_n, p_n, n_n, g_n) = (cfg.num_heads, cfg.head_dim, cfg.state_size, cfg.n_groups);
     let hpg = cfg.heads_per_group();
     let gn = g_n * n_n;
     let last = p0 + queries.len();
     // Keys and queries per group, rotated once if the model uses RoPE.
     let mut keys = cache.b[..last * gn].to_vec();
-    let mut qs: Vec<f32> = queries.iter().flat_map(|q| q[..gn].iter().copied()).collect();
+    let mut qs: Vec<f32> = queries
+        .iter()
+        .flat_map(|q| q[..gn].iter().copied())
+        .collect();
     if let Some(theta) = cfg.rope_theta {
         for s in 0..last {
             for g in 0..g_n {
-                rope_in_place(&mut keys[s * gn + g * n_n..s * gn + (g + 1) * n_n], s, theta);
+                rope_in_place(
+                    &mut keys[s * gn + g * n_n..s * gn + (g + 1) * n_n],
+                    s,
+                    theta,
+                );
             }
         }
         for (q, row) in qs.chunks_exact_mut(gn).enumerate() {
@@ -223,7 +242,8 @@ fn attention(cfg: &ModelConfig, cache: &AttentionCache, p0: usize, queries: &[&[
     let di = h_n * p_n;
     for (h, out) in per_head.iter().enumerate() {
         for q in 0..queries.len() {
-            y[q * di + h * p_n..q * di + (h + 1) * p_n].copy_from_slice(&out[q * p_n..(q + 1) * p_n]);
+            y[q * di + h * p_n..q * di + (h + 1) * p_n]
+                .copy_from_slice(&out[q * p_n..(q + 1) * p_n]);
         }
     }
 }
@@ -301,7 +321,8 @@ fn ssm_scan(
         .collect();
     for (h, out) in per_head.iter().enumerate() {
         for t in 0..xs.len() {
-            y[t * di + h * p_n..t * di + (h + 1) * p_n].copy_from_slice(&out[t * p_n..(t + 1) * p_n]);
+            y[t * di + h * p_n..t * di + (h + 1) * p_n]
+                .copy_from_slice(&out[t * p_n..(t + 1) * p_n]);
         }
     }
 }

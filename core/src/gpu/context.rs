@@ -150,7 +150,10 @@ impl GpuContext {
                 ..Default::default()
             })
             .await
-            .map_err(|e| GpuError::NoAdapter { backends, reason: e.to_string() })?;
+            .map_err(|e| GpuError::NoAdapter {
+                backends,
+                reason: e.to_string(),
+            })?;
         let offered = adapter.features();
         let mut features = wgpu::Features::empty();
         if offered.contains(wgpu::Features::TIMESTAMP_QUERY) {
@@ -186,7 +189,9 @@ impl GpuContext {
             *lock(&lost2) = Some(format!("{reason:?}: {msg}"));
         });
 
-        let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let mut max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         if let Some(m) = opts.max_binding_size {
             max_binding = max_binding.min(m.max(16));
         }
@@ -196,7 +201,11 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let dummy = GpuBuffer { buffer: dummy_buf, id: 0, len: 4 };
+        let dummy = GpuBuffer {
+            buffer: dummy_buf,
+            id: 0,
+            len: 4,
+        };
         let info = adapter.get_info();
         let ctx = Self {
             instance,
@@ -262,9 +271,16 @@ impl GpuContext {
     /// A zero-filled storage buffer of `len` 4-byte elements.
     pub fn zeros(&self, label: &str, len: usize) -> GpuResult<GpuBuffer> {
         let bytes = (len as u64 * 4).max(16);
-        let limit = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
         if bytes > limit {
-            return Err(GpuError::TooLarge { what: label.to_string(), bytes, limit });
+            return Err(GpuError::TooLarge {
+                what: label.to_string(),
+                bytes,
+                limit,
+            });
         }
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
@@ -274,7 +290,11 @@ impl GpuContext {
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        Ok(GpuBuffer { buffer, id: self.next_id.fetch_add(1, Ordering::Relaxed), len })
+        Ok(GpuBuffer {
+            buffer,
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            len,
+        })
     }
 
     /// Uploads `data` into a new storage buffer.
@@ -304,22 +324,36 @@ impl GpuContext {
         if offset + n > buf.len {
             return Err(GpuError::Shape {
                 op: "write",
-                detail: format!("writing {n} elements at {offset} into a buffer of {}", buf.len),
+                detail: format!(
+                    "writing {n} elements at {offset} into a buffer of {}",
+                    buf.len
+                ),
             });
         }
         if n > 0 {
-            self.queue.write_buffer(&buf.buffer, offset as u64 * 4, bytes);
+            self.queue
+                .write_buffer(&buf.buffer, offset as u64 * 4, bytes);
         }
         Ok(())
     }
 
     /// Reads `len` f32 elements starting at element `offset`.
-    pub async fn read_f32(&self, buf: &GpuBuffer, offset: usize, len: usize) -> GpuResult<Vec<f32>> {
+    pub async fn read_f32(
+        &self,
+        buf: &GpuBuffer,
+        offset: usize,
+        len: usize,
+    ) -> GpuResult<Vec<f32>> {
         let bytes = self.read_bytes(buf, offset, len).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
-    pub async fn read_u32(&self, buf: &GpuBuffer, offset: usize, len: usize) -> GpuResult<Vec<u32>> {
+    pub async fn read_u32(
+        &self,
+        buf: &GpuBuffer,
+        offset: usize,
+        len: usize,
+    ) -> GpuResult<Vec<u32>> {
         let bytes = self.read_bytes(buf, offset, len).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
@@ -334,7 +368,10 @@ impl GpuContext {
         if offset + len > buf.len {
             return Err(GpuError::Shape {
                 op: "read",
-                detail: format!("reading {len} elements at {offset} from a buffer of {}", buf.len),
+                detail: format!(
+                    "reading {len} elements at {offset} from a buffer of {}",
+                    buf.len
+                ),
             });
         }
         if len == 0 {
@@ -364,7 +401,10 @@ impl GpuContext {
     /// Waits for all submitted work (native; a no-op on the web).
     pub fn wait_idle(&self) -> GpuResult<()> {
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
             .map_err(|e| GpuError::DeviceLost(e.to_string()))?;
         self.check()
     }
@@ -381,10 +421,12 @@ impl GpuContext {
         if !st.modules.contains_key(k.shader) {
             let src = shader_source(k.shader)
                 .ok_or_else(|| GpuError::Unsupported(format!("no shader named {}", k.shader)))?;
-            let m = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(k.shader),
-                source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(src)),
-            });
+            let m = self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(k.shader),
+                    source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(src)),
+                });
             st.modules.insert(k.shader, m);
         }
         if !st.layouts.contains_key(k.access) {
@@ -403,21 +445,27 @@ impl GpuContext {
             (Some(m), Some((_, l))) => (m, l),
             _ => return Err(GpuError::Unsupported(format!("pipeline {key}"))),
         };
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(k.shader),
-            layout: Some(layout),
-            module,
-            entry_point: Some(k.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &constants,
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(k.shader),
+                layout: Some(layout),
+                module,
+                entry_point: Some(k.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
         if let Some(m) = lock(&self.error).take() {
             return Err(GpuError::Validation(format!("pipeline {key}: {m}")));
         }
-        let p = Arc::new(Pipeline { pipeline, access: k.access, name: k.shader });
+        let p = Arc::new(Pipeline {
+            pipeline,
+            access: k.access,
+            name: k.shader,
+        });
         st.pipelines.insert(key, p.clone());
         Ok(p)
     }
@@ -438,22 +486,28 @@ impl GpuContext {
                 binding: i as u32 + 1,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage { read_only: c == 'r' },
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: c == 'r',
+                    },
                     has_dynamic_offset: false,
                     min_binding_size: None,
                 },
                 count: None,
             });
         }
-        let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(access),
-            entries: &entries,
-        });
-        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(access),
-            bind_group_layouts: &[Some(&bgl)],
-            immediate_size: 0,
-        });
+        let bgl = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(access),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(access),
+                bind_group_layouts: &[Some(&bgl)],
+                immediate_size: 0,
+            });
         (bgl, pl)
     }
 
@@ -472,7 +526,11 @@ impl GpuContext {
                 mapped_at_creation: false,
             });
             st.bind_groups.clear();
-            st.arena = Some(Arena { buffer, capacity, generation });
+            st.arena = Some(Arena {
+                buffer,
+                capacity,
+                generation,
+            });
         }
         match &st.arena {
             Some(a) => (a.buffer.clone(), a.generation),
@@ -570,7 +628,9 @@ impl GpuContext {
     }
 
     pub(crate) fn push_profile(&self, staging: wgpu::Buffer, labels: Vec<&'static str>) {
-        lock(&self.state).pending_profiles.push(PendingProfile { staging, labels });
+        lock(&self.state)
+            .pending_profiles
+            .push(PendingProfile { staging, labels });
     }
 
     /// Reads the timestamps of all submissions made since the last call, adds them to the running
@@ -581,7 +641,11 @@ impl GpuContext {
         for p in pending {
             map_read(self, &p.staging).await?;
             let ticks: Vec<u64> = {
-                let view = p.staging.slice(..).get_mapped_range().map_err(|e| GpuError::Map(e.to_string()))?;
+                let view = p
+                    .staging
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| GpuError::Map(e.to_string()))?;
                 bytemuck::pod_collect_to_vec(&view)
             };
             p.staging.unmap();
@@ -595,8 +659,11 @@ impl GpuContext {
             }
         }
         let st = lock(&self.state);
-        let mut v: Vec<(String, f64, u64)> =
-            st.profile_totals.iter().map(|(k, (ms, n))| (k.to_string(), *ms, *n)).collect();
+        let mut v: Vec<(String, f64, u64)> = st
+            .profile_totals
+            .iter()
+            .map(|(k, (ms, n))| (k.to_string(), *ms, *n))
+            .collect();
         v.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(v)
     }
@@ -621,7 +688,10 @@ async fn map_read(ctx: &GpuContext, staging: &wgpu::Buffer) -> GpuResult<()> {
     });
     #[cfg(not(target_arch = "wasm32"))]
     ctx.device
-        .poll(wgpu::PollType::Wait { submission_index: None, timeout: None })
+        .poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: None,
+        })
         .map_err(|e| GpuError::DeviceLost(e.to_string()))?;
     #[cfg(target_arch = "wasm32")]
     let _ = ctx;

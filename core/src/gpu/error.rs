@@ -10,7 +10,11 @@ pub enum GpuError {
     #[error("{op}: shape mismatch: {detail}")]
     Shape { op: &'static str, detail: String },
     #[error("{what}: {bytes} bytes exceeds the device limit of {limit} bytes")]
-    TooLarge { what: String, bytes: u64, limit: u64 },
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
     #[error("GPU buffer map failed: {0}")]
@@ -24,10 +28,17 @@ pub enum GpuError {
 pub type GpuResult<T> = Result<T, GpuError>;
 
 /// Shape check helper: `Err(Shape)` naming `op` unless `cond`.
-pub(crate) fn ensure(op: &'static str, cond: bool, detail: impl FnOnce() -> String) -> GpuResult<()> {
+pub(crate) fn ensure(
+    op: &'static str,
+    cond: bool,
+    detail: impl FnOnce() -> String,
+) -> GpuResult<()> {
     if cond {
         Ok(())
     } else {
-        Err(GpuError::Shape { op, detail: detail() })
+        Err(GpuError::Shape {
+            op,
+            detail: detail(),
+        })
     }
 }

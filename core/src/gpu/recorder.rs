@@ -14,9 +14,22 @@ use super::error::{GpuError, GpuResult};
 const MAX_QUERIES: usize = 4096;
 
 enum Cmd {
-    Dispatch { pipe: Arc<Pipeline>, buffers: Vec<GpuBuffer>, offset: u32, groups: [u32; 3] },
-    Copy { src: GpuBuffer, src_off: u64, dst: GpuBuffer, dst_off: u64, size: u64 },
-    Clear { buf: GpuBuffer },
+    Dispatch {
+        pipe: Arc<Pipeline>,
+        buffers: Vec<GpuBuffer>,
+        offset: u32,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: GpuBuffer,
+        src_off: u64,
+        dst: GpuBuffer,
+        dst_off: u64,
+        size: u64,
+    },
+    Clear {
+        buf: GpuBuffer,
+    },
 }
 
 /// A batch of GPU work: call ops with it, then [`Recorder::submit`] once.
@@ -28,7 +41,11 @@ pub struct Recorder<'a> {
 
 impl<'a> Recorder<'a> {
     pub fn new(ctx: &'a GpuContext) -> Self {
-        Self { ctx, cmds: Vec::new(), params: Vec::new() }
+        Self {
+            ctx,
+            cmds: Vec::new(),
+            params: Vec::new(),
+        }
     }
 
     pub fn ctx(&self) -> &'a GpuContext {
@@ -53,7 +70,10 @@ impl<'a> Recorder<'a> {
         groups: [u32; 3],
     ) -> GpuResult<()> {
         if buffers.len() != k.access.len() || params.len() * 4 > PARAM_SLOT as usize {
-            return Err(GpuError::Unsupported(format!("bad binding list for {}:{}", k.shader, k.entry)));
+            return Err(GpuError::Unsupported(format!(
+                "bad binding list for {}:{}",
+                k.shader, k.entry
+            )));
         }
         for (i, (a, ca)) in buffers.iter().zip(k.access.chars()).enumerate() {
             for (b, cb) in buffers.iter().zip(k.access.chars()).skip(i + 1) {
@@ -90,7 +110,14 @@ impl<'a> Recorder<'a> {
     }
 
     /// Copies `len` elements from `src[src_off..]` to `dst[dst_off..]`.
-    pub fn copy(&mut self, src: &GpuBuffer, src_off: usize, dst: &GpuBuffer, dst_off: usize, len: usize) -> GpuResult<()> {
+    pub fn copy(
+        &mut self,
+        src: &GpuBuffer,
+        src_off: usize,
+        dst: &GpuBuffer,
+        dst_off: usize,
+        len: usize,
+    ) -> GpuResult<()> {
         if src_off + len > src.len() || dst_off + len > dst.len() || src.id == dst.id {
             return Err(GpuError::Shape {
                 op: "copy",
@@ -134,7 +161,9 @@ impl<'a> Recorder<'a> {
             .cmds
             .iter()
             .map(|c| match c {
-                Cmd::Dispatch { pipe, buffers, .. } => Some(ctx.bind_group(pipe, &arena, generation, buffers)),
+                Cmd::Dispatch { pipe, buffers, .. } => {
+                    Some(ctx.bind_group(pipe, &arena, generation, buffers))
+                }
                 _ => None,
             })
             .collect();
@@ -148,23 +177,38 @@ impl<'a> Recorder<'a> {
             })
         });
         let mut labels: Vec<&'static str> = Vec::new();
-        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("recorder") });
+        let mut enc = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("recorder"),
+            });
         let mut i = 0;
         while i < self.cmds.len() {
             match &self.cmds[i] {
                 Cmd::Dispatch { .. } => {
                     let timestamp_writes = match &query_set {
-                        Some(qs) if 2 * labels.len() + 2 <= MAX_QUERIES => Some(wgpu::ComputePassTimestampWrites {
-                            query_set: qs,
-                            beginning_of_pass_write_index: Some(2 * labels.len() as u32),
-                            end_of_pass_write_index: Some(2 * labels.len() as u32 + 1),
-                        }),
+                        Some(qs) if 2 * labels.len() + 2 <= MAX_QUERIES => {
+                            Some(wgpu::ComputePassTimestampWrites {
+                                query_set: qs,
+                                beginning_of_pass_write_index: Some(2 * labels.len() as u32),
+                                end_of_pass_write_index: Some(2 * labels.len() as u32 + 1),
+                            })
+                        }
                         _ => None,
                     };
                     let timed = timestamp_writes.is_some();
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes,
+                    });
                     // One pass per run of dispatches; one per dispatch when timing.
-                    while let Some(Cmd::Dispatch { pipe, offset, groups, .. }) = self.cmds.get(i) {
+                    while let Some(Cmd::Dispatch {
+                        pipe,
+                        offset,
+                        groups,
+                        ..
+                    }) = self.cmds.get(i)
+                    {
                         if timed {
                             labels.push(pipe.name);
                         }
@@ -177,7 +221,13 @@ impl<'a> Recorder<'a> {
                         }
                     }
                 }
-                Cmd::Copy { src, src_off, dst, dst_off, size } => {
+                Cmd::Copy {
+                    src,
+                    src_off,
+                    dst,
+                    dst_off,
+                    size,
+                } => {
                     enc.copy_buffer_to_buffer(&src.buffer, *src_off, &dst.buffer, *dst_off, *size);
                     i += 1;
                 }

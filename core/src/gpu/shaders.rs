@@ -25,6 +25,7 @@ shaders!(
     "embedding",
     "gated_rms_norm",
     "matmul",
+    "matmul_vec4",
     "matvec",
     "rms_norm",
     "ssd_chunk_scan",
@@ -64,7 +65,11 @@ mod tests {
                 failures.push(format!("{}: {}", s.name, e.emit_to_string(s.source)));
             }
         }
-        assert!(failures.is_empty(), "shader errors:\n{}", failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "shader errors:\n{}",
+            failures.join("\n")
+        );
     }
 
     #[test]
@@ -74,7 +79,11 @@ mod tests {
         for entry in std::fs::read_dir(&dir).expect("shaders/ directory") {
             let path = entry.expect("dir entry").path();
             if path.extension().and_then(|e| e.to_str()) == Some("wgsl") {
-                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default()
+                    .to_string();
                 if shader_source(&stem).is_none() {
                     missing.push(stem);
                 }

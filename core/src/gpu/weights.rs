@@ -29,20 +29,32 @@ impl GpuMatrix {
         let limit = ctx.max_binding_size();
         let r = (limit / row_bytes) as usize;
         if r == 0 {
-            return Err(GpuError::TooLarge { what: format!("{label}: one row"), bytes: row_bytes, limit });
+            return Err(GpuError::TooLarge {
+                what: format!("{label}: one row"),
+                bytes: row_bytes,
+                limit,
+            });
         }
         Ok(if r >= 4 { r & !3 } else { r })
     }
 
     /// Uploads a row-major `data` of `rows * cols` values.
-    pub fn from_f32(ctx: &GpuContext, label: &str, data: &[f32], rows: usize, cols: usize) -> GpuResult<Self> {
+    pub fn from_f32(
+        ctx: &GpuContext,
+        label: &str,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> GpuResult<Self> {
         if data.len() != rows * cols {
             return Err(GpuError::Shape {
                 op: "GpuMatrix::from_f32",
                 detail: format!("{label}: {} values for [{rows}, {cols}]", data.len()),
             });
         }
-        Self::from_fn(ctx, label, rows, cols, |r, out| out.copy_from_slice(&data[r.start * cols..r.end * cols]))
+        Self::from_fn(ctx, label, rows, cols, |r, out| {
+            out.copy_from_slice(&data[r.start * cols..r.end * cols])
+        })
     }
 
     /// Builds the matrix block by block: `fill(rows, out)` writes rows `rows` (row-major, f32)
@@ -64,7 +76,11 @@ impl GpuMatrix {
             tmp.resize(n * cols, 0.0f32);
             fill(r0..r0 + n, &mut tmp);
             let buffer = ctx.upload_f32(label, &tmp)?;
-            blocks.push(MatBlock { row_start: r0, rows: n, buffer });
+            blocks.push(MatBlock {
+                row_start: r0,
+                rows: n,
+                buffer,
+            });
             r0 += n;
         }
         Ok(Self { rows, cols, blocks })

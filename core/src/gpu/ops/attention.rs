@@ -5,7 +5,12 @@ use crate::gpu::GpuResult;
 
 use super::{SsmDims, View};
 
-const K: Kernel = Kernel { shader: "attention", entry: "main", access: "rrrw", spec: "" };
+const K: Kernel = Kernel {
+    shader: "attention",
+    entry: "main",
+    access: "rrrw",
+    spec: "",
+};
 
 /// Causal attention for `nq` queries at absolute positions `p0..p0+nq`.
 /// `q`: rows of C [nq, G*N] (e.g. the C columns of xBC' rows); `k`: the key cache of B
@@ -27,8 +32,12 @@ pub fn attention(
     const OP: &str = "attention";
     d.check(OP)?;
     let rope = rope_theta.filter(|&t| t > 0.0);
-    ensure(OP, d.state <= 256, || format!("state size {} > 256", d.state))?;
-    ensure(OP, rope.is_none() || d.state % 2 == 0, || "RoPE needs an even state size".into())?;
+    ensure(OP, d.state <= 256, || {
+        format!("state size {} > 256", d.state)
+    })?;
+    ensure(OP, rope.is_none() || d.state % 2 == 0, || {
+        "RoPE needs an even state size".into()
+    })?;
     q.check(OP, "q", nq, d.bc_width())?;
     k.check(OP, "k cache", p0 + nq, d.bc_width())?;
     v.check(OP, "v cache", p0 + nq, d.inner())?;
@@ -53,5 +62,10 @@ pub fn attention(
         rope.is_some() as u32,
     ];
     let chunks = d.head_dim.div_ceil(32) as u64;
-    rec.dispatch(&K, &params, &[q.buf, k.buf, v.buf, y.buf], grid64(nq as u64 * d.heads as u64 * chunks))
+    rec.dispatch(
+        &K,
+        &params,
+        &[q.buf, k.buf, v.buf, y.buf],
+        grid64(nq as u64 * d.heads as u64 * chunks),
+    )
 }

@@ -4,8 +4,18 @@ use crate::gpu::GpuResult;
 
 use super::{need_len, View};
 
-const CONV: Kernel = Kernel { shader: "conv1d", entry: "conv", access: "rrrww", spec: "" };
-const UPDATE: Kernel = Kernel { shader: "conv1d", entry: "update_state", access: "rrrww", spec: "" };
+const CONV: Kernel = Kernel {
+    shader: "conv1d",
+    entry: "conv",
+    access: "rrrww",
+    spec: "",
+};
+const UPDATE: Kernel = Kernel {
+    shader: "conv1d",
+    entry: "update_state",
+    access: "rrrww",
+    spec: "",
+};
 
 /// Causal depthwise conv + SiLU over `rows` new rows of `channels` (= Dc) channels:
 /// `out[t, c] = silu(bias[c] + sum_k weight[c, k] * xbc[t - K + 1 + k, c])`, rows before the
@@ -28,14 +38,32 @@ pub fn conv1d(
     crate::gpu::error::ensure(OP, kernel >= 1, || "kernel size 0".into())?;
     input.check(OP, "input", rows, channels)?;
     out.check(OP, "out", rows, channels)?;
-    need_len(OP, "weight [Dc, K]", weight, channels as u64 * kernel as u64)?;
-    need_len(OP, "state [K-1, Dc]", state, (kernel as u64 - 1) * channels as u64)?;
+    need_len(
+        OP,
+        "weight [Dc, K]",
+        weight,
+        channels as u64 * kernel as u64,
+    )?;
+    need_len(
+        OP,
+        "state [K-1, Dc]",
+        state,
+        (kernel as u64 - 1) * channels as u64,
+    )?;
     if let Some(b) = bias {
         need_len(OP, "bias", b, channels as u64)?;
     }
     let dummy = rec.ctx().dummy().clone();
-    let params =
-        [rows, channels, kernel, input.stride, input.offset, out.stride, out.offset, bias.is_some() as u32];
+    let params = [
+        rows,
+        channels,
+        kernel,
+        input.stride,
+        input.offset,
+        out.stride,
+        out.offset,
+        bias.is_some() as u32,
+    ];
     let bufs = [input.buf, weight, bias.unwrap_or(&dummy), state, out.buf];
     rec.dispatch(&CONV, &params, &bufs, grid64(rows as u64 * channels as u64))?;
     if update_state && kernel > 1 && rows > 0 {

@@ -4,7 +4,12 @@ use crate::gpu::GpuResult;
 
 use super::View;
 
-const K: Kernel = Kernel { shader: "copy_rows", entry: "main", access: "rw", spec: "" };
+const K: Kernel = Kernel {
+    shader: "copy_rows",
+    entry: "main",
+    access: "rw",
+    spec: "",
+};
 
 /// `dst[t, c] = src[t, c]` for `rows` rows of `width` (strided views; put the destination row
 /// offset into `dst`, e.g. `View::dense(cache, w).rows_from(pos)` to append to a cache).
@@ -13,5 +18,10 @@ pub fn copy_rows(rec: &mut Recorder, rows: u32, width: u32, src: View, dst: View
     src.check(OP, "src", rows, width)?;
     dst.check(OP, "dst", rows, width)?;
     let params = [rows, width, src.stride, src.offset, dst.stride, dst.offset];
-    rec.dispatch(&K, &params, &[src.buf, dst.buf], grid64(rows as u64 * width as u64))
+    rec.dispatch(
+        &K,
+        &params,
+        &[src.buf, dst.buf],
+        grid64(rows as u64 * width as u64),
+    )
 }

@@ -4,7 +4,12 @@ use crate::gpu::GpuResult;
 
 use super::{need_len, View};
 
-const K: Kernel = Kernel { shader: "dt", entry: "main", access: "rrw", spec: "" };
+const K: Kernel = Kernel {
+    shader: "dt",
+    entry: "main",
+    access: "rrw",
+    spec: "",
+};
 
 /// `out[t, h] = clamp(softplus(raw[t, h] + bias[h]), lo, hi)`; `hi` may be `f32::INFINITY`.
 pub fn dt_softplus(
@@ -21,8 +26,26 @@ pub fn dt_softplus(
     raw.check(OP, "raw", rows, heads)?;
     out.check(OP, "out", rows, heads)?;
     need_len(OP, "dt_bias", bias, heads as u64)?;
-    let hi = if hi.is_nan() || hi > f32::MAX { f32::MAX } else { hi };
+    let hi = if hi.is_nan() || hi > f32::MAX {
+        f32::MAX
+    } else {
+        hi
+    };
     let lo = if lo.is_nan() { 0.0 } else { lo.max(-f32::MAX) };
-    let params = [rows, heads, raw.stride, raw.offset, out.stride, out.offset, lo.to_bits(), hi.to_bits()];
-    rec.dispatch(&K, &params, &[raw.buf, bias, out.buf], grid64(rows as u64 * heads as u64))
+    let params = [
+        rows,
+        heads,
+        raw.stride,
+        raw.offset,
+        out.stride,
+        out.offset,
+        lo.to_bits(),
+        hi.to_bits(),
+    ];
+    rec.dispatch(
+        &K,
+        &params,
+        &[raw.buf, bias, out.buf],
+        grid64(rows as u64 * heads as u64),
+    )
 }

@@ -5,17 +5,40 @@ use crate::gpu::GpuResult;
 
 use super::{need_len, View};
 
-const K: Kernel = Kernel { shader: "embedding", entry: "main", access: "rrw", spec: "" };
+const K: Kernel = Kernel {
+    shader: "embedding",
+    entry: "main",
+    access: "rrw",
+    spec: "",
+};
 
 /// `out[t, :] = table[tokens[t], :]` for `n` tokens (u32 buffer). One dispatch per table block;
 /// a token outside the table leaves its output row untouched (the caller validates ids).
-pub fn embedding(rec: &mut Recorder, tokens: &GpuBuffer, n: u32, table: &GpuMatrix, out: View) -> GpuResult<()> {
+pub fn embedding(
+    rec: &mut Recorder,
+    tokens: &GpuBuffer,
+    n: u32,
+    table: &GpuMatrix,
+    out: View,
+) -> GpuResult<()> {
     const OP: &str = "embedding";
     need_len(OP, "tokens", tokens, n as u64)?;
     out.check(OP, "out", n, table.cols as u32)?;
     for b in &table.blocks {
-        let params = [n, table.cols as u32, b.row_start as u32, b.rows as u32, out.stride, out.offset];
-        rec.dispatch(&K, &params, &[tokens, &b.buffer, out.buf], grid64(n as u64 * table.cols as u64))?;
+        let params = [
+            n,
+            table.cols as u32,
+            b.row_start as u32,
+            b.rows as u32,
+            out.stride,
+            out.offset,
+        ];
+        rec.dispatch(
+            &K,
+            &params,
+            &[tokens, &b.buffer, out.buf],
+            grid64(n as u64 * table.cols as u64),
+        )?;
     }
     Ok(())
 }

@@ -4,7 +4,12 @@ use crate::gpu::GpuResult;
 
 use super::{need_len, SsmDims, View};
 
-const K: Kernel = Kernel { shader: "gated_rms_norm", entry: "main", access: "rrrrw", spec: "" };
+const K: Kernel = Kernel {
+    shader: "gated_rms_norm",
+    entry: "main",
+    access: "rrrrw",
+    spec: "",
+};
 
 /// MODEL.md steps 5-6 in place on `y` [rows, Di]: `y += D[h] * x` (when `d_skip` is given),
 /// then `y *= silu(z)` for rows `t >= gate_from_row` (`None`: no gate), then RMS-normalise each
@@ -48,5 +53,10 @@ pub fn gated_rms_norm(
         d_skip.is_some() as u32,
     ];
     let bufs = [x.buf, z.buf, d_skip.unwrap_or(&dummy), weight, y.buf];
-    rec.dispatch(&K, &params, &bufs, grid_groups(rows as u64 * d.groups as u64))
+    rec.dispatch(
+        &K,
+        &params,
+        &bufs,
+        grid_groups(rows as u64 * d.groups as u64),
+    )
 }

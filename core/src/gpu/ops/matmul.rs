@@ -5,8 +5,24 @@ use crate::gpu::GpuResult;
 
 use super::{need_len, View};
 
-const TILED: Kernel = Kernel { shader: "matmul", entry: "main", access: "rrrw", spec: "" };
-const MATVEC: Kernel = Kernel { shader: "matvec", entry: "main", access: "rrrw", spec: "" };
+const TILED: Kernel = Kernel {
+    shader: "matmul",
+    entry: "main",
+    access: "rrrw",
+    spec: "",
+};
+const TILED4: Kernel = Kernel {
+    shader: "matmul_vec4",
+    entry: "main",
+    access: "rrrw",
+    spec: "",
+};
+const MATVEC: Kernel = Kernel {
+    shader: "matvec",
+    entry: "main",
+    access: "rrrw",
+    spec: "",
+};
 
 /// Below this many rows [`matmul`] uses the matvec kernel.
 pub const MATVEC_MAX_ROWS: u32 = 4;
@@ -59,17 +75,47 @@ pub fn matmul_using(
         MatmulKernel::Tiled => false,
         MatmulKernel::MatVec => true,
     };
+    // vec4 loads need 16-byte aligned rows of X and W.
+    let aligned = w.cols % 4 == 0 && (x.stride % 4 == 0 || rows == 1) && x.offset % 4 == 0;
     for b in &w.blocks {
-        let params =
-            [rows, w.cols as u32, b.rows as u32, b.row_start as u32, x.stride, x.offset, y.stride, y.offset, flags];
+        let params = [
+            rows,
+            w.cols as u32,
+            b.rows as u32,
+            b.row_start as u32,
+            x.stride,
+            x.offset,
+            y.stride,
+            y.offset,
+            flags,
+        ];
         let bufs = [x.buf, &b.buffer, bias.unwrap_or(&dummy), y.buf];
         if matvec {
             let mut g = grid_groups((b.rows as u64).div_ceil(4));
             g[2] = rows;
             rec.dispatch(&MATVEC, &params, &bufs, g)?;
         } else {
-            let g = [(b.rows as u32).div_ceil(4).div_ceil(8), rows.div_ceil(4).div_ceil(8), 1];
-            rec.dispatch(&TILED, &params, &bufs, g)?;
+            let g = [
+                (b.rows as u32).div_ceil(4).div_ceil(8),
+                rows.div_ceil(4).div_ceil(8),
+                1,
+            ];
+            if aligned {
+                let p4 = [
+                    rows,
+                    w.cols as u32 / 4,
+                    b.rows as u32,
+                    b.row_start as u32,
+                    x.stride / 4,
+                    x.offset / 4,
+                    y.stride,
+                    y.offset,
+                    flags,
+                ];
+                rec.dispatch(&TILED4, &p4, &bufs, g)?;
+            } else {
+                rec.dispatch(&TILED, &params, &bufs, g)?;
+            }
         }
     }
     Ok(())

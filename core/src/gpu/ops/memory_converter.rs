@@ -38,7 +38,10 @@ pub fn memory_converter(
     let seg = segment_rows(rec.ctx(), OP, &d, tokens, q, false)?;
     let ctx = rec.ctx();
     let acs = ctx.scratch("ssd_acs", seg as usize * d.heads as usize)?;
-    let states = ctx.scratch("ssd_states", seg.div_ceil(q) as usize * d.state_len() as usize)?;
+    let states = ctx.scratch(
+        "ssd_states",
+        seg.div_ceil(q) as usize * d.state_len() as usize,
+    )?;
     let mut r0 = 0;
     while r0 < tokens {
         let len = seg.min(tokens - r0);

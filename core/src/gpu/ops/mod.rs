@@ -42,23 +42,43 @@ pub struct View<'a> {
 
 impl<'a> View<'a> {
     pub fn new(buf: &'a GpuBuffer, stride: u32, offset: u32) -> Self {
-        Self { buf, stride, offset }
+        Self {
+            buf,
+            stride,
+            offset,
+        }
     }
     /// A dense [rows, width] buffer.
     pub fn dense(buf: &'a GpuBuffer, width: u32) -> Self {
-        Self { buf, stride: width, offset: 0 }
+        Self {
+            buf,
+            stride: width,
+            offset: 0,
+        }
     }
     /// The same view starting `rows` rows further down.
     pub fn rows_from(self, rows: u32) -> Self {
-        Self { offset: self.offset + rows * self.stride, ..self }
+        Self {
+            offset: self.offset + rows * self.stride,
+            ..self
+        }
     }
     /// The same view starting `cols` columns to the right.
     pub fn cols_from(self, cols: u32) -> Self {
-        Self { offset: self.offset + cols, ..self }
+        Self {
+            offset: self.offset + cols,
+            ..self
+        }
     }
 
     /// Checks that `rows` rows of `width` elements lie inside the buffer.
-    pub(crate) fn check(&self, op: &'static str, name: &str, rows: u32, width: u32) -> GpuResult<()> {
+    pub(crate) fn check(
+        &self,
+        op: &'static str,
+        name: &str,
+        rows: u32,
+        width: u32,
+    ) -> GpuResult<()> {
         if rows == 0 || width == 0 {
             return Ok(());
         }
@@ -94,7 +114,9 @@ impl SsmDims {
             && self.state > 0
             && self.groups > 0
             && self.heads % self.groups == 0;
-        super::error::ensure(op, ok, || format!("invalid dims {self:?} (need H % G == 0, all > 0)"))
+        super::error::ensure(op, ok, || {
+            format!("invalid dims {self:?} (need H % G == 0, all > 0)")
+        })
     }
     /// H * P.
     pub fn inner(&self) -> u32 {

@@ -4,15 +4,36 @@ use crate::gpu::GpuResult;
 
 use super::{need_len, View};
 
-const K: Kernel = Kernel { shader: "rms_norm", entry: "main", access: "rrw", spec: "" };
+const K: Kernel = Kernel {
+    shader: "rms_norm",
+    entry: "main",
+    access: "rrw",
+    spec: "",
+};
 
 /// `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w` for `rows` rows of `width`.
 /// `out` must be a different buffer from `x`.
-pub fn rms_norm(rec: &mut Recorder, rows: u32, width: u32, x: View, w: &GpuBuffer, out: View, eps: f32) -> GpuResult<()> {
+pub fn rms_norm(
+    rec: &mut Recorder,
+    rows: u32,
+    width: u32,
+    x: View,
+    w: &GpuBuffer,
+    out: View,
+    eps: f32,
+) -> GpuResult<()> {
     const OP: &str = "rms_norm";
     x.check(OP, "x", rows, width)?;
     out.check(OP, "out", rows, width)?;
     need_len(OP, "weight", w, width as u64)?;
-    let params = [rows, width, eps.to_bits(), x.stride, x.offset, out.stride, out.offset];
+    let params = [
+        rows,
+        width,
+        eps.to_bits(),
+        x.stride,
+        x.offset,
+        out.stride,
+        out.offset,
+    ];
     rec.dispatch(&K, &params, &[x.buf, w, out.buf], grid_groups(rows as u64))
 }

@@ -7,15 +7,55 @@ use crate::gpu::GpuResult;
 
 use super::{need_len, SsmDims, View};
 
-pub(crate) const CUMSUM: Kernel = Kernel { shader: "ssd_cumsum", entry: "main", access: "rrw", spec: "" };
-pub(crate) const CHUNK_STATE: Kernel = Kernel { shader: "ssd_chunk_state", entry: "main", access: "rrrrw", spec: "" };
-pub(crate) const STATE_PASSING: Kernel = Kernel { shader: "ssd_state_passing", entry: "main", access: "rww", spec: "" };
+pub(crate) const CUMSUM: Kernel = Kernel {
+    shader: "ssd_cumsum",
+    entry: "main",
+    access: "rrw",
+    spec: "",
+};
+pub(crate) const CHUNK_STATE: Kernel = Kernel {
+    shader: "ssd_chunk_state",
+    entry: "main",
+    access: "rrrrw",
+    spec: "",
+};
+pub(crate) const STATE_PASSING: Kernel = Kernel {
+    shader: "ssd_state_passing",
+    entry: "main",
+    access: "rww",
+    spec: "",
+};
 const SCAN_ACCESS: &str = "rrrrrrww";
-const CB: Kernel = Kernel { shader: "ssd_chunk_scan", entry: "cb", access: SCAN_ACCESS, spec: "" };
-const LMAT: Kernel = Kernel { shader: "ssd_chunk_scan", entry: "lmat", access: SCAN_ACCESS, spec: "" };
-const SCAN: Kernel = Kernel { shader: "ssd_chunk_scan", entry: "scan", access: SCAN_ACCESS, spec: "" };
-const STEP: Kernel = Kernel { shader: "ssm_step", entry: "main", access: "rrrrrww", spec: "" };
-const SEQ: Kernel = Kernel { shader: "ssm_sequential_scan", entry: "main", access: "rrrrrww", spec: "" };
+const CB: Kernel = Kernel {
+    shader: "ssd_chunk_scan",
+    entry: "cb",
+    access: SCAN_ACCESS,
+    spec: "",
+};
+const LMAT: Kernel = Kernel {
+    shader: "ssd_chunk_scan",
+    entry: "lmat",
+    access: SCAN_ACCESS,
+    spec: "",
+};
+const SCAN: Kernel = Kernel {
+    shader: "ssd_chunk_scan",
+    entry: "scan",
+    access: SCAN_ACCESS,
+    spec: "",
+};
+const STEP: Kernel = Kernel {
+    shader: "ssm_step",
+    entry: "main",
+    access: "rrrrrww",
+    spec: "",
+};
+const SEQ: Kernel = Kernel {
+    shader: "ssm_sequential_scan",
+    entry: "main",
+    access: "rrrrrww",
+    spec: "",
+};
 
 /// Rows per SSD segment at most (bounds the scratch memory; segments chain through the state).
 const MAX_SEGMENT: u32 = 2048;
@@ -41,15 +81,33 @@ impl SsmInputs<'_> {
 }
 
 /// The shared params block of every ssd_* / ssm_* shader.
-pub(crate) fn params(d: &SsmDims, rows: u32, q: u32, nc: u32, x: View, b: View, c: View, dt: View, y: View, l_off: u32) -> [u32; 18] {
+pub(crate) fn params(
+    d: &SsmDims,
+    rows: u32,
+    q: u32,
+    nc: u32,
+    x: View,
+    b: View,
+    c: View,
+    dt: View,
+    y: View,
+    l_off: u32,
+) -> [u32; 18] {
     [
-        rows, d.heads, d.head_dim, d.state, d.groups, q, nc, x.stride, x.offset, b.stride, b.offset, c.stride,
-        c.offset, dt.stride, dt.offset, y.stride, y.offset, l_off,
+        rows, d.heads, d.head_dim, d.state, d.groups, q, nc, x.stride, x.offset, b.stride,
+        b.offset, c.stride, c.offset, dt.stride, dt.offset, y.stride, y.offset, l_off,
     ]
 }
 
 /// Rows per segment so that every scratch buffer fits one binding.
-pub(crate) fn segment_rows(ctx: &GpuContext, op: &'static str, d: &SsmDims, rows: u32, q: u32, with_cl: bool) -> GpuResult<u32> {
+pub(crate) fn segment_rows(
+    ctx: &GpuContext,
+    op: &'static str,
+    d: &SsmDims,
+    rows: u32,
+    q: u32,
+    with_cl: bool,
+) -> GpuResult<u32> {
     let maxe = ctx.max_binding_size() / 4;
     let hpn = d.state_len() as u64;
     let mut s = (maxe / hpn) * q as u64;
@@ -84,8 +142,18 @@ pub(crate) fn segment_states(
 ) -> GpuResult<()> {
     let (x, b, dt, a_log) = inp;
     let hpn = d.state_len() as u64;
-    rec.dispatch(&CUMSUM, p, &[dt.buf, a_log, acs], grid64(nc as u64 * d.heads as u64))?;
-    rec.dispatch(&CHUNK_STATE, p, &[x.buf, b.buf, dt.buf, acs, states], grid64(nc as u64 * hpn))?;
+    rec.dispatch(
+        &CUMSUM,
+        p,
+        &[dt.buf, a_log, acs],
+        grid64(nc as u64 * d.heads as u64),
+    )?;
+    rec.dispatch(
+        &CHUNK_STATE,
+        p,
+        &[x.buf, b.buf, dt.buf, acs, states],
+        grid64(nc as u64 * hpn),
+    )?;
     rec.dispatch(&STATE_PASSING, p, &[acs, states, state], grid64(hpn))
 }
 
@@ -115,19 +183,40 @@ pub fn ssd_scan(
     let seg = segment_rows(rec.ctx(), OP, &d, rows, q, true)?;
     let ctx = rec.ctx();
     let acs = ctx.scratch("ssd_acs", seg as usize * d.heads as usize)?;
-    let states = ctx.scratch("ssd_states", seg.div_ceil(q) as usize * d.state_len() as usize)?;
-    let cl = ctx.scratch("ssd_cl", seg as usize * q as usize * (d.groups + d.heads) as usize)?;
+    let states = ctx.scratch(
+        "ssd_states",
+        seg.div_ceil(q) as usize * d.state_len() as usize,
+    )?;
+    let cl = ctx.scratch(
+        "ssd_cl",
+        seg as usize * q as usize * (d.groups + d.heads) as usize,
+    )?;
     let mut r0 = 0;
     while r0 < rows {
         let len = seg.min(rows - r0);
         let nc = len.div_ceil(q);
-        let (x, b, c, dt, ys) =
-            (inp.x.rows_from(r0), inp.b.rows_from(r0), inp.c.rows_from(r0), inp.dt.rows_from(r0), y.rows_from(r0));
+        let (x, b, c, dt, ys) = (
+            inp.x.rows_from(r0),
+            inp.b.rows_from(r0),
+            inp.c.rows_from(r0),
+            inp.dt.rows_from(r0),
+            y.rows_from(r0),
+        );
         let p = params(&d, len, q, nc, x, b, c, dt, ys, len * q * d.groups);
         segment_states(rec, &d, &p, nc, (x, b, dt, inp.a_log), state, &acs, &states)?;
         let bufs = [x.buf, b.buf, c.buf, dt.buf, &acs, &states, &cl, ys.buf];
-        rec.dispatch(&CB, &p, &bufs, grid64(len as u64 * q as u64 * d.groups as u64))?;
-        rec.dispatch(&LMAT, &p, &bufs, grid64(len as u64 * q as u64 * d.heads as u64))?;
+        rec.dispatch(
+            &CB,
+            &p,
+            &bufs,
+            grid64(len as u64 * q as u64 * d.groups as u64),
+        )?;
+        rec.dispatch(
+            &LMAT,
+            &p,
+            &bufs,
+            grid64(len as u64 * q as u64 * d.heads as u64),
+        )?;
         rec.dispatch(&SCAN, &p, &bufs, grid64(len as u64 * d.inner() as u64))?;
         r0 += len;
     }
@@ -146,7 +235,9 @@ pub fn ssm_sequential_scan(
 ) -> GpuResult<()> {
     const OP: &str = "ssm_sequential_scan";
     d.check(OP)?;
-    ensure(OP, d.state <= 256, || format!("state size {} > 256", d.state))?;
+    ensure(OP, d.state <= 256, || {
+        format!("state size {} > 256", d.state)
+    })?;
     inp.check(OP, &d, rows)?;
     y.check(OP, "y", rows, d.inner())?;
     need_len(OP, "state", state, d.state_len() as u64)?;
@@ -154,19 +245,29 @@ pub fn ssm_sequential_scan(
         return Ok(());
     }
     let p = params(&d, rows, 1, 0, inp.x, inp.b, inp.c, inp.dt, y, 0);
-    let bufs = [inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, state, y.buf];
+    let bufs = [
+        inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, state, y.buf,
+    ];
     rec.dispatch(&SEQ, &p, &bufs, grid64(d.inner() as u64))
 }
 
 /// One decode token (row 0 of each view): `S = exp(dt A) S + dt x B` in place on `state`,
 /// `y = S C` into row 0 of `y`.
-pub fn ssm_step(rec: &mut Recorder, d: SsmDims, inp: &SsmInputs, state: &GpuBuffer, y: View) -> GpuResult<()> {
+pub fn ssm_step(
+    rec: &mut Recorder,
+    d: SsmDims,
+    inp: &SsmInputs,
+    state: &GpuBuffer,
+    y: View,
+) -> GpuResult<()> {
     const OP: &str = "ssm_step";
     d.check(OP)?;
     inp.check(OP, &d, 1)?;
     y.check(OP, "y", 1, d.inner())?;
     need_len(OP, "state", state, d.state_len() as u64)?;
     let p = params(&d, 1, 1, 0, inp.x, inp.b, inp.c, inp.dt, y, 0);
-    let bufs = [inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, state, y.buf];
+    let bufs = [
+        inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, state, y.buf,
+    ];
     rec.dispatch(&STEP, &p, &bufs, grid64(d.inner() as u64))
 }

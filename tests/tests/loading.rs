@@ -1,0 +1,275 @@
+//! Model loading in every layout and dtype, and a typed error for every malformed input.
+
+use std::collections::HashMap;
+
+use transmamba::cpu::CpuSession;
+use transmamba::model::SafetensorsFile;
+use transmamba::{Error, Logits, Model, ModelConfig, ScheduleSpec, TransPoint};
+use transmamba_tests::*;
+
+fn model() -> Model {
+    random_model(
+        &RandomSpec {
+            mlp: 16,
+            transpoints: vec![TransPoint::At(3), TransPoint::Never],
+            ..RandomSpec::default()
+        },
+        5,
+    )
+}
+
+fn logits(m: &Model) -> Vec<f32> {
+    let sched = ScheduleSpec::Config.resolve(&m.config.transpoints).unwrap();
+    CpuSession::new(m, sched)
+        .unwrap()
+        .forward(&[1, 2, 3, 4, 5, 6], Logits::All)
+        .unwrap()
+}
+
+fn write_dir(m: &Model, name: &str, store: StoreAs) -> std::path::PathBuf {
+    let dir = temp_dir(name);
+    std::fs::write(dir.join("config.json"), config_json(m)).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors"),
+        safetensors_bytes(m, store, None),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn directory_round_trip_is_exact() {
+    let m = model();
+    let loaded = Model::load(&write_dir(&m, "dir", StoreAs::F32)).unwrap();
+    assert_eq!(loaded.config, m.config);
+    assert_eq!(logits(&loaded), logits(&m));
+}
+
+#[test]
+fn f16_and_bf16_models_load() {
+    let m = model();
+    let reference = logits(&m);
+    for (store, tol) in [(StoreAs::F16, 2e-2), (StoreAs::Bf16, 1e-1)] {
+        let loaded = Model::load(&write_dir(&m, &format!("{store:?}"), store)).unwrap();
+        assert_eq!(loaded.stored_dtype, format!("{store:?}").to_uppercase());
+        // Weights equal the original rounded to the stored type, so logits are close but not equal.
+        let err = max_abs_diff(&logits(&loaded), &reference);
+        assert!(err > 0.0 && err < tol, "{store:?}: |Δ| = {err}");
+    }
+}
+
+#[test]
+fn single_file_with_config_in_metadata() {
+    let m = model();
+    let meta = HashMap::from([("config".to_string(), config_json(&m))]);
+    let dir = temp_dir("single");
+    let path = dir.join("model.safetensors");
+    std::fs::write(&path, safetensors_bytes(&m, StoreAs::F32, Some(meta))).unwrap();
+    assert_eq!(logits(&Model::load(&path).unwrap()), logits(&m));
+    // Without the metadata the error says what is missing.
+    std::fs::write(&path, safetensors_bytes(&m, StoreAs::F32, None)).unwrap();
+    assert!(matches!(Model::load(&path), Err(Error::ConfigJson { .. })));
+}
+
+#[test]
+fn sharded_directory_with_index() {
+    let m = model();
+    let dir = temp_dir("sharded");
+    std::fs::write(dir.join("config.json"), config_json(&m)).unwrap();
+    // Split the tensors over two files and describe them in the index, as transformers does.
+    let bytes = safetensors_bytes(&m, StoreAs::F32, None);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", a),
+        ("model-00002-of-00002.safetensors", b),
+    ] {
+        let views: Vec<_> = part
+            .iter()
+            .map(|n| (n.clone(), st.tensor(n).unwrap()))
+            .collect();
+        std::fs::write(dir.join(file), safetensors::serialize(views, None).unwrap()).unwrap();
+        for n in part {
+            weight_map.insert(n.clone(), file.into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    assert_eq!(logits(&Model::load(&dir).unwrap()), logits(&m));
+}
+
+// ---- malformed inputs: each a typed error naming the problem ----
+
+fn st_file(bytes: &[u8]) -> Result<Model, Error> {
+    let m = model();
+    Model::from_parts(
+        m.config.clone(),
+        &[SafetensorsFile {
+            name: "x.safetensors".into(),
+            bytes,
+        }],
+    )
+}
+
+fn expect_safetensors_error(bytes: &[u8], needle: &str) {
+    match st_file(bytes) {
+        Err(Error::Safetensors { reason, .. }) => {
+            assert!(
+                reason.contains(needle),
+                "reason `{reason}` should mention `{needle}`"
+            )
+        }
+        other => panic!("expected a safetensors error about {needle}, got {other:?}"),
+    }
+}
+
+/// Rewrites a safetensors file's JSON header.
+fn with_header(bytes: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let text = header.to_string();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
+#[test]
+fn truncated_file() {
+    let bytes = safetensors_bytes(&model(), StoreAs::F32, None);
+    expect_safetensors_error(&bytes[..bytes.len() - 10], "truncated");
+    expect_safetensors_error(&bytes[..5], "shorter");
+}
+
+#[test]
+fn header_length_past_the_end() {
+    let mut bytes = safetensors_bytes(&model(), StoreAs::F32, None);
+    let len = bytes.len() as u64 + 100;
+    bytes[..8].copy_from_slice(&len.to_le_bytes());
+    expect_safetensors_error(&bytes, "past the end");
+}
+
+#[test]
+fn overlapping_and_out_of_range_offsets() {
+    let bytes = safetensors_bytes(&model(), StoreAs::F32, None);
+    let overlap = with_header(&bytes, |h| {
+        h["backbone.norm_f.weight"]["data_offsets"][0] = serde_json::json!(0);
+    });
+    expect_safetensors_error(&overlap, "offsets");
+    let out_of_range = with_header(&bytes, |h| {
+        let end = h["lm_head.weight"]["data_offsets"][1].as_u64().unwrap();
+        h["lm_head.weight"]["data_offsets"][1] = serde_json::json!(end + 4000);
+    });
+    assert!(matches!(
+        st_file(&out_of_range),
+        Err(Error::Safetensors { .. })
+    ));
+}
+
+#[test]
+fn unknown_and_unsupported_dtypes() {
+    let bytes = safetensors_bytes(&model(), StoreAs::F32, None);
+    let unknown = with_header(&bytes, |h| h["lm_head.weight"]["dtype"] = "F99".into());
+    expect_safetensors_error(&unknown, "dtype");
+    let int = with_header(&bytes, |h| h["lm_head.weight"]["dtype"] = "I32".into());
+    match st_file(&int) {
+        Err(Error::UnsupportedDtype { name, dtype, .. }) => {
+            assert_eq!(name, "lm_head.weight");
+            assert_eq!(dtype, "I32");
+        }
+        other => panic!("expected UnsupportedDtype, got {other:?}"),
+    }
+}
+
+#[test]
+fn missing_tensor_and_wrong_shape() {
+    let m = model();
+    let mut no_norm = m.clone();
+    no_norm.layers[1].mlp = None; // drops layers.1.norm2 / mlp.* from the file
+    let bytes = safetensors_bytes(&no_norm, StoreAs::F32, None);
+    match st_file(&bytes) {
+        Err(Error::MissingTensor(n)) => assert_eq!(n, "backbone.layers.1.norm2.weight"),
+        other => panic!("expected MissingTensor, got {other:?}"),
+    }
+    let mut cfg = m.config.clone();
+    cfg.state_size += 1;
+    let bytes = safetensors_bytes(&m, StoreAs::F32, None);
+    let r = Model::from_parts(
+        cfg,
+        &[SafetensorsFile {
+            name: "x".into(),
+            bytes: &bytes,
+        }],
+    );
+    match r {
+        Err(Error::TensorShape {
+            name,
+            expected,
+            actual,
+        }) => {
+            assert_eq!(name, "backbone.layers.0.mixer.conv1d.weight");
+            assert_ne!(expected, actual);
+        }
+        other => panic!("expected TensorShape, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_config_json_and_missing_key() {
+    let m = model();
+    let dir = write_dir(&m, "badjson", StoreAs::F32);
+    std::fs::write(dir.join("config.json"), "{\"model_type\": \"transmamba\",").unwrap();
+    assert!(matches!(Model::load(&dir), Err(Error::ConfigJson { .. })));
+    let text = config_json(&m).replace("\"hidden_size\"", "\"hidden_sz\"");
+    match ModelConfig::from_json_str(&text, "config.json") {
+        Err(Error::MissingConfigKey(k)) => assert_eq!(k, "hidden_size"),
+        other => panic!("expected MissingConfigKey, got {other:?}"),
+    }
+    let nowhere = dir.join("does-not-exist");
+    assert!(matches!(
+        Model::load(&nowhere),
+        Err(Error::ModelNotFound(_))
+    ));
+}
+
+#[test]
+fn bad_tokens_and_schedules() {
+    let m = model();
+    let sched = ScheduleSpec::Config.resolve(&m.config.transpoints).unwrap();
+    let mut s = CpuSession::new(&m, sched).unwrap();
+    match s.forward(&[1, 64], Logits::All) {
+        Err(Error::TokenOutOfRange {
+            token: 64,
+            position: 1,
+            vocab: 64,
+        }) => {}
+        other => panic!("expected TokenOutOfRange, got {other:?}"),
+    }
+    assert!(matches!(
+        s.forward(&[], Logits::All),
+        Err(Error::EmptyTokens)
+    ));
+    assert!(matches!(
+        "1,x".parse::<ScheduleSpec>(),
+        Err(Error::Schedule { .. })
+    ));
+    assert!(matches!(
+        "1,2,3"
+            .parse::<ScheduleSpec>()
+            .unwrap()
+            .resolve(&m.config.transpoints),
+        Err(Error::ScheduleLength { got: 3, layers: 2 })
+    ));
+    // Error messages name the problem.
+    let msg = Error::TokenOutOfRange {
+        token: 64,
+        position: 1,
+        vocab: 64,
+    }
+    .to_string();
+    assert!(msg.contains("64") && msg.contains("vocabulary"));
+}

@@ -1,0 +1,145 @@
+//! The CPU backend against an independent f64 evaluation of MODEL.md, over random models and
+//! TransPoint schedules, and decode against prefill.
+
+use transmamba::cpu::CpuSession;
+use transmamba::schedule::TransPoint::{self, At, Never};
+use transmamba::{Logits, Schedule};
+use transmamba_tests::reference64::forward_f64;
+use transmamba_tests::{max_abs_diff, random_model, random_tokens, RandomSpec};
+
+const TOL: f32 = 1e-4;
+
+fn specs() -> Vec<(&'static str, RandomSpec)> {
+    let base = RandomSpec::default();
+    vec![
+        ("groups2", base.clone()),
+        (
+            "groups1-mlp",
+            RandomSpec {
+                groups: 1,
+                mlp: 48,
+                ..base.clone()
+            },
+        ),
+        (
+            "rope-gate-bias",
+            RandomSpec {
+                rope_theta: Some(100.0),
+                attention_gate: true,
+                bias: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "tied-3layers",
+            RandomSpec {
+                tied: true,
+                layers: 3,
+                groups: 4,
+                ..base.clone()
+            },
+        ),
+    ]
+}
+
+fn schedules(layers: usize, prompt: usize) -> Vec<Vec<TransPoint>> {
+    let mut out = vec![
+        vec![At(0); layers],          // pure SSM
+        vec![Never; layers],          // pure attention
+        vec![At(prompt / 2); layers], // inside the prompt
+        vec![At(prompt); layers],     // exactly at its end
+        vec![At(prompt + 3); layers], // crossed during decode
+    ];
+    out.push(
+        (0..layers)
+            .map(|i| [At(1), Never, At(5), At(0)][i % 4])
+            .collect(),
+    );
+    out
+}
+
+#[test]
+fn cpu_matches_f64_spec_for_every_schedule() {
+    for (name, spec) in specs() {
+        let model = random_model(&spec, 7);
+        let tokens = random_tokens(spec.vocab, 19, 3);
+        for tps in schedules(spec.layers, tokens.len()) {
+            let schedule = Schedule(tps.clone());
+            let want = forward_f64(&model, &schedule, &tokens);
+            let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+            let mut s = CpuSession::new(&model, schedule).unwrap();
+            let got = s.forward(&tokens, Logits::All).unwrap();
+            let err = max_abs_diff(&got, &want);
+            assert!(err < TOL, "{name} {tps:?}: |Δ| = {err}");
+        }
+    }
+}
+
+#[test]
+fn decode_equals_prefill_token_for_token() {
+    for (name, spec) in specs() {
+        let model = random_model(&spec, 11);
+        let tokens = random_tokens(spec.vocab, 24, 5);
+        let prompt = 9;
+        for tps in schedules(spec.layers, prompt) {
+            let schedule = Schedule(tps.clone());
+            let mut full = CpuSession::new(&model, schedule.clone()).unwrap();
+            let want = full.forward(&tokens, Logits::All).unwrap();
+            let mut s = CpuSession::new(&model, schedule).unwrap();
+            let mut got = s.forward(&tokens[..prompt], Logits::All).unwrap();
+            for &t in &tokens[prompt..] {
+                got.extend(s.forward(&[t], Logits::Last).unwrap());
+            }
+            let err = max_abs_diff(&got, &want);
+            assert!(err < TOL, "{name} {tps:?}: decode vs prefill |Δ| = {err}");
+        }
+    }
+}
+
+#[test]
+fn chunked_prefill_equals_one_prefill() {
+    let spec = RandomSpec {
+        rope_theta: Some(50.0),
+        ..RandomSpec::default()
+    };
+    let model = random_model(&spec, 2);
+    let tokens = random_tokens(spec.vocab, 30, 9);
+    let schedule = Schedule(vec![At(12), At(20)]);
+    let want = CpuSession::new(&model, schedule.clone())
+        .unwrap()
+        .forward(&tokens, Logits::All)
+        .unwrap();
+    let mut s = CpuSession::new(&model, schedule).unwrap();
+    let mut got = Vec::new();
+    for piece in [&tokens[..5], &tokens[5..16], &tokens[16..]] {
+        got.extend(s.forward(piece, Logits::All).unwrap());
+    }
+    assert!(max_abs_diff(&got, &want) < TOL);
+}
+
+#[test]
+fn cache_is_freed_at_the_transpoint_and_stays_flat() {
+    let spec = RandomSpec::default();
+    let model = random_model(&spec, 1);
+    let tau = 6;
+    let mut s = CpuSession::new(&model, Schedule(vec![At(tau), Never])).unwrap();
+    s.forward(&random_tokens(spec.vocab, 4, 1), Logits::Last)
+        .unwrap();
+    assert_eq!(s.layer_states(), vec![(4, false), (4, false)]);
+    let mut sizes = Vec::new();
+    for t in random_tokens(spec.vocab, 10, 2) {
+        s.forward(&[t], Logits::Last).unwrap();
+        sizes.push(s.cache_bytes());
+    }
+    // Layer 0 crossed its TransPoint: cache freed, SSM state present; layer 1 never switches.
+    assert_eq!(s.layer_states(), vec![(0, true), (14, false)]);
+    let per_token = 4 * (spec.groups * spec.state + spec.heads * spec.head_dim + spec.heads);
+    // After the switch the only growth is layer 1's attention cache.
+    for w in sizes[tau - 3..].windows(2) {
+        assert_eq!(w[1] - w[0], per_token);
+    }
+    assert_eq!(
+        s.cache_bytes(),
+        transmamba::memory::cache_bytes(&model.config, &Schedule(vec![At(tau), Never]), 14)
+    );
+}
