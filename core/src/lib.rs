@@ -13,6 +13,7 @@ pub mod memory;
 pub mod model;
 pub mod npy;
 pub mod schedule;
+pub mod synthetic;
 pub mod tokens;
 
 pub use config::{Dialect, ModelConfig};

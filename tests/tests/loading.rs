@@ -31,7 +31,7 @@ fn write_dir(m: &Model, name: &str, store: StoreAs) -> std::path::PathBuf {
     std::fs::write(dir.join("config.json"), config_json(m)).unwrap();
     std::fs::write(
         dir.join("model.safetensors"),
-        safetensors_bytes(m, store, None),
+        safetensors_bytes(m, store, None).unwrap(),
     )
     .unwrap();
     dir
@@ -64,10 +64,14 @@ fn single_file_with_config_in_metadata() {
     let meta = HashMap::from([("config".to_string(), config_json(&m))]);
     let dir = temp_dir("single");
     let path = dir.join("model.safetensors");
-    std::fs::write(&path, safetensors_bytes(&m, StoreAs::F32, Some(meta))).unwrap();
+    std::fs::write(
+        &path,
+        safetensors_bytes(&m, StoreAs::F32, Some(meta)).unwrap(),
+    )
+    .unwrap();
     assert_eq!(logits(&Model::load(&path).unwrap()), logits(&m));
     // Without the metadata the error says what is missing.
-    std::fs::write(&path, safetensors_bytes(&m, StoreAs::F32, None)).unwrap();
+    std::fs::write(&path, safetensors_bytes(&m, StoreAs::F32, None).unwrap()).unwrap();
     assert!(matches!(Model::load(&path), Err(Error::ConfigJson { .. })));
 }
 
@@ -77,7 +81,7 @@ fn sharded_directory_with_index() {
     let dir = temp_dir("sharded");
     std::fs::write(dir.join("config.json"), config_json(&m)).unwrap();
     // Split the tensors over two files and describe them in the index, as transformers does.
-    let bytes = safetensors_bytes(&m, StoreAs::F32, None);
+    let bytes = safetensors_bytes(&m, StoreAs::F32, None).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
     names.sort();
@@ -140,14 +144,14 @@ fn with_header(bytes: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
 
 #[test]
 fn truncated_file() {
-    let bytes = safetensors_bytes(&model(), StoreAs::F32, None);
+    let bytes = safetensors_bytes(&model(), StoreAs::F32, None).unwrap();
     expect_safetensors_error(&bytes[..bytes.len() - 10], "truncated");
     expect_safetensors_error(&bytes[..5], "shorter");
 }
 
 #[test]
 fn header_length_past_the_end() {
-    let mut bytes = safetensors_bytes(&model(), StoreAs::F32, None);
+    let mut bytes = safetensors_bytes(&model(), StoreAs::F32, None).unwrap();
     let len = bytes.len() as u64 + 100;
     bytes[..8].copy_from_slice(&len.to_le_bytes());
     expect_safetensors_error(&bytes, "past the end");
@@ -155,7 +159,7 @@ fn header_length_past_the_end() {
 
 #[test]
 fn overlapping_and_out_of_range_offsets() {
-    let bytes = safetensors_bytes(&model(), StoreAs::F32, None);
+    let bytes = safetensors_bytes(&model(), StoreAs::F32, None).unwrap();
     let overlap = with_header(&bytes, |h| {
         h["backbone.norm_f.weight"]["data_offsets"][0] = serde_json::json!(0);
     });
@@ -172,7 +176,7 @@ fn overlapping_and_out_of_range_offsets() {
 
 #[test]
 fn unknown_and_unsupported_dtypes() {
-    let bytes = safetensors_bytes(&model(), StoreAs::F32, None);
+    let bytes = safetensors_bytes(&model(), StoreAs::F32, None).unwrap();
     let unknown = with_header(&bytes, |h| h["lm_head.weight"]["dtype"] = "F99".into());
     expect_safetensors_error(&unknown, "dtype");
     let int = with_header(&bytes, |h| h["lm_head.weight"]["dtype"] = "I32".into());
@@ -190,14 +194,14 @@ fn missing_tensor_and_wrong_shape() {
     let m = model();
     let mut no_norm = m.clone();
     no_norm.layers[1].mlp = None; // drops layers.1.norm2 / mlp.* from the file
-    let bytes = safetensors_bytes(&no_norm, StoreAs::F32, None);
+    let bytes = safetensors_bytes(&no_norm, StoreAs::F32, None).unwrap();
     match st_file(&bytes) {
         Err(Error::MissingTensor(n)) => assert_eq!(n, "backbone.layers.1.norm2.weight"),
         other => panic!("expected MissingTensor, got {other:?}"),
     }
     let mut cfg = m.config.clone();
     cfg.state_size += 1;
-    let bytes = safetensors_bytes(&m, StoreAs::F32, None);
+    let bytes = safetensors_bytes(&m, StoreAs::F32, None).unwrap();
     let r = Model::from_parts(
         cfg,
         &[SafetensorsFile {
