@@ -49,7 +49,7 @@ pub enum Error {
     #[error("malformed token list `{0}`: expected comma-separated integers")]
     TokenList(String),
     #[error("GPU: {0}")]
-    Gpu(String),
+    Gpu(#[from] crate::gpu::GpuError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

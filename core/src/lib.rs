@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod cpu;
+pub mod engine;
 pub mod error;
 pub mod gpu;
 pub mod memory;

@@ -1197,76 +1197,76 @@ fn profiler_reports_named_kernels() {
     assert!(report.iter().all(|r| r.1 >= 0.0 && r.2 == 1));
 }
 
-/// `cargo test -p transmamba --release --test gpu_kernels bench -- --ignored --nocapture`
+/// `cargo test -p transmamba --test gpu_kernels bench -- --ignored --nocapture`
+/// (variants are interleaved so a busy machine affects them alike).
 #[test]
 #[ignore]
 fn bench_matmul_and_scan() {
     use std::time::Instant;
-    let c = ctx();
-    println!("adapter: {:?}", c.info);
+    let checked = ctx();
+    let unchecked = new_ctx(GpuOptions {
+        unchecked_shaders: true,
+        ..Default::default()
+    });
+    println!(
+        "adapter: {} ({:?})",
+        checked.info.name, checked.info.backend
+    );
     let mut r = rng(16);
     let (t, k, o) = (512usize, 768usize, 1536usize);
     let x = randv(&mut r, t * k, 1.0);
     let w = randv(&mut r, o * k, 1.0);
-    let xb = up(c, &x);
-    let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
-    let yb = c.zeros("y", t * o).unwrap();
     let flops = 2.0 * (t * k * o) as f64;
-    for kernel in [MatmulKernel::Tiled, MatmulKernel::MatVec] {
-        let run = || {
-            let mut rec = Recorder::new(c);
-            matmul_using(
-                &mut rec,
-                t as u32,
-                View::dense(&xb, k as u32),
-                &m,
-                None,
-                View::dense(&yb, o as u32),
-                false,
-                kernel,
-            )
-            .unwrap();
-            rec.submit().unwrap();
-            c.wait_idle().unwrap();
-        };
-        run();
-        let t0 = Instant::now();
-        let iters = 3;
-        for _ in 0..iters {
-            run();
-        }
-        let s = t0.elapsed().as_secs_f64() / iters as f64;
-        println!(
-            "GPU matmul {kernel:?} T={t} in={k} out={o}: {:.1} ms, {:.2} GFLOP/s",
-            s * 1e3,
-            flops / s / 1e9
-        );
+    let mut setups = Vec::new();
+    for (cname, c) in [("checked", checked), ("unchecked", &unchecked)] {
+        let xb = up(c, &x);
+        let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
+        let yb = c.zeros("y", t * o).unwrap();
+        setups.push((cname, c, xb, m, yb));
     }
-    for tt in [1usize, 4] {
-        let run = || {
-            let mut rec = Recorder::new(c);
-            matmul(
-                &mut rec,
-                tt as u32,
-                View::dense(&xb, k as u32),
-                &m,
-                None,
-                View::dense(&yb, o as u32),
-                false,
-            )
-            .unwrap();
-            rec.submit().unwrap();
-            c.wait_idle().unwrap();
-        };
-        run();
+    let time = |c: &GpuContext, f: &dyn Fn(&mut Recorder)| {
+        let mut rec = Recorder::new(c);
+        f(&mut rec);
+        rec.submit().unwrap();
+        c.wait_idle().unwrap();
         let t0 = Instant::now();
-        for _ in 0..10 {
-            run();
+        let mut rec = Recorder::new(c);
+        f(&mut rec);
+        rec.submit().unwrap();
+        c.wait_idle().unwrap();
+        t0.elapsed().as_secs_f64()
+    };
+    for rows in [512usize, 64, 4, 1] {
+        for kernel in [
+            MatmulKernel::Tiled,
+            MatmulKernel::TiledScalar,
+            MatmulKernel::MatVec,
+        ] {
+            if rows == 512 && kernel == MatmulKernel::MatVec {
+                continue;
+            }
+            for (cname, c, xb, m, yb) in &setups {
+                let s = time(c, &|rec| {
+                    matmul_using(
+                        rec,
+                        rows as u32,
+                        View::dense(xb, k as u32),
+                        m,
+                        None,
+                        View::dense(yb, o as u32),
+                        false,
+                        kernel,
+                    )
+                    .unwrap()
+                });
+                let f = flops * rows as f64 / t as f64;
+                println!(
+                    "matmul {kernel:?} {cname} T={rows} in={k} out={o}: {:.2} ms, {:.2} GFLOP/s",
+                    s * 1e3,
+                    f / s / 1e9
+                );
+            }
         }
-        println!(
-            "GPU matmul auto T={tt}: {:.3} ms",
-            t0.elapsed().as_secs_f64() / 10.0 * 1e3
-        );
     }
     let t0 = Instant::now();
     let mut y = vec![0.0f32; t * o];
@@ -1281,7 +1281,7 @@ fn bench_matmul_and_scan() {
     }
     let s = t0.elapsed().as_secs_f64();
     println!(
-        "CPU naive loop: {:.1} ms, {:.2} GFLOP/s (y0 {})",
+        "CPU naive loop (test profile): {:.1} ms, {:.2} GFLOP/s (y0 {})",
         s * 1e3,
         flops / s / 1e9,
         y[0]
@@ -1294,37 +1294,33 @@ fn bench_matmul_and_scan() {
         groups: 1,
     };
     let case = ScanCase::new(&mut r, d, 512);
-    let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
-    let inp = inputs(d, &xbc, stride, &dtb, &ab);
-    let state = up(c, &case.s0);
-    let yb = c.zeros("y", 512 * d.inner() as usize).unwrap();
-    for chunk in [0u32, 16, 64, 128] {
-        let run = || {
-            let mut rec = Recorder::new(c);
-            if chunk == 0 {
-                ssm_sequential_scan(&mut rec, d, 512, &inp, &state, View::dense(&yb, d.inner()))
+    for (cname, c) in [("checked", checked), ("unchecked", &unchecked)] {
+        let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
+        let inp = inputs(d, &xbc, stride, &dtb, &ab);
+        let state = up(c, &case.s0);
+        let yb = c.zeros("y", 512 * d.inner() as usize).unwrap();
+        for chunk in [0u32, 32, 64, 128] {
+            let s = time(c, &|rec| {
+                if chunk == 0 {
+                    ssm_sequential_scan(rec, d, 512, &inp, &state, View::dense(&yb, d.inner()))
+                        .unwrap();
+                } else {
+                    ssd_scan(
+                        rec,
+                        d,
+                        512,
+                        &inp,
+                        &state,
+                        View::dense(&yb, d.inner()),
+                        chunk,
+                    )
                     .unwrap();
-            } else {
-                ssd_scan(
-                    &mut rec,
-                    d,
-                    512,
-                    &inp,
-                    &state,
-                    View::dense(&yb, d.inner()),
-                    chunk,
-                )
-                .unwrap();
-            }
-            rec.submit().unwrap();
-            c.wait_idle().unwrap();
-        };
-        run();
-        let t0 = Instant::now();
-        run();
-        println!(
-            "scan T=512 H=24 P=64 N=128 chunk={chunk} (0 = sequential): {:.1} ms",
-            t0.elapsed().as_secs_f64() * 1e3
-        );
+                }
+            });
+            println!(
+                "scan {cname} T=512 H=24 P=64 N=128 chunk={chunk} (0 = sequential): {:.1} ms",
+                s * 1e3
+            );
+        }
     }
 }

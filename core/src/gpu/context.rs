@@ -28,6 +28,9 @@ pub struct GpuOptions {
     pub prefer_f16: bool,
     /// Start with the timestamp profiler on (only if the adapter has `TIMESTAMP_QUERY`).
     pub profiling: bool,
+    /// Compile shaders without wgpu's injected bounds checks (faster; relies on the ops'
+    /// host-side shape checks). Also enabled by the environment variable `TM_GPU_UNCHECKED=1`.
+    pub unchecked_shaders: bool,
 }
 
 impl Default for GpuOptions {
@@ -37,6 +40,7 @@ impl Default for GpuOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             prefer_f16: false,
             profiling: false,
+            unchecked_shaders: false,
         }
     }
 }
@@ -133,6 +137,7 @@ pub struct GpuContext {
     lost: Arc<Mutex<Option<String>>>,
     next_id: AtomicU64,
     profiling: AtomicBool,
+    unchecked_shaders: bool,
     dummy: GpuBuffer,
     /// Serialises arena write + submit: the params arena is shared by all recorders.
     submit_lock: Mutex<()>,
@@ -207,6 +212,11 @@ impl GpuContext {
             len: 4,
         };
         let info = adapter.get_info();
+        #[cfg(not(target_arch = "wasm32"))]
+        let unchecked_shaders =
+            opts.unchecked_shaders || std::env::var("TM_GPU_UNCHECKED").is_ok_and(|v| v == "1");
+        #[cfg(target_arch = "wasm32")]
+        let unchecked_shaders = opts.unchecked_shaders;
         let ctx = Self {
             instance,
             adapter,
@@ -221,6 +231,7 @@ impl GpuContext {
             lost,
             next_id: AtomicU64::new(1),
             profiling: AtomicBool::new(false),
+            unchecked_shaders,
             dummy,
             submit_lock: Mutex::new(()),
         };
@@ -421,12 +432,21 @@ impl GpuContext {
         if !st.modules.contains_key(k.shader) {
             let src = shader_source(k.shader)
                 .ok_or_else(|| GpuError::Unsupported(format!("no shader named {}", k.shader)))?;
-            let m = self
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(k.shader),
-                    source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(src)),
-                });
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some(k.shader),
+                source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(src)),
+            };
+            let m = if self.unchecked_shaders {
+                // SAFETY: opted in via GpuOptions::unchecked_shaders; every op checks its
+                // views against the buffer lengths before dispatching, and the kernels only
+                // index inside those views (see the shader headers).
+                unsafe {
+                    self.device
+                        .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                }
+            } else {
+                self.device.create_shader_module(desc)
+            };
             st.modules.insert(k.shader, m);
         }
         if !st.layouts.contains_key(k.access) {

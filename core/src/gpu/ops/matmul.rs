@@ -31,8 +31,10 @@ pub const MATVEC_MAX_ROWS: u32 = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {
     Auto,
-    /// 4x4 register-blocked tiles (prefill).
+    /// 4x4 register-blocked tiles (prefill); vec4 loads when rows are 16-byte aligned.
     Tiled,
+    /// `Tiled` with scalar loads always (benchmarks).
+    TiledScalar,
     /// Workgroup-reduced dot products (decode).
     MatVec,
 }
@@ -72,11 +74,14 @@ pub fn matmul_using(
     let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
     let matvec = match kernel {
         MatmulKernel::Auto => rows < MATVEC_MAX_ROWS,
-        MatmulKernel::Tiled => false,
+        MatmulKernel::Tiled | MatmulKernel::TiledScalar => false,
         MatmulKernel::MatVec => true,
     };
     // vec4 loads need 16-byte aligned rows of X and W.
-    let aligned = w.cols % 4 == 0 && (x.stride % 4 == 0 || rows == 1) && x.offset % 4 == 0;
+    let aligned = kernel != MatmulKernel::TiledScalar
+        && w.cols % 4 == 0
+        && (x.stride % 4 == 0 || rows == 1)
+        && x.offset % 4 == 0;
     for b in &w.blocks {
         let params = [
             rows,

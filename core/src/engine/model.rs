@@ -1,0 +1,125 @@
+//! A model's weights on the GPU, uploaded once at load.
+
+use std::sync::Arc;
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::gpu::{GpuBuffer, GpuContext, GpuMatrix, SsmDims};
+use crate::model::{Model, Tensor};
+
+pub(crate) struct GpuLayer {
+    pub norm: GpuBuffer,
+    pub in_proj: GpuMatrix,
+    pub in_proj_bias: Option<GpuBuffer>,
+    pub conv_weight: GpuBuffer,
+    pub conv_bias: Option<GpuBuffer>,
+    pub dt_bias: GpuBuffer,
+    pub a_log: GpuBuffer,
+    pub d: GpuBuffer,
+    pub gated_norm: GpuBuffer,
+    pub out_proj: GpuMatrix,
+    pub out_proj_bias: Option<GpuBuffer>,
+    pub mlp: Option<GpuMlp>,
+}
+
+pub(crate) struct GpuMlp {
+    pub norm2: GpuBuffer,
+    pub fc1: GpuMatrix,
+    pub fc2: GpuMatrix,
+}
+
+/// Options of the GPU engine.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Chunk size of the SSD scan (and the memory converter); the math does not depend on it.
+    pub chunk_size: u32,
+    /// Most tokens one submission processes; longer prompts run as consecutive pieces.
+    pub max_rows: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            chunk_size: 64,
+            max_rows: 1024,
+        }
+    }
+}
+
+/// A model uploaded to a GPU: the device context plus every weight, built once.
+pub struct GpuModel {
+    pub ctx: Arc<GpuContext>,
+    pub config: ModelConfig,
+    pub vocab: usize,
+    pub options: EngineOptions,
+    pub(crate) embedding: GpuMatrix,
+    pub(crate) lm_head: Option<GpuMatrix>,
+    pub(crate) norm_f: GpuBuffer,
+    pub(crate) layers: Vec<GpuLayer>,
+}
+
+impl GpuModel {
+    /// Uploads `model` to the device of `ctx` (shared: several models may live on one device). Matrices larger than the binding limit are split.
+    pub fn new(ctx: Arc<GpuContext>, model: &Model, options: EngineOptions) -> Result<Self> {
+        let up = |label: &str, t: &Tensor| ctx.upload_f32(label, &t.data);
+        let opt = |label: &str, t: &Option<Tensor>| t.as_ref().map(|t| up(label, t)).transpose();
+        let mat = |label: &str, t: &Tensor| {
+            GpuMatrix::from_f32(ctx.as_ref(), label, &t.data, t.shape[0], t.shape[1])
+        };
+        let mut layers = Vec::with_capacity(model.layers.len());
+        for w in &model.layers {
+            layers.push(GpuLayer {
+                norm: up("norm", &w.norm)?,
+                in_proj: mat("in_proj", &w.in_proj)?,
+                in_proj_bias: opt("in_proj.bias", &w.in_proj_bias)?,
+                conv_weight: up("conv1d.weight", &w.conv_weight)?,
+                conv_bias: opt("conv1d.bias", &w.conv_bias)?,
+                dt_bias: up("dt_bias", &w.dt_bias)?,
+                a_log: up("A_log", &w.a_log)?,
+                d: up("D", &w.d)?,
+                gated_norm: up("mixer.norm", &w.gated_norm)?,
+                out_proj: mat("out_proj", &w.out_proj)?,
+                out_proj_bias: opt("out_proj.bias", &w.out_proj_bias)?,
+                mlp: match &w.mlp {
+                    Some(m) => Some(GpuMlp {
+                        norm2: up("norm2", &m.norm2)?,
+                        fc1: mat("fc1", &m.fc1)?,
+                        fc2: mat("fc2", &m.fc2)?,
+                    }),
+                    None => None,
+                },
+            });
+        }
+        Ok(Self {
+            embedding: mat("embeddings", &model.embedding)?,
+            lm_head: model
+                .lm_head
+                .as_ref()
+                .map(|t| mat("lm_head", t))
+                .transpose()?,
+            norm_f: up("norm_f", &model.norm_f)?,
+            layers,
+            vocab: model.vocab,
+            config: model.config.clone(),
+            options: EngineOptions {
+                chunk_size: options.chunk_size.max(1),
+                max_rows: options.max_rows.max(1),
+            },
+            ctx,
+        })
+    }
+
+    pub(crate) fn output_matrix(&self) -> &GpuMatrix {
+        self.lm_head.as_ref().unwrap_or(&self.embedding)
+    }
+
+    pub(crate) fn dims(&self) -> SsmDims {
+        let c = &self.config;
+        SsmDims {
+            heads: c.num_heads as u32,
+            head_dim: c.head_dim as u32,
+            state: c.state_size as u32,
+            groups: c.n_groups as u32,
+        }
+    }
+}

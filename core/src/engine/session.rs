@@ -1,0 +1,409 @@
+//! One sequence on the GPU: the per-layer TransPoint scheduler for prefill and streaming decode.
+//!
+//! Per layer and per call the scheduler splits the new rows at the TransPoint: rows before it
+//! are appended to the attention cache and run through the attention kernel; at the first row
+//! at or after it the memory converter turns the cache into the SSM state (the cache is freed
+//! after that submission); the remaining rows run through the chunked SSD scan (or the
+//! one-token SSM step in decode). A whole call is recorded into one command submission.
+
+use super::model::GpuModel;
+use crate::error::{Error, Result};
+use crate::gpu::ops::{self, SsmInputs, View};
+use crate::gpu::{GpuBuffer, Recorder};
+use crate::schedule::{Schedule, TransPoint};
+use crate::Logits;
+
+/// The attention cache of one layer: B (keys), x (values) and dt of every position before the
+/// TransPoint, grown by doubling up to the TransPoint.
+struct AttentionCache {
+    b: GpuBuffer,
+    x: GpuBuffer,
+    dt: GpuBuffer,
+    capacity: usize,
+    len: usize,
+}
+
+struct LayerState {
+    conv_state: GpuBuffer,
+    cache: Option<AttentionCache>,
+    ssm_state: Option<GpuBuffer>,
+}
+
+/// Activation buffers for up to `rows` tokens per submission, reused across calls.
+struct Activations {
+    rows: usize,
+    tokens: GpuBuffer,
+    h: GpuBuffer,
+    u: GpuBuffer,
+    zxbcdt: GpuBuffer,
+    xbc: GpuBuffer,
+    dt: GpuBuffer,
+    y: GpuBuffer,
+    mlp: Option<(GpuBuffer, GpuBuffer)>,
+    logits: GpuBuffer,
+    logit_rows: usize,
+}
+
+/// A sequence being processed on the GPU.
+pub struct GpuSession<'m> {
+    model: &'m GpuModel,
+    schedule: Schedule,
+    layers: Vec<LayerState>,
+    position: usize,
+    act: Option<Activations>,
+}
+
+impl<'m> GpuSession<'m> {
+    pub fn new(model: &'m GpuModel, schedule: Schedule) -> Result<Self> {
+        let c = &model.config;
+        if schedule.len() != c.num_layers {
+            return Err(Error::ScheduleLength {
+                got: schedule.len(),
+                layers: c.num_layers,
+            });
+        }
+        let layers = (0..c.num_layers)
+            .map(|_| {
+                Ok(LayerState {
+                    conv_state: model
+                        .ctx
+                        .zeros("conv_state", (c.conv_kernel - 1) * c.d_conv())?,
+                    cache: None,
+                    ssm_state: None,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            model,
+            schedule,
+            layers,
+            position: 0,
+            act: None,
+        })
+    }
+
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// Bytes of cache in use (conv states, attention caches' filled rows, SSM states), counted
+    /// as the CPU backend and [`crate::memory`] count them.
+    pub fn cache_bytes(&self) -> usize {
+        let c = &self.model.config;
+        let per_token = c.n_groups * c.state_size + c.d_inner() + c.num_heads;
+        self.layers
+            .iter()
+            .map(|l| {
+                4 * (l.conv_state.len()
+                    + l.cache.as_ref().map_or(0, |a| a.len * per_token)
+                    + l.ssm_state.as_ref().map_or(0, GpuBuffer::len))
+            })
+            .sum()
+    }
+
+    /// Per layer: `(attention cache entries, whether the SSM state exists)`.
+    pub fn layer_states(&self) -> Vec<(usize, bool)> {
+        self.layers
+            .iter()
+            .map(|l| (l.cache.as_ref().map_or(0, |a| a.len), l.ssm_state.is_some()))
+            .collect()
+    }
+
+    /// Feeds `tokens` from the current position and returns their logits (`[T, V]` or `[V]`).
+    pub async fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyTokens);
+        }
+        let m = self.model;
+        if let Some(i) = tokens.iter().position(|&t| t as usize >= m.vocab) {
+            return Err(Error::TokenOutOfRange {
+                token: tokens[i],
+                position: self.position + i,
+                vocab: m.vocab,
+            });
+        }
+        // Pieces bound every activation buffer (and, for all logits, the [rows, V] output).
+        let logit_cap = (m.ctx.max_binding_size() as usize / (4 * m.vocab)).max(1);
+        let mut piece = m.options.max_rows as usize;
+        if which == Logits::All {
+            piece = piece.min(logit_cap);
+        }
+        let mut out = Vec::new();
+        let pieces: Vec<&[u32]> = tokens.chunks(piece).collect();
+        for (i, p) in pieces.iter().enumerate() {
+            let rows = match which {
+                Logits::All => p.len(),
+                Logits::Last if i + 1 == pieces.len() => 1,
+                Logits::Last => 0,
+            };
+            out.extend(self.run(p, rows).await?);
+        }
+        Ok(out)
+    }
+
+    /// Blocking [`Self::forward`] (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_blocking(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
+        pollster::block_on(self.forward(tokens, which))
+    }
+
+    /// One submission: `tokens` through every layer; logits of the last `logit_rows` rows.
+    async fn run(&mut self, tokens: &[u32], logit_rows: usize) -> Result<Vec<f32>> {
+        let m = self.model;
+        let c = &m.config;
+        let n = tokens.len();
+        self.ensure_activations(n, logit_rows.max(1))?;
+        let Some(act) = self.act.as_ref() else {
+            unreachable!("activations were just allocated")
+        };
+        m.ctx.write_u32(&act.tokens, 0, tokens)?;
+        let d = c.hidden_size as u32;
+        let mut rec = Recorder::new(&m.ctx);
+        ops::embedding(
+            &mut rec,
+            &act.tokens,
+            n as u32,
+            &m.embedding,
+            View::dense(&act.h, d),
+        )?;
+        let mut converted = Vec::new();
+        for i in 0..self.layers.len() {
+            if self.record_layer(&mut rec, i, n)? {
+                converted.push(i);
+            }
+        }
+        let Some(act) = self.act.as_ref() else {
+            unreachable!("activations exist")
+        };
+        if logit_rows > 0 {
+            let first = (n - logit_rows) as u32;
+            let h = View::dense(&act.h, d).rows_from(first);
+            let u = View::dense(&act.u, d);
+            let eps = c.layer_norm_epsilon;
+            ops::rms_norm(&mut rec, logit_rows as u32, d, h, &m.norm_f, u, eps)?;
+            let logits = View::dense(&act.logits, m.vocab as u32);
+            ops::matmul(
+                &mut rec,
+                logit_rows as u32,
+                u,
+                m.output_matrix(),
+                None,
+                logits,
+                false,
+            )?;
+        }
+        rec.submit()?;
+        // The converter has consumed these caches: free them, memory stops growing here.
+        if !converted.is_empty() {
+            for i in converted {
+                self.layers[i].cache = None;
+            }
+            // Cached bind groups hold references to the freed buffers.
+            m.ctx.clear_caches();
+        }
+        self.position += n;
+        if logit_rows == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(m.ctx.read_f32(&act.logits, 0, logit_rows * m.vocab).await?)
+    }
+
+    /// Records one layer for `n` new rows; returns whether its cache was converted.
+    fn record_layer(&mut self, rec: &mut Recorder, i: usize, n: usize) -> Result<bool> {
+        let m = self.model;
+        let c = &m.config;
+        let dims = m.dims();
+        let (d, di, dc) = (c.hidden_size as u32, c.d_inner() as u32, c.d_conv() as u32);
+        let (h_n, gn) = (c.num_heads as u32, dims.bc_width());
+        let width = c.d_in_proj() as u32;
+        let eps = c.layer_norm_epsilon;
+        let p0 = self.position;
+        let w = &m.layers[i];
+        let tp = self.schedule.layer(i);
+        let n_att = match tp {
+            TransPoint::At(tau) => tau.saturating_sub(p0).min(n),
+            TransPoint::Never => n,
+        };
+        if n_att > 0 {
+            self.grow_cache(rec, i, p0 + n_att)?;
+        }
+        let Some(act) = self.act.as_ref() else {
+            unreachable!("activations exist")
+        };
+        let st = &mut self.layers[i];
+        let nr = n as u32;
+        let (h, u) = (View::dense(&act.h, d), View::dense(&act.u, d));
+        let zx = View::dense(&act.zxbcdt, width);
+        let dt = View::dense(&act.dt, h_n);
+        let y = View::dense(&act.y, di);
+        let xbc = View::dense(&act.xbc, dc);
+        let (x, b, cq) = (xbc, xbc.cols_from(di), xbc.cols_from(di + gn));
+
+        // Steps 1-3: norm, in_proj, conv + SiLU, dt.
+        ops::rms_norm(rec, nr, d, h, &w.norm, u, eps)?;
+        ops::matmul(rec, nr, u, &w.in_proj, w.in_proj_bias.as_ref(), zx, false)?;
+        let conv_in = zx.cols_from(di);
+        let (cw, cb) = (&w.conv_weight, w.conv_bias.as_ref());
+        let k = c.conv_kernel as u32;
+        ops::conv1d(rec, nr, dc, k, conv_in, cw, cb, &st.conv_state, xbc, true)?;
+        let (lo, hi) = c.time_step_limit;
+        ops::dt_softplus(rec, nr, h_n, zx.cols_from(di + dc), &w.dt_bias, dt, lo, hi)?;
+
+        // Step 4a: attention region (append to the cache, then attend over it).
+        if n_att > 0 {
+            let Some(cache) = st.cache.as_mut() else {
+                unreachable!("grow_cache allocated it")
+            };
+            let na = n_att as u32;
+            let at = p0 as u32;
+            ops::copy_rows(rec, na, gn, b, View::dense(&cache.b, gn).rows_from(at))?;
+            ops::copy_rows(rec, na, di, x, View::dense(&cache.x, di).rows_from(at))?;
+            ops::copy_rows(rec, na, h_n, dt, View::dense(&cache.dt, h_n).rows_from(at))?;
+            cache.len = p0 + n_att;
+            let (kc, vc) = (View::dense(&cache.b, gn), View::dense(&cache.x, di));
+            let scale = c.attention_scale;
+            ops::attention(rec, dims, na, at, cq, kc, vc, y, scale, c.rope_theta)?;
+        }
+        // Step 4b-c: memory converter at the TransPoint, then the SSM region.
+        let mut converted = false;
+        if n_att < n {
+            if st.ssm_state.is_none() {
+                let s = m.ctx.zeros("ssm_state", dims.state_len() as usize)?;
+                if let Some(cache) = st.cache.as_ref().filter(|a| a.len > 0) {
+                    let (cx, cb, cdt) = (
+                        View::dense(&cache.x, di),
+                        View::dense(&cache.b, gn),
+                        View::dense(&cache.dt, h_n),
+                    );
+                    let chunk = m.options.chunk_size;
+                    let len = cache.len as u32;
+                    ops::memory_converter(rec, dims, len, cx, cb, cdt, &w.a_log, &s, chunk)?;
+                    converted = true;
+                }
+                st.ssm_state = Some(s);
+            }
+            let Some(state) = st.ssm_state.as_ref() else {
+                unreachable!("state was just created")
+            };
+            let from = n_att as u32;
+            let inputs = SsmInputs {
+                x: x.rows_from(from),
+                b: b.rows_from(from),
+                c: cq.rows_from(from),
+                dt: dt.rows_from(from),
+                a_log: &w.a_log,
+            };
+            let rows = nr - from;
+            if rows == 1 {
+                ops::ssm_step(rec, dims, &inputs, state, y.rows_from(from))?;
+            } else {
+                let chunk = m.options.chunk_size;
+                ops::ssd_scan(rec, dims, rows, &inputs, state, y.rows_from(from), chunk)?;
+            }
+        }
+        // Steps 5-7: D skip, gate (SSM rows, or all with attention_gate), grouped norm, out_proj
+        // added into the residual stream.
+        let gate_from = if c.attention_gate { 0 } else { n_att as u32 };
+        let z = zx;
+        let gn_w = &w.gated_norm;
+        ops::gated_rms_norm(
+            rec,
+            dims,
+            nr,
+            y,
+            x,
+            z,
+            Some(&w.d),
+            gn_w,
+            Some(gate_from),
+            eps,
+        )?;
+        ops::matmul(rec, nr, y, &w.out_proj, w.out_proj_bias.as_ref(), h, true)?;
+
+        if let (Some(mlp), Some((vg, a))) = (&w.mlp, &act.mlp) {
+            let mm = c.mlp_intermediate_size as u32;
+            ops::rms_norm(rec, nr, d, h, &mlp.norm2, u, eps)?;
+            let vg = View::dense(vg, 2 * mm);
+            ops::matmul(rec, nr, u, &mlp.fc1, None, vg, false)?;
+            let a = View::dense(a, mm);
+            ops::swiglu(rec, nr, mm, vg, a)?;
+            ops::matmul(rec, nr, a, &mlp.fc2, None, h, true)?;
+        }
+        Ok(converted)
+    }
+
+    /// Makes layer `i`'s attention cache hold at least `needed` rows (doubling, capped at the
+    /// TransPoint so a layer never holds more than τ entries).
+    fn grow_cache(&mut self, rec: &mut Recorder, i: usize, needed: usize) -> Result<()> {
+        let m = self.model;
+        let c = &m.config;
+        let st = &mut self.layers[i];
+        if st.cache.as_ref().is_some_and(|a| a.capacity >= needed) {
+            return Ok(());
+        }
+        let mut capacity = needed.next_power_of_two().max(64);
+        if let TransPoint::At(tau) = self.schedule.layer(i) {
+            capacity = capacity.min(tau).max(needed);
+        }
+        let (gn, di, h) = (c.n_groups * c.state_size, c.d_inner(), c.num_heads);
+        let new = AttentionCache {
+            b: m.ctx.zeros("attention_cache.B", capacity * gn)?,
+            x: m.ctx.zeros("attention_cache.x", capacity * di)?,
+            dt: m.ctx.zeros("attention_cache.dt", capacity * h)?,
+            capacity,
+            len: st.cache.as_ref().map_or(0, |a| a.len),
+        };
+        // The old buffers live on in the recorder until the copies are submitted.
+        if let Some(old) = st.cache.take() {
+            rec.copy(&old.b, 0, &new.b, 0, old.len * gn)?;
+            rec.copy(&old.x, 0, &new.x, 0, old.len * di)?;
+            rec.copy(&old.dt, 0, &new.dt, 0, old.len * h)?;
+        }
+        st.cache = Some(new);
+        Ok(())
+    }
+
+    fn ensure_activations(&mut self, rows: usize, logit_rows: usize) -> Result<()> {
+        if self
+            .act
+            .as_ref()
+            .is_some_and(|a| a.rows >= rows && a.logit_rows >= logit_rows)
+        {
+            return Ok(());
+        }
+        let m = self.model;
+        let c = &m.config;
+        let rows = rows.max(self.act.as_ref().map_or(0, |a| a.rows));
+        let logit_rows = logit_rows.max(self.act.as_ref().map_or(0, |a| a.logit_rows));
+        if self.act.take().is_some() {
+            m.ctx.clear_caches();
+        }
+        let ctx = &m.ctx;
+        let mm = c.mlp_intermediate_size;
+        self.act = Some(Activations {
+            rows,
+            tokens: ctx.zeros("tokens", rows)?,
+            h: ctx.zeros("h", rows * c.hidden_size)?,
+            u: ctx.zeros("u", rows * c.hidden_size)?,
+            zxbcdt: ctx.zeros("zxbcdt", rows * c.d_in_proj())?,
+            xbc: ctx.zeros("xbc", rows * c.d_conv())?,
+            dt: ctx.zeros("dt", rows * c.num_heads)?,
+            y: ctx.zeros("y", rows * c.d_inner())?,
+            mlp: if mm > 0 {
+                Some((
+                    ctx.zeros("mlp.fc1_out", rows * 2 * mm)?,
+                    ctx.zeros("mlp.act", rows * mm)?,
+                ))
+            } else {
+                None
+            },
+            logits: ctx.zeros("logits", logit_rows * m.vocab)?,
+            logit_rows,
+        });
+        Ok(())
+    }
+}

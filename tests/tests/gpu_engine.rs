@@ -1,0 +1,272 @@
+//! The GPU engine (on lavapipe in CI) against the CPU reference: random models and TransPoint
+//! schedules, chunk sizes, decode vs prefill, split weights, the golden cases, bad input.
+//! No adapter is a failure, never a skip.
+
+use std::sync::{Arc, OnceLock};
+
+use transmamba::cpu::CpuSession;
+use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
+use transmamba::gpu::{GpuContext, GpuOptions};
+use transmamba::schedule::TransPoint::{self, At, Never};
+use transmamba::{Error, Logits, Model, Schedule, ScheduleSpec};
+use transmamba_tests::*;
+
+const TOL: f32 = 1e-4;
+
+fn ctx() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        Arc::new(
+            GpuContext::new_blocking(GpuOptions::default()).unwrap_or_else(|e| {
+                panic!(
+                    "a GPU adapter is required for these tests (install mesa-vulkan-drivers): {e}"
+                )
+            }),
+        )
+    })
+    .clone()
+}
+
+fn gpu_model(model: &Model, chunk: u32) -> GpuModel {
+    let opts = EngineOptions {
+        chunk_size: chunk,
+        ..EngineOptions::default()
+    };
+    GpuModel::new(ctx(), model, opts).unwrap()
+}
+
+fn cpu_logits(model: &Model, sched: &Schedule, tokens: &[u32]) -> Vec<f32> {
+    CpuSession::new(model, sched.clone())
+        .unwrap()
+        .forward(tokens, Logits::All)
+        .unwrap()
+}
+
+/// Prefill of `prompt` tokens, then one decode step per remaining token: all logits.
+fn gpu_prefill_then_decode(
+    gm: &GpuModel,
+    sched: &Schedule,
+    tokens: &[u32],
+    prompt: usize,
+) -> Vec<f32> {
+    let mut s = GpuSession::new(gm, sched.clone()).unwrap();
+    let mut out = s.forward_blocking(&tokens[..prompt], Logits::All).unwrap();
+    for &t in &tokens[prompt..] {
+        out.extend(s.forward_blocking(&[t], Logits::Last).unwrap());
+    }
+    out
+}
+
+fn specs() -> Vec<(&'static str, RandomSpec)> {
+    let base = RandomSpec::default();
+    vec![
+        ("groups2", base.clone()),
+        (
+            "groups1-mlp",
+            RandomSpec {
+                groups: 1,
+                mlp: 48,
+                ..base.clone()
+            },
+        ),
+        (
+            "rope-gate-bias",
+            RandomSpec {
+                rope_theta: Some(100.0),
+                attention_gate: true,
+                bias: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "tied-3layers-g4",
+            RandomSpec {
+                tied: true,
+                layers: 3,
+                groups: 4,
+                ..base.clone()
+            },
+        ),
+    ]
+}
+
+fn schedules(layers: usize, prompt: usize) -> Vec<Vec<TransPoint>> {
+    vec![
+        vec![At(0); layers],
+        vec![Never; layers],
+        vec![At(prompt / 2); layers],
+        vec![At(prompt + 5); layers],
+        (0..layers)
+            .map(|i| [At(3), Never, At(prompt + 2), At(0)][i % 4])
+            .collect(),
+    ]
+}
+
+#[test]
+fn gpu_matches_cpu_over_models_schedules_and_chunk_sizes() {
+    for (name, spec) in specs() {
+        let model = random_model(&spec, 21);
+        let tokens = random_tokens(spec.vocab, 37, 4);
+        for chunk in [1, 8, 64] {
+            let gm = gpu_model(&model, chunk);
+            for tps in schedules(spec.layers, tokens.len()) {
+                let sched = Schedule(tps.clone());
+                let want = cpu_logits(&model, &sched, &tokens);
+                let mut s = GpuSession::new(&gm, sched).unwrap();
+                let got = s.forward_blocking(&tokens, Logits::All).unwrap();
+                let err = max_abs_diff(&got, &want);
+                assert!(err < TOL, "{name} chunk {chunk} {tps:?}: |Δ| = {err}");
+            }
+        }
+    }
+}
+
+#[test]
+fn gpu_decode_equals_cpu_prefill() {
+    for (name, spec) in specs() {
+        let model = random_model(&spec, 33);
+        let tokens = random_tokens(spec.vocab, 26, 8);
+        let prompt = 10;
+        let gm = gpu_model(&model, 8);
+        for tps in schedules(spec.layers, prompt) {
+            let sched = Schedule(tps.clone());
+            let want = cpu_logits(&model, &sched, &tokens);
+            let got = gpu_prefill_then_decode(&gm, &sched, &tokens, prompt);
+            let err = max_abs_diff(&got, &want);
+            assert!(err < TOL, "{name} {tps:?}: decode |Δ| = {err}");
+        }
+    }
+}
+
+#[test]
+fn long_prompt_runs_in_pieces() {
+    // max_rows 16 forces 100 tokens through 7 submissions, crossing TransPoints mid-piece.
+    let spec = RandomSpec {
+        rope_theta: Some(1000.0),
+        ..RandomSpec::default()
+    };
+    let model = random_model(&spec, 5);
+    let tokens = random_tokens(spec.vocab, 100, 1);
+    let sched = Schedule(vec![At(41), Never]);
+    let opts = EngineOptions {
+        chunk_size: 8,
+        max_rows: 16,
+    };
+    let gm = GpuModel::new(ctx(), &model, opts).unwrap();
+    let got = GpuSession::new(&gm, sched.clone())
+        .unwrap()
+        .forward_blocking(&tokens, Logits::All)
+        .unwrap();
+    let err = max_abs_diff(&got, &cpu_logits(&model, &sched, &tokens));
+    assert!(err < TOL, "|Δ| = {err}");
+    let last = GpuSession::new(&gm, sched)
+        .unwrap()
+        .forward_blocking(&tokens, Logits::Last)
+        .unwrap();
+    assert_eq!(last.len(), spec.vocab);
+    assert!(max_abs_diff(&last, &got[99 * spec.vocab..]) < 1e-5);
+}
+
+#[test]
+fn weights_larger_than_the_binding_limit_are_split() {
+    let small = Arc::new(
+        GpuContext::new_blocking(GpuOptions {
+            max_binding_size: Some(4096),
+            ..GpuOptions::default()
+        })
+        .expect("adapter"),
+    );
+    // vocab 200 × d 32 × 4 B = 25 KiB per output matrix: split into 7 blocks of 4 KiB.
+    let spec = RandomSpec {
+        vocab: 200,
+        tied: true,
+        ..RandomSpec::default()
+    };
+    let model = random_model(&spec, 9);
+    let tokens = random_tokens(spec.vocab, 12, 2);
+    let sched = Schedule(vec![At(5), At(0)]);
+    let gm = GpuModel::new(
+        small,
+        &model,
+        EngineOptions {
+            chunk_size: 4,
+            max_rows: 64,
+        },
+    )
+    .unwrap();
+    let got = GpuSession::new(&gm, sched.clone())
+        .unwrap()
+        .forward_blocking(&tokens, Logits::All)
+        .unwrap();
+    let err = max_abs_diff(&got, &cpu_logits(&model, &sched, &tokens));
+    assert!(err < TOL, "|Δ| = {err}");
+}
+
+#[test]
+fn golden_cases_on_the_gpu() {
+    for case in golden_cases() {
+        let model = Model::load(&case.dir).unwrap();
+        let sched = ScheduleSpec::Config
+            .resolve(&model.config.transpoints)
+            .unwrap();
+        let gm = gpu_model(&model, model.config.chunk_size as u32);
+        let got = GpuSession::new(&gm, sched.clone())
+            .unwrap()
+            .forward_blocking(&case.tokens, Logits::All)
+            .unwrap();
+        let err = max_abs_diff(&got, &case.logits);
+        assert!(err < TOL, "{}: forward |Δ| = {err}", case.name);
+        let got = gpu_prefill_then_decode(&gm, &sched, &case.tokens, case.prefill_len);
+        let err = max_abs_diff(&got, &case.decode_logits);
+        assert!(err < TOL, "{}: decode |Δ| = {err}", case.name);
+    }
+}
+
+#[test]
+fn cache_is_freed_on_the_gpu_too() {
+    let spec = RandomSpec::default();
+    let model = random_model(&spec, 3);
+    let gm = gpu_model(&model, 8);
+    let sched = Schedule(vec![At(6), Never]);
+    let mut g = GpuSession::new(&gm, sched.clone()).unwrap();
+    let mut c = CpuSession::new(&model, sched).unwrap();
+    let tokens = random_tokens(spec.vocab, 14, 3);
+    g.forward_blocking(&tokens[..4], Logits::Last).unwrap();
+    c.forward(&tokens[..4], Logits::Last).unwrap();
+    for &t in &tokens[4..] {
+        g.forward_blocking(&[t], Logits::Last).unwrap();
+        c.forward(&[t], Logits::Last).unwrap();
+        assert_eq!(g.layer_states(), c.layer_states());
+        assert_eq!(g.cache_bytes(), c.cache_bytes());
+    }
+    assert_eq!(g.layer_states(), vec![(0, true), (14, false)]);
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let spec = RandomSpec::default();
+    let model = random_model(&spec, 3);
+    let gm = gpu_model(&model, 8);
+    let mut s = GpuSession::new(&gm, Schedule(vec![At(0), Never])).unwrap();
+    assert!(matches!(
+        s.forward_blocking(&[1, 2, 64], Logits::All),
+        Err(Error::TokenOutOfRange {
+            token: 64,
+            position: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.forward_blocking(&[], Logits::All),
+        Err(Error::EmptyTokens)
+    ));
+    assert!(matches!(
+        GpuSession::new(&gm, Schedule(vec![At(0)])),
+        Err(Error::ScheduleLength { got: 1, layers: 2 })
+    ));
+    // The session is still usable afterwards.
+    assert_eq!(
+        s.forward_blocking(&[1, 2], Logits::Last).unwrap().len(),
+        spec.vocab
+    );
+}
