@@ -1,8 +1,9 @@
 // Embedding gather for one row block of the table (a GpuMatrix block).
-//   out[t*out_stride + out_off + d] = table[(tokens[t] - row_start)*dim + d]
+//   out[t*out_stride + out_off + d] = table[d*ldw + tokens[t] - row_start]
+// (GpuMatrix blocks are stored transposed, [dim, ldw]; see matmul.wgsl.)
 // Tokens outside [row_start, row_start + rows) belong to another block and are skipped,
 // so an invalid token never causes an out-of-bounds read.
-// bindings: 0 params | 1 tokens: u32[T] | 2 table block [rows, dim] | 3 out (rw)
+// bindings: 0 params | 1 tokens: u32[T] | 2 table block [dim, ldw] | 3 out (rw)
 // grid: one invocation per (t, d), linear id split over x/y.
 
 struct Params {
@@ -12,6 +13,7 @@ struct Params {
     rows: u32,
     out_stride: u32,
     out_off: u32,
+    ldw: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -31,5 +33,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (tok < p.row_start || tok - p.row_start >= p.rows) {
         return;
     }
-    out[t * p.out_stride + p.out_off + d] = table[(tok - p.row_start) * p.dim + d];
+    out[t * p.out_stride + p.out_off + d] = table[d * p.ldw + tok - p.row_start];
 }

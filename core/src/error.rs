@@ -48,6 +48,10 @@ pub enum Error {
     EmptyTokens,
     #[error("malformed token list `{0}`: expected comma-separated integers")]
     TokenList(String),
+    #[error("invalid {name}: {reason}")]
+    InvalidOption { name: &'static str, reason: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     #[error("GPU: {0}")]
     Gpu(#[from] crate::gpu::GpuError),
 }

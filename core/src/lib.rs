@@ -13,8 +13,10 @@ pub mod gpu;
 pub mod memory;
 pub mod model;
 pub mod npy;
+pub mod sampling;
 pub mod schedule;
 pub mod synthetic;
+pub mod text;
 pub mod tokens;
 
 pub use config::{Dialect, ModelConfig};

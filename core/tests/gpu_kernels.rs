@@ -280,7 +280,7 @@ fn matmul_with_split_weights_is_unchanged() {
                     "expected several blocks, got {}",
                     m.blocks.len()
                 );
-                assert!(m.blocks.iter().all(|b| b.rows * k * 4 <= 4096));
+                assert!(m.blocks.iter().all(|b| b.ldw * k * 4 <= 4096));
             } else {
                 assert_eq!(m.blocks.len(), 1);
             }
@@ -1237,11 +1237,7 @@ fn bench_matmul_and_scan() {
         t0.elapsed().as_secs_f64()
     };
     for rows in [512usize, 64, 4, 1] {
-        for kernel in [
-            MatmulKernel::Tiled,
-            MatmulKernel::TiledScalar,
-            MatmulKernel::MatVec,
-        ] {
+        for kernel in [MatmulKernel::Tiled, MatmulKernel::MatVec] {
             if rows == 512 && kernel == MatmulKernel::MatVec {
                 continue;
             }

@@ -1,24 +1,33 @@
 //! `tm-run`: run TransMamba and Mamba2 models from the command line.
 
+mod backend;
+mod bench;
+mod generate;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use transmamba::engine::EngineOptions;
 use transmamba::memory::{cache_bytes, format_bytes};
-use transmamba::{cpu::CpuSession, npy, tokens::parse_token_list};
+use transmamba::sampling::SamplingOptions;
+use transmamba::synthetic::{random_model, write_model_dir, RandomSpec, StoreAs};
+use transmamba::text::TextCodec;
+use transmamba::{npy, tokens::parse_token_list};
 use transmamba::{Logits, Model, ScheduleSpec};
 
+use backend::{Backend, Engine};
+
 #[derive(Parser)]
-#[command(
-    name = "tm-run",
-    version,
-    about = "Run TransMamba / Mamba2 models (CPU reference, WebGPU)"
-)]
+#[command(name = "tm-run", version, about = "Run TransMamba / Mamba2 models (WebGPU, or the CPU reference)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// A schedule: `config`, a number, `inf`, a comma list of those (one per layer), or `paper`.
+const SPEC_HELP: &str = "TransPoint schedule: `config`, a number, `inf`, a comma list of those, or `paper`";
 
 #[derive(Subcommand)]
 enum Command {
@@ -30,28 +39,102 @@ enum Command {
         /// Token ids `1,2,3`, or `@FILE` holding them.
         #[arg(long)]
         tokens: String,
-        /// TransPoint schedule: `config`, a number, `inf`, a comma list of those, or `paper`.
-        #[arg(long, default_value = "config")]
+        #[arg(long, default_value = "config", help = SPEC_HELP)]
         transpoints: String,
-        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
         /// Write the logits here (.npy); without it, print a summary.
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Generate text, streaming tokens as they come.
+    Generate {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Text prompt (the model's tokenizer.json, or bytes when it has none).
+        #[arg(long, conflicts_with = "tokens")]
+        prompt: Option<String>,
+        /// Prompt as token ids `1,2,3` or `@FILE`.
+        #[arg(long)]
+        tokens: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// 0 = off.
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "config", help = SPEC_HELP)]
+        transpoints: String,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        /// Print the tokens, text and timings as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure prefill/decode speed, scaling, cache memory and per-kernel GPU time.
+    Bench {
+        /// Model to measure; without it a synthetic model of `--preset` shape.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Shape of the synthetic model: tiny, small, or mamba2-130m.
+        #[arg(long, default_value = "small")]
+        preset: String,
+        #[arg(long, default_value_t = 512)]
+        prompt_len: usize,
+        #[arg(long, default_value_t = 32)]
+        gen: usize,
+        #[arg(long, default_value = "config", help = SPEC_HELP)]
+        transpoints: String,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        /// Decode time per token after prompts of these lengths, e.g. `1000,8000`.
+        #[arg(long, value_delimiter = ',')]
+        positions: Vec<usize>,
+        /// Prefill time for each of these prompt lengths, e.g. `512,1024,2048`.
+        #[arg(long, value_delimiter = ',')]
+        sweep: Vec<usize>,
+        /// Time the chunked SSD scan against a one-token-at-a-time scan over T tokens.
+        #[arg(long)]
+        scan_compare: Option<usize>,
+        /// GFLOP/s of the matmul kernel at the model's in_proj size vs the CPU backend.
+        #[arg(long)]
+        matmul: bool,
+        /// Per-kernel GPU time from timestamp queries.
+        #[arg(long)]
+        profile: bool,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Chunk size of the SSD scan.
+        #[arg(long, default_value_t = 64)]
+        chunk: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Describe a model: config, parameters, cache memory per sequence length.
     Inspect {
         #[arg(long)]
         model: PathBuf,
-        #[arg(long, default_value = "config")]
+        #[arg(long, default_value = "config", help = SPEC_HELP)]
         transpoints: String,
     },
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Backend {
-    Cpu,
-    Gpu,
+    /// Write a model with random weights in the spec's format (for benchmarks).
+    MakeModel {
+        /// tiny, small, or mamba2-130m.
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,18 +148,96 @@ fn main() -> ExitCode {
     }
 }
 
-type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+pub(crate) type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn preset(name: &str) -> AnyResult<RandomSpec> {
+    use transmamba::TransPoint::At;
+    Ok(match name {
+        "tiny" => RandomSpec::default(),
+        // About the size of the demo model: 7 M parameters.
+        "small" => RandomSpec {
+            vocab: 8192,
+            d: 256,
+            layers: 6,
+            heads: 8,
+            head_dim: 64,
+            state: 64,
+            groups: 1,
+            mlp: 512,
+            transpoints: vec![At(0); 6],
+            ..RandomSpec::default()
+        },
+        "mamba2-130m" => RandomSpec::mamba2_130m(),
+        other => return Err(format!("unknown preset `{other}` (tiny, small, mamba2-130m)").into()),
+    })
+}
+
+fn load_model(path: Option<&Path>, preset_name: &str) -> AnyResult<Model> {
+    match path {
+        Some(p) => Ok(Model::load(p)?),
+        None => Ok(random_model(&preset(preset_name)?, 0)),
+    }
+}
 
 fn run(cli: Cli) -> AnyResult<()> {
     match cli.command {
-        Command::Forward {
-            model,
-            tokens,
-            transpoints,
-            backend,
-            out,
-        } => forward(&model, &tokens, &transpoints, backend, out.as_deref()),
+        Command::Forward { model, tokens, transpoints, backend, out } => {
+            forward(&model, &tokens, &transpoints, backend, out.as_deref())
+        }
+        Command::Generate {
+            model, prompt, tokens, max_tokens, temperature, top_k, top_p, seed, transpoints,
+            backend, json,
+        } => {
+            let spec: ScheduleSpec = transpoints.parse()?;
+            let Some(model_path) = model else {
+                return Err("no --model given (this build has no embedded demo model yet)".into());
+            };
+            let codec = TextCodec::for_model(&model_path)?;
+            let prompt_tokens = match (prompt, tokens) {
+                (Some(text), None) => codec.encode(&text)?,
+                (None, Some(list)) => read_tokens(&list)?,
+                _ => return Err("give the prompt as --prompt TEXT or --tokens LIST".into()),
+            };
+            let m = Model::load(&model_path)?;
+            m.check_tokens(&prompt_tokens)?;
+            let schedule = spec.resolve(&m.config.transpoints)?;
+            let engine = Engine::new(m, backend, EngineOptions::default(), false)?;
+            let args = generate::GenerateArgs {
+                prompt_tokens,
+                max_tokens,
+                sampling: SamplingOptions { temperature, top_k, top_p, seed },
+                json,
+            };
+            generate::generate(&engine, &codec, schedule, args)
+        }
+        Command::Bench {
+            model, preset: preset_name, prompt_len, gen, transpoints, backend, positions, sweep,
+            scan_compare, matmul, profile, repeats, chunk, json,
+        } => {
+            let spec: ScheduleSpec = transpoints.parse()?;
+            let m = load_model(model.as_deref(), &preset_name)?;
+            let schedule = spec.resolve(&m.config.transpoints)?;
+            let opts = EngineOptions { chunk_size: chunk, ..EngineOptions::default() };
+            let engine = Engine::new(m, backend, opts, profile)?;
+            let args = bench::BenchArgs {
+                prompt_len, gen, positions, sweep, scan_compare, matmul,
+                repeats: repeats.max(1), json,
+            };
+            bench::bench(&engine, &schedule, &args)
+        }
         Command::Inspect { model, transpoints } => inspect(&model, &transpoints),
+        Command::MakeModel { preset: name, out, dtype, seed } => {
+            let store = match dtype.as_str() {
+                "f32" => StoreAs::F32,
+                "f16" => StoreAs::F16,
+                "bf16" => StoreAs::Bf16,
+                other => return Err(format!("unknown dtype `{other}` (f32, f16, bf16)").into()),
+            };
+            let m = random_model(&preset(&name)?, seed);
+            write_model_dir(&m, &out, store)?;
+            eprintln!("wrote {} ({} parameters, {dtype})", out.display(), m.parameter_count());
+            Ok(())
+        }
     }
 }
 
@@ -98,30 +259,29 @@ fn forward(
 ) -> AnyResult<()> {
     let tokens = read_tokens(tokens)?;
     let spec: ScheduleSpec = transpoints.parse()?;
-    if let Backend::Gpu = backend {
-        return Err("the GPU backend is not available yet in this build; use --backend cpu".into());
-    }
     let model = Model::load(model_path)?;
     let schedule = spec.resolve(&model.config.transpoints)?;
     model.check_tokens(&tokens)?;
-    let mut session = CpuSession::new(&model, schedule.clone())?;
+    let engine = Engine::new(model, backend, EngineOptions::default(), false)?;
+    let mut session = engine.session(schedule.clone())?;
     let start = Instant::now();
     let logits = session.forward(&tokens, Logits::All)?;
     let elapsed = start.elapsed();
-    let (t, v) = (tokens.len(), model.vocab);
+    let (t, v) = (tokens.len(), engine.vocab());
+    let name = engine.name();
     match out {
         Some(path) => {
             std::fs::write(path, npy::to_npy_f32(&[t, v], &logits))
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             eprintln!(
-                "wrote logits [{t}, {v}] to {} ({:.1} ms, cpu, transpoints {schedule})",
+                "wrote logits [{t}, {v}] to {} ({:.1} ms, {name}, transpoints {schedule})",
                 path.display(),
                 elapsed.as_secs_f64() * 1e3
             );
         }
         None => {
             println!(
-                "forward: {t} tokens, vocab {v}, backend cpu, transpoints {schedule}, {:.1} ms ({:.0} tokens/s)",
+                "forward: {t} tokens, vocab {v}, backend {name}, transpoints {schedule}, {:.1} ms ({:.0} tokens/s)",
                 elapsed.as_secs_f64() * 1e3,
                 t as f64 / elapsed.as_secs_f64()
             );
@@ -134,10 +294,7 @@ fn forward(
                 .map(|(i, l)| format!("{i} ({l:.4})"))
                 .collect();
             println!("last position's top tokens: {}", shown.join(", "));
-            println!(
-                "cache after the prompt: {}",
-                format_bytes(session.cache_bytes())
-            );
+            println!("cache after the prompt: {}", format_bytes(session.cache_bytes()));
         }
     }
     Ok(())

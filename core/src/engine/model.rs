@@ -113,7 +113,8 @@ impl GpuModel {
         self.lm_head.as_ref().unwrap_or(&self.embedding)
     }
 
-    pub(crate) fn dims(&self) -> SsmDims {
+    /// The SSM / attention sizes of the model, as the kernels take them.
+    pub fn dims(&self) -> SsmDims {
         let c = &self.config;
         SsmDims {
             heads: c.num_heads as u32,

@@ -25,7 +25,6 @@ shaders!(
     "embedding",
     "gated_rms_norm",
     "matmul",
-    "matmul_vec4",
     "matvec",
     "rms_norm",
     "ssd_chunk_scan",

@@ -5,16 +5,21 @@ use std::ops::Range;
 use super::context::{GpuBuffer, GpuContext};
 use super::error::{GpuError, GpuResult};
 
-/// One row block of a [`GpuMatrix`].
+/// One row block of a [`GpuMatrix`]: rows `row_start..row_start + rows`, stored transposed as
+/// [cols, ldw] (`buffer[k * ldw + r] = W[row_start + r, k]`), `ldw` = rows rounded up to 4,
+/// zero padded. Kernels then read 4 consecutive output rows as one vec4 and neighbouring
+/// invocations read neighbouring memory.
 #[derive(Clone, Debug)]
 pub struct MatBlock {
     pub row_start: usize,
     pub rows: usize,
+    pub ldw: usize,
     pub buffer: GpuBuffer,
 }
 
 /// A [rows, cols] f32 matrix (PyTorch [out, in] layout) stored as row blocks, each at most
-/// `ctx.max_binding_size()` bytes. Ops that read it dispatch once per block.
+/// `ctx.max_binding_size()` bytes (see [`MatBlock`] for the layout). Ops that read it
+/// dispatch once per block.
 #[derive(Clone, Debug)]
 pub struct GpuMatrix {
     pub rows: usize,
@@ -23,7 +28,7 @@ pub struct GpuMatrix {
 }
 
 impl GpuMatrix {
-    /// Rows per block for a matrix with `cols` columns (a multiple of 4 when possible).
+    /// Rows per block for a matrix with `cols` columns (a multiple of 4).
     pub fn rows_per_block(ctx: &GpuContext, label: &str, cols: usize) -> GpuResult<usize> {
         let row_bytes = (cols as u64 * 4).max(4);
         let limit = ctx.max_binding_size();
@@ -69,16 +74,26 @@ impl GpuMatrix {
         let per = Self::rows_per_block(ctx, label, cols)?;
         let mut blocks = Vec::new();
         let mut tmp = Vec::new();
+        let mut tr = Vec::new();
         let mut r0 = 0;
         while r0 < rows {
             let n = per.min(rows - r0);
+            let ldw = n.div_ceil(4) * 4;
             tmp.clear();
             tmp.resize(n * cols, 0.0f32);
             fill(r0..r0 + n, &mut tmp);
-            let buffer = ctx.upload_f32(label, &tmp)?;
+            tr.clear();
+            tr.resize(cols * ldw, 0.0f32);
+            for (r, row) in tmp.chunks_exact(cols.max(1)).enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    tr[k * ldw + r] = v;
+                }
+            }
+            let buffer = ctx.upload_f32(label, &tr)?;
             blocks.push(MatBlock {
                 row_start: r0,
                 rows: n,
+                ldw,
                 buffer,
             });
             r0 += n;

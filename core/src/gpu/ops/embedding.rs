@@ -32,6 +32,7 @@ pub fn embedding(
             b.rows as u32,
             out.stride,
             out.offset,
+            b.ldw as u32,
         ];
         rec.dispatch(
             &K,

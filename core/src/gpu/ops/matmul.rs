@@ -1,5 +1,5 @@
 use crate::gpu::context::{GpuBuffer, Kernel};
-use crate::gpu::recorder::{grid_groups, Recorder};
+use crate::gpu::recorder::Recorder;
 use crate::gpu::weights::GpuMatrix;
 use crate::gpu::GpuResult;
 
@@ -7,12 +7,6 @@ use super::{need_len, View};
 
 const TILED: Kernel = Kernel {
     shader: "matmul",
-    entry: "main",
-    access: "rrrw",
-    spec: "",
-};
-const TILED4: Kernel = Kernel {
-    shader: "matmul_vec4",
     entry: "main",
     access: "rrrw",
     spec: "",
@@ -30,17 +24,17 @@ pub const MATVEC_MAX_ROWS: u32 = 4;
 /// Which kernel [`matmul_using`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKernel {
+    /// MatVec below [`MATVEC_MAX_ROWS`] rows, else Tiled.
     Auto,
-    /// 4x4 register-blocked tiles (prefill); vec4 loads when rows are 16-byte aligned.
+    /// 4 rows x 4 outputs per invocation (prefill).
     Tiled,
-    /// `Tiled` with scalar loads always (benchmarks).
-    TiledScalar,
-    /// Workgroup-reduced dot products (decode).
+    /// 1 row x 4 outputs per invocation (decode).
     MatVec,
 }
 
 /// `y[t, o] (+)= sum_k x[t, k] * w[o, k] (+ bias[o])` for `rows` rows; `w` is [out, in].
-/// With `accumulate` the product is added to `y` (fused residual add).
+/// With `accumulate` the product is added to `y` (fused residual add). `x` and `y` must be
+/// different buffers.
 pub fn matmul(
     rec: &mut Recorder,
     rows: u32,
@@ -70,19 +64,18 @@ pub fn matmul_using(
     if let Some(b) = bias {
         need_len(OP, "bias", b, w.rows as u64)?;
     }
+    if rows == 0 {
+        return Ok(());
+    }
     let dummy = rec.ctx().dummy().clone();
     let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
     let matvec = match kernel {
         MatmulKernel::Auto => rows < MATVEC_MAX_ROWS,
-        MatmulKernel::Tiled | MatmulKernel::TiledScalar => false,
+        MatmulKernel::Tiled => false,
         MatmulKernel::MatVec => true,
     };
-    // vec4 loads need 16-byte aligned rows of X and W.
-    let aligned = kernel != MatmulKernel::TiledScalar
-        && w.cols % 4 == 0
-        && (x.stride % 4 == 0 || rows == 1)
-        && x.offset % 4 == 0;
     for b in &w.blocks {
+        let quads = (b.ldw / 4) as u32;
         let params = [
             rows,
             w.cols as u32,
@@ -93,34 +86,14 @@ pub fn matmul_using(
             y.stride,
             y.offset,
             flags,
+            quads,
         ];
         let bufs = [x.buf, &b.buffer, bias.unwrap_or(&dummy), y.buf];
         if matvec {
-            let mut g = grid_groups((b.rows as u64).div_ceil(4));
-            g[2] = rows;
-            rec.dispatch(&MATVEC, &params, &bufs, g)?;
+            rec.dispatch(&MATVEC, &params, &bufs, [quads.div_ceil(64), rows, 1])?;
         } else {
-            let g = [
-                (b.rows as u32).div_ceil(4).div_ceil(8),
-                rows.div_ceil(4).div_ceil(8),
-                1,
-            ];
-            if aligned {
-                let p4 = [
-                    rows,
-                    w.cols as u32 / 4,
-                    b.rows as u32,
-                    b.row_start as u32,
-                    x.stride / 4,
-                    x.offset / 4,
-                    y.stride,
-                    y.offset,
-                    flags,
-                ];
-                rec.dispatch(&TILED4, &p4, &bufs, g)?;
-            } else {
-                rec.dispatch(&TILED, &params, &bufs, g)?;
-            }
+            let g = [quads.div_ceil(8), rows.div_ceil(4).div_ceil(8), 1];
+            rec.dispatch(&TILED, &params, &bufs, g)?;
         }
     }
     Ok(())

@@ -1,0 +1,136 @@
+//! Choosing the next token from logits: greedy at temperature 0, else temperature, top-k and
+//! top-p (nucleus) sampling from a seeded generator, so a seed reproduces a run.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingOptions {
+    /// 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the k most likely tokens; 0 keeps all.
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p; 1 keeps all.
+    pub top_p: f32,
+    pub seed: u64,
+}
+
+impl Default for SamplingOptions {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+pub struct Sampler {
+    opts: SamplingOptions,
+    rng: StdRng,
+}
+
+impl Sampler {
+    pub fn new(opts: SamplingOptions) -> Result<Self> {
+        if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
+            return Err(Error::InvalidOption {
+                name: "temperature",
+                reason: format!("{} is not a finite number >= 0", opts.temperature),
+            });
+        }
+        if !(opts.top_p > 0.0 && opts.top_p <= 1.0) {
+            return Err(Error::InvalidOption {
+                name: "top-p",
+                reason: format!("{} is not in (0, 1]", opts.top_p),
+            });
+        }
+        let rng = StdRng::seed_from_u64(opts.seed);
+        Ok(Self { opts, rng })
+    }
+
+    /// The next token for one row of logits.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.opts.temperature == 0.0 {
+            return argmax(logits);
+        }
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        if self.opts.top_k > 0 {
+            order.truncate(self.opts.top_k);
+        }
+        let max = logits[order[0] as usize] as f64;
+        let t = self.opts.temperature as f64;
+        let mut probs: Vec<f64> = order
+            .iter()
+            .map(|&i| ((logits[i as usize] as f64 - max) / t).exp())
+            .collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+        if self.opts.top_p < 1.0 {
+            let mut acc = 0.0;
+            let keep = probs
+                .iter()
+                .position(|p| {
+                    acc += p;
+                    acc >= self.opts.top_p as f64
+                })
+                .map_or(probs.len(), |i| i + 1);
+            probs.truncate(keep);
+            order.truncate(keep);
+        }
+        let total: f64 = probs.iter().sum();
+        let mut r = self.rng.random::<f64>() * total;
+        for (p, &tok) in probs.iter().zip(&order) {
+            r -= p;
+            if r <= 0.0 {
+                return tok;
+            }
+        }
+        order[order.len() - 1]
+    }
+}
+
+/// Index of the largest logit (the first one on ties).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_and_seeded() {
+        let logits = [0.1, 3.0, 2.9, -1.0];
+        let mut s = Sampler::new(SamplingOptions::default()).unwrap();
+        assert_eq!(s.sample(&logits), 1);
+        let opts = SamplingOptions { temperature: 1.0, seed: 7, ..Default::default() };
+        let run = |o: &SamplingOptions| {
+            let mut s = Sampler::new(o.clone()).unwrap();
+            (0..50).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(&opts), run(&opts));
+        assert!(run(&opts).iter().any(|&t| t != 1), "temperature 1 should not be greedy");
+        let top2 = SamplingOptions { top_k: 2, ..opts.clone() };
+        assert!(run(&top2).iter().all(|&t| t == 1 || t == 2));
+        let nucleus = SamplingOptions { top_p: 0.01, ..opts };
+        assert!(run(&nucleus).iter().all(|&t| t == 1));
+    }
+
+    #[test]
+    fn bad_options() {
+        let bad = SamplingOptions { temperature: -1.0, ..Default::default() };
+        assert!(Sampler::new(bad).is_err());
+        let bad = SamplingOptions { top_p: 0.0, ..Default::default() };
+        assert!(Sampler::new(bad).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Text in and out: the model's `tokenizer.json` (through the `tokenizers` crate) when it has
+//! one, raw bytes (token id = byte) otherwise.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+pub enum TextCodec {
+    Tokenizer(Box<tokenizers::Tokenizer>),
+    Bytes,
+}
+
+impl TextCodec {
+    /// The tokenizer of a model directory (or of the directory holding a model file), if any.
+    pub fn for_model(path: &Path) -> Result<Self> {
+        let dir = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(Path::new("."))
+        };
+        let file = dir.join("tokenizer.json");
+        if file.is_file() {
+            let bytes = std::fs::read(&file).map_err(|source| Error::Io {
+                path: file.clone(),
+                source,
+            })?;
+            Self::from_tokenizer_json(&bytes, &file.display().to_string())
+        } else {
+            Ok(TextCodec::Bytes)
+        }
+    }
+
+    pub fn from_tokenizer_json(bytes: &[u8], name: &str) -> Result<Self> {
+        tokenizers::Tokenizer::from_bytes(bytes)
+            .map(|t| TextCodec::Tokenizer(Box::new(t)))
+            .map_err(|e| Error::Tokenizer(format!("{name}: {e}")))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            TextCodec::Tokenizer(_) => "tokenizer.json",
+            TextCodec::Bytes => "bytes",
+        }
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            TextCodec::Tokenizer(t) => t
+                .encode(text, false)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| Error::Tokenizer(e.to_string())),
+            TextCodec::Bytes => Ok(text.bytes().map(u32::from).collect()),
+        }
+    }
+
+    /// Text of a token sequence (invalid UTF-8 from byte tokens is replaced).
+    pub fn decode(&self, tokens: &[u32]) -> Result<String> {
+        match self {
+            TextCodec::Tokenizer(t) => t
+                .decode(tokens, false)
+                .map_err(|e| Error::Tokenizer(e.to_string())),
+            TextCodec::Bytes => {
+                let bytes: Vec<u8> = tokens.iter().map(|&t| t.min(255) as u8).collect();
+                Ok(String::from_utf8_lossy(&bytes).into_owned())
+            }
+        }
+    }
+}
+
+/// Streams text as tokens arrive: each call returns only the newly completed text, so a
+/// multi-token character or a merge-dependent space is printed once it is final.
+pub struct TextStream<'c> {
+    codec: &'c TextCodec,
+    tokens: Vec<u32>,
+    printed: usize,
+}
+
+impl<'c> TextStream<'c> {
+    pub fn new(codec: &'c TextCodec) -> Self {
+        Self {
+            codec,
+            tokens: Vec::new(),
+            printed: 0,
+        }
+    }
+
+    pub fn push(&mut self, token: u32) -> Result<String> {
+        self.tokens.push(token);
+        let text = self.codec.decode(&self.tokens)?;
+        // Hold back a trailing replacement character: it may be half of a UTF-8 sequence.
+        let ready = text.trim_end_matches('\u{FFFD}');
+        if ready.len() <= self.printed || !ready.is_char_boundary(self.printed) {
+            return Ok(String::new());
+        }
+        let new = ready[self.printed..].to_string();
+        self.printed = ready.len();
+        Ok(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_and_stream() {
+        let c = TextCodec::Bytes;
+        let ids = c.encode("héllo").unwrap();
+        assert_eq!(ids.len(), 6);
+        assert_eq!(c.decode(&ids).unwrap(), "héllo");
+        let mut s = TextStream::new(&c);
+        let pieces: Vec<String> = ids.iter().map(|&t| s.push(t).unwrap()).collect();
+        assert_eq!(pieces, vec!["h", "", "é", "l", "l", "o"]);
+    }
+}
