@@ -113,24 +113,43 @@ mod tests {
         let logits = [0.1, 3.0, 2.9, -1.0];
         let mut s = Sampler::new(SamplingOptions::default()).unwrap();
         assert_eq!(s.sample(&logits), 1);
-        let opts = SamplingOptions { temperature: 1.0, seed: 7, ..Default::default() };
+        let opts = SamplingOptions {
+            temperature: 1.0,
+            seed: 7,
+            ..Default::default()
+        };
         let run = |o: &SamplingOptions| {
             let mut s = Sampler::new(o.clone()).unwrap();
             (0..50).map(|_| s.sample(&logits)).collect::<Vec<_>>()
         };
         assert_eq!(run(&opts), run(&opts));
-        assert!(run(&opts).iter().any(|&t| t != 1), "temperature 1 should not be greedy");
-        let top2 = SamplingOptions { top_k: 2, ..opts.clone() };
+        assert!(
+            run(&opts).iter().any(|&t| t != 1),
+            "temperature 1 should not be greedy"
+        );
+        let top2 = SamplingOptions {
+            top_k: 2,
+            ..opts.clone()
+        };
         assert!(run(&top2).iter().all(|&t| t == 1 || t == 2));
-        let nucleus = SamplingOptions { top_p: 0.01, ..opts };
+        let nucleus = SamplingOptions {
+            top_p: 0.01,
+            ..opts
+        };
         assert!(run(&nucleus).iter().all(|&t| t == 1));
     }
 
     #[test]
     fn bad_options() {
-        let bad = SamplingOptions { temperature: -1.0, ..Default::default() };
+        let bad = SamplingOptions {
+            temperature: -1.0,
+            ..Default::default()
+        };
         assert!(Sampler::new(bad).is_err());
-        let bad = SamplingOptions { top_p: 0.0, ..Default::default() };
+        let bad = SamplingOptions {
+            top_p: 0.0,
+            ..Default::default()
+        };
         assert!(Sampler::new(bad).is_err());
     }
 }

@@ -257,6 +257,17 @@ fn st(e: safetensors::SafeTensorError) -> Error {
     }
 }
 
+/// Writes `model` as one `.safetensors` whose `__metadata__` holds the config (one fetch in a
+/// browser).
+pub fn write_single_file(model: &Model, path: &std::path::Path, store: StoreAs) -> Result<()> {
+    let meta = HashMap::from([("config".to_string(), config_json(model))]);
+    let bytes = safetensors_bytes(model, store, Some(meta))?;
+    std::fs::write(path, bytes).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Writes `model` as a model directory (config.json + model.safetensors).
 pub fn write_model_dir(model: &Model, dir: &std::path::Path, store: StoreAs) -> Result<()> {
     let io = |path: std::path::PathBuf| move |source| Error::Io { path, source };

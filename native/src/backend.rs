@@ -25,7 +25,12 @@ pub enum Engine {
 
 impl Engine {
     /// Puts `model` on the requested backend. `Auto` falls back to the CPU with a note.
-    pub fn new(model: Model, backend: Backend, options: EngineOptions, profile: bool) -> Result<Self> {
+    pub fn new(
+        model: Model,
+        backend: Backend,
+        options: EngineOptions,
+        profile: bool,
+    ) -> Result<Self> {
         if backend == Backend::Cpu {
             return Ok(Engine::Cpu(model));
         }

@@ -43,11 +43,20 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     let vocab = engine.vocab();
     let c = engine.config();
     let profiling = engine.gpu().is_some_and(|g| g.ctx.profiling());
-    say!(q, "bench: backend {}, transpoints {schedule}", engine.name());
+    say!(
+        q,
+        "bench: backend {}, transpoints {schedule}",
+        engine.name()
+    );
     say!(
         q,
         "model: D {} L {} H {}×{} N {} G {} M {} V {vocab}",
-        c.hidden_size, c.num_layers, c.num_heads, c.head_dim, c.state_size, c.n_groups,
+        c.hidden_size,
+        c.num_layers,
+        c.num_heads,
+        c.head_dim,
+        c.state_size,
+        c.n_groups,
         c.mlp_intermediate_size
     );
     let mut report = json!({
@@ -59,7 +68,9 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
 
     // Warm-up: pipelines, buffers.
     let tokens = random_tokens(vocab, args.prompt_len.max(1), 1);
-    engine.session(schedule.clone())?.forward(&tokens[..tokens.len().min(8)], Logits::Last)?;
+    engine
+        .session(schedule.clone())?
+        .forward(&tokens[..tokens.len().min(8)], Logits::Last)?;
     if let Some(g) = engine.gpu() {
         g.ctx.profile_reset();
     }
@@ -84,10 +95,21 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     let (p, d) = (median(prefill), median(decode));
     let prefill_tps = args.prompt_len as f64 / p.as_secs_f64();
     let decode_tps = args.gen as f64 / d.as_secs_f64();
-    say!(q, "prefill {} tokens: {:.1} ms, {prefill_tps:.1} tokens/s", args.prompt_len, ms(p));
-    say!(q, "decode {} tokens: {:.2} ms/token, {decode_tps:.1} tokens/s", args.gen, ms(d) / args.gen.max(1) as f64);
+    say!(
+        q,
+        "prefill {} tokens: {:.1} ms, {prefill_tps:.1} tokens/s",
+        args.prompt_len,
+        ms(p)
+    );
+    say!(
+        q,
+        "decode {} tokens: {:.2} ms/token, {decode_tps:.1} tokens/s",
+        args.gen,
+        ms(d) / args.gen.max(1) as f64
+    );
     say!(q, "peak cache memory: {}", format_bytes(peak));
-    report["prefill"] = json!({"tokens": args.prompt_len, "ms": ms(p), "tokens_per_s": prefill_tps});
+    report["prefill"] =
+        json!({"tokens": args.prompt_len, "ms": ms(p), "tokens_per_s": prefill_tps});
     report["decode"] = json!({"tokens": args.gen, "ms_per_token": ms(d) / args.gen.max(1) as f64, "tokens_per_s": decode_tps});
     report["peak_cache_bytes"] = json!(peak);
     if profiling {
@@ -98,7 +120,10 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
 
     // Decode time per token at given positions.
     if !args.positions.is_empty() {
-        say!(q, "decode time per token by position (8 tokens each, median):");
+        say!(
+            q,
+            "decode time per token by position (8 tokens each, median):"
+        );
         let mut rows = Vec::new();
         let mut first = None;
         for &pos in &args.positions {
@@ -114,8 +139,14 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
             }
             let per = ms(median(times));
             let ratio = per / *first.get_or_insert(per);
-            say!(q, "  position {pos:>6}: {per:.2} ms/token ({ratio:.2}x the first), cache {}", format_bytes(s.cache_bytes()));
-            rows.push(json!({"position": pos, "ms_per_token": per, "cache_bytes": s.cache_bytes()}));
+            say!(
+                q,
+                "  position {pos:>6}: {per:.2} ms/token ({ratio:.2}x the first), cache {}",
+                format_bytes(s.cache_bytes())
+            );
+            rows.push(
+                json!({"position": pos, "ms_per_token": per, "cache_bytes": s.cache_bytes()}),
+            );
         }
         report["decode_by_position"] = json!(rows);
     }
@@ -136,7 +167,12 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
             }
             let m = ms(median(times));
             let (t0, m0) = *first.get_or_insert((t, m));
-            say!(q, "  T {t:>6}: {m:>10.1} ms  ({:.2}x the time for {:.1}x the tokens)", m / m0, t as f64 / t0 as f64);
+            say!(
+                q,
+                "  T {t:>6}: {m:>10.1} ms  ({:.2}x the time for {:.1}x the tokens)",
+                m / m0,
+                t as f64 / t0 as f64
+            );
             rows.push(json!({"tokens": t, "ms": m}));
         }
         report["prefill_sweep"] = json!(rows);
@@ -159,19 +195,35 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
 fn kernel_breakdown(ctx: &GpuContext, quiet: bool) -> AnyResult<Value> {
     let totals = pollster::block_on(ctx.profile_collect())?;
     let all: f64 = totals.iter().map(|t| t.1).sum();
-    say!(quiet, "per-kernel GPU time (timestamp queries, all runs above):");
+    say!(
+        quiet,
+        "per-kernel GPU time (timestamp queries, all runs above):"
+    );
     let mut rows = Vec::new();
     for (name, total, n) in &totals {
-        say!(quiet, "  {name:<24} {total:>10.2} ms {:>5.1}%  ({n} dispatches)", 100.0 * total / all.max(1e-9));
+        say!(
+            quiet,
+            "  {name:<24} {total:>10.2} ms {:>5.1}%  ({n} dispatches)",
+            100.0 * total / all.max(1e-9)
+        );
         rows.push(json!({"kernel": name, "ms": total, "dispatches": n}));
     }
     Ok(json!(rows))
 }
 
 /// The chunked SSD scan against the one-token-at-a-time scan kernel, same device and inputs.
-fn scan_compare(ctx: &GpuContext, d: SsmDims, t: usize, repeats: usize, quiet: bool) -> AnyResult<Value> {
+fn scan_compare(
+    ctx: &GpuContext,
+    d: SsmDims,
+    t: usize,
+    repeats: usize,
+    quiet: bool,
+) -> AnyResult<Value> {
     let rnd = |n: usize, seed: u64, scale: f32| -> Vec<f32> {
-        random_tokens(1000, n, seed).iter().map(|&v| (v as f32 / 500.0 - 1.0) * scale).collect()
+        random_tokens(1000, n, seed)
+            .iter()
+            .map(|&v| (v as f32 / 500.0 - 1.0) * scale)
+            .collect()
     };
     let (hp, gn, h) = (d.inner() as usize, d.bc_width() as usize, d.heads as usize);
     let x = ctx.upload_f32("x", &rnd(t * hp, 1, 1.0))?;
@@ -212,16 +264,27 @@ fn scan_compare(ctx: &GpuContext, d: SsmDims, t: usize, repeats: usize, quiet: b
     let speedup = sequential.as_secs_f64() / chunked.as_secs_f64();
     say!(quiet, "scan over T={t} (H {} P {} N {}): chunked {:.1} ms, sequential {:.1} ms: chunked is {speedup:.1}x faster",
         d.heads, d.head_dim, d.state, ms(chunked), ms(sequential));
-    Ok(json!({"tokens": t, "chunked_ms": ms(chunked), "sequential_ms": ms(sequential), "speedup": speedup}))
+    Ok(
+        json!({"tokens": t, "chunked_ms": ms(chunked), "sequential_ms": ms(sequential), "speedup": speedup}),
+    )
 }
 
 /// GFLOP/s of the matmul kernel at the model's in_proj size, beside the CPU backend's.
-fn matmul_bench(ctx: &GpuContext, c: &transmamba::ModelConfig, repeats: usize, quiet: bool) -> AnyResult<Value> {
+fn matmul_bench(
+    ctx: &GpuContext,
+    c: &transmamba::ModelConfig,
+    repeats: usize,
+    quiet: bool,
+) -> AnyResult<Value> {
     let (k, n) = (c.hidden_size, c.d_in_proj());
     let mut rows_out = Vec::new();
     for rows in [1usize, 512] {
-        let xs: Vec<f32> = (0..rows * k).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-        let ws: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let xs: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
+        let ws: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 104729) % 1000) as f32 / 1000.0 - 0.5)
+            .collect();
         let x = ctx.upload_f32("x", &xs)?;
         let w = GpuMatrix::from_f32(ctx, "w", &ws, n, k)?;
         let y = ctx.zeros("y", rows * n)?;
@@ -230,7 +293,15 @@ fn matmul_bench(ctx: &GpuContext, c: &transmamba::ModelConfig, repeats: usize, q
             let start = Instant::now();
             let mut rec = Recorder::new(ctx);
             for _ in 0..10 {
-                ops::matmul(&mut rec, rows as u32, ops::View::dense(&x, k as u32), &w, None, ops::View::dense(&y, n as u32), false)?;
+                ops::matmul(
+                    &mut rec,
+                    rows as u32,
+                    ops::View::dense(&x, k as u32),
+                    &w,
+                    None,
+                    ops::View::dense(&y, n as u32),
+                    false,
+                )?;
             }
             rec.submit()?;
             ctx.wait_idle()?;
@@ -247,7 +318,10 @@ fn matmul_bench(ctx: &GpuContext, c: &transmamba::ModelConfig, repeats: usize, q
         let flop = 2.0 * (rows * k * n) as f64;
         let g = flop / median(gpu).as_secs_f64() / 1e9;
         let cp = flop / median(cpu).as_secs_f64() / 1e9;
-        say!(quiet, "matmul [{rows}×{k}]·[{k}×{n}]: GPU {g:.2} GFLOP/s, CPU backend {cp:.2} GFLOP/s");
+        say!(
+            quiet,
+            "matmul [{rows}×{k}]·[{k}×{n}]: GPU {g:.2} GFLOP/s, CPU backend {cp:.2} GFLOP/s"
+        );
         rows_out.push(json!({"rows": rows, "in": k, "out": n, "gpu_gflops": g, "cpu_gflops": cp}));
     }
     Ok(json!(rows_out))

@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand};
 use transmamba::engine::EngineOptions;
 use transmamba::memory::{cache_bytes, format_bytes};
 use transmamba::sampling::SamplingOptions;
-use transmamba::synthetic::{random_model, write_model_dir, RandomSpec, StoreAs};
+use transmamba::synthetic::{
+    random_model, write_model_dir, write_single_file, RandomSpec, StoreAs,
+};
 use transmamba::text::TextCodec;
 use transmamba::{npy, tokens::parse_token_list};
 use transmamba::{Logits, Model, ScheduleSpec};
@@ -20,14 +22,19 @@ use transmamba::{Logits, Model, ScheduleSpec};
 use backend::{Backend, Engine};
 
 #[derive(Parser)]
-#[command(name = "tm-run", version, about = "Run TransMamba / Mamba2 models (WebGPU, or the CPU reference)")]
+#[command(
+    name = "tm-run",
+    version,
+    about = "Run TransMamba / Mamba2 models (WebGPU, or the CPU reference)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 /// A schedule: `config`, a number, `inf`, a comma list of those (one per layer), or `paper`.
-const SPEC_HELP: &str = "TransPoint schedule: `config`, a number, `inf`, a comma list of those, or `paper`";
+const SPEC_HELP: &str =
+    "TransPoint schedule: `config`, a number, `inf`, a comma list of those, or `paper`";
 
 #[derive(Subcommand)]
 enum Command {
@@ -123,13 +130,18 @@ enum Command {
         #[arg(long, default_value = "config", help = SPEC_HELP)]
         transpoints: String,
     },
-    /// Write a model with random weights in the spec's format (for benchmarks).
+    /// Write a model with random weights in the spec's format (for benchmarks and tests).
     MakeModel {
         /// tiny, small, or mamba2-130m.
         #[arg(long)]
         preset: String,
+        /// A directory (config.json + model.safetensors), or a `.safetensors` file with the
+        /// config in its metadata.
         #[arg(long)]
         out: PathBuf,
+        /// The model's default schedule (written into its config).
+        #[arg(long, help = SPEC_HELP)]
+        transpoints: Option<String>,
         #[arg(long, default_value = "f32")]
         dtype: String,
         #[arg(long, default_value_t = 0)]
@@ -181,12 +193,25 @@ fn load_model(path: Option<&Path>, preset_name: &str) -> AnyResult<Model> {
 
 fn run(cli: Cli) -> AnyResult<()> {
     match cli.command {
-        Command::Forward { model, tokens, transpoints, backend, out } => {
-            forward(&model, &tokens, &transpoints, backend, out.as_deref())
-        }
+        Command::Forward {
+            model,
+            tokens,
+            transpoints,
+            backend,
+            out,
+        } => forward(&model, &tokens, &transpoints, backend, out.as_deref()),
         Command::Generate {
-            model, prompt, tokens, max_tokens, temperature, top_k, top_p, seed, transpoints,
-            backend, json,
+            model,
+            prompt,
+            tokens,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            transpoints,
+            backend,
+            json,
         } => {
             let spec: ScheduleSpec = transpoints.parse()?;
             let Some(model_path) = model else {
@@ -205,37 +230,81 @@ fn run(cli: Cli) -> AnyResult<()> {
             let args = generate::GenerateArgs {
                 prompt_tokens,
                 max_tokens,
-                sampling: SamplingOptions { temperature, top_k, top_p, seed },
+                sampling: SamplingOptions {
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed,
+                },
                 json,
             };
             generate::generate(&engine, &codec, schedule, args)
         }
         Command::Bench {
-            model, preset: preset_name, prompt_len, gen, transpoints, backend, positions, sweep,
-            scan_compare, matmul, profile, repeats, chunk, json,
+            model,
+            preset: preset_name,
+            prompt_len,
+            gen,
+            transpoints,
+            backend,
+            positions,
+            sweep,
+            scan_compare,
+            matmul,
+            profile,
+            repeats,
+            chunk,
+            json,
         } => {
             let spec: ScheduleSpec = transpoints.parse()?;
             let m = load_model(model.as_deref(), &preset_name)?;
             let schedule = spec.resolve(&m.config.transpoints)?;
-            let opts = EngineOptions { chunk_size: chunk, ..EngineOptions::default() };
+            let opts = EngineOptions {
+                chunk_size: chunk,
+                ..EngineOptions::default()
+            };
             let engine = Engine::new(m, backend, opts, profile)?;
             let args = bench::BenchArgs {
-                prompt_len, gen, positions, sweep, scan_compare, matmul,
-                repeats: repeats.max(1), json,
+                prompt_len,
+                gen,
+                positions,
+                sweep,
+                scan_compare,
+                matmul,
+                repeats: repeats.max(1),
+                json,
             };
             bench::bench(&engine, &schedule, &args)
         }
         Command::Inspect { model, transpoints } => inspect(&model, &transpoints),
-        Command::MakeModel { preset: name, out, dtype, seed } => {
+        Command::MakeModel {
+            preset: name,
+            out,
+            dtype,
+            seed,
+            transpoints,
+        } => {
             let store = match dtype.as_str() {
                 "f32" => StoreAs::F32,
                 "f16" => StoreAs::F16,
                 "bf16" => StoreAs::Bf16,
                 other => return Err(format!("unknown dtype `{other}` (f32, f16, bf16)").into()),
             };
-            let m = random_model(&preset(&name)?, seed);
-            write_model_dir(&m, &out, store)?;
-            eprintln!("wrote {} ({} parameters, {dtype})", out.display(), m.parameter_count());
+            let mut m = random_model(&preset(&name)?, seed);
+            if let Some(tp) = transpoints {
+                let spec: ScheduleSpec = tp.parse()?;
+                m.config.transpoints = spec.resolve(&m.config.transpoints)?.0;
+            }
+            if out.extension().is_some_and(|e| e == "safetensors") {
+                write_single_file(&m, &out, store)?;
+            } else {
+                write_model_dir(&m, &out, store)?;
+            }
+            eprintln!(
+                "wrote {} ({} parameters, {dtype})",
+                out.display(),
+                m.parameter_count()
+            );
             Ok(())
         }
     }
@@ -294,7 +363,10 @@ fn forward(
                 .map(|(i, l)| format!("{i} ({l:.4})"))
                 .collect();
             println!("last position's top tokens: {}", shown.join(", "));
-            println!("cache after the prompt: {}", format_bytes(session.cache_bytes()));
+            println!(
+                "cache after the prompt: {}",
+                format_bytes(session.cache_bytes())
+            );
         }
     }
     Ok(())
