@@ -35,7 +35,7 @@ fn ms(d: Duration) -> f64 {
 
 /// Prints a line unless the output is JSON.
 macro_rules! say {
-    ($json:expr, $($t:tt)*) => { if !$json { println!($($t)*); } };
+    ($json:expr, $($t:tt)*) => { if !$json { $crate::out!($($t)*); } };
 }
 
 pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResult<()> {
@@ -187,7 +187,7 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
         }
     }
     if q {
-        println!("{report}");
+        crate::out!("{report}");
     }
     Ok(())
 }

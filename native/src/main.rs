@@ -162,6 +162,15 @@ fn main() -> ExitCode {
 
 pub(crate) type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// `println!` that returns an error instead of panicking when stdout is gone (`| head`).
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
+
 fn preset(name: &str) -> AnyResult<RandomSpec> {
     use transmamba::TransPoint::At;
     Ok(match name {
@@ -349,7 +358,7 @@ fn forward(
             );
         }
         None => {
-            println!(
+            out!(
                 "forward: {t} tokens, vocab {v}, backend {name}, transpoints {schedule}, {:.1} ms ({:.0} tokens/s)",
                 elapsed.as_secs_f64() * 1e3,
                 t as f64 / elapsed.as_secs_f64()
@@ -362,8 +371,8 @@ fn forward(
                 .take(5)
                 .map(|(i, l)| format!("{i} ({l:.4})"))
                 .collect();
-            println!("last position's top tokens: {}", shown.join(", "));
-            println!(
+            out!("last position's top tokens: {}", shown.join(", "));
+            out!(
                 "cache after the prompt: {}",
                 format_bytes(session.cache_bytes())
             );
@@ -377,23 +386,24 @@ fn inspect(model_path: &Path, transpoints: &str) -> AnyResult<()> {
     let model = Model::load(model_path)?;
     let c = &model.config;
     let schedule = spec.resolve(&c.transpoints)?;
-    println!("model: {}", model_path.display());
-    println!("  dialect            {:?}", c.dialect);
-    println!(
+    out!("model: {}", model_path.display());
+    out!("  dialect            {:?}", c.dialect);
+    out!(
         "  vocabulary         {} (tensors) / {} (config)",
-        model.vocab, c.vocab_size
+        model.vocab,
+        c.vocab_size
     );
-    println!("  width D            {}", c.hidden_size);
-    println!("  layers L           {}", c.num_layers);
-    println!(
+    out!("  width D            {}", c.hidden_size);
+    out!("  layers L           {}", c.num_layers);
+    out!(
         "  heads H × P        {} × {}  (inner width {})",
         c.num_heads,
         c.head_dim,
         c.d_inner()
     );
-    println!("  state N, groups G  {}, {}", c.state_size, c.n_groups);
-    println!("  conv kernel K      {}", c.conv_kernel);
-    println!(
+    out!("  state N, groups G  {}, {}", c.state_size, c.n_groups);
+    out!("  conv kernel K      {}", c.conv_kernel);
+    out!(
         "  MLP width M        {}",
         if c.mlp_intermediate_size == 0 {
             "none".to_string()
@@ -401,31 +411,32 @@ fn inspect(model_path: &Path, transpoints: &str) -> AnyResult<()> {
             c.mlp_intermediate_size.to_string()
         }
     );
-    println!(
+    out!(
         "  time_step_limit    [{}, {}]",
-        c.time_step_limit.0, c.time_step_limit.1
+        c.time_step_limit.0,
+        c.time_step_limit.1
     );
-    println!(
+    out!(
         "  attention          scale {:.4}, gate {}, rope {}",
         c.attention_scale,
         c.attention_gate,
         c.rope_theta.map_or("none".into(), |t| format!("θ={t}"))
     );
-    println!(
+    out!(
         "  tied embeddings    {}",
         if model.lm_head.is_none() { "yes" } else { "no" }
     );
-    println!("  stored as          {}", model.stored_dtype);
+    out!("  stored as          {}", model.stored_dtype);
     let params = model.parameter_count();
-    println!(
+    out!(
         "  parameters         {params} ({:.2} M, {} in f32)",
         params as f64 / 1e6,
         format_bytes(4 * params)
     );
-    println!("  transpoints        {schedule}  (spec `{spec}`)");
-    println!("cache memory per sequence (conv state + attention cache until each TransPoint, then SSM state):");
+    out!("  transpoints        {schedule}  (spec `{spec}`)");
+    out!("cache memory per sequence (conv state + attention cache until each TransPoint, then SSM state):");
     for len in [1usize, 128, 512, 1024, 4096, 8192, 32768] {
-        println!(
+        out!(
             "  {len:>6} tokens: {}",
             format_bytes(cache_bytes(c, &schedule, len))
         );
