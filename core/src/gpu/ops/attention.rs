@@ -35,7 +35,7 @@ pub fn attention(
     ensure(OP, d.state <= 256, || {
         format!("state size {} > 256", d.state)
     })?;
-    ensure(OP, rope.is_none() || d.state % 2 == 0, || {
+    ensure(OP, rope.is_none() || d.state.is_multiple_of(2), || {
         "RoPE needs an even state size".into()
     })?;
     q.check(OP, "q", nq, d.bc_width())?;

@@ -113,7 +113,7 @@ impl SsmDims {
             && self.head_dim > 0
             && self.state > 0
             && self.groups > 0
-            && self.heads % self.groups == 0;
+            && self.heads.is_multiple_of(self.groups);
         super::error::ensure(op, ok, || {
             format!("invalid dims {self:?} (need H % G == 0, all > 0)")
         })
