@@ -102,6 +102,26 @@ impl<'c> TextStream<'c> {
 mod tests {
     use super::*;
 
+    const WORDS: &str = r#"{
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"hello": 0, "world": 1, "[UNK]": 2},
+                  "unk_token": "[UNK]"}
+    }"#;
+
+    #[test]
+    fn tokenizer_json() {
+        let c = TextCodec::from_tokenizer_json(WORDS.as_bytes(), "t").unwrap();
+        assert_eq!(c.name(), "tokenizer.json");
+        assert_eq!(c.encode("hello world there").unwrap(), vec![0, 1, 2]);
+        assert_eq!(c.decode(&[0, 1]).unwrap(), "hello world");
+        assert!(matches!(
+            TextCodec::from_tokenizer_json(b"{not json", "t"),
+            Err(Error::Tokenizer(_))
+        ));
+    }
+
     #[test]
     fn bytes_round_trip_and_stream() {
         let c = TextCodec::Bytes;
