@@ -153,48 +153,41 @@ impl<'m> GpuSession<'m> {
 
     /// One submission: `tokens` through every layer; logits of the last `logit_rows` rows.
     async fn run(&mut self, tokens: &[u32], logit_rows: usize) -> Result<Vec<f32>> {
+        // Taken out of `self` while recording (layers borrow `self` mutably); put back after.
+        let act = self.take_activations(tokens.len(), logit_rows.max(1))?;
+        let result = self.run_with(&act, tokens, logit_rows).await;
+        self.act = Some(act);
+        result
+    }
+
+    async fn run_with(
+        &mut self,
+        act: &Activations,
+        tokens: &[u32],
+        logit_rows: usize,
+    ) -> Result<Vec<f32>> {
         let m = self.model;
         let c = &m.config;
         let n = tokens.len();
-        self.ensure_activations(n, logit_rows.max(1))?;
-        let Some(act) = self.act.as_ref() else {
-            unreachable!("activations were just allocated")
-        };
         m.ctx.write_u32(&act.tokens, 0, tokens)?;
         let d = c.hidden_size as u32;
         let mut rec = Recorder::new(&m.ctx);
-        ops::embedding(
-            &mut rec,
-            &act.tokens,
-            n as u32,
-            &m.embedding,
-            View::dense(&act.h, d),
-        )?;
+        let h = View::dense(&act.h, d);
+        ops::embedding(&mut rec, &act.tokens, n as u32, &m.embedding, h)?;
         let mut converted = Vec::new();
         for i in 0..self.layers.len() {
-            if self.record_layer(&mut rec, i, n)? {
+            if self.record_layer(&mut rec, act, i, n)? {
                 converted.push(i);
             }
         }
-        let Some(act) = self.act.as_ref() else {
-            unreachable!("activations exist")
-        };
         if logit_rows > 0 {
-            let first = (n - logit_rows) as u32;
-            let h = View::dense(&act.h, d).rows_from(first);
+            let rows = logit_rows as u32;
+            let h = h.rows_from((n - logit_rows) as u32);
             let u = View::dense(&act.u, d);
             let eps = c.layer_norm_epsilon;
-            ops::rms_norm(&mut rec, logit_rows as u32, d, h, &m.norm_f, u, eps)?;
+            ops::rms_norm(&mut rec, rows, d, h, &m.norm_f, u, eps)?;
             let logits = View::dense(&act.logits, m.vocab as u32);
-            ops::matmul(
-                &mut rec,
-                logit_rows as u32,
-                u,
-                m.output_matrix(),
-                None,
-                logits,
-                false,
-            )?;
+            ops::matmul(&mut rec, rows, u, m.output_matrix(), None, logits, false)?;
         }
         rec.submit()?;
         // The converter has consumed these caches: free them, memory stops growing here.
@@ -213,7 +206,13 @@ impl<'m> GpuSession<'m> {
     }
 
     /// Records one layer for `n` new rows; returns whether its cache was converted.
-    fn record_layer(&mut self, rec: &mut Recorder, i: usize, n: usize) -> Result<bool> {
+    fn record_layer(
+        &mut self,
+        rec: &mut Recorder,
+        act: &Activations,
+        i: usize,
+        n: usize,
+    ) -> Result<bool> {
         let m = self.model;
         let c = &m.config;
         let dims = m.dims();
@@ -223,18 +222,10 @@ impl<'m> GpuSession<'m> {
         let eps = c.layer_norm_epsilon;
         let p0 = self.position;
         let w = &m.layers[i];
-        let tp = self.schedule.layer(i);
-        let n_att = match tp {
+        let n_att = match self.schedule.layer(i) {
             TransPoint::At(tau) => tau.saturating_sub(p0).min(n),
             TransPoint::Never => n,
         };
-        if n_att > 0 {
-            self.grow_cache(rec, i, p0 + n_att)?;
-        }
-        let Some(act) = self.act.as_ref() else {
-            unreachable!("activations exist")
-        };
-        let st = &mut self.layers[i];
         let nr = n as u32;
         let (h, u) = (View::dense(&act.h, d), View::dense(&act.u, d));
         let zx = View::dense(&act.zxbcdt, width);
@@ -249,17 +240,15 @@ impl<'m> GpuSession<'m> {
         let conv_in = zx.cols_from(di);
         let (cw, cb) = (&w.conv_weight, w.conv_bias.as_ref());
         let k = c.conv_kernel as u32;
-        ops::conv1d(rec, nr, dc, k, conv_in, cw, cb, &st.conv_state, xbc, true)?;
+        let conv_state = &self.layers[i].conv_state;
+        ops::conv1d(rec, nr, dc, k, conv_in, cw, cb, conv_state, xbc, true)?;
         let (lo, hi) = c.time_step_limit;
         ops::dt_softplus(rec, nr, h_n, zx.cols_from(di + dc), &w.dt_bias, dt, lo, hi)?;
 
         // Step 4a: attention region (append to the cache, then attend over it).
         if n_att > 0 {
-            let Some(cache) = st.cache.as_mut() else {
-                unreachable!("grow_cache allocated it")
-            };
-            let na = n_att as u32;
-            let at = p0 as u32;
+            let cache = self.grow_cache(rec, i, p0 + n_att)?;
+            let (na, at) = (n_att as u32, p0 as u32);
             ops::copy_rows(rec, na, gn, b, View::dense(&cache.b, gn).rows_from(at))?;
             ops::copy_rows(rec, na, di, x, View::dense(&cache.x, di).rows_from(at))?;
             ops::copy_rows(rec, na, h_n, dt, View::dense(&cache.dt, h_n).rows_from(at))?;
@@ -271,23 +260,24 @@ impl<'m> GpuSession<'m> {
         // Step 4b-c: memory converter at the TransPoint, then the SSM region.
         let mut converted = false;
         if n_att < n {
-            if st.ssm_state.is_none() {
-                let s = m.ctx.zeros("ssm_state", dims.state_len() as usize)?;
-                if let Some(cache) = st.cache.as_ref().filter(|a| a.len > 0) {
-                    let (cx, cb, cdt) = (
-                        View::dense(&cache.x, di),
-                        View::dense(&cache.b, gn),
-                        View::dense(&cache.dt, h_n),
-                    );
-                    let chunk = m.options.chunk_size;
-                    let len = cache.len as u32;
-                    ops::memory_converter(rec, dims, len, cx, cb, cdt, &w.a_log, &s, chunk)?;
-                    converted = true;
+            let st = &mut self.layers[i];
+            let chunk = m.options.chunk_size;
+            let state = match st.ssm_state.take() {
+                Some(s) => st.ssm_state.insert(s),
+                None => {
+                    let s = m.ctx.zeros("ssm_state", dims.state_len() as usize)?;
+                    if let Some(cache) = st.cache.as_ref().filter(|a| a.len > 0) {
+                        let (cx, cb, cdt) = (
+                            View::dense(&cache.x, di),
+                            View::dense(&cache.b, gn),
+                            View::dense(&cache.dt, h_n),
+                        );
+                        let len = cache.len as u32;
+                        ops::memory_converter(rec, dims, len, cx, cb, cdt, &w.a_log, &s, chunk)?;
+                        converted = true;
+                    }
+                    st.ssm_state.insert(s)
                 }
-                st.ssm_state = Some(s);
-            }
-            let Some(state) = st.ssm_state.as_ref() else {
-                unreachable!("state was just created")
             };
             let from = n_att as u32;
             let inputs = SsmInputs {
@@ -297,18 +287,16 @@ impl<'m> GpuSession<'m> {
                 dt: dt.rows_from(from),
                 a_log: &w.a_log,
             };
-            let rows = nr - from;
+            let (rows, ys) = (nr - from, y.rows_from(from));
             if rows == 1 {
-                ops::ssm_step(rec, dims, &inputs, state, y.rows_from(from))?;
+                ops::ssm_step(rec, dims, &inputs, state, ys)?;
             } else {
-                let chunk = m.options.chunk_size;
-                ops::ssd_scan(rec, dims, rows, &inputs, state, y.rows_from(from), chunk)?;
+                ops::ssd_scan(rec, dims, rows, &inputs, state, ys, chunk)?;
             }
         }
         // Steps 5-7: D skip, gate (SSM rows, or all with attention_gate), grouped norm, out_proj
         // added into the residual stream.
         let gate_from = if c.attention_gate { 0 } else { n_att as u32 };
-        let z = zx;
         let gn_w = &w.gated_norm;
         ops::gated_rms_norm(
             rec,
@@ -316,7 +304,7 @@ impl<'m> GpuSession<'m> {
             nr,
             y,
             x,
-            z,
+            zx,
             Some(&w.d),
             gn_w,
             Some(gate_from),
@@ -336,17 +324,24 @@ impl<'m> GpuSession<'m> {
         Ok(converted)
     }
 
-    /// Makes layer `i`'s attention cache hold at least `needed` rows (doubling, capped at the
-    /// TransPoint so a layer never holds more than τ entries).
-    fn grow_cache(&mut self, rec: &mut Recorder, i: usize, needed: usize) -> Result<()> {
+    /// Layer `i`'s attention cache, grown to hold at least `needed` rows (doubling, capped at
+    /// the TransPoint so a layer never holds more than τ entries).
+    fn grow_cache(
+        &mut self,
+        rec: &mut Recorder,
+        i: usize,
+        needed: usize,
+    ) -> Result<&mut AttentionCache> {
         let m = self.model;
         let c = &m.config;
+        let tp = self.schedule.layer(i);
         let st = &mut self.layers[i];
-        if st.cache.as_ref().is_some_and(|a| a.capacity >= needed) {
-            return Ok(());
-        }
+        let old = match st.cache.take() {
+            Some(a) if a.capacity >= needed => return Ok(st.cache.insert(a)),
+            old => old,
+        };
         let mut capacity = needed.next_power_of_two().max(64);
-        if let TransPoint::At(tau) = self.schedule.layer(i) {
+        if let TransPoint::At(tau) = tp {
             capacity = capacity.min(tau).max(needed);
         }
         let (gn, di, h) = (c.n_groups * c.state_size, c.d_inner(), c.num_heads);
@@ -355,36 +350,32 @@ impl<'m> GpuSession<'m> {
             x: m.ctx.zeros("attention_cache.x", capacity * di)?,
             dt: m.ctx.zeros("attention_cache.dt", capacity * h)?,
             capacity,
-            len: st.cache.as_ref().map_or(0, |a| a.len),
+            len: old.as_ref().map_or(0, |a| a.len),
         };
         // The old buffers live on in the recorder until the copies are submitted.
-        if let Some(old) = st.cache.take() {
+        if let Some(old) = old {
             rec.copy(&old.b, 0, &new.b, 0, old.len * gn)?;
             rec.copy(&old.x, 0, &new.x, 0, old.len * di)?;
             rec.copy(&old.dt, 0, &new.dt, 0, old.len * h)?;
         }
-        st.cache = Some(new);
-        Ok(())
+        Ok(st.cache.insert(new))
     }
 
-    fn ensure_activations(&mut self, rows: usize, logit_rows: usize) -> Result<()> {
-        if self
-            .act
-            .as_ref()
-            .is_some_and(|a| a.rows >= rows && a.logit_rows >= logit_rows)
-        {
-            return Ok(());
-        }
+    /// The activation buffers, reallocated (larger) only when `rows` or `logit_rows` outgrow them.
+    fn take_activations(&mut self, rows: usize, logit_rows: usize) -> Result<Activations> {
         let m = self.model;
-        let c = &m.config;
-        let rows = rows.max(self.act.as_ref().map_or(0, |a| a.rows));
-        let logit_rows = logit_rows.max(self.act.as_ref().map_or(0, |a| a.logit_rows));
-        if self.act.take().is_some() {
-            m.ctx.clear_caches();
-        }
-        let ctx = &m.ctx;
+        let (rows, logit_rows) = match self.act.take() {
+            Some(a) if a.rows >= rows && a.logit_rows >= logit_rows => return Ok(a),
+            // Grow to cover the old and the new request; cached bind groups hold the old buffers.
+            Some(a) => {
+                m.ctx.clear_caches();
+                (rows.max(a.rows), logit_rows.max(a.logit_rows))
+            }
+            None => (rows, logit_rows),
+        };
+        let (c, ctx) = (&m.config, &m.ctx);
         let mm = c.mlp_intermediate_size;
-        self.act = Some(Activations {
+        Ok(Activations {
             rows,
             tokens: ctx.zeros("tokens", rows)?,
             h: ctx.zeros("h", rows * c.hidden_size)?,
@@ -403,7 +394,6 @@ impl<'m> GpuSession<'m> {
             },
             logits: ctx.zeros("logits", logit_rows * m.vocab)?,
             logit_rows,
-        });
-        Ok(())
+        })
     }
 }
