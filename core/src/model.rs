@@ -2,6 +2,7 @@
 //! against the config, per MODEL.md's tensor table.
 
 use std::collections::HashMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};

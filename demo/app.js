@@ -1,0 +1,268 @@
+// The demo page: plain ES module over the transmamba-web package (no build step).
+import { hasWebGPU, loadModel } from 'transmamba-web';
+
+const $ = (id) => document.getElementById(id);
+const state = { model: null, info: null, controller: null, history: [], summary: null };
+window.transmambaDemo = state; // for the browser tests and the curious
+
+function setState(s) {
+  document.body.dataset.state = s;
+}
+
+function showError(msg) {
+  const box = $('error');
+  if (msg) {
+    box.textContent = msg;
+    box.hidden = false;
+  } else {
+    box.textContent = '';
+    box.hidden = true;
+  }
+}
+
+function fmtBytes(b) {
+  if (b >= 1 << 30) return `${(b / (1 << 30)).toFixed(2)} GiB`;
+  if (b >= 1 << 20) return `${(b / (1 << 20)).toFixed(2)} MiB`;
+  if (b >= 1 << 10) return `${(b / (1 << 10)).toFixed(1)} KiB`;
+  return `${b} B`;
+}
+
+function fmtCount(n) {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} B`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} K`;
+  return String(n);
+}
+
+function setBusy(busy) {
+  $('generate').disabled = busy || !state.model;
+  $('stop').disabled = !busy;
+  $('load-url').disabled = busy;
+  $('model-file').disabled = busy;
+}
+
+function describeModel(info) {
+  const m = info.model;
+  const a = info.adapter;
+  const web = a.web || {};
+  const adapter = [web.vendor, web.architecture, web.description || a.name].filter(Boolean).join(' / ') || a.name || 'unknown';
+  $('gpu-status').textContent = `WebGPU: ${adapter} · shader-f16 ${info.shaderF16 ? 'used' : 'not used'}`;
+  $('model-info').textContent =
+    `${m.name.split('/').pop()} — ${fmtCount(m.parameters)} parameters (${m.dtype}), ${m.layers} layers, ` +
+    `d ${m.hiddenSize}, ${m.heads} heads × ${m.headDim}, state ${m.stateSize}, groups ${m.groups}` +
+    `${m.mlpSize ? `, MLP ${m.mlpSize}` : ''}, vocab ${m.vocab}; own TransPoints ${m.transpoints}; ` +
+    `text as ${info.tokenizer}${info.loadedFromCache ? '; loaded from the browser cache' : ''}`;
+}
+
+async function load(source, label) {
+  showError(null);
+  setState('loading');
+  setBusy(true);
+  const bar = $('load-progress');
+  bar.hidden = false;
+  bar.removeAttribute('value');
+  const tokUrl = $('tokenizer-url').value.trim();
+  try {
+    const model = await loadModel(source, {
+      cache: $('use-cache').checked,
+      tokenizer: tokUrl || undefined,
+      onProgress: (p) => {
+        if (p.total > 0) {
+          bar.max = p.total;
+          bar.value = p.loaded;
+        } else {
+          bar.removeAttribute('value');
+        }
+        $('model-info').textContent = `${p.phase === 'upload' ? 'uploading to the GPU' : p.phase} ${p.file}` +
+          (p.total ? `: ${fmtBytes(p.loaded)} of ${fmtBytes(p.total)}` : '');
+      },
+    });
+    if (state.model) state.model.dispose();
+    state.model = model;
+    state.info = await model.info();
+    describeModel(state.info);
+    renderLayers(null);
+  } catch (e) {
+    showError(`Could not load ${label}: ${e.message}`);
+    if (state.info) describeModel(state.info);
+    else $('model-info').textContent = 'No model loaded.';
+  } finally {
+    bar.hidden = true;
+    setBusy(false);
+    setState(state.model ? 'ready' : 'empty');
+  }
+}
+
+function parseTokens(text) {
+  const parts = text.split(/[\s,]+/).filter(Boolean);
+  if (!parts.length) throw new Error('the prompt has no token ids');
+  return parts.map((p) => {
+    if (!/^\d+$/.test(p)) throw new Error(`"${p}" is not a token id (a non-negative integer)`);
+    return Number(p);
+  });
+}
+
+function num(id, fallback) {
+  const v = Number($(id).value);
+  return Number.isFinite(v) ? v : fallback;
+}
+
+async function generate() {
+  if (!state.model) return;
+  showError(null);
+  const promptText = $('prompt').value;
+  let prompt;
+  try {
+    prompt = $('prompt-tokens').checked ? parseTokens(promptText) : promptText;
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  const controller = new AbortController();
+  state.controller = controller;
+  state.history = [];
+  state.summary = null;
+  setBusy(true);
+  setState('generating');
+  $('out-prompt').textContent = $('prompt-tokens').checked ? `[${prompt.join(',')}] ` : promptText;
+  $('out-text').textContent = '';
+  $('tokens').textContent = '';
+  $('stats').textContent = 'prefill…';
+  const tokens = [];
+  const it = state.model.generate(prompt, {
+    maxTokens: Math.max(1, Math.floor(num('max-tokens', 64))),
+    temperature: num('temperature', 0),
+    topK: Math.floor(num('top-k', 0)),
+    topP: num('top-p', 1),
+    seed: Math.floor(num('seed', 0)),
+    transpoints: $('transpoints').value.trim() || 'config',
+    signal: controller.signal,
+  });
+  try {
+    for (;;) {
+      const { value, done } = await it.next();
+      if (done) {
+        state.summary = value;
+        break;
+      }
+      tokens.push(value.token);
+      $('out-text').textContent += value.text;
+      $('tokens').textContent = tokens.join(',');
+      $('stats').textContent = `${tokens.length} tokens · ${value.tokensPerS.toFixed(1)} tokens/s · position ${value.cache.position}`;
+      state.history.push(value.cache);
+      renderLayers(value.cache);
+    }
+    const s = state.summary;
+    if (s) {
+      $('stats').textContent =
+        `${s.tokens.length} tokens · ${s.decodeTokensPerS.toFixed(1)} tokens/s decode · ` +
+        `prefill ${s.promptTokens.length} tokens in ${s.prefillMs.toFixed(0)} ms · schedule ${s.transpoints}` +
+        (s.stopped ? ' · stopped' : '');
+      state.history.push(s.cache);
+      renderLayers(s.cache);
+    }
+  } catch (e) {
+    showError(`Generation failed: ${e.message}`);
+    $('stats').textContent = '';
+  } finally {
+    state.controller = null;
+    setBusy(false);
+    setState('ready');
+    document.body.dataset.generations = String(Number(document.body.dataset.generations || 0) + 1);
+  }
+}
+
+function renderLayers(cache) {
+  const body = $('layers').querySelector('tbody');
+  body.textContent = '';
+  if (!cache) {
+    $('mem-chart').innerHTML = '';
+    $('mem-now').textContent = '';
+    return;
+  }
+  const pos = cache.position;
+  cache.layers.forEach((l, i) => {
+    const tr = document.createElement('tr');
+    const att = l.attentionPositions;
+    const ssm = l.ssmPositions;
+    const range = (a, b) => (b > a ? (b - a === 1 ? `${a}` : `${a}–${b - 1}`) : 'none');
+    tr.innerHTML = `<td>${i}</td><td>${l.transpoint}</td>
+      <td class="bar"><div class="bar-track"><div class="att" style="flex:${att}"></div><div class="ssm" style="flex:${ssm}"></div></div>
+      <div class="bar-label">attention ${range(0, att)} · SSM ${range(att, pos)}</div></td>
+      <td>${l.attentionEntries} entries, ${fmtBytes(l.attentionBytes)}</td>
+      <td>${l.ssmState ? fmtBytes(l.ssmBytes) : '—'}</td>`;
+    body.appendChild(tr);
+  });
+  $('mem-now').textContent =
+    `position ${pos}: attention caches ${fmtBytes(cache.attentionBytes)}, SSM states ${fmtBytes(cache.ssmBytes)}, ` +
+    `conv states ${fmtBytes(cache.convBytes)}; total ${fmtBytes(cache.cacheBytes)}`;
+  drawChart();
+}
+
+function drawChart() {
+  const svg = $('mem-chart');
+  const h = state.history;
+  if (!h.length) {
+    svg.innerHTML = '';
+    return;
+  }
+  const W = 600;
+  const H = 180;
+  const pad = 4;
+  const maxPos = Math.max(1, ...h.map((c) => c.position));
+  const maxBytes = Math.max(1, ...h.map((c) => c.cacheBytes));
+  const x = (p) => pad + ((W - 2 * pad) * p) / maxPos;
+  const y = (b) => H - pad - ((H - 2 * pad) * b) / maxBytes;
+  const line = (key, color) =>
+    `<polyline fill="none" stroke="${color}" stroke-width="2" vector-effect="non-scaling-stroke" points="${h
+      .map((c) => `${x(c.position).toFixed(1)},${y(c[key]).toFixed(1)}`)
+      .join(' ')}"/>`;
+  svg.innerHTML =
+    line('attentionBytes', 'var(--att)') + line('ssmBytes', 'var(--ssm)') + line('cacheBytes', 'var(--tot)');
+  $('mem-axes').textContent = `x: position 0 – ${maxPos} · y: 0 – ${fmtBytes(maxBytes)}`;
+}
+
+function wire() {
+  $('load-url').addEventListener('click', () => {
+    const url = $('model-url').value.trim();
+    if (!url) return showError('Enter a model URL or pick a file.');
+    load(url, url);
+  });
+  $('model-file').addEventListener('change', (e) => {
+    const f = e.target.files && e.target.files[0];
+    if (f) load(f, f.name);
+  });
+  $('generate').addEventListener('click', generate);
+  $('stop').addEventListener('click', () => state.controller && state.controller.abort());
+  $('tp-preset').addEventListener('change', (e) => {
+    if (e.target.value !== 'custom') $('transpoints').value = e.target.value;
+    else $('transpoints').focus();
+  });
+  $('transpoints').addEventListener('input', (e) => {
+    const v = e.target.value.trim();
+    const known = ['config', '0', 'inf', 'paper'];
+    $('tp-preset').value = known.includes(v) ? v : 'custom';
+  });
+  $('prompt').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && !$('generate').disabled) generate();
+  });
+}
+
+async function main() {
+  wire();
+  if (!hasWebGPU()) {
+    $('no-webgpu').hidden = false;
+    $('gpu-status').textContent = 'WebGPU: not available';
+    $('model-card').querySelectorAll('input, button').forEach((el) => (el.disabled = true));
+    setState('no-webgpu');
+    return;
+  }
+  $('gpu-status').textContent = 'WebGPU: available';
+  const params = new URLSearchParams(location.search);
+  const url = params.get('model') || $('model-url').value;
+  $('model-url').value = url;
+  if (params.get('autoload') !== '0') await load(url, url);
+  else setState('empty');
+}
+
+main();

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds the transmamba-web npm package and installs it into demo/ (idempotent).
+#   out/web/package/                  the staged package (wasm-bindgen output + web/npm/*)
+#   out/web/transmamba-web-<v>.tgz    `npm pack` of it
+#   demo/node_modules/transmamba-web  the tarball, installed as a user would
+#   demo/models/demo.safetensors      the demo's default model (random weights, from tm-run)
+# Honors CARGO_TARGET_DIR. Needs rustup, cargo, npm.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+OUT="$ROOT/out/web"
+
+# 1. toolchain: the wasm target and wasm-bindgen-cli at the exact version of the crate in Cargo.lock.
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+WB_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
+if [[ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WB_VERSION" ]]; then
+  echo "build.sh: installing wasm-bindgen-cli $WB_VERSION" >&2
+  cargo install --locked -q wasm-bindgen-cli --version "$WB_VERSION"
+fi
+
+# 2. the wasm module (profile wasm-release: size-optimised, no debug info).
+cargo build -q --profile wasm-release --target wasm32-unknown-unknown -p transmamba-web
+WASM="$TARGET_DIR/wasm32-unknown-unknown/wasm-release/transmamba_web.wasm"
+
+# 3. stage the package: wasm-bindgen --target web, plus the hand-written ES module.
+rm -rf "$OUT/package"
+mkdir -p "$OUT/package/wasm"
+wasm-bindgen --target web --no-typescript --out-dir "$OUT/package/wasm" "$WASM"
+cp web/npm/package.json web/npm/index.js web/npm/index.d.ts web/npm/worker.js "$OUT/package/"
+cp web/README.md "$OUT/package/README.md"
+
+# 4. npm pack (prints the tarball name).
+rm -f "$OUT"/transmamba-web-*.tgz
+TGZ="$OUT/$(cd "$OUT" && npm pack --silent ./package)"
+echo "build.sh: $TGZ ($(du -k "$TGZ" | cut -f1) KiB; wasm $(du -k "$OUT/package/wasm/transmamba_web_bg.wasm" | cut -f1) KiB)"
+
+# 5. install the tarball into demo/ the way a user of the package would.
+(cd demo && npm install --silent --no-save --no-package-lock --no-audit --no-fund "$TGZ")
+
+# 6. the demo's default model (random weights; replaced by the trained demo model later).
+if [[ ! -f demo/models/demo.safetensors ]]; then
+  mkdir -p demo/models
+  cargo run -q -p tm-run -- make-model --preset small --transpoints 8,16,32,64,128,inf \
+    --out demo/models/demo.safetensors
+fi
+echo "build.sh: done; serve demo/ with any static server, e.g. python3 -m http.server -d demo"

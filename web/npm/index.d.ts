@@ -1,0 +1,175 @@
+// Types of transmamba-web's public API (index.js).
+
+/** A TransPoint schedule: 'config' (the model's own), 'paper', a number for every layer,
+ * Infinity / 'inf' (attention only), or one entry per layer as an array or a comma list. */
+export type Transpoints = 'config' | 'paper' | number | string | Array<number | string | null>;
+
+/** Where a model (or tokenizer.json) comes from. Strings are resolved against the page URL. */
+export type ModelSource = string | URL | Blob | File | ArrayBuffer | ArrayBufferView;
+
+export interface LoadProgress {
+  /** 'model' or 'tokenizer'. */
+  file: string;
+  /** 'download' (fetching), 'cache' (served from the Cache API), 'read' (File/bytes), 'upload' (to the GPU). */
+  phase: 'download' | 'cache' | 'read' | 'upload';
+  loaded: number;
+  /** Total bytes; 0 when unknown. */
+  total: number;
+}
+
+export interface LoadOptions {
+  /** Called while the files download / load. */
+  onProgress?: (p: LoadProgress) => void;
+  /** Keep downloads in the Cache API so a reload does not fetch them again: `true` uses the
+   * cache named 'transmamba-models', a string names another. Default false. */
+  cache?: boolean | string;
+  /** A tokenizer.json for text prompts; without it text is encoded as UTF-8 bytes. */
+  tokenizer?: ModelSource;
+  /** Use shader-f16 when the adapter offers it (default false). */
+  preferF16?: boolean;
+  /** Pretend the device's storage-binding limit is at most this many bytes (testing). */
+  maxBindingSize?: number;
+  /** SSD scan chunk size (default 64). */
+  chunkSize?: number;
+  /** Most tokens one GPU submission processes (default 1024). */
+  maxRows?: number;
+  /** Aborting disposes the half-loaded model and rejects with an AbortError. */
+  signal?: AbortSignal;
+  /** Where worker.js lives, if a bundler moved it. */
+  workerUrl?: string | URL;
+}
+
+export interface LayerCache {
+  /** This layer's TransPoint ('inf' for attention only). */
+  transpoint: string;
+  /** Positions that ran through attention (0 .. attentionPositions-1). */
+  attentionPositions: number;
+  /** Positions that ran through the SSM (attentionPositions .. position-1). */
+  ssmPositions: number;
+  /** Entries held in the attention cache now (0 once converted to the SSM state). */
+  attentionEntries: number;
+  /** Whether the SSM state exists (the TransPoint was crossed). */
+  ssmState: boolean;
+  attentionBytes: number;
+  ssmBytes: number;
+  convBytes: number;
+}
+
+export interface CacheState {
+  /** Tokens fed to the sequence so far. */
+  position: number;
+  /** The resolved schedule, one entry per layer. */
+  transpoints: string;
+  /** All cache memory in use: attention caches + SSM states + conv states. */
+  cacheBytes: number;
+  attentionBytes: number;
+  ssmBytes: number;
+  convBytes: number;
+  layers: LayerCache[];
+}
+
+export interface ModelInfo {
+  model: {
+    name: string;
+    dialect: string;
+    layers: number;
+    hiddenSize: number;
+    heads: number;
+    headDim: number;
+    stateSize: number;
+    groups: number;
+    convKernel: number;
+    mlpSize: number;
+    vocab: number;
+    parameters: number;
+    dtype: string;
+    /** The model's own schedule. */
+    transpoints: string;
+    ropeTheta: number | null;
+    attentionGate: boolean;
+  };
+  adapter: {
+    name: string;
+    vendor: number;
+    device: number;
+    driver: string;
+    driverInfo: string;
+    backend: string;
+    deviceType: string;
+    /** What the browser's GPUAdapter.info says. */
+    web: { vendor: string; architecture: string; device: string; description: string; features: string[] } | null;
+  };
+  /** Whether the shaders use f16 (only with preferF16 and an adapter that has shader-f16). */
+  shaderF16: boolean;
+  limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; bindingSizeUsed: number };
+  /** 'tokenizer.json' or 'bytes'. */
+  tokenizer: string;
+  /** Cache state of the latest sequence (generate or forward), null before the first. */
+  cache: CacheState | null;
+  /** Set by loadModel: whether the model came from the Cache API. */
+  loadedFromCache?: boolean;
+}
+
+export interface GenerateOptions {
+  /** Tokens to generate (default 64). */
+  maxTokens?: number;
+  /** 0 (default) is greedy argmax. */
+  temperature?: number;
+  /** Keep the k most likely tokens; 0 (default) keeps all. */
+  topK?: number;
+  /** Nucleus sampling; 1 (default) keeps all. */
+  topP?: number;
+  /** Seed of the sampler (default 0). */
+  seed?: number;
+  transpoints?: Transpoints;
+  /** Aborting ends the iteration (no error is thrown). */
+  signal?: AbortSignal;
+}
+
+export interface GenerateStep {
+  index: number;
+  token: number;
+  /** Newly completed text (may be '' while a multi-byte character is incomplete). */
+  text: string;
+  /** Milliseconds since the first generated token. */
+  elapsedMs: number;
+  /** Decode speed so far. */
+  tokensPerS: number;
+  /** Cache state when this token was sampled. */
+  cache: CacheState;
+}
+
+export interface GenerateSummary {
+  transpoints: string;
+  promptTokens: number[];
+  tokens: number[];
+  text: string;
+  /** Whether the run was stopped early (signal or break). */
+  stopped: boolean;
+  prefillMs: number;
+  prefillTokensPerS: number;
+  decodeMs: number;
+  decodeTokensPerS: number;
+  cache: CacheState;
+}
+
+export declare class TransMambaModel {
+  private constructor();
+  info(): Promise<ModelInfo>;
+  encode(text: string): Promise<number[]>;
+  decode(tokens: ArrayLike<number>): Promise<string>;
+  resolveTranspoints(transpoints: Transpoints): Promise<string>;
+  /** Logits of a fresh sequence: the last row [vocab], or every row with `all`. */
+  forward(tokens: ArrayLike<number>, options?: { transpoints?: Transpoints; all?: boolean }): Promise<Float32Array>;
+  /** Streams generated tokens; the generator's return value is the summary (null if aborted before starting). */
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GenerateStep, GenerateSummary | null, undefined>;
+  /** Terminates the worker and frees the GPU device. */
+  dispose(): void;
+}
+
+/** Whether navigator.gpu exists. */
+export declare function hasWebGPU(): boolean;
+/** Loads a model into a new Web Worker; errors are `Error`s with a human message. */
+export declare function loadModel(source: ModelSource, options?: LoadOptions): Promise<TransMambaModel>;
+export declare function transpointsToString(tp: Transpoints | null | undefined): string;
+export default loadModel;

@@ -1,0 +1,254 @@
+// transmamba-web: TransMamba / Mamba2 inference on WebGPU, run in a Web Worker.
+// The page-side API: every call posts a request to the worker and awaits its answer, so the
+// page's main thread never runs the model.
+
+/** Whether this browser exposes WebGPU at all (an adapter may still be missing). */
+export function hasWebGPU() {
+  return typeof navigator !== 'undefined' && !!navigator.gpu;
+}
+
+const NO_WEBGPU =
+  'WebGPU is not available in this browser (navigator.gpu is missing): use a browser with ' +
+  'WebGPU enabled, such as a recent Chrome or Edge, on a secure (https or localhost) page';
+
+function toTokenArray(tokens, what = 'tokens') {
+  if (tokens instanceof Uint32Array) return Array.from(tokens);
+  if (!Array.isArray(tokens) && !ArrayBuffer.isView(tokens)) {
+    throw new TypeError(`${what} must be an array of token ids`);
+  }
+  const out = Array.from(tokens, Number);
+  for (let i = 0; i < out.length; i++) {
+    const t = out[i];
+    if (!Number.isInteger(t) || t < 0 || t > 0xffffffff) {
+      throw new RangeError(`${what}: entry ${i} (${tokens[i]}) is not a valid token id (a non-negative integer)`);
+    }
+  }
+  return out;
+}
+
+/** Schedules as users write them: 'config', 'paper', 8, Infinity, 'inf', [8, 'inf'], '8,inf'. */
+export function transpointsToString(tp) {
+  if (tp == null) return 'config';
+  const one = (v) => (v === Infinity || v === null ? 'inf' : String(v).trim());
+  if (Array.isArray(tp)) return tp.map(one).join(',');
+  return one(tp);
+}
+
+function describeSource(source) {
+  if (typeof source === 'string' || source instanceof URL) {
+    const base = typeof location !== 'undefined' ? location.href : undefined;
+    return { url: new URL(String(source), base).href };
+  }
+  if (typeof Blob !== 'undefined' && source instanceof Blob) {
+    return { blob: source, name: source.name };
+  }
+  if (source instanceof ArrayBuffer) return { bytes: new Uint8Array(source.slice(0)) };
+  if (ArrayBuffer.isView(source)) {
+    return { bytes: new Uint8Array(source.buffer.slice(source.byteOffset, source.byteOffset + source.byteLength)) };
+  }
+  throw new TypeError('a model source must be a URL string, a URL, a File/Blob, an ArrayBuffer or a Uint8Array');
+}
+
+/**
+ * Loads a model (one .safetensors file with its config in `__metadata__.config`) into a new
+ * worker and GPU device. Resolves to a {@link TransMambaModel}.
+ */
+export async function loadModel(source, options = {}) {
+  if (!hasWebGPU()) throw new Error(NO_WEBGPU);
+  const model = new TransMambaModel(options.workerUrl);
+  const { onProgress, signal, tokenizer, cache = false } = options;
+  const loadOptions = {};
+  for (const k of ['preferF16', 'maxBindingSize', 'chunkSize', 'maxRows']) {
+    if (options[k] !== undefined) loadOptions[k] = options[k];
+  }
+  const onAbort = () => model.dispose();
+  try {
+    if (signal) {
+      if (signal.aborted) throw new DOMException('loading was aborted', 'AbortError');
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
+    const msg = {
+      model: describeSource(source),
+      tokenizer: tokenizer != null ? describeSource(tokenizer) : null,
+      cache,
+      options: loadOptions,
+    };
+    const info = await model._request('load', msg, { onProgress });
+    model._info = info;
+    return model;
+  } catch (e) {
+    model.dispose();
+    if (signal && signal.aborted) throw new DOMException('loading was aborted', 'AbortError');
+    throw e;
+  } finally {
+    if (signal) signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/** A model living in its own Web Worker. Create it with {@link loadModel}. */
+export class TransMambaModel {
+  constructor(workerUrl) {
+    this._worker = new Worker(workerUrl || new URL('./worker.js', import.meta.url), { type: 'module' });
+    this._next = 1;
+    this._pending = new Map();
+    this._disposed = false;
+    this._info = null;
+    this._worker.onmessage = (ev) => this._onMessage(ev.data);
+    this._worker.onerror = (ev) => {
+      ev.preventDefault?.();
+      this._failAll(new Error(`the transmamba worker failed: ${ev.message || 'could not start (is worker.js served?)'}`));
+    };
+  }
+
+  _onMessage(msg) {
+    const p = this._pending.get(msg.id);
+    if (!p) return;
+    if (msg.type === 'progress') {
+      if (p.onProgress) p.onProgress(msg.progress);
+    } else if (msg.type === 'step') {
+      if (p.onStep) p.onStep(msg.step);
+    } else if (msg.type === 'result') {
+      this._pending.delete(msg.id);
+      p.resolve(msg.value);
+    } else if (msg.type === 'error') {
+      this._pending.delete(msg.id);
+      p.reject(new Error(msg.message));
+    }
+  }
+
+  _failAll(err) {
+    for (const p of this._pending.values()) p.reject(err);
+    this._pending.clear();
+  }
+
+  _request(type, body = {}, hooks = {}) {
+    if (this._disposed) return Promise.reject(new Error('this model was disposed'));
+    const id = this._next++;
+    const promise = new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject, ...hooks });
+    });
+    this._worker.postMessage({ ...body, id, type });
+    hooks.onId?.(id);
+    return promise;
+  }
+
+  /** Model shape, adapter, shader-f16 use and cache memory of the latest sequence. */
+  async info() {
+    this._info = await this._request('info');
+    return this._info;
+  }
+
+  /** Text to token ids (the model's tokenizer.json, or UTF-8 bytes when it has none). */
+  encode(text) {
+    return this._request('encode', { text: String(text) });
+  }
+
+  /** Token ids to text. */
+  decode(tokens) {
+    return this._request('decode', { tokens: toTokenArray(tokens) });
+  }
+
+  /** Resolves a schedule against the model: e.g. 'paper' -> '0,128'. Rejects if malformed. */
+  resolveTranspoints(transpoints) {
+    return this._request('resolveTranspoints', { spec: transpointsToString(transpoints) });
+  }
+
+  /**
+   * Runs a fresh sequence over `tokens`; resolves to the logits as a Float32Array: the last
+   * token's row [vocab], or with `{ all: true }` every row [tokens.length * vocab].
+   */
+  async forward(tokens, options = {}) {
+    const list = toTokenArray(tokens);
+    return this._request('forward', {
+      tokens: list,
+      transpoints: transpointsToString(options.transpoints),
+      all: !!options.all,
+    });
+  }
+
+  /**
+   * Generates tokens after `prompt` (a string, or token ids). An async iterator of steps
+   * `{ index, token, text, elapsedMs, tokensPerS, cache }`; it ends after `maxTokens` tokens,
+   * when `signal` aborts, or when the loop breaks. Its return value is the run's summary.
+   */
+  async *generate(prompt, options = {}) {
+    const { signal, ...rest } = options;
+    const opts = {};
+    const map = { maxTokens: 'maxTokens', temperature: 'temperature', topK: 'topK', topP: 'topP', seed: 'seed' };
+    for (const [k, v] of Object.entries(map)) if (rest[k] !== undefined) opts[v] = rest[k];
+    const unknown = Object.keys(rest).filter((k) => !(k in map) && k !== 'transpoints');
+    if (unknown.length) throw new TypeError(`unknown generate option(s): ${unknown.join(', ')}`);
+    opts.transpoints = transpointsToString(rest.transpoints);
+    const body = { options: opts };
+    if (typeof prompt === 'string') body.text = prompt;
+    else body.tokens = toTokenArray(prompt, 'prompt');
+
+    const queue = [];
+    let wake = null;
+    let finished = false;
+    let failure = null;
+    let summary = null;
+    let id = 0;
+    const notify = () => {
+      if (wake) {
+        const w = wake;
+        wake = null;
+        w();
+      }
+    };
+    const abort = () => {
+      if (id && !finished) this._worker.postMessage({ type: 'abort', target: id });
+    };
+    if (signal?.aborted) return null;
+    const done = this._request('generate', body, {
+      onStep: (step) => {
+        step.tokensPerS = step.index > 0 ? (1000 * step.index) / Math.max(step.elapsedMs, 1e-3) : 0;
+        queue.push(step);
+        notify();
+      },
+      onId: (i) => {
+        id = i;
+      },
+    });
+    done.then(
+      (s) => {
+        summary = s;
+        finished = true;
+        notify();
+      },
+      (e) => {
+        failure = e;
+        finished = true;
+        notify();
+      },
+    );
+    signal?.addEventListener('abort', abort, { once: true });
+    try {
+      for (;;) {
+        if (queue.length) {
+          yield queue.shift();
+        } else if (finished) {
+          if (failure) throw failure;
+          return summary;
+        } else {
+          await new Promise((r) => {
+            wake = r;
+          });
+        }
+      }
+    } finally {
+      signal?.removeEventListener('abort', abort);
+      abort(); // the consumer stopped early (break / return): stop the worker's loop too
+    }
+  }
+
+  /** Terminates the worker and frees the GPU device. */
+  dispose() {
+    if (this._disposed) return;
+    this._disposed = true;
+    this._worker.terminate();
+    this._failAll(new Error('this model was disposed'));
+  }
+}
+
+export default loadModel;

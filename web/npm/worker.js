@@ -1,0 +1,242 @@
+// transmamba-web worker: owns the wasm module, the WebGPU device and one model.
+//
+// Protocol (page -> worker): { id, type: 'load' | 'info' | 'generate' | 'forward' | 'encode' |
+// 'decode' | 'abort', ... }. Worker -> page: { id, type: 'progress' | 'step' | 'result' |
+// 'error', ... }. Requests run one at a time in arrival order; 'abort' is handled at once.
+
+import init, * as wasm from './wasm/transmamba_web.js';
+
+let engine = null;
+let loadedFromCache = false;
+let webAdapter = null;
+let poisoned = null;
+let chain = Promise.resolve();
+const aborted = new Set();
+
+const post = (msg, transfer) => self.postMessage(msg, transfer || []);
+
+function errorMessage(e) {
+  if (e instanceof WebAssembly.RuntimeError) {
+    const panic = wasm.takePanic?.();
+    poisoned = `internal error in the wasm module: ${panic || e.message}`;
+    return `${poisoned} (load the model again)`;
+  }
+  if (e && typeof e.message === 'string' && e.message) return e.message;
+  return String(e);
+}
+
+async function ensureWebGPU() {
+  const gpu = self.navigator && self.navigator.gpu;
+  if (!gpu) {
+    throw new Error(
+      'WebGPU is not available in this browser (navigator.gpu is missing): use a browser with ' +
+        'WebGPU enabled, such as a recent Chrome or Edge, on a secure (https or localhost) page',
+    );
+  }
+  let adapter = null;
+  try {
+    adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  } catch (e) {
+    throw new Error(`WebGPU adapter request failed: ${errorMessage(e)}`);
+  }
+  if (!adapter) {
+    throw new Error('WebGPU is available but no GPU adapter was found (it may be disabled or blocklisted)');
+  }
+  const i = adapter.info || {};
+  webAdapter = {
+    vendor: i.vendor || '',
+    architecture: i.architecture || '',
+    device: i.device || '',
+    description: i.description || '',
+    features: [...adapter.features].sort(),
+  };
+}
+
+let wasmReady = null;
+function ensureWasm() {
+  if (!wasmReady) {
+    wasmReady = init().then(() => wasm.installPanicHook());
+  }
+  return wasmReady;
+}
+
+function concat(chunks, length) {
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+// Reads a source: { url } | { blob } | { bytes }. Returns { bytes, name, commit } where commit()
+// stores a fresh download in the Cache API (called only once the model loaded fine).
+async function readSource(src, what, id, cacheName) {
+  const progress = (phase, loaded, total) =>
+    post({ id, type: 'progress', progress: { file: what, phase, loaded, total } });
+  if (src.bytes) {
+    progress('read', src.bytes.byteLength, src.bytes.byteLength);
+    return { bytes: new Uint8Array(src.bytes), name: src.name || what, commit: async () => {} };
+  }
+  if (src.blob) {
+    const total = src.blob.size;
+    progress('read', 0, total);
+    let bytes;
+    try {
+      bytes = new Uint8Array(await src.blob.arrayBuffer());
+    } catch (e) {
+      throw new Error(`cannot read the ${what} file ${src.blob.name || ''}: ${errorMessage(e)}`);
+    }
+    progress('read', total, total);
+    return { bytes, name: src.blob.name || what, commit: async () => {} };
+  }
+  const url = src.url;
+  let store = null;
+  if (cacheName && self.caches) {
+    try {
+      store = await self.caches.open(cacheName);
+    } catch {
+      store = null; // opaque origins and some private modes have no Cache API
+    }
+  }
+  if (store) {
+    const hit = await store.match(url);
+    if (hit) {
+      const bytes = new Uint8Array(await hit.arrayBuffer());
+      progress('cache', bytes.length, bytes.length);
+      return { bytes, name: url, fromCache: true, commit: async () => {} };
+    }
+  }
+  let resp;
+  try {
+    resp = await fetch(url);
+  } catch (e) {
+    throw new Error(`cannot download the ${what} from ${url}: ${errorMessage(e)}`);
+  }
+  if (!resp.ok) {
+    const why = resp.status === 404 ? 'not found (HTTP 404)' : `HTTP ${resp.status} ${resp.statusText}`.trim();
+    throw new Error(`cannot download the ${what} from ${url}: ${why}`);
+  }
+  const total = Number(resp.headers.get('content-length')) || 0;
+  const chunks = [];
+  let loaded = 0;
+  let last = 0;
+  progress('download', 0, total);
+  if (resp.body && resp.body.getReader) {
+    const reader = resp.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      loaded += value.length;
+      const now = Date.now();
+      if (now - last > 50) {
+        last = now;
+        progress('download', loaded, Math.max(total, loaded));
+      }
+    }
+  } else {
+    const b = new Uint8Array(await resp.arrayBuffer());
+    chunks.push(b);
+    loaded = b.length;
+  }
+  progress('download', loaded, Math.max(total, loaded));
+  const bytes = concat(chunks, loaded);
+  const commit = async () => {
+    if (!store) return;
+    try {
+      await store.put(url, new Response(bytes, { headers: { 'content-type': 'application/octet-stream' } }));
+    } catch {
+      // Quota exceeded or storage disabled: caching is best effort.
+    }
+  };
+  return { bytes, name: url, fromCache: false, commit };
+}
+
+function parsedInfo() {
+  const info = JSON.parse(engine.info());
+  info.adapter.web = webAdapter;
+  info.loadedFromCache = loadedFromCache;
+  return info;
+}
+
+function requireEngine() {
+  if (poisoned) throw new Error(`${poisoned} (load the model again)`);
+  if (!engine) throw new Error('no model is loaded');
+  return engine;
+}
+
+const handlers = {
+  async load(msg) {
+    if (engine) throw new Error('this worker already holds a model; create a new one');
+    await ensureWebGPU();
+    await ensureWasm();
+    const cacheName = msg.cache ? (typeof msg.cache === 'string' ? msg.cache : 'transmamba-models') : null;
+    const model = await readSource(msg.model, 'model', msg.id, cacheName);
+    const tok = msg.tokenizer ? await readSource(msg.tokenizer, 'tokenizer', msg.id, cacheName) : null;
+    post({ id: msg.id, type: 'progress', progress: { file: 'model', phase: 'upload', loaded: 0, total: 0 } });
+    engine = await wasm.createEngine(model.bytes, model.name, tok ? tok.bytes : undefined, JSON.stringify(msg.options || {}));
+    await model.commit();
+    if (tok) await tok.commit();
+    loadedFromCache = !!model.fromCache;
+    return parsedInfo();
+  },
+  async info() {
+    requireEngine();
+    return parsedInfo();
+  },
+  async encode(msg) {
+    return Array.from(requireEngine().encode(msg.text));
+  },
+  async decode(msg) {
+    return requireEngine().decode(Uint32Array.from(msg.tokens));
+  },
+  async resolveTranspoints(msg) {
+    return requireEngine().resolveTranspoints(msg.spec);
+  },
+  async forward(msg) {
+    const e = requireEngine();
+    const logits = await e.forward(Uint32Array.from(msg.tokens), msg.transpoints, !!msg.all);
+    return { transfer: logits, transferList: [logits.buffer] };
+  },
+  async generate(msg) {
+    const e = requireEngine();
+    const tokens = msg.text != null ? e.encode(msg.text) : Uint32Array.from(msg.tokens);
+    const onStep = (json) => {
+      post({ id: msg.id, type: 'step', step: JSON.parse(json) });
+      return !aborted.has(msg.id);
+    };
+    const summary = JSON.parse(await e.generate(tokens, JSON.stringify(msg.options || {}), onStep));
+    return summary;
+  },
+};
+
+self.onmessage = (ev) => {
+  const msg = ev.data;
+  if (msg.type === 'abort') {
+    aborted.add(msg.target);
+    return;
+  }
+  const handler = handlers[msg.type];
+  chain = chain.then(async () => {
+    if (aborted.has(msg.id)) {
+      aborted.delete(msg.id);
+      post({ id: msg.id, type: 'result', value: null, aborted: true });
+      return;
+    }
+    try {
+      if (!handler) throw new Error(`unknown request ${msg.type}`);
+      const out = await handler(msg);
+      if (out && out.transfer) {
+        post({ id: msg.id, type: 'result', value: out.transfer }, out.transferList);
+      } else {
+        post({ id: msg.id, type: 'result', value: out });
+      }
+    } catch (e) {
+      post({ id: msg.id, type: 'error', message: errorMessage(e) });
+    } finally {
+      aborted.delete(msg.id);
+    }
+  });
+};

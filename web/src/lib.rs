@@ -1,0 +1,379 @@
+//! The browser side of transmamba: a wasm-bindgen module over the `transmamba` core crate.
+//!
+//! This is the low-level layer; the npm package's hand-written ES module (`web/npm/`) wraps it,
+//! runs it in a Web Worker and gives it the public API. Every export returns `Result` (a JS
+//! `Error` with a human message) instead of panicking; a panic hook records the message of any
+//! panic that slips through so the worker can report it instead of "unreachable".
+//!
+//! Options and results cross the boundary as JSON strings: the worker parses them, and the
+//! shapes are documented in `web/npm/index.d.ts`.
+
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use js_sys::{Float32Array, Function, Promise};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
+use transmamba::gpu::{GpuContext, GpuOptions};
+use transmamba::sampling::{Sampler, SamplingOptions};
+use transmamba::schedule::{Schedule, ScheduleSpec, TransPoint};
+use transmamba::text::{TextCodec, TextStream};
+use transmamba::{Logits, Model, ModelConfig};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Installs the panic hook (idempotent). Called by the worker right after instantiation.
+#[wasm_bindgen(js_name = installPanicHook)]
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info.to_string();
+        if let Ok(mut g) = LAST_PANIC.lock() {
+            *g = Some(msg);
+        }
+    }));
+}
+
+/// The message of the last panic, if one happened (cleared by reading it).
+#[wasm_bindgen(js_name = takePanic)]
+pub fn take_panic() -> Option<String> {
+    LAST_PANIC.lock().ok().and_then(|mut g| g.take())
+}
+
+fn js_err(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+fn js_val(e: impl std::fmt::Display) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+/// Options of `createEngine` (JSON, camelCase).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+struct LoadOptions {
+    /// Request shader-f16 when the adapter offers it.
+    prefer_f16: bool,
+    /// Pretend the storage-binding limit is at most this many bytes (splits weight matrices).
+    max_binding_size: Option<u64>,
+    /// SSD scan chunk size.
+    chunk_size: Option<u32>,
+    /// Most tokens one submission processes.
+    max_rows: Option<u32>,
+}
+
+/// Options of `generate` (JSON, camelCase).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+struct GenerateOptions {
+    max_tokens: usize,
+    temperature: f32,
+    top_k: usize,
+    top_p: f32,
+    seed: u64,
+    transpoints: String,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 64,
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+            transpoints: "config".into(),
+        }
+    }
+}
+
+fn parse_options<T: for<'de> Deserialize<'de> + Default>(
+    json: &str,
+    what: &str,
+) -> Result<T, String> {
+    if json.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(json).map_err(|e| format!("invalid {what} options: {e}"))
+}
+
+struct Inner {
+    model: GpuModel,
+    codec: TextCodec,
+    name: String,
+    parameters: usize,
+    dtype: String,
+    /// Cache state of the most recent sequence (generate or forward), for `info()`.
+    last_cache: RefCell<Value>,
+}
+
+/// A model on the GPU, with its text codec.
+#[wasm_bindgen]
+pub struct Engine {
+    inner: Rc<Inner>,
+}
+
+/// Loads a model from the bytes of one `.safetensors` file (config in `__metadata__.config`),
+/// optionally with a `tokenizer.json`, and uploads it to a new WebGPU device.
+#[wasm_bindgen(js_name = createEngine)]
+pub async fn create_engine(
+    model_bytes: Vec<u8>,
+    name: String,
+    tokenizer_json: Option<Vec<u8>>,
+    options_json: String,
+) -> Result<Engine, JsError> {
+    let opts: LoadOptions = parse_options(&options_json, "load").map_err(js_err)?;
+    let codec = match tokenizer_json {
+        Some(b) => TextCodec::from_tokenizer_json(&b, "tokenizer.json").map_err(js_err)?,
+        None => TextCodec::Bytes,
+    };
+    let model = Model::from_safetensors_bytes(&model_bytes, &name).map_err(js_err)?;
+    drop(model_bytes);
+    let ctx = GpuContext::new(GpuOptions {
+        max_binding_size: opts.max_binding_size,
+        prefer_f16: opts.prefer_f16,
+        ..GpuOptions::default()
+    })
+    .await
+    .map_err(js_err)?;
+    let defaults = EngineOptions::default();
+    let engine_opts = EngineOptions {
+        chunk_size: opts.chunk_size.unwrap_or(defaults.chunk_size),
+        max_rows: opts.max_rows.unwrap_or(defaults.max_rows),
+    };
+    let gpu = GpuModel::new(Arc::new(ctx), &model, engine_opts).map_err(js_err)?;
+    // Surface validation errors of the uploads now rather than at the first forward.
+    gpu.ctx.check().map_err(js_err)?;
+    Ok(Engine {
+        inner: Rc::new(Inner {
+            parameters: model.parameter_count(),
+            dtype: model.stored_dtype.clone(),
+            model: gpu,
+            codec,
+            name,
+            last_cache: RefCell::new(Value::Null),
+        }),
+    })
+}
+
+fn schedule_string(s: &[TransPoint]) -> String {
+    Schedule(s.to_vec()).to_string()
+}
+
+/// Cache state of a session: totals and, per layer, attention positions vs SSM positions and
+/// the bytes of each part.
+fn cache_snapshot(cfg: &ModelConfig, session: &GpuSession<'_>) -> Value {
+    let pos = session.position();
+    let per_token = cfg.n_groups * cfg.state_size + cfg.d_inner() + cfg.num_heads;
+    let conv = 4 * (cfg.conv_kernel - 1) * cfg.d_conv();
+    let ssm_len = 4 * cfg.d_inner() * cfg.state_size;
+    let mut totals = (0usize, 0usize, 0usize);
+    let layers: Vec<Value> = session
+        .layer_states()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (entries, has_ssm))| {
+            let tp = session.schedule().layer(i);
+            let attention_positions = tp.attention_len(pos);
+            let attention_bytes = 4 * entries * per_token;
+            let ssm_bytes = if has_ssm { ssm_len } else { 0 };
+            totals.0 += attention_bytes;
+            totals.1 += ssm_bytes;
+            totals.2 += conv;
+            json!({
+                "transpoint": tp.to_string(),
+                "attentionPositions": attention_positions,
+                "ssmPositions": pos - attention_positions,
+                "attentionEntries": entries,
+                "ssmState": has_ssm,
+                "attentionBytes": attention_bytes,
+                "ssmBytes": ssm_bytes,
+                "convBytes": conv,
+            })
+        })
+        .collect();
+    json!({
+        "position": pos,
+        "transpoints": session.schedule().to_string(),
+        "cacheBytes": session.cache_bytes(),
+        "attentionBytes": totals.0,
+        "ssmBytes": totals.1,
+        "convBytes": totals.2,
+        "layers": layers,
+    })
+}
+
+fn resolve_schedule(cfg: &ModelConfig, spec: &str) -> Result<Schedule, String> {
+    let spec: ScheduleSpec = spec.parse().map_err(|e: transmamba::Error| e.to_string())?;
+    spec.resolve(&cfg.transpoints).map_err(|e| e.to_string())
+}
+
+fn now_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Model shape, adapter, features and cache in use, as a JSON string.
+    pub fn info(&self) -> String {
+        let m = &self.inner.model;
+        let c = &m.config;
+        let ctx = &m.ctx;
+        let a = &ctx.info;
+        json!({
+            "model": {
+                "name": self.inner.name,
+                "dialect": format!("{:?}", c.dialect),
+                "layers": c.num_layers,
+                "hiddenSize": c.hidden_size,
+                "heads": c.num_heads,
+                "headDim": c.head_dim,
+                "stateSize": c.state_size,
+                "groups": c.n_groups,
+                "convKernel": c.conv_kernel,
+                "mlpSize": c.mlp_intermediate_size,
+                "vocab": m.vocab,
+                "parameters": self.inner.parameters,
+                "dtype": self.inner.dtype,
+                "transpoints": schedule_string(&c.transpoints),
+                "ropeTheta": c.rope_theta,
+                "attentionGate": c.attention_gate,
+            },
+            "adapter": {
+                "name": a.name,
+                "vendor": a.vendor,
+                "device": a.device,
+                "driver": a.driver,
+                "driverInfo": a.driver_info,
+                "backend": format!("{:?}", a.backend),
+                "deviceType": format!("{:?}", a.device_type),
+            },
+            "shaderF16": ctx.has_f16(),
+            "limits": {
+                "maxStorageBufferBindingSize": ctx.limits.max_storage_buffer_binding_size,
+                "maxBufferSize": ctx.limits.max_buffer_size,
+                "bindingSizeUsed": ctx.max_binding_size(),
+            },
+            "tokenizer": self.inner.codec.name(),
+            "cache": *self.inner.last_cache.borrow(),
+        })
+        .to_string()
+    }
+
+    /// The vocabulary size (token ids must be below it).
+    pub fn vocab(&self) -> usize {
+        self.inner.model.vocab
+    }
+
+    /// Text to token ids (the model's tokenizer.json, or bytes).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, JsError> {
+        self.inner.codec.encode(text).map_err(js_err)
+    }
+
+    /// Token ids to text.
+    pub fn decode(&self, tokens: Vec<u32>) -> Result<String, JsError> {
+        self.inner.codec.decode(&tokens).map_err(js_err)
+    }
+
+    /// Checks a schedule against the model and returns it resolved (`"8,inf"`).
+    #[wasm_bindgen(js_name = resolveTranspoints)]
+    pub fn resolve_transpoints(&self, spec: &str) -> Result<String, JsError> {
+        resolve_schedule(&self.inner.model.config, spec)
+            .map(|s| s.to_string())
+            .map_err(js_err)
+    }
+
+    /// One forward pass of a fresh sequence over `tokens` under the schedule `transpoints`.
+    /// Resolves to a Float32Array: `[T * vocab]` when `all`, else the last row `[vocab]`.
+    pub fn forward(&self, tokens: Vec<u32>, transpoints: String, all: bool) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let schedule = resolve_schedule(&inner.model.config, &transpoints).map_err(js_val)?;
+            let mut session = GpuSession::new(&inner.model, schedule).map_err(js_val)?;
+            let which = if all { Logits::All } else { Logits::Last };
+            let logits = session.forward(&tokens, which).await.map_err(js_val)?;
+            *inner.last_cache.borrow_mut() = cache_snapshot(&inner.model.config, &session);
+            Ok(Float32Array::from(&logits[..]).into())
+        })
+    }
+
+    /// Generates from the prompt `tokens` with the options JSON (`maxTokens`, `temperature`,
+    /// `topK`, `topP`, `seed`, `transpoints`). Calls `on_step(stepJson)` for every token; a
+    /// return value of `false` stops. Resolves to a summary JSON string.
+    ///
+    /// The loop is `tm-run generate`'s: sample from the prompt's last logits, then feed each
+    /// sampled token back, so the same model, prompt, schedule and options give the same tokens.
+    pub fn generate(&self, tokens: Vec<u32>, options_json: String, on_step: Function) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let opts: GenerateOptions = parse_options(&options_json, "generate").map_err(js_val)?;
+            let cfg = &inner.model.config;
+            let schedule = resolve_schedule(cfg, &opts.transpoints).map_err(js_val)?;
+            let mut sampler = Sampler::new(SamplingOptions {
+                temperature: opts.temperature,
+                top_k: opts.top_k,
+                top_p: opts.top_p,
+                seed: opts.seed,
+            })
+            .map_err(js_val)?;
+            let mut session = GpuSession::new(&inner.model, schedule.clone()).map_err(js_val)?;
+            let t0 = now_ms();
+            let mut logits = session
+                .forward(&tokens, Logits::Last)
+                .await
+                .map_err(js_val)?;
+            let prefill_ms = now_ms() - t0;
+            let mut stream = TextStream::new(&inner.codec);
+            let mut out = Vec::with_capacity(opts.max_tokens);
+            let t1 = now_ms();
+            let mut stopped = false;
+            for i in 0..opts.max_tokens {
+                let next = sampler.sample(&logits);
+                out.push(next);
+                let text = stream.push(next).map_err(js_val)?;
+                let cache = cache_snapshot(cfg, &session);
+                let step = json!({
+                    "index": i,
+                    "token": next,
+                    "text": text,
+                    "elapsedMs": now_ms() - t1,
+                    "cache": cache,
+                });
+                *inner.last_cache.borrow_mut() = cache;
+                let keep = on_step.call1(&JsValue::NULL, &JsValue::from_str(&step.to_string()))?;
+                if keep == JsValue::FALSE {
+                    stopped = true;
+                    break;
+                }
+                if i + 1 < opts.max_tokens {
+                    logits = session
+                        .forward(&[next], Logits::Last)
+                        .await
+                        .map_err(js_val)?;
+                }
+            }
+            let decode_ms = now_ms() - t1;
+            let steps = out.len().saturating_sub(1);
+            let cache = cache_snapshot(cfg, &session);
+            *inner.last_cache.borrow_mut() = cache.clone();
+            let summary = json!({
+                "transpoints": schedule.to_string(),
+                "promptTokens": tokens,
+                "tokens": out,
+                "text": inner.codec.decode(&out).map_err(js_val)?,
+                "stopped": stopped,
+                "prefillMs": prefill_ms,
+                "prefillTokensPerS": tokens.len() as f64 / (prefill_ms.max(1e-3) / 1e3),
+                "decodeMs": decode_ms,
+                "decodeTokensPerS": if steps > 0 { steps as f64 / (decode_ms.max(1e-3) / 1e3) } else { 0.0 },
+                "cache": cache,
+            });
+            Ok(JsValue::from_str(&summary.to_string()))
+        })
+    }
+}

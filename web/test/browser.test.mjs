@@ -1,0 +1,248 @@
+// Headless-Chromium tests of the transmamba-web package (as installed into demo/ from its npm
+// tarball by web/build.sh) and of the demo page. Run: web/test.sh (or `node --test` here).
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { DEMO, OUT, ROOT, launch, nativeGenerate, prepare, readNpy, serve, tmRun, watch } from './harness.mjs';
+
+const PROMPT = [1, 2, 3, 4, 5];
+const MAX_TOKENS = 32;
+let models;
+let server;
+let browser;
+
+before(async () => {
+  models = prepare();
+  server = await serve();
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.close();
+});
+
+async function openDemo(query = '') {
+  const page = await browser.context.newPage();
+  const log = watch(page);
+  await page.goto(`${server.url}/index.html${query}`);
+  await page.waitForFunction(() => ['ready', 'empty', 'no-webgpu'].includes(document.body.dataset.state), null, {
+    timeout: 120_000,
+  });
+  return { page, log };
+}
+
+async function demoGenerate(page, { tokens, text, transpoints, maxTokens = MAX_TOKENS }) {
+  const before = Number((await page.getAttribute('body', 'data-generations')) || 0);
+  await page.setChecked('#prompt-tokens', tokens != null);
+  await page.fill('#prompt', tokens != null ? tokens.join(',') : text);
+  await page.fill('#transpoints', transpoints);
+  await page.fill('#max-tokens', String(maxTokens));
+  await page.fill('#temperature', '0');
+  await page.click('#generate');
+  await page.waitForFunction((n) => Number(document.body.dataset.generations || 0) > n, before, { timeout: 180_000 });
+  const error = await page.$eval('#error', (e) => (e.hidden ? null : e.textContent));
+  const ids = (await page.textContent('#tokens')).split(',').filter(Boolean).map(Number);
+  return { error, ids };
+}
+
+describe('demo page', () => {
+  test('generates the same tokens as tm-run (demo model, TransPoint 8 crossed while decoding)', async () => {
+    const expected = nativeGenerate(models.demoModel, PROMPT, '8', MAX_TOKENS);
+    const { page, log } = await openDemo();
+    try {
+      assert.equal(await page.getAttribute('body', 'data-state'), 'ready', log.join('\n'));
+      const { error, ids } = await demoGenerate(page, { tokens: PROMPT, transpoints: '8' });
+      assert.equal(error, null, log.join('\n'));
+      assert.equal(ids.length, MAX_TOKENS);
+      assert.deepEqual(ids, expected.tokens);
+      // Every layer crossed TransPoint 8: no attention entries left, SSM state present.
+      const cache = await page.evaluate(() => window.transmambaDemo.summary.cache);
+      assert.equal(cache.position, PROMPT.length + MAX_TOKENS - 1);
+      for (const l of cache.layers) {
+        assert.equal(l.attentionPositions, 8);
+        assert.equal(l.attentionEntries, 0);
+        assert.equal(l.ssmState, true);
+      }
+      const stats = await page.textContent('#stats');
+      assert.match(stats, /tokens\/s/);
+      await page.screenshot({ path: join(ROOT, 'out/web/demo.png'), fullPage: true });
+      const s = await page.evaluate(() => window.transmambaDemo.summary);
+      console.log(
+        `# demo model: browser decode ${s.decodeTokensPerS.toFixed(1)} tokens/s, ` +
+          `native (${expected.backend}) ${expected.decode_tokens_per_s.toFixed(1)} tokens/s`,
+      );
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('tiny model with schedule 8,inf (one layer converts, one stays attention) matches tm-run', async () => {
+    const expected = nativeGenerate(models.tiny, PROMPT, '8,inf', MAX_TOKENS);
+    const { page, log } = await openDemo('?model=/__test/tiny.safetensors');
+    try {
+      const { error, ids } = await demoGenerate(page, { tokens: PROMPT, transpoints: '8,inf' });
+      assert.equal(error, null, log.join('\n'));
+      assert.deepEqual(ids, expected.tokens);
+      const layers = await page.evaluate(() => window.transmambaDemo.summary.cache.layers);
+      assert.deepEqual(
+        layers.map((l) => [l.attentionPositions, l.ssmPositions, l.attentionEntries, l.ssmState]),
+        [
+          [8, PROMPT.length + MAX_TOKENS - 1 - 8, 0, true],
+          [PROMPT.length + MAX_TOKENS - 1, 0, PROMPT.length + MAX_TOKENS - 1, false],
+        ],
+      );
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('a malformed or missing model URL shows an error, and the page still works', async () => {
+    const expected = nativeGenerate(models.tiny, PROMPT, '8', MAX_TOKENS);
+    const { page, log } = await openDemo('?model=/__test/tiny.safetensors');
+    try {
+      // Not a safetensors file at all (the page's own HTML).
+      await page.fill('#model-url', '/index.html');
+      await page.click('#load-url');
+      await page.waitForFunction(() => !document.getElementById('error').hidden && document.body.dataset.state === 'ready');
+      assert.match(await page.textContent('#error'), /malformed safetensors file/i);
+      // Not there.
+      await page.fill('#model-url', '/models/no-such-model.safetensors');
+      await page.click('#load-url');
+      await page.waitForFunction(() => /not found/.test(document.getElementById('error').textContent));
+      assert.match(await page.textContent('#error'), /HTTP 404/);
+      // The previous model still generates.
+      const { error, ids } = await demoGenerate(page, { tokens: PROMPT, transpoints: '8' });
+      assert.equal(error, null, log.join('\n'));
+      assert.deepEqual(ids, expected.tokens);
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('bad input becomes a readable error: token out of range, malformed schedule', async () => {
+    const { page } = await openDemo('?model=/__test/tiny.safetensors');
+    try {
+      let r = await demoGenerate(page, { tokens: [1, 2, 999], transpoints: '8' });
+      assert.match(r.error, /token id 999 at position 2 is out of range \(vocabulary size 64\)/);
+      r = await demoGenerate(page, { tokens: [1, 2], transpoints: '8,x' });
+      assert.match(r.error, /invalid TransPoint schedule/);
+      r = await demoGenerate(page, { tokens: [1, 2], transpoints: '1,2,3' });
+      assert.match(r.error, /3 entries but the model has 2 layers/);
+      assert.doesNotMatch(r.error, /unreachable/);
+      r = await demoGenerate(page, { tokens: [1, 2], transpoints: 'inf', maxTokens: 4 });
+      assert.equal(r.error, null);
+      assert.equal(r.ids.length, 4);
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('says clearly when the browser has no WebGPU', async () => {
+    const page = await browser.context.newPage();
+    await page.addInitScript(() => {
+      delete Navigator.prototype.gpu;
+    });
+    await page.goto(`${server.url}/index.html`);
+    await page.waitForFunction(() => document.body.dataset.state === 'no-webgpu');
+    assert.equal(await page.isVisible('#no-webgpu'), true);
+    assert.match(await page.textContent('#no-webgpu'), /This browser has no WebGPU/);
+    await page.close();
+  });
+});
+
+describe('package API', () => {
+  test('forward() logits equal tm-run forward; info(), abort and the Cache API work', async () => {
+    const npy = join(OUT, 'tiny-forward.npy');
+    tmRun(['forward', '--model', models.tiny, '--tokens', PROMPT.join(','), '--transpoints', '3', '--out', npy]);
+    const native = readNpy(npy);
+    const { page, log } = await openDemo('?autoload=0');
+    try {
+      const r = await page.evaluate(async (prompt) => {
+        const { loadModel } = await import('transmamba-web');
+        const progress = [];
+        const url = '/__test/tiny.safetensors';
+        await caches.delete('tm-test');
+        const m = await loadModel(url, { cache: 'tm-test', onProgress: (p) => progress.push(p.phase) });
+        const logits = await m.forward(prompt, { transpoints: 3, all: true });
+        const info = await m.info();
+        // Abort after 3 tokens: the iterator just ends.
+        const ctrl = new AbortController();
+        const got = [];
+        for await (const step of m.generate(prompt, { maxTokens: 200, signal: ctrl.signal })) {
+          got.push(step.token);
+          if (got.length === 3) ctrl.abort();
+        }
+        // break also stops the worker's loop; the next call still works
+        for await (const step of m.generate(prompt, { maxTokens: 200 })) { if (step.index === 1) break; }
+        const after = [];
+        for await (const step of m.generate(prompt, { maxTokens: 2 })) after.push(step.token);
+        m.dispose();
+        // Second load comes from the Cache API.
+        const m2 = await loadModel(url, { cache: 'tm-test' });
+        const info2 = await m2.info();
+        let rangeError = null;
+        try { await m2.forward([70]); } catch (e) { rangeError = `${e instanceof Error} ${e.message}`; }
+        m2.dispose();
+        return { logits: Array.from(logits), info, progress, got: got.length, after: after.length, fromCache: info2.loadedFromCache, rangeError };
+      }, PROMPT);
+      assert.equal(r.logits.length, native.length, log.join('\n'));
+      let maxDiff = 0;
+      for (let i = 0; i < native.length; i++) maxDiff = Math.max(maxDiff, Math.abs(r.logits[i] - native[i]));
+      assert.ok(maxDiff < 1e-3, `max |browser - native| = ${maxDiff}`);
+      assert.equal(r.info.model.layers, 2);
+      assert.equal(r.info.model.vocab, 64);
+      assert.equal(r.info.shaderF16, false);
+      assert.equal(r.info.cache.position, PROMPT.length);
+      assert.equal(r.info.cache.layers[0].attentionPositions, 3);
+      assert.ok(r.info.adapter.web, 'adapter info');
+      assert.ok(r.progress.includes('download') && r.progress.includes('upload'), r.progress.join());
+      assert.ok(r.got >= 3 && r.got < 10, `abort stopped after ${r.got} tokens`);
+      assert.equal(r.after, 2);
+      assert.equal(r.fromCache, true);
+      assert.match(r.rangeError, /^true token id 70 at position 0 is out of range/);
+      console.log(`# adapter: ${JSON.stringify(r.info.adapter.web)}; max logit diff ${maxDiff.toExponential(2)}`);
+    } finally {
+      await page.close();
+    }
+  });
+
+  test("the README's example runs", async () => {
+    const readme = readFileSync(join(ROOT, 'web/README.md'), 'utf8');
+    const m = readme.match(/<!-- example -->\s*```js\n([\s\S]*?)```/);
+    assert.ok(m, 'web/README.md has a ```js block after <!-- example -->');
+    // Static imports must stay at the module's top level: hoist them above the try block.
+    const lines = m[1].split('\n');
+    const imports = lines.filter((l) => /^import\s/.test(l)).join('\n');
+    const body = lines.filter((l) => !/^import\s/.test(l)).join('\n');
+    const html = `<!doctype html><meta charset="utf-8">
+<script type="importmap">{ "imports": { "transmamba-web": "/node_modules/transmamba-web/index.js" } }</script>
+<pre id="log"></pre>
+<script type="module">
+${imports}
+const log = (...a) => { document.getElementById('log').textContent += a.join(' ') + '\\n'; };
+console.log = log;
+try {
+${body}
+  document.body.dataset.done = 'ok';
+} catch (e) { log('ERROR', e.message); document.body.dataset.done = 'error'; }
+</script>`;
+    writeFileSync(join(OUT, 'readme-example.html'), html);
+    const page = await browser.context.newPage();
+    const log = watch(page);
+    try {
+      // The example loads 'models/demo.safetensors' relative to the page: serve it beside it.
+      await page.route('**/__test/models/demo.safetensors', (route) =>
+        route.fulfill({ body: readFileSync(join(DEMO, 'models/demo.safetensors')), contentType: 'application/octet-stream' }),
+      );
+      await page.goto(`${server.url}/__test/readme-example.html`);
+      await page.waitForFunction(() => document.body.dataset.done, null, { timeout: 120_000 });
+      const out = await page.textContent('#log');
+      assert.equal(await page.getAttribute('body', 'data-done'), 'ok', out + log.join('\n'));
+      assert.match(out, /tokens\/s/);
+    } finally {
+      await page.close();
+    }
+  });
+});

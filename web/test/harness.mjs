@@ -1,0 +1,129 @@
+// Shared pieces of the browser tests: paths, tm-run, a static server, headless Chromium.
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, createReadStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, extname, join, normalize, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const DEMO = join(ROOT, 'demo');
+export const OUT = join(ROOT, 'out/web/test');
+const TARGET = process.env.CARGO_TARGET_DIR || join(ROOT, 'target');
+export const TM_RUN = join(TARGET, 'debug/tm-run');
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+/** Builds tm-run (a no-op when it is up to date) and makes the test models. */
+export function prepare() {
+  mkdirSync(OUT, { recursive: true });
+  execFileSync('cargo', ['build', '-q', '-p', 'tm-run'], { cwd: ROOT, stdio: 'inherit' });
+  if (!existsSync(join(DEMO, 'node_modules/transmamba-web/index.js'))) {
+    throw new Error('demo/node_modules/transmamba-web is missing: run web/build.sh first');
+  }
+  if (!existsSync(join(DEMO, 'models/demo.safetensors'))) {
+    throw new Error('demo/models/demo.safetensors is missing: run web/build.sh first');
+  }
+  const tiny = join(OUT, 'tiny.safetensors');
+  if (!existsSync(tiny)) tmRun(['make-model', '--preset', 'tiny', '--transpoints', '8,inf', '--out', tiny]);
+  return { tiny, demoModel: join(DEMO, 'models/demo.safetensors') };
+}
+
+export function tmRun(args) {
+  return execFileSync(TM_RUN, args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** `tm-run generate --json`'s result for the same model, prompt and schedule. */
+export function nativeGenerate(model, tokens, transpoints, maxTokens) {
+  const out = tmRun([
+    'generate', '--json', '--model', model, '--tokens', tokens.join(','),
+    '--transpoints', transpoints, '--max-tokens', String(maxTokens),
+  ]);
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+/** Reads a float32 .npy (as tm-run forward --out writes it). */
+export function readNpy(path) {
+  const buf = readFileSync(path);
+  const headerLen = buf.readUInt16LE(8);
+  const header = buf.subarray(10, 10 + headerLen).toString('latin1');
+  if (!header.includes("'<f4'")) throw new Error(`unexpected npy dtype: ${header}`);
+  const start = 10 + headerLen;
+  return new Float32Array(buf.buffer.slice(buf.byteOffset + start, buf.byteOffset + buf.length));
+}
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+};
+
+/** Serves demo/ at / and out/web/test/ at /__test/ on 127.0.0.1 (a random port). */
+export async function serve() {
+  const mounts = [
+    ['/__test/', OUT],
+    ['/', DEMO],
+  ];
+  const server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    for (const [prefix, dir] of mounts) {
+      if (!path.startsWith(prefix)) continue;
+      let file = normalize(join(dir, path.slice(prefix.length)));
+      if (file !== dir && !file.startsWith(dir + sep)) break;
+      if (existsSync(file) && statSync(file).isDirectory()) file = join(file, 'index.html');
+      if (!existsSync(file) || !statSync(file).isFile()) break;
+      res.writeHead(200, {
+        'content-type': TYPES[extname(file)] || 'application/octet-stream',
+        'content-length': statSync(file).size,
+        'cache-control': 'no-store',
+      });
+      createReadStream(file).pipe(res);
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found');
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(r)) };
+}
+
+/** Headless Chromium with WebGPU (SwiftShader on a machine without a GPU), fresh profile. */
+export async function launch() {
+  const profile = mkdtempSync(join(tmpdir(), 'tm-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1100, height: 1400 },
+    ignoreDefaultArgs: ['--disable-gpu'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--enable-unsafe-webgpu',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Collects console errors and page errors of a page (printed when a test fails). */
+export function watch(page) {
+  const log = [];
+  page.on('console', (m) => log.push(`[console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => log.push(`[pageerror] ${e.message}`));
+  return log;
+}
