@@ -1,13 +1,13 @@
-// Y[t, col0 + o] (+)= sum_k X[t, k] * W[col0 + o, k] (+ bias[col0 + o]) for one block of W.
-// The block is stored transposed and padded: wt[k * ldw + o] = W[col0 + o, k], o < ldw (ldw is
-// the block's output count rounded up to 4, padding is zero), so it is read as vec4 over o:
-// neighbouring invocations read neighbouring vec4s (contiguous on CPU SIMD and coalesced on
-// GPUs) while X[t, k] is the same for a whole row of the workgroup.
-// Register blocking, no shared memory (barriers are slow on CPU Vulkan): each invocation
-// computes 4 rows (t) x 4 outputs (o); out-of-range rows are clamped for loads, not stored.
+// Y[t, col0 + o] (+)= sum_k X[t, k] * W[col0 + o, k] (+ bias[col0 + o]) for one row block of W.
+// Portable version (no subgroups; see matmul_sg.wgsl for the fast one on 8-wide subgroups).
+// The W block is an rgba32float texture, texel (i, o) = W[o, 4i..4i+4] (zero padded; see
+// weights.rs), read as vec4 along k; X is read as scalars (any stride / offset), k indices clamped to K-1 (the zero
+// W padding multiplies them away). Each invocation computes 4 rows x 4 outputs as dot products.
+// Rows come from workgroup_id (uniform across the workgroup); no early return, so the loop runs
+// unmasked; out-of-range rows / outputs are clamped for loads and skipped for stores.
 // flags: bit 0 = add bias, bit 1 = accumulate into Y (fused residual add).
-// bindings: 0 params | 1 X | 2 wt block (vec4) | 3 bias [out] | 4 Y (rw)
-// grid: x over ldw/4 output quads (workgroup 8), y over ceil(T/4) (workgroup 8).
+// bindings: 0 params | 1 X | 2 W block (texture) | 3 bias [out] | 4 Y (rw)
+// grid: x over ceil(ceil(rows / 4) / 64) (workgroup 64 over output quads), y over ceil(T / 4).
 
 struct Params {
     t: u32,
@@ -19,12 +19,12 @@ struct Params {
     y_stride: u32,
     y_off: u32,
     flags: u32,
-    ldw4: u32,
+    ldk4: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
+@group(0) @binding(2) var w: texture_2d<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 
@@ -48,15 +48,23 @@ fn store(t: u32, o0: u32, v: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(8, 8)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let oq = gid.x;
-    let t0 = gid.y * 4u;
-    if (oq >= p.ldw4 || t0 >= p.t) {
-        return;
-    }
+fn xload(b: u32, k0: u32, kl: u32) -> vec4<f32> {
+    return vec4<f32>(xs[b + k0], xs[b + min(k0 + 1u, kl)], xs[b + min(k0 + 2u, kl)], xs[b + min(k0 + 3u, kl)]);
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let ldk4 = p.ldk4;
+    let kl = p.k - 1u;
+    let o0 = gid.x * 4u;
+    let t0 = wid.y * 4u;
+    let ol = p.rows - 1u;
     let tl = p.t - 1u;
-    let x0 = t0 * p.x_stride + p.x_off;
+    let w0 = i32(min(o0, ol));
+    let w1 = i32(min(o0 + 1u, ol));
+    let w2 = i32(min(o0 + 2u, ol));
+    let w3 = i32(min(o0 + 3u, ol));
+    let x0 = min(t0, tl) * p.x_stride + p.x_off;
     let x1 = min(t0 + 1u, tl) * p.x_stride + p.x_off;
     let x2 = min(t0 + 2u, tl) * p.x_stride + p.x_off;
     let x3 = min(t0 + 3u, tl) * p.x_stride + p.x_off;
@@ -64,16 +72,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);
     var c3 = vec4<f32>(0.0);
-    var wi = oq;
-    for (var k = 0u; k < p.k; k += 1u) {
-        let b = wt[wi];
-        c0 += xs[x0 + k] * b;
-        c1 += xs[x1 + k] * b;
-        c2 += xs[x2 + k] * b;
-        c3 += xs[x3 + k] * b;
-        wi += p.ldw4;
+    for (var i = 0u; i < ldk4; i += 1u) {
+        let k0 = i * 4u;
+        let a0 = xload(x0, k0, kl);
+        let a1 = xload(x1, k0, kl);
+        let a2 = xload(x2, k0, kl);
+        let a3 = xload(x3, k0, kl);
+        let b0 = textureLoad(w, vec2<i32>(i32(i), w0), 0);
+        let b1 = textureLoad(w, vec2<i32>(i32(i), w1), 0);
+        let b2 = textureLoad(w, vec2<i32>(i32(i), w2), 0);
+        let b3 = textureLoad(w, vec2<i32>(i32(i), w3), 0);
+        c0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+        c1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+        c2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+        c3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
     }
-    let o0 = oq * 4u;
     store(t0, o0, c0);
     store(t0 + 1u, o0, c1);
     store(t0 + 2u, o0, c2);

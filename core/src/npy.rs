@@ -81,7 +81,11 @@ mod tests {
     fn round_trip() {
         let data: Vec<f32> = (0..6).map(|i| i as f32 * 0.5).collect();
         let bytes = to_npy_f32(&[2, 3], &data);
-        assert_eq!((bytes.len() - 4 * data.len()) % 64, 0, "header padded to 64 bytes");
+        assert_eq!(
+            (bytes.len() - 4 * data.len()) % 64,
+            0,
+            "header padded to 64 bytes"
+        );
         assert_eq!(from_npy_f32(&bytes, "t").unwrap(), (vec![2, 3], data));
         assert!(from_npy_f32(&bytes[..bytes.len() - 1], "t").is_err());
     }

@@ -46,11 +46,15 @@ impl Default for GpuOptions {
 }
 
 /// A storage buffer of 4-byte elements (f32 or u32). Cloning shares the buffer (same id).
+/// Weight matrices are instead texture-backed (see [`GpuContext::upload_texture_f32`]): `texture`
+/// is set, `buffer` is a 16-byte placeholder, and only kernels whose access string binds a
+/// texture ('t') may take them.
 #[derive(Clone, Debug)]
 pub struct GpuBuffer {
     pub(crate) buffer: wgpu::Buffer,
     pub(crate) id: u64,
     len: usize,
+    pub(crate) texture: Option<wgpu::TextureView>,
 }
 
 impl GpuBuffer {
@@ -70,8 +74,9 @@ impl GpuBuffer {
     }
 }
 
-/// A compute entry point and the access mode of its storage bindings 1.. ('r' read-only,
-/// 'w' read-write); binding 0 is always the params uniform with a dynamic offset.
+/// A compute entry point and the access mode of its bindings 1.. ('r' read-only storage,
+/// 'w' read-write storage, 't' an rgba32float texture); binding 0 is always the params
+/// uniform with a dynamic offset.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Kernel {
     pub shader: &'static str,
@@ -164,6 +169,11 @@ impl GpuContext {
         if offered.contains(wgpu::Features::TIMESTAMP_QUERY) {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        // Subgroup broadcasts let one lane's load feed the others (much cheaper than a load on
+        // CPU Vulkan); kernels that use them have a fallback when the adapter lacks them.
+        if offered.contains(wgpu::Features::SUBGROUP) {
+            features |= wgpu::Features::SUBGROUP;
+        }
         if opts.prefer_f16 && offered.contains(wgpu::Features::SHADER_F16) {
             features |= wgpu::Features::SHADER_F16;
         }
@@ -210,6 +220,7 @@ impl GpuContext {
             buffer: dummy_buf,
             id: 0,
             len: 4,
+            texture: None,
         };
         let info = adapter.get_info();
         #[cfg(not(target_arch = "wasm32"))]
@@ -252,6 +263,16 @@ impl GpuContext {
 
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// Whether subgroup operations are available.
+    pub fn has_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// Subgroups of exactly 8 invocations (lavapipe on AVX2): the `*_sg` kernels need that.
+    pub fn has_subgroup8(&self) -> bool {
+        self.has_subgroups() && self.info.subgroup_min_size == 8 && self.info.subgroup_max_size == 8
     }
 
     pub fn has_timestamps(&self) -> bool {
@@ -305,6 +326,71 @@ impl GpuContext {
             buffer,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             len,
+            texture: None,
+        })
+    }
+
+    /// Uploads `data` (`height` rows of `4 * width` f32) into a new rgba32float texture
+    /// [height, width]: texel (x, y) holds `data[y * 4 * width + 4 * x ..][..4]`. On CPU Vulkan
+    /// (lavapipe) a texel fetch is a vector gather, several times cheaper than a storage-buffer
+    /// load, so weight matrices live in textures. Errors if a side exceeds
+    /// `max_texture_dimension_2d`.
+    pub fn upload_texture_f32(
+        &self,
+        label: &str,
+        data: &[f32],
+        width: u32,
+        height: u32,
+    ) -> GpuResult<GpuBuffer> {
+        let maxd = self.limits.max_texture_dimension_2d;
+        if width == 0 || height == 0 || width > maxd || height > maxd {
+            return Err(GpuError::TooLarge {
+                what: format!("{label}: texture {width}x{height}"),
+                bytes: width.max(height) as u64,
+                limit: maxd as u64,
+            });
+        }
+        let n = width as usize * height as usize * 4;
+        if data.len() != n {
+            return Err(GpuError::Shape {
+                op: "upload_texture_f32",
+                detail: format!(
+                    "{label}: {} values for {width}x{height} rgba texels",
+                    data.len()
+                ),
+            });
+        }
+        let size = wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        };
+        let tex = self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size,
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        self.queue.write_texture(
+            tex.as_image_copy(),
+            bytemuck::cast_slice(data),
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(width * 16),
+                rows_per_image: None,
+            },
+            size,
+        );
+        self.check()?;
+        Ok(GpuBuffer {
+            buffer: self.dummy.buffer.clone(),
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            len: n,
+            texture: Some(tex.create_view(&Default::default())),
         })
     }
 
@@ -502,16 +588,25 @@ impl GpuContext {
             count: None,
         }];
         for (i, c) in access.chars().enumerate() {
-            entries.push(wgpu::BindGroupLayoutEntry {
-                binding: i as u32 + 1,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
+            let ty = if c == 't' {
+                wgpu::BindingType::Texture {
+                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                    multisampled: false,
+                }
+            } else {
+                wgpu::BindingType::Buffer {
                     ty: wgpu::BufferBindingType::Storage {
                         read_only: c == 'r',
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,
-                },
+                }
+            };
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: i as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty,
                 count: None,
             });
         }
@@ -593,7 +688,10 @@ impl GpuContext {
         for (i, b) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: b.buffer.as_entire_binding(),
+                resource: match &b.texture {
+                    Some(v) => wgpu::BindingResource::TextureView(v),
+                    None => b.buffer.as_entire_binding(),
+                },
             });
         }
         let layout = match st.layouts.get(pipe.access) {

@@ -75,6 +75,16 @@ impl<'a> Recorder<'a> {
                 k.shader, k.entry
             )));
         }
+        if buffers
+            .iter()
+            .zip(k.access.chars())
+            .any(|(b, c)| b.texture.is_some() != (c == 't'))
+        {
+            return Err(GpuError::Unsupported(format!(
+                "{}:{}: a texture-backed matrix bound as a buffer or the reverse",
+                k.shader, k.entry
+            )));
+        }
         for (i, (a, ca)) in buffers.iter().zip(k.access.chars()).enumerate() {
             for (b, cb) in buffers.iter().zip(k.access.chars()).skip(i + 1) {
                 if a.id == b.id && a.id != 0 && (ca == 'w' || cb == 'w') {

@@ -25,12 +25,17 @@ shaders!(
     "embedding",
     "gated_rms_norm",
     "matmul",
+    "matmul_sg",
     "matvec",
+    "matvec_sg",
     "rms_norm",
     "ssd_chunk_scan",
+    "ssd_chunk_scan_sg",
     "ssd_chunk_state",
+    "ssd_chunk_state_sg",
     "ssd_cumsum",
     "ssd_state_passing",
+    "ssd_state_passing_sg",
     "ssm_sequential_scan",
     "ssm_step",
     "swiglu",
@@ -56,10 +61,16 @@ mod tests {
                     continue;
                 }
             };
-            let mut v = naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::empty(),
-            );
+            // The `*_sg` kernels use subgroup operations (only dispatched when the device has
+            // them); everything else must validate without any capability.
+            let caps = if s.name.ends_with("_sg") {
+                naga::valid::Capabilities::SUBGROUP
+            } else {
+                naga::valid::Capabilities::empty()
+            };
+            let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
+            v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::all());
             if let Err(e) = v.validate(&module) {
                 failures.push(format!("{}: {}", s.name, e.emit_to_string(s.source)));
             }

@@ -5,21 +5,23 @@ use std::ops::Range;
 use super::context::{GpuBuffer, GpuContext};
 use super::error::{GpuError, GpuResult};
 
-/// One row block of a [`GpuMatrix`]: rows `row_start..row_start + rows`, stored transposed as
-/// [cols, ldw] (`buffer[k * ldw + r] = W[row_start + r, k]`), `ldw` = rows rounded up to 4,
-/// zero padded. Kernels then read 4 consecutive output rows as one vec4 and neighbouring
-/// invocations read neighbouring memory.
+/// One row block of a [`GpuMatrix`]: rows `row_start..row_start + rows`, stored row-major as
+/// [rows, ldk] (`W[row_start + r, k]` at element `r * ldk + k`), `ldk` = cols rounded up to 4,
+/// zero padded, in an rgba32float texture of `rows` x `ldk / 4` texels: texel (i, r) holds
+/// `W[row_start + r, 4i..4i + 4]`. Kernels read W as vec4 along k (dot products). A texture
+/// because a texel fetch is a vector gather on CPU Vulkan (lavapipe), ~7x cheaper than a
+/// storage-buffer load there; on GPUs it is as good as a buffer.
 #[derive(Clone, Debug)]
 pub struct MatBlock {
     pub row_start: usize,
     pub rows: usize,
-    pub ldw: usize,
+    pub ldk: usize,
     pub buffer: GpuBuffer,
 }
 
 /// A [rows, cols] f32 matrix (PyTorch [out, in] layout) stored as row blocks, each at most
-/// `ctx.max_binding_size()` bytes (see [`MatBlock`] for the layout). Ops that read it
-/// dispatch once per block.
+/// `ctx.max_binding_size()` bytes and `max_texture_dimension_2d` rows (see [`MatBlock`] for the
+/// layout). Ops that read it dispatch once per block.
 #[derive(Clone, Debug)]
 pub struct GpuMatrix {
     pub rows: usize,
@@ -30,7 +32,7 @@ pub struct GpuMatrix {
 impl GpuMatrix {
     /// Rows per block for a matrix with `cols` columns (a multiple of 4).
     pub fn rows_per_block(ctx: &GpuContext, label: &str, cols: usize) -> GpuResult<usize> {
-        let row_bytes = (cols as u64 * 4).max(4);
+        let row_bytes = (cols.div_ceil(4) as u64 * 16).max(16);
         let limit = ctx.max_binding_size();
         let r = (limit / row_bytes) as usize;
         if r == 0 {
@@ -40,6 +42,7 @@ impl GpuMatrix {
                 limit,
             });
         }
+        let r = r.min(ctx.limits.max_texture_dimension_2d as usize);
         Ok(if r >= 4 { r & !3 } else { r })
     }
 
@@ -72,28 +75,34 @@ impl GpuMatrix {
         mut fill: impl FnMut(Range<usize>, &mut [f32]),
     ) -> GpuResult<Self> {
         let per = Self::rows_per_block(ctx, label, cols)?;
+        let ldk = cols.div_ceil(4).max(1) * 4;
         let mut blocks = Vec::new();
         let mut tmp = Vec::new();
-        let mut tr = Vec::new();
+        let mut padded = Vec::new();
         let mut r0 = 0;
         while r0 < rows {
             let n = per.min(rows - r0);
-            let ldw = n.div_ceil(4) * 4;
             tmp.clear();
             tmp.resize(n * cols, 0.0f32);
             fill(r0..r0 + n, &mut tmp);
-            tr.clear();
-            tr.resize(cols * ldw, 0.0f32);
-            for (r, row) in tmp.chunks_exact(cols.max(1)).enumerate() {
-                for (k, &v) in row.iter().enumerate() {
-                    tr[k * ldw + r] = v;
+            let data = if ldk == cols {
+                &tmp
+            } else {
+                padded.clear();
+                padded.resize(n * ldk, 0.0f32);
+                for (dst, src) in padded
+                    .chunks_exact_mut(ldk)
+                    .zip(tmp.chunks_exact(cols.max(1)))
+                {
+                    dst[..cols].copy_from_slice(src);
                 }
-            }
-            let buffer = ctx.upload_f32(label, &tr)?;
+                &padded
+            };
+            let buffer = ctx.upload_texture_f32(label, data, (ldk / 4) as u32, n as u32)?;
             blocks.push(MatBlock {
                 row_start: r0,
                 rows: n,
-                ldw,
+                ldk,
                 buffer,
             });
             r0 += n;

@@ -8,7 +8,7 @@ use super::{need_len, View};
 const K: Kernel = Kernel {
     shader: "embedding",
     entry: "main",
-    access: "rrw",
+    access: "rtw",
     spec: "",
 };
 
@@ -32,7 +32,7 @@ pub fn embedding(
             b.rows as u32,
             out.stride,
             out.offset,
-            b.ldw as u32,
+            b.ldk as u32,
         ];
         rec.dispatch(
             &K,
