@@ -290,14 +290,19 @@ impl Model {
 
     /// Checks that every id is inside the vocabulary; `first_position` names positions in errors.
     pub fn check_token_range(&self, tokens: &[u32], first_position: usize) -> Result<()> {
-        match tokens.iter().position(|&t| t as usize >= self.vocab) {
-            Some(i) => Err(Error::TokenOutOfRange {
-                token: tokens[i],
-                position: first_position + i,
-                vocab: self.vocab,
-            }),
-            None => Ok(()),
-        }
+        check_token_range(tokens, first_position, self.vocab)
+    }
+}
+
+/// Checks that every id is below `vocab`; `first_position` names positions in errors.
+pub fn check_token_range(tokens: &[u32], first_position: usize, vocab: usize) -> Result<()> {
+    match tokens.iter().position(|&t| t as usize >= vocab) {
+        Some(i) => Err(Error::TokenOutOfRange {
+            token: tokens[i],
+            position: first_position + i,
+            vocab,
+        }),
+        None => Ok(()),
     }
 }
 

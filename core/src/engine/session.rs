@@ -119,13 +119,7 @@ impl<'m> GpuSession<'m> {
             return Err(Error::EmptyTokens);
         }
         let m = self.model;
-        if let Some(i) = tokens.iter().position(|&t| t as usize >= m.vocab) {
-            return Err(Error::TokenOutOfRange {
-                token: tokens[i],
-                position: self.position + i,
-                vocab: m.vocab,
-            });
-        }
+        crate::model::check_token_range(tokens, self.position, m.vocab)?;
         // Pieces bound every activation buffer (and, for all logits, the [rows, V] output).
         let logit_cap = (m.ctx.max_binding_size() as usize / (4 * m.vocab)).max(1);
         let mut piece = m.options.max_rows as usize;
