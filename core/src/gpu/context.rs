@@ -120,6 +120,8 @@ struct State {
     scratch: HashMap<&'static str, GpuBuffer>,
     pending_profiles: Vec<PendingProfile>,
     profile_totals: BTreeMap<&'static str, (f64, u64)>,
+    /// Idle readback buffers, reused so steady-state decode allocates none.
+    staging: Vec<wgpu::Buffer>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -475,11 +477,18 @@ impl GpuContext {
             return Ok(Vec::new());
         }
         let size = len as u64 * 4;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
+        let pooled = {
+            let mut st = lock(&self.state);
+            let i = st.staging.iter().position(|b| b.size() >= size);
+            i.map(|i| st.staging.swap_remove(i))
+        };
+        let staging = pooled.unwrap_or_else(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: size.next_power_of_two().max(4096),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
         });
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(&buf.buffer, offset as u64 * 4, &staging, 0, size);
@@ -487,11 +496,12 @@ impl GpuContext {
         self.check()?;
         map_read(self, &staging).await?;
         let out = staging
-            .slice(..)
+            .slice(..size)
             .get_mapped_range()
             .map_err(|e| GpuError::Map(e.to_string()))?
             .to_vec();
         staging.unmap();
+        lock(&self.state).staging.push(staging);
         Ok(out)
     }
 
