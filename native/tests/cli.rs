@@ -3,7 +3,7 @@
 use std::process::Command;
 
 use transmamba::npy::from_npy_f32;
-use transmamba_tests::{golden_cases, max_abs_diff, temp_dir};
+use transmamba_tests::{golden_cases, max_abs_diff, temp_dir, GoldenCase};
 
 fn tm_run(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_tm-run"))
@@ -12,28 +12,32 @@ fn tm_run(args: &[&str]) -> std::process::Output {
         .expect("tm-run runs")
 }
 
+/// `tm-run forward --out` on a golden case reproduces transformers' logits.
+fn check_golden_forward(case: &GoldenCase, backend: &str) {
+    let out = temp_dir(&format!("cli-golden-{backend}")).join(format!("{}.npy", case.name));
+    let tokens: Vec<String> = case.tokens.iter().map(ToString::to_string).collect();
+    let r = tm_run(&[
+        "forward",
+        "--model",
+        case.dir.to_str().unwrap(),
+        "--tokens",
+        &tokens.join(","),
+        "--backend",
+        backend,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (shape, logits) = from_npy_f32(&std::fs::read(&out).unwrap(), "out").unwrap();
+    assert_eq!(shape, vec![case.tokens.len(), case.vocab]);
+    let err = max_abs_diff(&logits, &case.logits);
+    assert!(err < 1e-4, "{} on {backend}: |Δ| = {err}", case.name);
+}
+
 #[test]
 fn golden_cases_through_forward_cpu() {
-    let out_dir = temp_dir("cli-golden");
     for case in golden_cases() {
-        let tokens: Vec<String> = case.tokens.iter().map(ToString::to_string).collect();
-        let out = out_dir.join(format!("{}.npy", case.name));
-        let r = tm_run(&[
-            "forward",
-            "--model",
-            case.dir.to_str().unwrap(),
-            "--tokens",
-            &tokens.join(","),
-            "--backend",
-            "cpu",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-        let (shape, logits) = from_npy_f32(&std::fs::read(&out).unwrap(), "out").unwrap();
-        assert_eq!(shape, vec![case.tokens.len(), case.vocab]);
-        let err = max_abs_diff(&logits, &case.logits);
-        assert!(err < 1e-4, "{}: |Δ| = {err}", case.name);
+        check_golden_forward(&case, "cpu");
     }
 }
 
@@ -130,24 +134,7 @@ fn bad_input_gives_a_message_not_a_panic() {
 
 #[test]
 fn golden_case_through_forward_gpu() {
-    let case = &golden_cases()[0];
-    let out = temp_dir("cli-gpu").join("logits.npy");
-    let tokens: Vec<String> = case.tokens.iter().map(ToString::to_string).collect();
-    let r = tm_run(&[
-        "forward",
-        "--model",
-        case.dir.to_str().unwrap(),
-        "--tokens",
-        &tokens.join(","),
-        "--backend",
-        "gpu",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let (_, logits) = from_npy_f32(&std::fs::read(&out).unwrap(), "out").unwrap();
-    let err = max_abs_diff(&logits, &case.logits);
-    assert!(err < 1e-4, "{}: |Δ| = {err}", case.name);
+    check_golden_forward(&golden_cases()[0], "gpu");
 }
 
 fn generate_json(model: &str, backend: &str, extra: &[&str]) -> serde_json::Value {

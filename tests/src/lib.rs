@@ -81,6 +81,41 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The random-model variants every backend is checked on: groups 1, 2 and 4, MLP, RoPE with
+/// the attention gate and biases, tied embeddings with 3 layers.
+pub fn model_variants() -> Vec<(&'static str, RandomSpec)> {
+    let base = RandomSpec::default();
+    vec![
+        ("groups2", base.clone()),
+        (
+            "groups1-mlp",
+            RandomSpec {
+                groups: 1,
+                mlp: 48,
+                ..base.clone()
+            },
+        ),
+        (
+            "rope-gate-bias",
+            RandomSpec {
+                rope_theta: Some(100.0),
+                attention_gate: true,
+                bias: true,
+                ..base.clone()
+            },
+        ),
+        (
+            "tied-3layers-g4",
+            RandomSpec {
+                tied: true,
+                layers: 3,
+                groups: 4,
+                ..base
+            },
+        ),
+    ]
+}
+
 /// A fresh, empty temporary directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("transmamba-test-{}-{name}", std::process::id()));

@@ -42,6 +42,14 @@ fn cpu_logits(model: &Model, sched: &Schedule, tokens: &[u32]) -> Vec<f32> {
         .unwrap()
 }
 
+/// One forward over `tokens` in a fresh session.
+fn gpu_forward(gm: &GpuModel, sched: &Schedule, tokens: &[u32], which: Logits) -> Vec<f32> {
+    GpuSession::new(gm, sched.clone())
+        .unwrap()
+        .forward_blocking(tokens, which)
+        .unwrap()
+}
+
 /// Prefill of `prompt` tokens, then one decode step per remaining token: all logits.
 fn gpu_prefill_then_decode(
     gm: &GpuModel,
@@ -55,39 +63,6 @@ fn gpu_prefill_then_decode(
         out.extend(s.forward_blocking(&[t], Logits::Last).unwrap());
     }
     out
-}
-
-fn specs() -> Vec<(&'static str, RandomSpec)> {
-    let base = RandomSpec::default();
-    vec![
-        ("groups2", base.clone()),
-        (
-            "groups1-mlp",
-            RandomSpec {
-                groups: 1,
-                mlp: 48,
-                ..base.clone()
-            },
-        ),
-        (
-            "rope-gate-bias",
-            RandomSpec {
-                rope_theta: Some(100.0),
-                attention_gate: true,
-                bias: true,
-                ..base.clone()
-            },
-        ),
-        (
-            "tied-3layers-g4",
-            RandomSpec {
-                tied: true,
-                layers: 3,
-                groups: 4,
-                ..base.clone()
-            },
-        ),
-    ]
 }
 
 fn schedules(layers: usize, prompt: usize) -> Vec<Vec<TransPoint>> {
@@ -104,7 +79,7 @@ fn schedules(layers: usize, prompt: usize) -> Vec<Vec<TransPoint>> {
 
 #[test]
 fn gpu_matches_cpu_over_models_schedules_and_chunk_sizes() {
-    for (name, spec) in specs() {
+    for (name, spec) in model_variants() {
         let model = random_model(&spec, 21);
         let tokens = random_tokens(spec.vocab, 37, 4);
         for chunk in [1, 8, 64] {
@@ -112,8 +87,7 @@ fn gpu_matches_cpu_over_models_schedules_and_chunk_sizes() {
             for tps in schedules(spec.layers, tokens.len()) {
                 let sched = Schedule(tps.clone());
                 let want = cpu_logits(&model, &sched, &tokens);
-                let mut s = GpuSession::new(&gm, sched).unwrap();
-                let got = s.forward_blocking(&tokens, Logits::All).unwrap();
+                let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
                 let err = max_abs_diff(&got, &want);
                 assert!(err < TOL, "{name} chunk {chunk} {tps:?}: |Δ| = {err}");
             }
@@ -123,7 +97,7 @@ fn gpu_matches_cpu_over_models_schedules_and_chunk_sizes() {
 
 #[test]
 fn gpu_decode_equals_cpu_prefill() {
-    for (name, spec) in specs() {
+    for (name, spec) in model_variants() {
         let model = random_model(&spec, 33);
         let tokens = random_tokens(spec.vocab, 26, 8);
         let prompt = 10;
@@ -153,16 +127,10 @@ fn long_prompt_runs_in_pieces() {
         max_rows: 16,
     };
     let gm = GpuModel::new(ctx(), &model, opts).unwrap();
-    let got = GpuSession::new(&gm, sched.clone())
-        .unwrap()
-        .forward_blocking(&tokens, Logits::All)
-        .unwrap();
+    let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
     let err = max_abs_diff(&got, &cpu_logits(&model, &sched, &tokens));
     assert!(err < TOL, "|Δ| = {err}");
-    let last = GpuSession::new(&gm, sched)
-        .unwrap()
-        .forward_blocking(&tokens, Logits::Last)
-        .unwrap();
+    let last = gpu_forward(&gm, &sched, &tokens, Logits::Last);
     assert_eq!(last.len(), spec.vocab);
     assert!(max_abs_diff(&last, &got[99 * spec.vocab..]) < 1e-5);
 }
@@ -194,10 +162,7 @@ fn weights_larger_than_the_binding_limit_are_split() {
         },
     )
     .unwrap();
-    let got = GpuSession::new(&gm, sched.clone())
-        .unwrap()
-        .forward_blocking(&tokens, Logits::All)
-        .unwrap();
+    let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
     let err = max_abs_diff(&got, &cpu_logits(&model, &sched, &tokens));
     assert!(err < TOL, "|Δ| = {err}");
 }
@@ -210,10 +175,7 @@ fn golden_cases_on_the_gpu() {
             .resolve(&model.config.transpoints)
             .unwrap();
         let gm = gpu_model(&model, model.config.chunk_size as u32);
-        let got = GpuSession::new(&gm, sched.clone())
-            .unwrap()
-            .forward_blocking(&case.tokens, Logits::All)
-            .unwrap();
+        let got = gpu_forward(&gm, &sched, &case.tokens, Logits::All);
         let err = max_abs_diff(&got, &case.logits);
         assert!(err < TOL, "{}: forward |Δ| = {err}", case.name);
         let got = gpu_prefill_then_decode(&gm, &sched, &case.tokens, case.prefill_len);

@@ -5,42 +5,9 @@ use transmamba::cpu::CpuSession;
 use transmamba::schedule::TransPoint::{self, At, Never};
 use transmamba::{Logits, Schedule};
 use transmamba_tests::reference64::forward_f64;
-use transmamba_tests::{max_abs_diff, random_model, random_tokens, RandomSpec};
+use transmamba_tests::{max_abs_diff, model_variants, random_model, random_tokens, RandomSpec};
 
 const TOL: f32 = 1e-4;
-
-fn specs() -> Vec<(&'static str, RandomSpec)> {
-    let base = RandomSpec::default();
-    vec![
-        ("groups2", base.clone()),
-        (
-            "groups1-mlp",
-            RandomSpec {
-                groups: 1,
-                mlp: 48,
-                ..base.clone()
-            },
-        ),
-        (
-            "rope-gate-bias",
-            RandomSpec {
-                rope_theta: Some(100.0),
-                attention_gate: true,
-                bias: true,
-                ..base.clone()
-            },
-        ),
-        (
-            "tied-3layers",
-            RandomSpec {
-                tied: true,
-                layers: 3,
-                groups: 4,
-                ..base.clone()
-            },
-        ),
-    ]
-}
 
 fn schedules(layers: usize, prompt: usize) -> Vec<Vec<TransPoint>> {
     let mut out = vec![
@@ -60,7 +27,7 @@ fn schedules(layers: usize, prompt: usize) -> Vec<Vec<TransPoint>> {
 
 #[test]
 fn cpu_matches_f64_spec_for_every_schedule() {
-    for (name, spec) in specs() {
+    for (name, spec) in model_variants() {
         let model = random_model(&spec, 7);
         let tokens = random_tokens(spec.vocab, 19, 3);
         for tps in schedules(spec.layers, tokens.len()) {
@@ -77,7 +44,7 @@ fn cpu_matches_f64_spec_for_every_schedule() {
 
 #[test]
 fn decode_equals_prefill_token_for_token() {
-    for (name, spec) in specs() {
+    for (name, spec) in model_variants() {
         let model = random_model(&spec, 11);
         let tokens = random_tokens(spec.vocab, 24, 5);
         let prompt = 9;
