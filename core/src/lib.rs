@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod memory;
 pub mod model;
 pub mod npy;
+pub mod perplexity;
 pub mod sampling;
 pub mod schedule;
 pub mod synthetic;

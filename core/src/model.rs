@@ -72,6 +72,9 @@ pub struct Model {
     pub lm_head: Option<Tensor>,
     /// The dtype the weights were stored in (F32, F16, BF16).
     pub stored_dtype: String,
+    /// A `tokenizer.json` carried in a single file's `__metadata__` under `tokenizer`, so one
+    /// file (one fetch in a browser, one embedded blob in `tm-run`) holds everything.
+    pub tokenizer_json: Option<String>,
 }
 
 /// One safetensors file's bytes, named for error messages.
@@ -133,13 +136,20 @@ impl Model {
                     .into(),
             })?;
         let config = ModelConfig::from_json_str(text, &format!("{name} (__metadata__.config)"))?;
-        Self::from_parts(
+        let tokenizer_json = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("tokenizer"))
+            .cloned();
+        let mut model = Self::from_parts(
             config,
             &[SafetensorsFile {
                 name: name.to_string(),
                 bytes,
             }],
-        )
+        )?;
+        model.tokenizer_json = tokenizer_json;
+        Ok(model)
     }
 
     /// Builds the model from a config and the bytes of its safetensors files.
@@ -241,6 +251,7 @@ impl Model {
             norm_f,
             lm_head,
             stored_dtype,
+            tokenizer_json: None,
         })
     }
 

@@ -115,6 +115,7 @@ pub fn random_model(spec: &RandomSpec, seed: u64) -> Model {
         norm_f,
         lm_head,
         stored_dtype: "F32".into(),
+        tokenizer_json: None,
     }
 }
 

@@ -11,8 +11,16 @@ pub enum TextCodec {
 }
 
 impl TextCodec {
-    /// The tokenizer of a model directory (or of the directory holding a model file), if any.
-    pub fn for_model(path: &Path) -> Result<Self> {
+    /// The model's tokenizer: the one carried in its file's metadata, else a `tokenizer.json`
+    /// in the model directory (or beside the model file), else bytes.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn for_model(model: &crate::Model, path: Option<&Path>) -> Result<Self> {
+        if let Some(json) = &model.tokenizer_json {
+            return Self::from_tokenizer_json(json.as_bytes(), "__metadata__.tokenizer");
+        }
+        let Some(path) = path else {
+            return Ok(TextCodec::Bytes);
+        };
         let dir = if path.is_dir() {
             path
         } else {

@@ -2,7 +2,9 @@
 
 mod backend;
 mod bench;
+mod demo_model;
 mod generate;
+mod perplexity;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,9 +42,10 @@ const SPEC_HELP: &str =
 enum Command {
     /// One forward pass over a token list; writes the logits [T, vocab] as float32 .npy.
     Forward {
-        /// Model directory (config.json + safetensors) or a .safetensors with the config inside.
+        /// Model directory (config.json + safetensors) or a .safetensors with the config inside;
+        /// without it, the embedded demo model.
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         /// Token ids `1,2,3`, or `@FILE` holding them.
         #[arg(long)]
         tokens: String,
@@ -56,6 +59,7 @@ enum Command {
     },
     /// Generate text, streaming tokens as they come.
     Generate {
+        /// Model path; without it, the embedded demo model.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Text prompt (the model's tokenizer.json, or bytes when it has none).
@@ -123,10 +127,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Perplexity of a text under a schedule (windows of --context tokens, each a fresh sequence).
+    Perplexity {
+        /// Model path; without it, the embedded demo model.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// A UTF-8 text file, tokenized with the model's tokenizer.
+        #[arg(long)]
+        text: PathBuf,
+        #[arg(long, default_value = "config", help = SPEC_HELP)]
+        transpoints: String,
+        /// Tokens per window; 0 = the whole text as one sequence.
+        #[arg(long, default_value_t = 1024)]
+        context: usize,
+        /// Score at most this many tokens of the text (0 = all).
+        #[arg(long, default_value_t = 0)]
+        max_tokens: usize,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        #[arg(long)]
+        json: bool,
+    },
     /// Describe a model: config, parameters, cache memory per sequence length.
     Inspect {
+        /// Model path; without it, the embedded demo model.
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         #[arg(long, default_value = "config", help = SPEC_HELP)]
         transpoints: String,
     },
@@ -208,7 +234,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             transpoints,
             backend,
             out,
-        } => forward(&model, &tokens, &transpoints, backend, out.as_deref()),
+        } => forward(model.as_deref(), &tokens, &transpoints, backend, out.as_deref()),
         Command::Generate {
             model,
             prompt,
@@ -223,16 +249,12 @@ fn run(cli: Cli) -> AnyResult<()> {
             json,
         } => {
             let spec: ScheduleSpec = transpoints.parse()?;
-            let Some(model_path) = model else {
-                return Err("no --model given (this build has no embedded demo model yet)".into());
-            };
-            let codec = TextCodec::for_model(&model_path)?;
+            let (m, codec) = demo_model::load_with_codec(model.as_deref())?;
             let prompt_tokens = match (prompt, tokens) {
                 (Some(text), None) => codec.encode(&text)?,
                 (None, Some(list)) => read_tokens(&list)?,
                 _ => return Err("give the prompt as --prompt TEXT or --tokens LIST".into()),
             };
-            let m = Model::load(&model_path)?;
             m.check_tokens(&prompt_tokens)?;
             let schedule = spec.resolve(&m.config.transpoints)?;
             let engine = Engine::new(m, backend, EngineOptions::default(), false)?;
@@ -285,7 +307,35 @@ fn run(cli: Cli) -> AnyResult<()> {
             };
             bench::bench(&engine, &schedule, &args)
         }
-        Command::Inspect { model, transpoints } => inspect(&model, &transpoints),
+        Command::Perplexity {
+            model,
+            text,
+            transpoints,
+            context,
+            max_tokens,
+            backend,
+            json,
+        } => {
+            let spec: ScheduleSpec = transpoints.parse()?;
+            let content = std::fs::read_to_string(&text)
+                .map_err(|e| format!("cannot read text file {}: {e}", text.display()))?;
+            let (m, codec) = demo_model::load_with_codec(model.as_deref())?;
+            let mut tokens = codec.encode(&content)?;
+            if max_tokens > 0 {
+                tokens.truncate(max_tokens);
+            }
+            m.check_token_range(&tokens, 0)?;
+            let schedule = spec.resolve(&m.config.transpoints)?;
+            let engine = Engine::new(m, backend, EngineOptions::default(), false)?;
+            let args = perplexity::PerplexityArgs {
+                model_name: demo_model::display(model.as_deref()),
+                tokens,
+                context,
+                json,
+            };
+            perplexity::perplexity(&engine, &schedule, &args)
+        }
+        Command::Inspect { model, transpoints } => inspect(model.as_deref(), &transpoints),
         Command::MakeModel {
             preset: name,
             out,
@@ -329,7 +379,7 @@ fn read_tokens(arg: &str) -> AnyResult<Vec<u32>> {
 }
 
 fn forward(
-    model_path: &Path,
+    model_path: Option<&Path>,
     tokens: &str,
     transpoints: &str,
     backend: Backend,
@@ -337,7 +387,7 @@ fn forward(
 ) -> AnyResult<()> {
     let tokens = read_tokens(tokens)?;
     let spec: ScheduleSpec = transpoints.parse()?;
-    let model = Model::load(model_path)?;
+    let model = demo_model::load(model_path)?;
     let schedule = spec.resolve(&model.config.transpoints)?;
     model.check_tokens(&tokens)?;
     let engine = Engine::new(model, backend, EngineOptions::default(), false)?;
@@ -381,12 +431,12 @@ fn forward(
     Ok(())
 }
 
-fn inspect(model_path: &Path, transpoints: &str) -> AnyResult<()> {
+fn inspect(model_path: Option<&Path>, transpoints: &str) -> AnyResult<()> {
     let spec: ScheduleSpec = transpoints.parse()?;
-    let model = Model::load(model_path)?;
+    let model = demo_model::load(model_path)?;
     let c = &model.config;
     let schedule = spec.resolve(&c.transpoints)?;
-    out!("model: {}", model_path.display());
+    out!("model: {}", demo_model::display(model_path));
     out!("  dialect            {:?}", c.dialect);
     out!(
         "  vocabulary         {} (tensors) / {} (config)",
@@ -427,6 +477,10 @@ fn inspect(model_path: &Path, transpoints: &str) -> AnyResult<()> {
         if model.lm_head.is_none() { "yes" } else { "no" }
     );
     out!("  stored as          {}", model.stored_dtype);
+    out!(
+        "  tokenizer          {}",
+        TextCodec::for_model(&model, model_path)?.name()
+    );
     let params = model.parameter_count();
     out!(
         "  parameters         {params} ({:.2} M, {} in f32)",

@@ -3,8 +3,31 @@
 pub mod reference64;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use transmamba::gpu::{GpuContext, GpuOptions};
 
 pub use transmamba::synthetic::*;
+
+/// The one GPU context the tests of a binary share. No adapter is a failure, never a skip.
+pub fn gpu_context() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        Arc::new(
+            GpuContext::new_blocking(GpuOptions::default()).unwrap_or_else(|e| {
+                panic!(
+                    "a GPU adapter is required for these tests (install mesa-vulkan-drivers): {e}"
+                )
+            }),
+        )
+    })
+    .clone()
+}
+
+/// The shipped demo model and the reference logits its training script saved.
+pub fn demo_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo")
+}
 
 /// `../shared/golden` beside the checkout (as CI lays it out).
 pub fn golden_dir() -> PathBuf {

@@ -2,7 +2,7 @@
 //! schedules, chunk sizes, decode vs prefill, split weights, the golden cases, bad input.
 //! No adapter is a failure, never a skip.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use transmamba::cpu::CpuSession;
 use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
@@ -14,17 +14,7 @@ use transmamba_tests::*;
 const TOL: f32 = 1e-4;
 
 fn ctx() -> Arc<GpuContext> {
-    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
-    CTX.get_or_init(|| {
-        Arc::new(
-            GpuContext::new_blocking(GpuOptions::default()).unwrap_or_else(|e| {
-                panic!(
-                    "a GPU adapter is required for these tests (install mesa-vulkan-drivers): {e}"
-                )
-            }),
-        )
-    })
-    .clone()
+    gpu_context()
 }
 
 fn gpu_model(model: &Model, chunk: u32) -> GpuModel {

@@ -119,7 +119,7 @@ pub struct Engine {
 }
 
 /// Loads a model from the bytes of one `.safetensors` file (config in `__metadata__.config`),
-/// optionally with a `tokenizer.json`, and uploads it to a new WebGPU device.
+/// with its tokenizer (given, or carried in `__metadata__.tokenizer`), and uploads it to a new WebGPU device.
 #[wasm_bindgen(js_name = createEngine)]
 pub async fn create_engine(
     model_bytes: Vec<u8>,
@@ -128,11 +128,15 @@ pub async fn create_engine(
     options_json: String,
 ) -> Result<Engine, JsError> {
     let opts: LoadOptions = parse_options(&options_json, "load").map_err(js_err)?;
-    let codec = match tokenizer_json {
-        Some(b) => TextCodec::from_tokenizer_json(&b, "tokenizer.json").map_err(js_err)?,
-        None => TextCodec::Bytes,
-    };
     let model = Model::from_safetensors_bytes(&model_bytes, &name).map_err(js_err)?;
+    // A tokenizer given by the caller wins over the one the file carries in its metadata.
+    let codec = match (tokenizer_json, &model.tokenizer_json) {
+        (Some(b), _) => TextCodec::from_tokenizer_json(&b, "tokenizer.json").map_err(js_err)?,
+        (None, Some(j)) => {
+            TextCodec::from_tokenizer_json(j.as_bytes(), "__metadata__.tokenizer").map_err(js_err)?
+        }
+        (None, None) => TextCodec::Bytes,
+    };
     drop(model_bytes);
     let ctx = GpuContext::new(GpuOptions {
         max_binding_size: opts.max_binding_size,

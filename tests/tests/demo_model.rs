@@ -1,0 +1,71 @@
+//! The shipped demo model (demo/transmamba-demo.safetensors): the runtime's logits equal the
+//! training script's own forward (demo/train/model.py, float64 over the shipped f16 weights,
+//! saved by demo/train/export.py) within 1e-3 on a held-out passage, on the CPU and the GPU,
+//! under a schedule crossing inside the passage, pure SSM and pure attention.
+
+use transmamba::cpu::CpuSession;
+use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
+use transmamba::npy::from_npy_f32;
+use transmamba::text::TextCodec;
+use transmamba::tokens::parse_token_list;
+use transmamba::{Logits, Model, ScheduleSpec};
+use transmamba_tests::*;
+
+const TOL: f32 = 1e-3;
+const SCHEDULES: [&str; 3] = ["config", "0", "inf"];
+
+fn demo() -> Model {
+    Model::load(&demo_dir().join("transmamba-demo.safetensors")).unwrap()
+}
+
+fn reference(name: &str) -> (Vec<u32>, Vec<f32>) {
+    let dir = demo_dir().join("reference");
+    let tokens = parse_token_list(&std::fs::read_to_string(dir.join("tokens.txt")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join(format!("logits_{name}.npy"))).unwrap();
+    let (shape, logits) = from_npy_f32(&bytes, name).unwrap();
+    assert_eq!(shape, vec![tokens.len(), logits.len() / tokens.len()]);
+    (tokens, logits)
+}
+
+#[test]
+fn demo_model_is_a_small_f16_file_with_its_tokenizer() {
+    let path = demo_dir().join("transmamba-demo.safetensors");
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size <= 16_000_000, "{size} bytes");
+    let m = demo();
+    assert_eq!(m.stored_dtype, "F16");
+    let codec = TextCodec::for_model(&m, None).unwrap();
+    assert_eq!(codec.name(), "tokenizer.json");
+    let text = "Call me Ishmael. Some years ago";
+    let ids = codec.encode(text).unwrap();
+    assert!(ids.len() < text.len() / 2, "BPE merges: {ids:?}");
+    assert_eq!(codec.decode(&ids).unwrap(), text);
+}
+
+#[test]
+fn cpu_logits_equal_the_training_scripts_forward() {
+    let m = demo();
+    for name in SCHEDULES {
+        let (tokens, expected) = reference(name);
+        let sched = name.parse::<ScheduleSpec>().unwrap().resolve(&m.config.transpoints).unwrap();
+        let got = CpuSession::new(&m, sched).unwrap().forward(&tokens, Logits::All).unwrap();
+        let d = max_abs_diff(&got, &expected);
+        assert!(d <= TOL, "schedule {name}: max |Δ| {d}");
+    }
+}
+
+#[test]
+fn gpu_logits_equal_the_training_scripts_forward() {
+    let m = demo();
+    let gm = GpuModel::new(gpu_context(), &m, EngineOptions::default()).unwrap();
+    for name in SCHEDULES {
+        let (tokens, expected) = reference(name);
+        let sched = name.parse::<ScheduleSpec>().unwrap().resolve(&m.config.transpoints).unwrap();
+        let got = GpuSession::new(&gm, sched)
+            .unwrap()
+            .forward_blocking(&tokens, Logits::All)
+            .unwrap();
+        let d = max_abs_diff(&got, &expected);
+        assert!(d <= TOL, "schedule {name}: max |Δ| {d}");
+    }
+}
