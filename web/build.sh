@@ -3,7 +3,6 @@
 #   out/web/package/                  the staged package (wasm-bindgen output + web/npm/*)
 #   out/web/transmamba-web-<v>.tgz    `npm pack` of it
 #   demo/node_modules/transmamba-web  the tarball, installed as a user would
-#   demo/models/demo.safetensors      the demo's default model (random weights, from tm-run)
 # Honors CARGO_TARGET_DIR. Needs rustup, cargo, npm.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -38,10 +37,4 @@ echo "build.sh: $TGZ ($(du -k "$TGZ" | cut -f1) KiB; wasm $(du -k "$OUT/package/
 # 5. install the tarball into demo/ the way a user of the package would.
 (cd demo && npm install --silent --no-save --no-package-lock --no-audit --no-fund "$TGZ")
 
-# 6. the demo's default model (random weights; replaced by the trained demo model later).
-if [[ ! -f demo/models/demo.safetensors ]]; then
-  mkdir -p demo/models
-  cargo run -q -p tm-run -- make-model --preset small --transpoints 8,16,32,64,128,inf \
-    --out demo/models/demo.safetensors
-fi
 echo "build.sh: done; serve demo/ with any static server, e.g. python3 -m http.server -d demo"

@@ -56,6 +56,8 @@ def main():
     ref = pathlib.Path(args.reference)
     ref.mkdir(parents=True, exist_ok=True)
     (ref / "tokens.txt").write_text(",".join(str(t) for t in held) + "\n")
+    # The held-out text itself, for `tm-run perplexity` (perplexity_table.py).
+    (ref / "heldout.txt").write_text((work / "heldout.txt").read_text())
     with torch.no_grad():
         for name, tps in REFERENCE_SCHEDULES.items():
             logits = model(torch.from_numpy(held)[None], tps)[0].float().numpy()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::ValueEnum;
 use transmamba::cpu::CpuSession;
 use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
-use transmamba::gpu::{GpuContext, GpuOptions};
+use transmamba::gpu::{GpuContext, GpuOptions, WeightFormat};
 use transmamba::{Logits, Model, Result, Schedule};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -15,6 +15,28 @@ pub enum Backend {
     Auto,
     Cpu,
     Gpu,
+}
+
+/// How weight matrices are stored on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Weights {
+    /// f16 for a model stored in f16 (lossless), f32 otherwise.
+    Auto,
+    F32,
+    /// Rounds f32/bf16 weights to f16: half the bytes, results within the f16 bound.
+    F16,
+}
+
+impl Weights {
+    pub fn options(self, model: &Model, options: EngineOptions) -> EngineOptions {
+        let weights = match self {
+            Weights::F32 => WeightFormat::F32,
+            Weights::F16 => WeightFormat::F16,
+            Weights::Auto if model.stored_dtype == "F16" => WeightFormat::F16,
+            Weights::Auto => WeightFormat::F32,
+        };
+        EngineOptions { weights, ..options }
+    }
 }
 
 /// A loaded model on its backend.
@@ -55,7 +77,15 @@ impl Engine {
     pub fn name(&self) -> String {
         match self {
             Engine::Cpu(_) => "cpu".into(),
-            Engine::Gpu(g) => format!("gpu ({}, {:?})", g.ctx.info.name, g.ctx.info.backend),
+            Engine::Gpu(g) => format!(
+                "gpu ({}, {:?}, {} weights)",
+                g.ctx.info.name,
+                g.ctx.info.backend,
+                match g.options.weights {
+                    WeightFormat::F32 => "f32",
+                    WeightFormat::F16 => "f16",
+                }
+            ),
         }
     }
 

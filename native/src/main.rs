@@ -21,7 +21,7 @@ use transmamba::text::TextCodec;
 use transmamba::{npy, tokens::parse_token_list};
 use transmamba::{Logits, Model, ScheduleSpec};
 
-use backend::{Backend, Engine};
+use backend::{Backend, Engine, Weights};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +53,9 @@ enum Command {
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
+        /// Weight storage on the GPU: `auto` keeps f16 for a model stored in f16, else f32.
+        #[arg(long, value_enum, default_value_t = Weights::Auto)]
+        weights: Weights,
         /// Write the logits here (.npy); without it, print a summary.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -84,6 +87,9 @@ enum Command {
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
+        /// Weight storage on the GPU: `auto` keeps f16 for a model stored in f16, else f32.
+        #[arg(long, value_enum, default_value_t = Weights::Auto)]
+        weights: Weights,
         /// Print the tokens, text and timings as one JSON object.
         #[arg(long)]
         json: bool,
@@ -104,6 +110,9 @@ enum Command {
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
+        /// Weight storage on the GPU: `auto` keeps f16 for a model stored in f16, else f32.
+        #[arg(long, value_enum, default_value_t = Weights::Auto)]
+        weights: Weights,
         /// Decode time per token after prompts of these lengths, e.g. `1000,8000`.
         #[arg(long, value_delimiter = ',')]
         positions: Vec<usize>,
@@ -145,6 +154,9 @@ enum Command {
         max_tokens: usize,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
+        /// Weight storage on the GPU: `auto` keeps f16 for a model stored in f16, else f32.
+        #[arg(long, value_enum, default_value_t = Weights::Auto)]
+        weights: Weights,
         #[arg(long)]
         json: bool,
     },
@@ -233,8 +245,16 @@ fn run(cli: Cli) -> AnyResult<()> {
             tokens,
             transpoints,
             backend,
+            weights,
             out,
-        } => forward(model.as_deref(), &tokens, &transpoints, backend, out.as_deref()),
+        } => forward(
+            model.as_deref(),
+            &tokens,
+            &transpoints,
+            backend,
+            weights,
+            out.as_deref(),
+        ),
         Command::Generate {
             model,
             prompt,
@@ -246,6 +266,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             seed,
             transpoints,
             backend,
+            weights,
             json,
         } => {
             let spec: ScheduleSpec = transpoints.parse()?;
@@ -257,7 +278,8 @@ fn run(cli: Cli) -> AnyResult<()> {
             };
             m.check_tokens(&prompt_tokens)?;
             let schedule = spec.resolve(&m.config.transpoints)?;
-            let engine = Engine::new(m, backend, EngineOptions::default(), false)?;
+            let opts = weights.options(&m, EngineOptions::default());
+            let engine = Engine::new(m, backend, opts, false)?;
             let args = generate::GenerateArgs {
                 prompt_tokens,
                 max_tokens,
@@ -278,6 +300,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             gen,
             transpoints,
             backend,
+            weights,
             positions,
             sweep,
             scan_compare,
@@ -294,6 +317,7 @@ fn run(cli: Cli) -> AnyResult<()> {
                 chunk_size: chunk,
                 ..EngineOptions::default()
             };
+            let opts = weights.options(&m, opts);
             let engine = Engine::new(m, backend, opts, profile)?;
             let args = bench::BenchArgs {
                 prompt_len,
@@ -314,6 +338,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             context,
             max_tokens,
             backend,
+            weights,
             json,
         } => {
             let spec: ScheduleSpec = transpoints.parse()?;
@@ -326,7 +351,8 @@ fn run(cli: Cli) -> AnyResult<()> {
             }
             m.check_token_range(&tokens, 0)?;
             let schedule = spec.resolve(&m.config.transpoints)?;
-            let engine = Engine::new(m, backend, EngineOptions::default(), false)?;
+            let opts = weights.options(&m, EngineOptions::default());
+            let engine = Engine::new(m, backend, opts, false)?;
             let args = perplexity::PerplexityArgs {
                 model_name: demo_model::display(model.as_deref()),
                 tokens,
@@ -383,6 +409,7 @@ fn forward(
     tokens: &str,
     transpoints: &str,
     backend: Backend,
+    weights: Weights,
     out: Option<&Path>,
 ) -> AnyResult<()> {
     let tokens = read_tokens(tokens)?;
@@ -390,7 +417,8 @@ fn forward(
     let model = demo_model::load(model_path)?;
     let schedule = spec.resolve(&model.config.transpoints)?;
     model.check_tokens(&tokens)?;
-    let engine = Engine::new(model, backend, EngineOptions::default(), false)?;
+    let opts = weights.options(&model, EngineOptions::default());
+    let engine = Engine::new(model, backend, opts, false)?;
     let mut session = engine.session(schedule.clone())?;
     let start = Instant::now();
     let logits = session.forward(&tokens, Logits::All)?;

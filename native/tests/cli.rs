@@ -250,3 +250,144 @@ fn bench_prints_its_figures() {
         "cache should stop growing after the TransPoint: {at8} -> {at40}"
     );
 }
+
+fn json_of(r: &std::process::Output) -> serde_json::Value {
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    serde_json::from_slice(&r.stdout).expect("one JSON object")
+}
+
+#[test]
+fn perplexity_is_the_mean_nll_of_forward_logits() {
+    use transmamba::perplexity::NllSum;
+    let dir = temp_dir("cli-perplexity");
+    let model = dir.join("tiny.safetensors");
+    let m = model.to_str().unwrap();
+    let r = tm_run(&[
+        "make-model",
+        "--preset",
+        "tiny",
+        "--transpoints",
+        "6,inf",
+        "--out",
+        m,
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // No tokenizer: the text is read as bytes, all below this vocabulary's 64 ids.
+    let text = "12 34, 56! 78? 90. 13 57; 24 68: 0.";
+    let text_file = dir.join("text.txt");
+    std::fs::write(&text_file, text).unwrap();
+    let t = text_file.to_str().unwrap();
+    let tokens: Vec<u32> = text.bytes().map(u32::from).collect();
+    let list: Vec<String> = tokens.iter().map(ToString::to_string).collect();
+
+    // The whole text as one sequence equals the NLL of one forward pass's logits.
+    let logits_file = dir.join("logits.npy");
+    let r = tm_run(&[
+        "forward",
+        "--model",
+        m,
+        "--tokens",
+        &list.join(","),
+        "--backend",
+        "cpu",
+        "--out",
+        logits_file.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let (_, logits) = from_npy_f32(&std::fs::read(&logits_file).unwrap(), "logits").unwrap();
+    let mut expected = NllSum::default();
+    expected.push_rows(&logits, 64, &tokens[1..]);
+    for backend in ["cpu", "gpu"] {
+        let v = json_of(&tm_run(&[
+            "perplexity",
+            "--model",
+            m,
+            "--text",
+            t,
+            "--context",
+            "0",
+            "--backend",
+            backend,
+            "--json",
+        ]));
+        assert_eq!(v["scored_tokens"], tokens.len() - 1);
+        let ppl = v["perplexity"].as_f64().unwrap();
+        assert!(
+            (ppl - expected.perplexity()).abs() < 1e-4 * expected.perplexity(),
+            "{backend}: {ppl} vs {}",
+            expected.perplexity()
+        );
+    }
+    // Windows of 10 tokens: each a fresh sequence whose first token is context only.
+    let v = json_of(&tm_run(&[
+        "perplexity",
+        "--model",
+        m,
+        "--text",
+        t,
+        "--context",
+        "10",
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    let windows = tokens.len().div_ceil(10);
+    assert_eq!(v["windows"], windows);
+    assert_eq!(v["scored_tokens"], tokens.len() - windows);
+    assert!(v["cache_bytes_8k"].as_u64().unwrap() > 0);
+    // Errors name the problem.
+    let r = tm_run(&["perplexity", "--model", m, "--text", "/nonexistent.txt"]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cannot read text file"));
+    std::fs::write(dir.join("high.txt"), "zebra").unwrap();
+    let r = tm_run(&[
+        "perplexity",
+        "--model",
+        m,
+        "--text",
+        dir.join("high.txt").to_str().unwrap(),
+    ]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("out of range"));
+}
+
+/// With no --model, tm-run runs the demo model built into it (trained, with its tokenizer).
+#[test]
+fn the_embedded_demo_model_generates_and_is_trained() {
+    let v = json_of(&tm_run(&[
+        "generate",
+        "--prompt",
+        "Once upon a time",
+        "--max-tokens",
+        "16",
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 16);
+    let prompt = v["prompt_tokens"].as_array().unwrap().len();
+    assert!(
+        prompt < "Once upon a time".len() / 2,
+        "BPE, not bytes: {prompt} tokens"
+    );
+    let text = v["text"].as_str().unwrap();
+    let words = text
+        .split_whitespace()
+        .filter(|w| w.chars().any(|c| c.is_ascii_alphabetic()));
+    assert!(words.count() >= 3, "`{text}`");
+    // Trained: far below the 4096 of a uniform guess on held-out text (the end of Moby-Dick).
+    let heldout = transmamba_tests::demo_dir().join("reference/heldout.txt");
+    let v = json_of(&tm_run(&[
+        "perplexity",
+        "--text",
+        heldout.to_str().unwrap(),
+        "--max-tokens",
+        "512",
+        "--context",
+        "256",
+        "--backend",
+        "cpu",
+        "--json",
+    ]));
+    let ppl = v["perplexity"].as_f64().unwrap();
+    assert!(ppl < 400.0, "held-out perplexity {ppl}");
+}

@@ -20,7 +20,8 @@ fn demo() -> Model {
 
 fn reference(name: &str) -> (Vec<u32>, Vec<f32>) {
     let dir = demo_dir().join("reference");
-    let tokens = parse_token_list(&std::fs::read_to_string(dir.join("tokens.txt")).unwrap()).unwrap();
+    let tokens =
+        parse_token_list(&std::fs::read_to_string(dir.join("tokens.txt")).unwrap()).unwrap();
     let bytes = std::fs::read(dir.join(format!("logits_{name}.npy"))).unwrap();
     let (shape, logits) = from_npy_f32(&bytes, name).unwrap();
     assert_eq!(shape, vec![tokens.len(), logits.len() / tokens.len()]);
@@ -47,8 +48,15 @@ fn cpu_logits_equal_the_training_scripts_forward() {
     let m = demo();
     for name in SCHEDULES {
         let (tokens, expected) = reference(name);
-        let sched = name.parse::<ScheduleSpec>().unwrap().resolve(&m.config.transpoints).unwrap();
-        let got = CpuSession::new(&m, sched).unwrap().forward(&tokens, Logits::All).unwrap();
+        let sched = name
+            .parse::<ScheduleSpec>()
+            .unwrap()
+            .resolve(&m.config.transpoints)
+            .unwrap();
+        let got = CpuSession::new(&m, sched)
+            .unwrap()
+            .forward(&tokens, Logits::All)
+            .unwrap();
         let d = max_abs_diff(&got, &expected);
         assert!(d <= TOL, "schedule {name}: max |Δ| {d}");
     }
@@ -60,7 +68,11 @@ fn gpu_logits_equal_the_training_scripts_forward() {
     let gm = GpuModel::new(gpu_context(), &m, EngineOptions::default()).unwrap();
     for name in SCHEDULES {
         let (tokens, expected) = reference(name);
-        let sched = name.parse::<ScheduleSpec>().unwrap().resolve(&m.config.transpoints).unwrap();
+        let sched = name
+            .parse::<ScheduleSpec>()
+            .unwrap()
+            .resolve(&m.config.transpoints)
+            .unwrap();
         let got = GpuSession::new(&gm, sched)
             .unwrap()
             .forward_blocking(&tokens, Logits::All)

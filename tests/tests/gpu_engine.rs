@@ -115,6 +115,7 @@ fn long_prompt_runs_in_pieces() {
     let opts = EngineOptions {
         chunk_size: 8,
         max_rows: 16,
+        ..EngineOptions::default()
     };
     let gm = GpuModel::new(ctx(), &model, opts).unwrap();
     let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
@@ -123,6 +124,53 @@ fn long_prompt_runs_in_pieces() {
     let last = gpu_forward(&gm, &sched, &tokens, Logits::Last);
     assert_eq!(last.len(), spec.vocab);
     assert!(max_abs_diff(&last, &got[99 * spec.vocab..]) < 1e-5);
+}
+
+/// The model with every matrix the GPU stores as a texture rounded to f16.
+fn with_f16_matrices(model: &Model) -> Model {
+    let round = |t: &mut transmamba::model::Tensor| {
+        for v in &mut t.data {
+            *v = half::f16::from_f32(*v).to_f32();
+        }
+    };
+    let mut m = model.clone();
+    round(&mut m.embedding);
+    if let Some(h) = &mut m.lm_head {
+        round(h);
+    }
+    for l in &mut m.layers {
+        round(&mut l.in_proj);
+        round(&mut l.out_proj);
+        if let Some(mlp) = &mut l.mlp {
+            round(&mut mlp.fc1);
+            round(&mut mlp.fc2);
+        }
+    }
+    m
+}
+
+/// f16 weight storage (rgba16float textures, f32 compute) computes the model whose matrices are
+/// rounded to f16: the same bound as f32 against the CPU on those weights; and against the
+/// unrounded model it stays within the looser bound the f16 path is held to.
+#[test]
+fn f16_weights_compute_the_f16_rounded_model() {
+    for (name, spec) in model_variants() {
+        let model = random_model(&spec, 21);
+        let rounded = with_f16_matrices(&model);
+        let tokens = random_tokens(spec.vocab, 29, 4);
+        let sched = Schedule(vec![At(11); spec.layers]);
+        let opts = EngineOptions {
+            chunk_size: 8,
+            weights: transmamba::gpu::WeightFormat::F16,
+            ..EngineOptions::default()
+        };
+        let gm = GpuModel::new(ctx(), &model, opts).unwrap();
+        let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
+        let err = max_abs_diff(&got, &cpu_logits(&rounded, &sched, &tokens));
+        assert!(err < TOL, "{name}: |Δ| vs f16-rounded CPU = {err}");
+        let loose = max_abs_diff(&got, &cpu_logits(&model, &sched, &tokens));
+        assert!(loose < 2e-2, "{name}: |Δ| vs f32 CPU = {loose}");
+    }
 }
 
 #[test]
@@ -149,6 +197,7 @@ fn weights_larger_than_the_binding_limit_are_split() {
         EngineOptions {
             chunk_size: 4,
             max_rows: 64,
+            ..EngineOptions::default()
         },
     )
     .unwrap();

@@ -132,9 +132,8 @@ pub async fn create_engine(
     // A tokenizer given by the caller wins over the one the file carries in its metadata.
     let codec = match (tokenizer_json, &model.tokenizer_json) {
         (Some(b), _) => TextCodec::from_tokenizer_json(&b, "tokenizer.json").map_err(js_err)?,
-        (None, Some(j)) => {
-            TextCodec::from_tokenizer_json(j.as_bytes(), "__metadata__.tokenizer").map_err(js_err)?
-        }
+        (None, Some(j)) => TextCodec::from_tokenizer_json(j.as_bytes(), "__metadata__.tokenizer")
+            .map_err(js_err)?,
         (None, None) => TextCodec::Bytes,
     };
     drop(model_bytes);
@@ -149,6 +148,7 @@ pub async fn create_engine(
     let engine_opts = EngineOptions {
         chunk_size: opts.chunk_size.unwrap_or(defaults.chunk_size),
         max_rows: opts.max_rows.unwrap_or(defaults.max_rows),
+        ..defaults
     };
     let gpu = GpuModel::new(Arc::new(ctx), &model, engine_opts).map_err(js_err)?;
     // Surface validation errors of the uploads now rather than at the first forward.

@@ -232,9 +232,9 @@ ${body}
     const page = await browser.context.newPage();
     const log = watch(page);
     try {
-      // The example loads 'models/demo.safetensors' relative to the page: serve it beside it.
-      await page.route('**/__test/models/demo.safetensors', (route) =>
-        route.fulfill({ body: readFileSync(join(DEMO, 'models/demo.safetensors')), contentType: 'application/octet-stream' }),
+      // The example loads 'transmamba-demo.safetensors' relative to the page: serve it beside it.
+      await page.route('**/__test/transmamba-demo.safetensors', (route) =>
+        route.fulfill({ body: readFileSync(join(DEMO, 'transmamba-demo.safetensors')), contentType: 'application/octet-stream' }),
       );
       await page.goto(`${server.url}/__test/readme-example.html`);
       await page.waitForFunction(() => document.body.dataset.done, null, { timeout: 120_000 });

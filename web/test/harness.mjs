@@ -21,12 +21,9 @@ export function prepare() {
   if (!existsSync(join(DEMO, 'node_modules/transmamba-web/index.js'))) {
     throw new Error('demo/node_modules/transmamba-web is missing: run web/build.sh first');
   }
-  if (!existsSync(join(DEMO, 'models/demo.safetensors'))) {
-    throw new Error('demo/models/demo.safetensors is missing: run web/build.sh first');
-  }
   const tiny = join(OUT, 'tiny.safetensors');
   if (!existsSync(tiny)) tmRun(['make-model', '--preset', 'tiny', '--transpoints', '8,inf', '--out', tiny]);
-  return { tiny, demoModel: join(DEMO, 'models/demo.safetensors') };
+  return { tiny, demoModel: join(DEMO, 'transmamba-demo.safetensors') };
 }
 
 export function tmRun(args) {

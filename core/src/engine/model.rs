@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::gpu::{GpuBuffer, GpuContext, GpuMatrix, SsmDims};
+use crate::gpu::{GpuBuffer, GpuContext, GpuMatrix, SsmDims, WeightFormat};
 use crate::model::{Model, Tensor};
 
 pub(crate) struct GpuLayer {
@@ -35,6 +35,8 @@ pub struct EngineOptions {
     pub chunk_size: u32,
     /// Most tokens one submission processes; longer prompts run as consecutive pieces.
     pub max_rows: u32,
+    /// How weight matrices are stored on the device (`F16` halves their bytes; f32 compute).
+    pub weights: WeightFormat,
 }
 
 impl Default for EngineOptions {
@@ -42,6 +44,7 @@ impl Default for EngineOptions {
         Self {
             chunk_size: 64,
             max_rows: 1024,
+            weights: WeightFormat::F32,
         }
     }
 }
@@ -64,7 +67,14 @@ impl GpuModel {
         let up = |label: &str, t: &Tensor| ctx.upload_f32(label, &t.data);
         let opt = |label: &str, t: &Option<Tensor>| t.as_ref().map(|t| up(label, t)).transpose();
         let mat = |label: &str, t: &Tensor| {
-            GpuMatrix::from_f32(ctx.as_ref(), label, &t.data, t.shape[0], t.shape[1])
+            GpuMatrix::from_f32_as(
+                ctx.as_ref(),
+                label,
+                &t.data,
+                t.shape[0],
+                t.shape[1],
+                options.weights,
+            )
         };
         let mut layers = Vec::with_capacity(model.layers.len());
         for w in &model.layers {
@@ -104,6 +114,7 @@ impl GpuModel {
             options: EngineOptions {
                 chunk_size: options.chunk_size.max(1),
                 max_rows: options.max_rows.max(1),
+                weights: options.weights,
             },
             ctx,
         })

@@ -11,6 +11,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use super::error::{GpuError, GpuResult};
 use super::shaders::shader_source;
+use super::weights::WeightFormat;
 
 /// Bytes reserved per dispatch in the uniform arena (>= any `min_uniform_buffer_offset_alignment`).
 pub(crate) const PARAM_SLOT: u64 = 256;
@@ -344,6 +345,19 @@ impl GpuContext {
         width: u32,
         height: u32,
     ) -> GpuResult<GpuBuffer> {
+        self.upload_texture(label, data, width, height, WeightFormat::F32)
+    }
+
+    /// [`Self::upload_texture_f32`] stored as `format`: rgba32float, or rgba16float (values
+    /// rounded to nearest f16; kernels still read f32 from `textureLoad`).
+    pub fn upload_texture(
+        &self,
+        label: &str,
+        data: &[f32],
+        width: u32,
+        height: u32,
+        format: WeightFormat,
+    ) -> GpuResult<GpuBuffer> {
         let maxd = self.limits.max_texture_dimension_2d;
         if width == 0 || height == 0 || width > maxd || height > maxd {
             return Err(GpuError::TooLarge {
@@ -373,16 +387,27 @@ impl GpuContext {
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
+            format: match format {
+                WeightFormat::F32 => wgpu::TextureFormat::Rgba32Float,
+                WeightFormat::F16 => wgpu::TextureFormat::Rgba16Float,
+            },
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
+        let halves: Vec<half::f16>;
+        let bytes: &[u8] = match format {
+            WeightFormat::F32 => bytemuck::cast_slice(data),
+            WeightFormat::F16 => {
+                halves = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                bytemuck::cast_slice(&halves)
+            }
+        };
         self.queue.write_texture(
             tex.as_image_copy(),
-            bytemuck::cast_slice(data),
+            bytes,
             wgpu::TexelCopyBufferLayout {
                 offset: 0,
-                bytes_per_row: Some(width * 16),
+                bytes_per_row: Some(width * format.texel_bytes() as u32),
                 rows_per_image: None,
             },
             size,

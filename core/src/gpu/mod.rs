@@ -15,4 +15,4 @@ pub use context::{GpuBuffer, GpuContext, GpuOptions};
 pub use error::{GpuError, GpuResult};
 pub use ops::*;
 pub use recorder::Recorder;
-pub use weights::{GpuMatrix, MatBlock};
+pub use weights::{GpuMatrix, MatBlock, WeightFormat};

@@ -19,6 +19,25 @@ pub struct MatBlock {
     pub buffer: GpuBuffer,
 }
 
+/// How a [`GpuMatrix`] stores its values. Kernels read both the same way (a texel fetch returns
+/// f32), so the choice changes bytes moved, not code: `F16` halves the weight traffic of
+/// matrix-vector products and needs no shader-f16 (rgba16float is a core WebGPU format).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WeightFormat {
+    #[default]
+    F32,
+    F16,
+}
+
+impl WeightFormat {
+    pub fn texel_bytes(self) -> u64 {
+        match self {
+            WeightFormat::F32 => 16,
+            WeightFormat::F16 => 8,
+        }
+    }
+}
+
 /// A [rows, cols] f32 matrix (PyTorch [out, in] layout) stored as row blocks, each at most
 /// `ctx.max_binding_size()` bytes and `max_texture_dimension_2d` rows (see [`MatBlock`] for the
 /// layout). Ops that read it dispatch once per block.
@@ -26,6 +45,7 @@ pub struct MatBlock {
 pub struct GpuMatrix {
     pub rows: usize,
     pub cols: usize,
+    pub format: WeightFormat,
     pub blocks: Vec<MatBlock>,
 }
 
@@ -46,7 +66,7 @@ impl GpuMatrix {
         Ok(if r >= 4 { r & !3 } else { r })
     }
 
-    /// Uploads a row-major `data` of `rows * cols` values.
+    /// Uploads a row-major `data` of `rows * cols` values, stored as f32.
     pub fn from_f32(
         ctx: &GpuContext,
         label: &str,
@@ -54,13 +74,25 @@ impl GpuMatrix {
         rows: usize,
         cols: usize,
     ) -> GpuResult<Self> {
+        Self::from_f32_as(ctx, label, data, rows, cols, WeightFormat::F32)
+    }
+
+    /// Uploads a row-major `data` of `rows * cols` values, stored as `format`.
+    pub fn from_f32_as(
+        ctx: &GpuContext,
+        label: &str,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        format: WeightFormat,
+    ) -> GpuResult<Self> {
         if data.len() != rows * cols {
             return Err(GpuError::Shape {
                 op: "GpuMatrix::from_f32",
                 detail: format!("{label}: {} values for [{rows}, {cols}]", data.len()),
             });
         }
-        Self::from_fn(ctx, label, rows, cols, |r, out| {
+        Self::from_fn(ctx, label, rows, cols, format, |r, out| {
             out.copy_from_slice(&data[r.start * cols..r.end * cols])
         })
     }
@@ -72,6 +104,7 @@ impl GpuMatrix {
         label: &str,
         rows: usize,
         cols: usize,
+        format: WeightFormat,
         mut fill: impl FnMut(Range<usize>, &mut [f32]),
     ) -> GpuResult<Self> {
         let per = Self::rows_per_block(ctx, label, cols)?;
@@ -98,7 +131,7 @@ impl GpuMatrix {
                 }
                 &padded
             };
-            let buffer = ctx.upload_texture_f32(label, data, (ldk / 4) as u32, n as u32)?;
+            let buffer = ctx.upload_texture(label, data, (ldk / 4) as u32, n as u32, format)?;
             blocks.push(MatBlock {
                 row_start: r0,
                 rows: n,
@@ -107,6 +140,11 @@ impl GpuMatrix {
             });
             r0 += n;
         }
-        Ok(Self { rows, cols, blocks })
+        Ok(Self {
+            rows,
+            cols,
+            format,
+            blocks,
+        })
     }
 }

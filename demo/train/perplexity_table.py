@@ -1,0 +1,102 @@
+"""Held-out perplexity of the demo model under TransPoint schedules, from `tm-run perplexity`.
+
+    cargo build --release -p tm-run
+    python demo/train/perplexity_table.py            # writes docs/perplexity.{json,png}, prints the table
+
+Needs only the runtime, matplotlib and the held-out text shipped in demo/reference/.
+"""
+
+import argparse
+import json
+import pathlib
+import subprocess
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCHEDULES = [
+    ("0", "TransPoint 0 everywhere (pure SSM)"),
+    ("inf", "`inf` everywhere (pure attention)"),
+    ("config", "the model's default `0,16,32,64,128,256`"),
+    ("16", "uniform 16"),
+    ("64", "uniform 64"),
+    ("256", "uniform 256"),
+    ("paper", "the paper's cycle `0,128,256,512,1024,2048`"),
+]
+CONTEXTS = [256, 1024]
+
+
+def run(tm_run, text, spec, context, backend):
+    out = subprocess.run(
+        [tm_run, "perplexity", "--text", str(text), "--transpoints", spec, "--context", str(context),
+         "--backend", backend, "--json"],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def mib(b):
+    return f"{b / 2**20:.2f} MiB" if b >= 2**20 else f"{b / 2**10:.0f} KiB"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tm-run", default=str(ROOT / "target/release/tm-run"))
+    ap.add_argument("--text", default=str(ROOT / "demo/reference/heldout.txt"))
+    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--out", default=str(ROOT / "docs"))
+    args = ap.parse_args()
+
+    results = []
+    for spec, label in SCHEDULES:
+        row = {"spec": spec, "label": label}
+        for ctx in CONTEXTS:
+            r = run(args.tm_run, args.text, spec, ctx, args.backend)
+            row[f"ppl_{ctx}"] = r["perplexity"]
+            row["transpoints"] = r["transpoints"]
+            row["tokens"] = r["scored_tokens"]
+            row["cache_1k"], row["cache_8k"] = r["cache_bytes_1k"], r["cache_bytes_8k"]
+            print(f"{spec:>6} context {ctx:>5}: perplexity {r['perplexity']:.2f}", flush=True)
+        results.append(row)
+
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "perplexity.json").write_text(json.dumps(results, indent=1) + "\n")
+
+    head = "| schedule | per-layer TransPoints | " + " | ".join(
+        f"perplexity, {c}-token windows" for c in CONTEXTS) + " | cache at 1k tokens | cache at 8k tokens |"
+    print()
+    print(head)
+    print("|" + "---|" * (4 + len(CONTEXTS)))
+    for r in results:
+        ppl = " | ".join(f"{r[f'ppl_{c}']:.2f}" for c in CONTEXTS)
+        print(f"| {r['label']} | `{r['transpoints']}` | {ppl} | {mib(r['cache_1k'])} | {mib(r['cache_8k'])} |")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = [r["spec"] for r in results]
+    x = range(len(results))
+    w = 0.8 / len(CONTEXTS)
+    for i, c in enumerate(CONTEXTS):
+        a.bar([j + i * w for j in x], [r[f"ppl_{c}"] for r in results], w, label=f"{c}-token windows")
+    a.set_xticks([j + w * (len(CONTEXTS) - 1) / 2 for j in x], names)
+    a.set_ylabel("held-out perplexity (lower is better)")
+    a.set_xlabel("TransPoint schedule")
+    a.legend()
+    a.set_title("Quality across schedules (one trained model)")
+    for i, (k, lab) in enumerate([("cache_1k", "1k tokens"), ("cache_8k", "8k tokens")]):
+        b.bar([j + i * 0.4 for j in x], [r[k] / 2**20 for r in results], 0.4, label=lab)
+    b.set_xticks([j + 0.2 for j in x], names)
+    b.set_yscale("log")
+    b.set_ylabel("cache memory per sequence (MiB, log)")
+    b.set_xlabel("TransPoint schedule")
+    b.legend()
+    b.set_title("Memory each schedule needs")
+    fig.tight_layout()
+    fig.savefig(out / "perplexity.png", dpi=110)
+    print(f"\nwrote {out / 'perplexity.json'} and {out / 'perplexity.png'}")
+
+
+if __name__ == "__main__":
+    main()
