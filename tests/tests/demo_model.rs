@@ -58,6 +58,7 @@ fn cpu_logits_equal_the_training_scripts_forward() {
             .forward(&tokens, Logits::All)
             .unwrap();
         let d = max_abs_diff(&got, &expected);
+        eprintln!("schedule {name}: max |Δ| {d:.2e}");
         assert!(d <= TOL, "schedule {name}: max |Δ| {d}");
     }
 }
@@ -78,6 +79,7 @@ fn gpu_logits_equal_the_training_scripts_forward() {
             .forward_blocking(&tokens, Logits::All)
             .unwrap();
         let d = max_abs_diff(&got, &expected);
+        eprintln!("schedule {name}: max |Δ| {d:.2e}");
         assert!(d <= TOL, "schedule {name}: max |Δ| {d}");
     }
 }

@@ -27,6 +27,9 @@ export interface LoadOptions {
   tokenizer?: ModelSource;
   /** Use shader-f16 when the adapter offers it (default false). */
   preferF16?: boolean;
+  /** Weight storage on the GPU: 'auto' (default: f16 for a model stored in f16, else f32) or
+   * 'f32' / 'f16' (rgba16float textures: half the memory, f32 compute, no shader-f16 needed). */
+  weights?: 'auto' | 'f32' | 'f16';
   /** Pretend the device's storage-binding limit is at most this many bytes (testing). */
   maxBindingSize?: number;
   /** SSD scan chunk size (default 64). */
@@ -101,6 +104,8 @@ export interface ModelInfo {
   };
   /** Whether the shaders use f16 (only with preferF16 and an adapter that has shader-f16). */
   shaderF16: boolean;
+  /** How the weight matrices are stored on the GPU. */
+  weights: 'f32' | 'f16';
   limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; bindingSizeUsed: number };
   /** 'tokenizer.json' or 'bytes'. */
   tokenizer: string;

@@ -18,7 +18,7 @@ use js_sys::{Float32Array, Function, Promise};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
-use transmamba::gpu::{GpuContext, GpuOptions};
+use transmamba::gpu::{GpuContext, GpuOptions, WeightFormat};
 use transmamba::sampling::{Sampler, SamplingOptions};
 use transmamba::schedule::{Schedule, ScheduleSpec, TransPoint};
 use transmamba::text::{TextCodec, TextStream};
@@ -65,6 +65,8 @@ struct LoadOptions {
     chunk_size: Option<u32>,
     /// Most tokens one submission processes.
     max_rows: Option<u32>,
+    /// Weight storage: "auto" (f16 for a model stored in f16, else f32), "f32" or "f16".
+    weights: Option<String>,
 }
 
 /// Options of `generate` (JSON, camelCase).
@@ -144,10 +146,21 @@ pub async fn create_engine(
     })
     .await
     .map_err(js_err)?;
+    let weights = match opts.weights.as_deref().unwrap_or("auto") {
+        "auto" if model.stored_dtype == "F16" => WeightFormat::F16,
+        "auto" | "f32" => WeightFormat::F32,
+        "f16" => WeightFormat::F16,
+        other => {
+            return Err(JsError::new(&format!(
+                "load option `weights` must be \"auto\", \"f32\" or \"f16\", not {other:?}"
+            )))
+        }
+    };
     let defaults = EngineOptions::default();
     let engine_opts = EngineOptions {
         chunk_size: opts.chunk_size.unwrap_or(defaults.chunk_size),
         max_rows: opts.max_rows.unwrap_or(defaults.max_rows),
+        weights,
         ..defaults
     };
     let gpu = GpuModel::new(Arc::new(ctx), &model, engine_opts).map_err(js_err)?;
@@ -258,6 +271,10 @@ impl Engine {
                 "deviceType": format!("{:?}", a.device_type),
             },
             "shaderF16": ctx.has_f16(),
+            "weights": match self.inner.model.options.weights {
+                WeightFormat::F32 => "f32",
+                WeightFormat::F16 => "f16",
+            },
             "limits": {
                 "maxStorageBufferBindingSize": ctx.limits.max_storage_buffer_binding_size,
                 "maxBufferSize": ctx.limits.max_buffer_size,
