@@ -757,19 +757,30 @@ impl ScanCase {
 
     /// GPU buffers: x | B | C interleaved in one xBC' buffer (like the model), dt dense.
     fn upload(&self, c: &GpuContext, r: &mut StdRng) -> (GpuBuffer, GpuBuffer, GpuBuffer, u32) {
+        self.upload_layout(c, r, 3, 1)
+    }
+
+    /// `upload` with rows `pad` values longer than xBC and starting at `offset`.
+    fn upload_layout(
+        &self,
+        c: &GpuContext,
+        r: &mut StdRng,
+        pad: usize,
+        offset: usize,
+    ) -> (GpuBuffer, GpuBuffer, GpuBuffer, u32) {
         let (hp, gn) = (
             (self.d.heads * self.d.head_dim) as usize,
             (self.d.groups * self.d.state) as usize,
         );
         let dc = hp + 2 * gn;
-        let stride = dc + 3;
+        let stride = dc + pad;
         let mut row = Vec::with_capacity(self.t * dc);
         for t in 0..self.t {
             row.extend_from_slice(&self.x[t * hp..(t + 1) * hp]);
             row.extend_from_slice(&self.b[t * gn..(t + 1) * gn]);
             row.extend_from_slice(&self.cm[t * gn..(t + 1) * gn]);
         }
-        let xbc = up(c, &pack(r, &row, self.t, dc, stride, 1));
+        let xbc = up(c, &pack(r, &row, self.t, dc, stride, offset));
         (xbc, up(c, &self.dt), up(c, &self.a_log), stride as u32)
     }
 }
@@ -781,8 +792,19 @@ fn inputs<'a>(
     dt: &'a GpuBuffer,
     a_log: &'a GpuBuffer,
 ) -> SsmInputs<'a> {
+    inputs_at(d, xbc, stride, 1, dt, a_log)
+}
+
+fn inputs_at<'a>(
+    d: SsmDims,
+    xbc: &'a GpuBuffer,
+    stride: u32,
+    offset: u32,
+    dt: &'a GpuBuffer,
+    a_log: &'a GpuBuffer,
+) -> SsmInputs<'a> {
     let (hp, gn) = (d.heads * d.head_dim, d.groups * d.state);
-    let v = View::new(xbc, stride, 1);
+    let v = View::new(xbc, stride, offset);
     SsmInputs {
         x: v,
         b: v.cols_from(hp),
@@ -889,58 +911,72 @@ fn chunked_scan_long_sequence_in_segments() {
 fn sequential_scan_and_step_equal_recurrence() {
     let mut r = rng(12);
     let c = ctx();
-    let d = SsmDims {
-        heads: 4,
-        head_dim: 3,
-        state: 9,
-        groups: 2,
-    };
-    let case = ScanCase::new(&mut r, d, 17);
-    let (want_y, want_s) = case.reference(&case.s0);
-    let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
-    let inp = inputs(d, &xbc, stride, &dtb, &ab);
-    let hp = d.inner() as usize;
+    // N = 9: the scalar step kernel; N = 8 with offsets multiples of 4: the vec4 one.
+    for d in [
+        SsmDims {
+            heads: 4,
+            head_dim: 3,
+            state: 9,
+            groups: 2,
+        },
+        SsmDims {
+            heads: 4,
+            head_dim: 4,
+            state: 8,
+            groups: 2,
+        },
+    ] {
+        let case = ScanCase::new(&mut r, d, 17);
+        let (want_y, want_s) = case.reference(&case.s0);
+        let (pad, off) = if d.state == 8 { (4, 4) } else { (3, 1) };
+        let (xbc, dtb, ab, stride) = case.upload_layout(c, &mut r, pad, off);
+        let inp = inputs_at(d, &xbc, stride, off as u32, &dtb, &ab);
+        if d.state == 8 {
+            assert!(inp.b.offset % 4 == 0 && inp.c.offset % 4 == 0 && stride % 4 == 0);
+        }
+        let hp = d.inner() as usize;
 
-    let state = up(c, &case.s0);
-    let yb = c.zeros("y", case.t * hp).unwrap();
-    let mut rec = Recorder::new(c);
-    ssm_sequential_scan(
-        &mut rec,
-        d,
-        case.t as u32,
-        &inp,
-        &state,
-        View::dense(&yb, hp as u32),
-    )
-    .unwrap();
-    submit(rec);
-    assert_close("sequential y", &read(c, &yb), &want_y, 1e-4);
-    assert_close("sequential state", &read(c, &state), &want_s, 1e-4);
-
-    // Decode: one ssm_step per token, all in one submission.
-    let state = up(c, &case.s0);
-    let yb = c.zeros("y", case.t * hp).unwrap();
-    let mut rec = Recorder::new(c);
-    for t in 0..case.t as u32 {
-        let it = SsmInputs {
-            x: inp.x.rows_from(t),
-            b: inp.b.rows_from(t),
-            c: inp.c.rows_from(t),
-            dt: inp.dt.rows_from(t),
-            a_log: &ab,
-        };
-        ssm_step(
+        let state = up(c, &case.s0);
+        let yb = c.zeros("y", case.t * hp).unwrap();
+        let mut rec = Recorder::new(c);
+        ssm_sequential_scan(
             &mut rec,
             d,
-            &it,
+            case.t as u32,
+            &inp,
             &state,
-            View::dense(&yb, hp as u32).rows_from(t),
+            View::dense(&yb, hp as u32),
         )
         .unwrap();
+        submit(rec);
+        assert_close("sequential y", &read(c, &yb), &want_y, 1e-4);
+        assert_close("sequential state", &read(c, &state), &want_s, 1e-4);
+
+        // Decode: one ssm_step per token, all in one submission.
+        let state = up(c, &case.s0);
+        let yb = c.zeros("y", case.t * hp).unwrap();
+        let mut rec = Recorder::new(c);
+        for t in 0..case.t as u32 {
+            let it = SsmInputs {
+                x: inp.x.rows_from(t),
+                b: inp.b.rows_from(t),
+                c: inp.c.rows_from(t),
+                dt: inp.dt.rows_from(t),
+                a_log: &ab,
+            };
+            ssm_step(
+                &mut rec,
+                d,
+                &it,
+                &state,
+                View::dense(&yb, hp as u32).rows_from(t),
+            )
+            .unwrap();
+        }
+        submit(rec);
+        assert_close("step y", &read(c, &yb), &want_y, 1e-4);
+        assert_close("step state", &read(c, &state), &want_s, 1e-4);
     }
-    submit(rec);
-    assert_close("step y", &read(c, &yb), &want_y, 1e-4);
-    assert_close("step state", &read(c, &state), &want_s, 1e-4);
 }
 
 #[test]

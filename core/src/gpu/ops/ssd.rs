@@ -79,6 +79,13 @@ const STEP: Kernel = Kernel {
     access: "rrrrrww",
     spec: "",
 };
+/// `STEP` with vec4 state/B/C accesses (N and the B/C offsets multiples of 4).
+const STEP_VEC4: Kernel = Kernel {
+    shader: "ssm_step_vec4",
+    entry: "main",
+    access: "rrrrrww",
+    spec: "",
+};
 const SEQ: Kernel = Kernel {
     shader: "ssm_sequential_scan",
     entry: "main",
@@ -313,5 +320,7 @@ pub fn ssm_step(
     let bufs = [
         inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, state, y.buf,
     ];
-    rec.dispatch(&STEP, &p, &bufs, grid64(d.inner() as u64))
+    let vec4 = d.state % 4 == 0 && inp.b.offset % 4 == 0 && inp.c.offset % 4 == 0;
+    let kernel = if vec4 { &STEP_VEC4 } else { &STEP };
+    rec.dispatch(kernel, &p, &bufs, grid64(d.inner() as u64))
 }
