@@ -911,8 +911,15 @@ fn chunked_scan_long_sequence_in_segments() {
 fn sequential_scan_and_step_equal_recurrence() {
     let mut r = rng(12);
     let c = ctx();
-    // N = 9: the scalar step kernel; N = 8 with offsets multiples of 4: the vec4 one.
+    // N = 9: the scalar step kernel; N = 8 with offsets multiples of 4: the vec4 one; P = 8,
+    // N = 32: the subgroup one where the adapter has 8-wide subgroups (lavapipe).
     for d in [
+        SsmDims {
+            heads: 4,
+            head_dim: 8,
+            state: 32,
+            groups: 2,
+        },
         SsmDims {
             heads: 4,
             head_dim: 3,
@@ -928,10 +935,11 @@ fn sequential_scan_and_step_equal_recurrence() {
     ] {
         let case = ScanCase::new(&mut r, d, 17);
         let (want_y, want_s) = case.reference(&case.s0);
-        let (pad, off) = if d.state == 8 { (4, 4) } else { (3, 1) };
+        let aligned = d.state % 4 == 0;
+        let (pad, off) = if aligned { (4, 4) } else { (3, 1) };
         let (xbc, dtb, ab, stride) = case.upload_layout(c, &mut r, pad, off);
         let inp = inputs_at(d, &xbc, stride, off as u32, &dtb, &ab);
-        if d.state == 8 {
+        if aligned {
             assert!(inp.b.offset % 4 == 0 && inp.c.offset % 4 == 0 && stride % 4 == 0);
         }
         let hp = d.inner() as usize;

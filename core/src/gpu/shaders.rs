@@ -38,6 +38,7 @@ shaders!(
     "ssd_state_passing_sg",
     "ssm_sequential_scan",
     "ssm_step",
+    "ssm_step_sg",
     "ssm_step_vec4",
     "swiglu",
 );

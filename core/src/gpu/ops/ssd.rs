@@ -2,7 +2,7 @@
 
 use crate::gpu::context::{GpuBuffer, GpuContext, Kernel};
 use crate::gpu::error::{ensure, GpuError};
-use crate::gpu::recorder::{grid64, Recorder};
+use crate::gpu::recorder::{grid64, grid_groups, Recorder};
 use crate::gpu::GpuResult;
 
 use super::{need_len, SsmDims, View};
@@ -82,6 +82,13 @@ const STEP: Kernel = Kernel {
 /// `STEP` with vec4 state/B/C accesses (N and the B/C offsets multiples of 4).
 const STEP_VEC4: Kernel = Kernel {
     shader: "ssm_step_vec4",
+    entry: "main",
+    access: "rrrrrww",
+    spec: "",
+};
+/// `STEP_VEC4` for 8-wide subgroups sharing B and C (P % 8 == 0, N % 32 == 0).
+const STEP_SG: Kernel = Kernel {
+    shader: "ssm_step_sg",
     entry: "main",
     access: "rrrrrww",
     spec: "",
@@ -321,6 +328,10 @@ pub fn ssm_step(
         inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, state, y.buf,
     ];
     let vec4 = d.state % 4 == 0 && inp.b.offset % 4 == 0 && inp.c.offset % 4 == 0;
+    if vec4 && rec.ctx().has_subgroup8() && d.head_dim % 8 == 0 && d.state % 32 == 0 {
+        let groups = grid_groups(d.inner() as u64 / 8);
+        return rec.dispatch(&STEP_SG, &p, &bufs, groups);
+    }
     let kernel = if vec4 { &STEP_VEC4 } else { &STEP };
     rec.dispatch(kernel, &p, &bufs, grid64(d.inner() as u64))
 }
