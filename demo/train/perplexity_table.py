@@ -43,7 +43,13 @@ def main():
     ap.add_argument("--text", default=str(ROOT / "demo/reference/heldout.txt"))
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--out", default=str(ROOT / "docs"))
+    ap.add_argument("--replot", action="store_true", help="redraw from OUT/perplexity.json")
     args = ap.parse_args()
+    out = pathlib.Path(args.out)
+    if args.replot:
+        results = json.loads((out / "perplexity.json").read_text())
+        report(results, out)
+        return
 
     results = []
     for spec, label in SCHEDULES:
@@ -57,9 +63,12 @@ def main():
             print(f"{spec:>6} context {ctx:>5}: perplexity {r['perplexity']:.2f}", flush=True)
         results.append(row)
 
-    out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "perplexity.json").write_text(json.dumps(results, indent=1) + "\n")
+    report(results, out)
+
+
+def report(results, out):
 
     head = "| schedule | per-layer TransPoints | " + " | ".join(
         f"perplexity, {c}-token windows" for c in CONTEXTS) + " | cache at 1k tokens | cache at 8k tokens |"
@@ -83,7 +92,7 @@ def main():
     a.set_xticks([j + w * (len(CONTEXTS) - 1) / 2 for j in x], names)
     a.set_ylabel("held-out perplexity (lower is better)")
     a.set_xlabel("TransPoint schedule")
-    a.legend()
+    a.legend(loc="lower right")
     a.set_title("Quality across schedules (one trained model)")
     for i, (k, lab) in enumerate([("cache_1k", "1k tokens"), ("cache_8k", "8k tokens")]):
         b.bar([j + i * 0.4 for j in x], [r[k] / 2**20 for r in results], 0.4, label=lab)
@@ -91,7 +100,7 @@ def main():
     b.set_yscale("log")
     b.set_ylabel("cache memory per sequence (MiB, log)")
     b.set_xlabel("TransPoint schedule")
-    b.legend()
+    b.legend(loc="upper center")
     b.set_title("Memory each schedule needs")
     fig.tight_layout()
     fig.savefig(out / "perplexity.png", dpi=110)
