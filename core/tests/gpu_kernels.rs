@@ -615,7 +615,7 @@ fn attention_matches_naive_softmax() {
             d.state as usize,
             d.groups as usize,
         );
-        for (nq, p0) in [(1usize, 9usize), (5, 3), (6, 0), (1, 0)] {
+        for (nq, p0) in [(1usize, 9usize), (5, 3), (6, 0), (1, 0), (19, 4)] {
             for theta in [None, Some(10000.0f32), Some(50.0)] {
                 let cap = p0 + nq + 2;
                 let kc = randv(&mut r, cap * g * n, 1.0);

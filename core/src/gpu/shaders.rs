@@ -19,6 +19,7 @@ macro_rules! shaders {
 
 shaders!(
     "attention",
+    "attention_sg",
     "conv1d",
     "copy_rows",
     "dt",

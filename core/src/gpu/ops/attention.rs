@@ -1,12 +1,20 @@
 use crate::gpu::context::Kernel;
 use crate::gpu::error::ensure;
-use crate::gpu::recorder::{grid64, Recorder};
+use crate::gpu::recorder::{grid64, grid_groups, Recorder};
 use crate::gpu::GpuResult;
 
 use super::{SsmDims, View};
 
 const K: Kernel = Kernel {
     shader: "attention",
+    entry: "main",
+    access: "rrrw",
+    spec: "",
+};
+/// 8 queries per 8-wide subgroup sharing each key and value by broadcast (no RoPE, N and P
+/// multiples of 8); see `shaders/gen_attention_sg.py`.
+const K_SG: Kernel = Kernel {
+    shader: "attention_sg",
     entry: "main",
     access: "rrrw",
     spec: "",
@@ -62,6 +70,19 @@ pub fn attention(
         rope.is_some() as u32,
     ];
     let chunks = d.head_dim.div_ceil(32) as u64;
+    let sg = rope.is_none()
+        && rec.ctx().has_subgroup8()
+        && d.state.is_multiple_of(8)
+        && d.head_dim.is_multiple_of(8);
+    if sg {
+        let groups = nq.div_ceil(8) as u64 * d.heads as u64 * chunks;
+        return rec.dispatch(
+            &K_SG,
+            &params,
+            &[q.buf, k.buf, v.buf, y.buf],
+            grid_groups(groups),
+        );
+    }
     rec.dispatch(
         &K,
         &params,
