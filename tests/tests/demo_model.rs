@@ -8,7 +8,7 @@ use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
 use transmamba::npy::from_npy_f32;
 use transmamba::text::TextCodec;
 use transmamba::tokens::parse_token_list;
-use transmamba::{Logits, Model, ScheduleSpec};
+use transmamba::{Logits, Model, Schedule, ScheduleSpec};
 use transmamba_tests::*;
 
 const TOL: f32 = 1e-3;
@@ -43,9 +43,12 @@ fn demo_model_is_a_small_f16_file_with_its_tokenizer() {
     assert_eq!(codec.decode(&ids).unwrap(), text);
 }
 
-#[test]
-fn cpu_logits_equal_the_training_scripts_forward() {
-    let m = demo();
+/// `forward(schedule, tokens)` gives all logits; each schedule must match the script's.
+fn check_against_reference(
+    backend: &str,
+    m: &Model,
+    forward: impl Fn(Schedule, &[u32]) -> Vec<f32>,
+) {
     for name in SCHEDULES {
         let (tokens, expected) = reference(name);
         let sched = name
@@ -53,33 +56,31 @@ fn cpu_logits_equal_the_training_scripts_forward() {
             .unwrap()
             .resolve(&m.config.transpoints)
             .unwrap();
-        let got = CpuSession::new(&m, sched)
-            .unwrap()
-            .forward(&tokens, Logits::All)
-            .unwrap();
-        let d = max_abs_diff(&got, &expected);
-        eprintln!("schedule {name}: max |Δ| {d:.2e}");
-        assert!(d <= TOL, "schedule {name}: max |Δ| {d}");
+        let d = max_abs_diff(&forward(sched, &tokens), &expected);
+        eprintln!("{backend}, schedule {name}: max |Δ| {d:.2e}");
+        assert!(d <= TOL, "{backend}, schedule {name}: max |Δ| {d}");
     }
+}
+
+#[test]
+fn cpu_logits_equal_the_training_scripts_forward() {
+    let m = demo();
+    check_against_reference("cpu", &m, |sched, tokens| {
+        CpuSession::new(&m, sched)
+            .unwrap()
+            .forward(tokens, Logits::All)
+            .unwrap()
+    });
 }
 
 #[test]
 fn gpu_logits_equal_the_training_scripts_forward() {
     let m = demo();
     let gm = GpuModel::new(gpu_context(), &m, EngineOptions::default()).unwrap();
-    for name in SCHEDULES {
-        let (tokens, expected) = reference(name);
-        let sched = name
-            .parse::<ScheduleSpec>()
+    check_against_reference("gpu", &m, |sched, tokens| {
+        GpuSession::new(&gm, sched)
             .unwrap()
-            .resolve(&m.config.transpoints)
-            .unwrap();
-        let got = GpuSession::new(&gm, sched)
+            .forward_blocking(tokens, Logits::All)
             .unwrap()
-            .forward_blocking(&tokens, Logits::All)
-            .unwrap();
-        let d = max_abs_diff(&got, &expected);
-        eprintln!("schedule {name}: max |Δ| {d:.2e}");
-        assert!(d <= TOL, "schedule {name}: max |Δ| {d}");
-    }
+    });
 }
