@@ -607,6 +607,13 @@ fn attention_matches_naive_softmax() {
             state: 16,
             groups: 3,
         },
+        // Aligned views, N and P multiples of 32: the vec4 subgroup kernel.
+        SsmDims {
+            heads: 2,
+            head_dim: 64,
+            state: 32,
+            groups: 1,
+        },
     ];
     for d in dims {
         let (h, p, n, g) = (

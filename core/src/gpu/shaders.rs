@@ -20,6 +20,7 @@ macro_rules! shaders {
 shaders!(
     "attention",
     "attention_sg",
+    "attention_vec4_sg",
     "conv1d",
     "copy_rows",
     "dt",

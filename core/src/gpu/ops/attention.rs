@@ -11,6 +11,13 @@ const K: Kernel = Kernel {
     access: "rrrw",
     spec: "",
 };
+/// `K_SG` reading Q, K, V and Y as vec4 (N and P multiples of 32, offsets and strides of 4).
+const K_VEC4_SG: Kernel = Kernel {
+    shader: "attention_vec4_sg",
+    entry: "main",
+    access: "rrrw",
+    spec: "",
+};
 /// 8 queries per 8-wide subgroup sharing each key and value by broadcast (no RoPE, N and P
 /// multiples of 8); see `shaders/gen_attention_sg.py`.
 const K_SG: Kernel = Kernel {
@@ -76,8 +83,13 @@ pub fn attention(
         && d.head_dim.is_multiple_of(8);
     if sg {
         let groups = nq.div_ceil(8) as u64 * d.heads as u64 * chunks;
+        let aligned = [q.stride, q.offset, k.stride, k.offset]
+            .into_iter()
+            .chain([v.stride, v.offset, y.stride, y.offset])
+            .all(|x| x % 4 == 0);
+        let vec4 = aligned && d.state.is_multiple_of(32) && d.head_dim.is_multiple_of(32);
         return rec.dispatch(
-            &K_SG,
+            if vec4 { &K_VEC4_SG } else { &K_SG },
             &params,
             &[q.buf, k.buf, v.buf, y.buf],
             grid_groups(groups),
