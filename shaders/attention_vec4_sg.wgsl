@@ -34,6 +34,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> vs: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> ys: array<vec4<f32>>;
 
+override N4: u32 = 0u;
 const PC: u32 = 32u;
 
 @compute @workgroup_size(8)
@@ -54,8 +55,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let pb = ch * PC;
     let pn = min(PC, p.p - pb);
 
+    // N / 4, a pipeline constant where the op specialises it (constant trip counts let the
+    // compiler unroll and keep qv in registers), else from the params.
+    let n4 = select(p.n / 4u, N4, N4 != 0u);
     var qv: array<vec4<f32>, 64>;
-    for (var j = 0u; j < p.n / 4u; j += 1u) {
+    for (var j = 0u; j < n4; j += 1u) {
         qv[j] = qs[qb / 4u + j];
     }
     var acc: array<vec4<f32>, 8>;
@@ -64,7 +68,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var s = 0u; s <= last; s += 1u) {
         let kb = (p.k_off + s * p.k_stride + g * p.n) / 4u;
         var sc = 0.0;
-        for (var j32 = 0u; j32 < p.n / 4u; j32 += 8u) {
+        for (var j32 = 0u; j32 < n4; j32 += 8u) {
             let kl = ks[kb + j32 + lane];
             {
                 let b = subgroupBroadcast(kl, 0u);

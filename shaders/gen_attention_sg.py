@@ -116,10 +116,14 @@ out4 = out4[:start] + """@group(0) @binding(1) var<storage, read> qs: array<vec4
 @group(0) @binding(3) var<storage, read> vs: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> ys: array<vec4<f32>>;
 
+override N4: u32 = 0u;
 """ + out4[end:]
 body_start = out4.index("    var qv: array<f32, 256>;")
-out4 = out4[:body_start] + f"""    var qv: array<vec4<f32>, 64>;
-    for (var j = 0u; j < p.n / 4u; j += 1u) {{
+out4 = out4[:body_start] + f"""    // N / 4, a pipeline constant where the op specialises it (constant trip counts let the
+    // compiler unroll and keep qv in registers), else from the params.
+    let n4 = select(p.n / 4u, N4, N4 != 0u);
+    var qv: array<vec4<f32>, 64>;
+    for (var j = 0u; j < n4; j += 1u) {{
         qv[j] = qs[qb / 4u + j];
     }}
     var acc: array<vec4<f32>, 8>;
@@ -128,7 +132,7 @@ out4 = out4[:body_start] + f"""    var qv: array<vec4<f32>, 64>;
     for (var s = 0u; s <= last; s += 1u) {{
         let kb = (p.k_off + s * p.k_stride + g * p.n) / 4u;
         var sc = 0.0;
-        for (var j32 = 0u; j32 < p.n / 4u; j32 += 8u) {{
+        for (var j32 = 0u; j32 < n4; j32 += 8u) {{
             let kl = ks[kb + j32 + lane];
 {unrolled4("kl", k4_body)}
         }}

@@ -18,6 +18,30 @@ const K_VEC4_SG: Kernel = Kernel {
     access: "rrrw",
     spec: "",
 };
+/// `K_VEC4_SG` specialised for the common state sizes (constant trip counts).
+const K_VEC4_SG_N: [(u32, Kernel); 3] = [
+    (
+        32,
+        Kernel {
+            spec: "N4=8",
+            ..K_VEC4_SG
+        },
+    ),
+    (
+        64,
+        Kernel {
+            spec: "N4=16",
+            ..K_VEC4_SG
+        },
+    ),
+    (
+        128,
+        Kernel {
+            spec: "N4=32",
+            ..K_VEC4_SG
+        },
+    ),
+];
 /// 8 queries per 8-wide subgroup sharing each key and value by broadcast (no RoPE, N and P
 /// multiples of 8); see `shaders/gen_attention_sg.py`.
 const K_SG: Kernel = Kernel {
@@ -88,8 +112,16 @@ pub fn attention(
             .chain([v.stride, v.offset, y.stride, y.offset])
             .all(|x| x % 4 == 0);
         let vec4 = aligned && d.state.is_multiple_of(32) && d.head_dim.is_multiple_of(32);
+        let kernel = if vec4 {
+            K_VEC4_SG_N
+                .iter()
+                .find(|(n, _)| *n == d.state)
+                .map_or(&K_VEC4_SG, |(_, k)| k)
+        } else {
+            &K_SG
+        };
         return rec.dispatch(
-            if vec4 { &K_VEC4_SG } else { &K_SG },
+            kernel,
             &params,
             &[q.buf, k.buf, v.buf, y.buf],
             grid_groups(groups),
