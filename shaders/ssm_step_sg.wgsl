@@ -37,6 +37,9 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> state: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> ys: array<f32>;
 
+// N / 4 as a pipeline constant where the op specialises it (constant trip count), else 0.
+override N4: u32 = 0u;
+
 @compute @workgroup_size(8)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(subgroup_invocation_id) lane: u32) {
@@ -47,7 +50,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let d = dt[p.dt_off + h];
     let da = exp(d * -exp(a_log[h]));
     let dx = d * xs[p.x_off + h * p.p + pp];
-    let n4 = p.n / 4u;
+    let n4 = select(p.n / 4u, N4, N4 != 0u);
     let bb = (p.b_off + g * p.n) / 4u;
     let cb = (p.c_off + g * p.n) / 4u;
     let sb = i * n4;
