@@ -25,11 +25,6 @@ impl NllSum {
         }
     }
 
-    pub fn add(&mut self, other: NllSum) {
-        self.nll += other.nll;
-        self.tokens += other.tokens;
-    }
-
     pub fn mean(&self) -> f64 {
         self.nll / self.tokens.max(1) as f64
     }

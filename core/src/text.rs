@@ -15,8 +15,8 @@ impl TextCodec {
     /// in the model directory (or beside the model file), else bytes.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn for_model(model: &crate::Model, path: Option<&Path>) -> Result<Self> {
-        if let Some(json) = &model.tokenizer_json {
-            return Self::from_tokenizer_json(json.as_bytes(), "__metadata__.tokenizer");
+        if let Some(codec) = Self::from_metadata(model)? {
+            return Ok(codec);
         }
         let Some(path) = path else {
             return Ok(TextCodec::Bytes);
@@ -36,6 +36,15 @@ impl TextCodec {
         } else {
             Ok(TextCodec::Bytes)
         }
+    }
+
+    /// The tokenizer carried in the model file's `__metadata__.tokenizer`, if any.
+    pub fn from_metadata(model: &crate::Model) -> Result<Option<Self>> {
+        model
+            .tokenizer_json
+            .as_ref()
+            .map(|json| Self::from_tokenizer_json(json.as_bytes(), "__metadata__.tokenizer"))
+            .transpose()
     }
 
     pub fn from_tokenizer_json(bytes: &[u8], name: &str) -> Result<Self> {

@@ -947,7 +947,8 @@ fn sequential_scan_and_step_equal_recurrence() {
         let (xbc, dtb, ab, stride) = case.upload_layout(c, &mut r, pad, off);
         let inp = inputs_at(d, &xbc, stride, off as u32, &dtb, &ab);
         if aligned {
-            assert!(inp.b.offset % 4 == 0 && inp.c.offset % 4 == 0 && stride % 4 == 0);
+            let offsets = [inp.b.offset, inp.c.offset, stride];
+            assert!(offsets.iter().all(|v| v.is_multiple_of(4)));
         }
         let hp = d.inner() as usize;
 

@@ -32,8 +32,7 @@ impl Weights {
         let weights = match self {
             Weights::F32 => WeightFormat::F32,
             Weights::F16 => WeightFormat::F16,
-            Weights::Auto if model.stored_dtype == "F16" => WeightFormat::F16,
-            Weights::Auto => WeightFormat::F32,
+            Weights::Auto => WeightFormat::auto_for(model),
         };
         EngineOptions { weights, ..options }
     }
@@ -41,7 +40,7 @@ impl Weights {
 
 /// A loaded model on its backend.
 pub enum Engine {
-    Cpu(Model),
+    Cpu(Box<Model>),
     Gpu(Box<GpuModel>),
 }
 
@@ -54,7 +53,7 @@ impl Engine {
         profile: bool,
     ) -> Result<Self> {
         if backend == Backend::Cpu {
-            return Ok(Engine::Cpu(model));
+            return Ok(Engine::Cpu(Box::new(model)));
         }
         let gpu_opts = GpuOptions {
             profiling: profile,
@@ -68,7 +67,7 @@ impl Engine {
             )?))),
             Err(e) if backend == Backend::Auto => {
                 eprintln!("note: {e}; using the CPU backend");
-                Ok(Engine::Cpu(model))
+                Ok(Engine::Cpu(Box::new(model)))
             }
             Err(e) => Err(e.into()),
         }
@@ -81,10 +80,7 @@ impl Engine {
                 "gpu ({}, {:?}, {} weights)",
                 g.ctx.info.name,
                 g.ctx.info.backend,
-                match g.options.weights {
-                    WeightFormat::F32 => "f32",
-                    WeightFormat::F16 => "f16",
-                }
+                g.options.weights.name()
             ),
         }
     }

@@ -132,11 +132,11 @@ pub async fn create_engine(
     let opts: LoadOptions = parse_options(&options_json, "load").map_err(js_err)?;
     let model = Model::from_safetensors_bytes(&model_bytes, &name).map_err(js_err)?;
     // A tokenizer given by the caller wins over the one the file carries in its metadata.
-    let codec = match (tokenizer_json, &model.tokenizer_json) {
-        (Some(b), _) => TextCodec::from_tokenizer_json(&b, "tokenizer.json").map_err(js_err)?,
-        (None, Some(j)) => TextCodec::from_tokenizer_json(j.as_bytes(), "__metadata__.tokenizer")
-            .map_err(js_err)?,
-        (None, None) => TextCodec::Bytes,
+    let codec = match tokenizer_json {
+        Some(b) => TextCodec::from_tokenizer_json(&b, "tokenizer.json").map_err(js_err)?,
+        None => TextCodec::from_metadata(&model)
+            .map_err(js_err)?
+            .unwrap_or(TextCodec::Bytes),
     };
     drop(model_bytes);
     let ctx = GpuContext::new(GpuOptions {
@@ -147,8 +147,8 @@ pub async fn create_engine(
     .await
     .map_err(js_err)?;
     let weights = match opts.weights.as_deref().unwrap_or("auto") {
-        "auto" if model.stored_dtype == "F16" => WeightFormat::F16,
-        "auto" | "f32" => WeightFormat::F32,
+        "auto" => WeightFormat::auto_for(&model),
+        "f32" => WeightFormat::F32,
         "f16" => WeightFormat::F16,
         other => {
             return Err(JsError::new(&format!(
@@ -271,10 +271,7 @@ impl Engine {
                 "deviceType": format!("{:?}", a.device_type),
             },
             "shaderF16": ctx.has_f16(),
-            "weights": match self.inner.model.options.weights {
-                WeightFormat::F32 => "f32",
-                WeightFormat::F16 => "f16",
-            },
+            "weights": self.inner.model.options.weights.name(),
             "limits": {
                 "maxStorageBufferBindingSize": ctx.limits.max_storage_buffer_binding_size,
                 "maxBufferSize": ctx.limits.max_buffer_size,

@@ -47,7 +47,7 @@ impl Default for GpuOptions {
 }
 
 /// A storage buffer of 4-byte elements (f32 or u32). Cloning shares the buffer (same id).
-/// Weight matrices are instead texture-backed (see [`GpuContext::upload_texture_f32`]): `texture`
+/// Weight matrices are instead texture-backed (see [`GpuContext::upload_texture`]): `texture`
 /// is set, `buffer` is a 16-byte placeholder, and only kernels whose access string binds a
 /// texture ('t') may take them.
 #[derive(Clone, Debug)]
@@ -76,7 +76,7 @@ impl GpuBuffer {
 }
 
 /// A compute entry point and the access mode of its bindings 1.. ('r' read-only storage,
-/// 'w' read-write storage, 't' an rgba32float texture); binding 0 is always the params
+/// 'w' read-write storage, 't' a float texture: rgba32float or rgba16float); binding 0 is always the params
 /// uniform with a dynamic offset.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Kernel {
@@ -85,6 +85,45 @@ pub(crate) struct Kernel {
     pub access: &'static str,
     /// Pipeline-overridable constants, "NAME=value;NAME=value" ("" for none).
     pub spec: &'static str,
+}
+
+impl Kernel {
+    /// `self` specialised for state sizes N = 32, 64, 128 through the overridable constant
+    /// `N4` = N / 4 (constant trip counts let the compiler unroll and keep arrays in registers);
+    /// pick one with [`Kernel::for_key`].
+    pub(crate) const fn by_state_size(self) -> [(u32, Kernel); 3] {
+        [
+            (
+                32,
+                Kernel {
+                    spec: "N4=8",
+                    ..self
+                },
+            ),
+            (
+                64,
+                Kernel {
+                    spec: "N4=16",
+                    ..self
+                },
+            ),
+            (
+                128,
+                Kernel {
+                    spec: "N4=32",
+                    ..self
+                },
+            ),
+        ]
+    }
+
+    /// The entry of `table` for `key`, else `self` (the unspecialised kernel).
+    pub(crate) fn for_key<'a>(&'a self, table: &'a [(u32, Kernel)], key: u32) -> &'a Kernel {
+        table
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(self, |(_, k)| k)
+    }
 }
 
 pub(crate) struct Pipeline {
@@ -333,23 +372,12 @@ impl GpuContext {
         })
     }
 
-    /// Uploads `data` (`height` rows of `4 * width` f32) into a new rgba32float texture
-    /// [height, width]: texel (x, y) holds `data[y * 4 * width + 4 * x ..][..4]`. On CPU Vulkan
-    /// (lavapipe) a texel fetch is a vector gather, several times cheaper than a storage-buffer
-    /// load, so weight matrices live in textures. Errors if a side exceeds
+    /// Uploads `data` (`height` rows of `4 * width` f32) into a new texture [height, width] of
+    /// `format` (rgba32float, or rgba16float with values rounded to nearest f16; kernels read f32
+    /// from `textureLoad` either way): texel (x, y) holds `data[y * 4 * width + 4 * x ..][..4]`.
+    /// On CPU Vulkan (lavapipe) a texel fetch is a vector gather, several times cheaper than a
+    /// storage-buffer load, so weight matrices live in textures. Errors if a side exceeds
     /// `max_texture_dimension_2d`.
-    pub fn upload_texture_f32(
-        &self,
-        label: &str,
-        data: &[f32],
-        width: u32,
-        height: u32,
-    ) -> GpuResult<GpuBuffer> {
-        self.upload_texture(label, data, width, height, WeightFormat::F32)
-    }
-
-    /// [`Self::upload_texture_f32`] stored as `format`: rgba32float, or rgba16float (values
-    /// rounded to nearest f16; kernels still read f32 from `textureLoad`).
     pub fn upload_texture(
         &self,
         label: &str,
@@ -369,7 +397,7 @@ impl GpuContext {
         let n = width as usize * height as usize * 4;
         if data.len() != n {
             return Err(GpuError::Shape {
-                op: "upload_texture_f32",
+                op: "upload_texture",
                 detail: format!(
                     "{label}: {} values for {width}x{height} rgba texels",
                     data.len()

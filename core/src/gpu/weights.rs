@@ -30,6 +30,22 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
+    /// What `auto` means: f16 for a model stored in f16 (lossless), else f32.
+    pub fn auto_for(model: &crate::Model) -> Self {
+        if model.stored_dtype == "F16" {
+            WeightFormat::F16
+        } else {
+            WeightFormat::F32
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::F16 => "f16",
+        }
+    }
+
     pub fn texel_bytes(self) -> u64 {
         match self {
             WeightFormat::F32 => 16,
@@ -45,7 +61,6 @@ impl WeightFormat {
 pub struct GpuMatrix {
     pub rows: usize,
     pub cols: usize,
-    pub format: WeightFormat,
     pub blocks: Vec<MatBlock>,
 }
 
@@ -140,11 +155,6 @@ impl GpuMatrix {
             });
             r0 += n;
         }
-        Ok(Self {
-            rows,
-            cols,
-            format,
-            blocks,
-        })
+        Ok(Self { rows, cols, blocks })
     }
 }

@@ -19,29 +19,7 @@ const K_VEC4_SG: Kernel = Kernel {
     spec: "",
 };
 /// `K_VEC4_SG` specialised for the common state sizes (constant trip counts).
-const K_VEC4_SG_N: [(u32, Kernel); 3] = [
-    (
-        32,
-        Kernel {
-            spec: "N4=8",
-            ..K_VEC4_SG
-        },
-    ),
-    (
-        64,
-        Kernel {
-            spec: "N4=16",
-            ..K_VEC4_SG
-        },
-    ),
-    (
-        128,
-        Kernel {
-            spec: "N4=32",
-            ..K_VEC4_SG
-        },
-    ),
-];
+const K_VEC4_SG_N: [(u32, Kernel); 3] = K_VEC4_SG.by_state_size();
 /// 8 queries per 8-wide subgroup sharing each key and value by broadcast (no RoPE, N and P
 /// multiples of 8); see `shaders/gen_attention_sg.py`.
 const K_SG: Kernel = Kernel {
@@ -113,10 +91,7 @@ pub fn attention(
             .all(|x| x % 4 == 0);
         let vec4 = aligned && d.state.is_multiple_of(32) && d.head_dim.is_multiple_of(32);
         let kernel = if vec4 {
-            K_VEC4_SG_N
-                .iter()
-                .find(|(n, _)| *n == d.state)
-                .map_or(&K_VEC4_SG, |(_, k)| k)
+            K_VEC4_SG.for_key(&K_VEC4_SG_N, d.state)
         } else {
             &K_SG
         };

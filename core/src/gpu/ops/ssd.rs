@@ -94,29 +94,7 @@ const STEP_SG: Kernel = Kernel {
     spec: "",
 };
 /// `STEP_SG` specialised for the common state sizes (constant trip counts).
-const STEP_SG_N: [(u32, Kernel); 3] = [
-    (
-        32,
-        Kernel {
-            spec: "N4=8",
-            ..STEP_SG
-        },
-    ),
-    (
-        64,
-        Kernel {
-            spec: "N4=16",
-            ..STEP_SG
-        },
-    ),
-    (
-        128,
-        Kernel {
-            spec: "N4=32",
-            ..STEP_SG
-        },
-    ),
-];
+const STEP_SG_N: [(u32, Kernel); 3] = STEP_SG.by_state_size();
 const SEQ: Kernel = Kernel {
     shader: "ssm_sequential_scan",
     entry: "main",
@@ -351,14 +329,14 @@ pub fn ssm_step(
     let bufs = [
         inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, state, y.buf,
     ];
-    let vec4 = d.state % 4 == 0 && inp.b.offset % 4 == 0 && inp.c.offset % 4 == 0;
-    if vec4 && rec.ctx().has_subgroup8() && d.head_dim % 8 == 0 && d.state % 32 == 0 {
+    let vec4 = [d.state, inp.b.offset, inp.c.offset]
+        .iter()
+        .all(|v| v.is_multiple_of(4));
+    let sg =
+        rec.ctx().has_subgroup8() && d.head_dim.is_multiple_of(8) && d.state.is_multiple_of(32);
+    if vec4 && sg {
         let groups = grid_groups(d.inner() as u64 / 8);
-        let kernel = STEP_SG_N
-            .iter()
-            .find(|(n, _)| *n == d.state)
-            .map_or(&STEP_SG, |(_, k)| k);
-        return rec.dispatch(kernel, &p, &bufs, groups);
+        return rec.dispatch(STEP_SG.for_key(&STEP_SG_N, d.state), &p, &bufs, groups);
     }
     let kernel = if vec4 { &STEP_VEC4 } else { &STEP };
     rec.dispatch(kernel, &p, &bufs, grid64(d.inner() as u64))
