@@ -24,7 +24,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var w: texture_2d<f32>;
+@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 
@@ -78,10 +78,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         let a1 = xload(x1, k0, kl);
         let a2 = xload(x2, k0, kl);
         let a3 = xload(x3, k0, kl);
-        let b0 = textureLoad(w, vec2<i32>(i32(i), w0), 0);
-        let b1 = textureLoad(w, vec2<i32>(i32(i), w1), 0);
-        let b2 = textureLoad(w, vec2<i32>(i32(i), w2), 0);
-        let b3 = textureLoad(w, vec2<i32>(i32(i), w3), 0);
+        let b0 = textureLoad(w, vec2<i32>(i32(i), w0));
+        let b1 = textureLoad(w, vec2<i32>(i32(i), w1));
+        let b2 = textureLoad(w, vec2<i32>(i32(i), w2));
+        let b3 = textureLoad(w, vec2<i32>(i32(i), w3));
         c0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
         c1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
         c2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));

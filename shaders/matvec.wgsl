@@ -1,6 +1,15 @@
-// Decode-time variant of matmul.wgsl (same params, bindings and row-major weight layout), portable
-// (see matvec_sg.wgsl for the subgroup one): each invocation computes 1 row (t) x 4 outputs.
-// grid: x over ceil(ceil(rows / 4) / 64) (workgroup 64 over output quads), y over t.
+// Decode-time Y[t, col0 + o] (+)= sum_k X[t, k] * W[col0 + o, k] (+ bias[col0 + o]) for a few
+// rows t, with X in a uniform buffer (the op copies X's rows there, dense with stride ldk4 vec4s).
+// Why (lavapipe, Mesa 22.3): a storage-buffer load is a per-lane loop there, while a uniform load
+// at a lane-uniform address is one scalar load, and a read-only storage-texture load is a vector
+// gather (~2x cheaper than a sampled-texture fetch). So every lane reads the same X vec4 (uniform)
+// and its own W texels, and the loop holds nothing else: ~2x the old subgroup-broadcast kernel.
+// Lane l of a 32-wide workgroup owns outputs o0 + l + 32m (m < 4): four independent rows of
+// fetches per iteration. Same params, W layout and flags as matmul_sg.wgsl (bit 0 = add bias,
+// bit 1 = accumulate into Y); x_stride / x_off are unused (X is already dense). Portable: no
+// subgroups, no f16.
+// bindings: 0 params | 1 X (uniform) | 2 W block (texture) | 3 bias [out] | 4 Y (rw)
+// grid: x over ceil(rows / 128), y over t.
 
 struct Params {
     t: u32,
@@ -16,41 +25,51 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> xs: array<f32>;
-@group(0) @binding(2) var w: texture_2d<f32>;
+@group(0) @binding(1) var<uniform> xu: array<vec4<f32>, 4096>;
+@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let ldk4 = p.ldk4;
-    let kl = p.k - 1u;
-    let o0 = gid.x * 4u;
+fn store(t: u32, o: u32, v: f32) {
+    if (o < p.rows) {
+        let yi = t * p.y_stride + p.y_off + p.col0 + o;
+        var r = v;
+        if ((p.flags & 1u) != 0u) {
+            r += bias[p.col0 + o];
+        }
+        if ((p.flags & 2u) != 0u) {
+            r += ys[yi];
+        }
+        ys[yi] = r;
+    }
+}
+
+fn dots(xv: vec4<f32>, k4: i32, r: vec4<i32>) -> vec4<f32> {
+    return vec4<f32>(dot(xv, textureLoad(w, vec2<i32>(k4, r.x))), dot(xv, textureLoad(w, vec2<i32>(k4, r.y))),
+                     dot(xv, textureLoad(w, vec2<i32>(k4, r.z))), dot(xv, textureLoad(w, vec2<i32>(k4, r.w))));
+}
+
+@compute @workgroup_size(32)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let o = wid.x * 128u + lane;
     let t = wid.y;
     let ol = p.rows - 1u;
-    let w0 = i32(min(o0, ol));
-    let w1 = i32(min(o0 + 1u, ol));
-    let w2 = i32(min(o0 + 2u, ol));
-    let w3 = i32(min(o0 + 3u, ol));
-    let xb = t * p.x_stride + p.x_off;
+    // Rows past the block are clamped for loads (their results are not stored).
+    let r = vec4<i32>(vec4<u32>(min(o, ol), min(o + 32u, ol), min(o + 64u, ol), min(o + 96u, ol)));
+    let xb = t * p.ldk4;
+    let full = p.k / 4u;
     var c = vec4<f32>(0.0);
-    for (var i = 0u; i < ldk4; i += 1u) {
-        let k0 = i * 4u;
-        let a = vec4<f32>(xs[xb + k0], xs[xb + min(k0 + 1u, kl)], xs[xb + min(k0 + 2u, kl)], xs[xb + min(k0 + 3u, kl)]);
-        c += vec4<f32>(dot(a, textureLoad(w, vec2<i32>(i32(i), w0), 0)), dot(a, textureLoad(w, vec2<i32>(i32(i), w1), 0)), dot(a, textureLoad(w, vec2<i32>(i32(i), w2), 0)), dot(a, textureLoad(w, vec2<i32>(i32(i), w3), 0)));
+    for (var i = 0u; i < full; i += 1u) {
+        c += dots(xu[xb + i], i32(i), r);
     }
-    let base = t * p.y_stride + p.y_off + p.col0;
-    for (var j = 0u; j < 4u; j += 1u) {
-        let o = o0 + j;
-        if (o < p.rows) {
-            var r = c[j];
-            if ((p.flags & 1u) != 0u) {
-                r += bias[p.col0 + o];
-            }
-            if ((p.flags & 2u) != 0u) {
-                r += ys[base + o];
-            }
-            ys[base + o] = r;
-        }
+    if (full < p.ldk4) {
+        // The last vec4 of a row whose K is not a multiple of 4: the staging buffer holds stale
+        // values past K (W is zero there, but 0 * NaN is not 0), so mask them.
+        let keep = vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.k - 4u * full);
+        c += dots(select(vec4<f32>(0.0), xu[xb + full], keep), i32(full), r);
     }
+    store(t, o, c.x);
+    store(t, o + 32u, c.y);
+    store(t, o + 64u, c.z);
+    store(t, o + 96u, c.w);
 }

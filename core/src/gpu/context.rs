@@ -1,6 +1,5 @@
 //! Device setup, buffers, pipeline and bind-group caches, readback and the timestamp profiler.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::num::NonZeroU64;
@@ -10,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use super::error::{GpuError, GpuResult};
-use super::shaders::shader_source;
+use super::shaders::shader_variant;
 use super::weights::WeightFormat;
 
 /// Bytes reserved per dispatch in the uniform arena (>= any `min_uniform_buffer_offset_alignment`).
@@ -48,14 +47,14 @@ impl Default for GpuOptions {
 
 /// A storage buffer of 4-byte elements (f32 or u32). Cloning shares the buffer (same id).
 /// Weight matrices are instead texture-backed (see [`GpuContext::upload_texture`]): `texture`
-/// is set, `buffer` is a 16-byte placeholder, and only kernels whose access string binds a
-/// texture ('t') may take them.
+/// is set (with its format), `buffer` is a 16-byte placeholder, and only kernels whose access
+/// string binds a texture ('t') may take them.
 #[derive(Clone, Debug)]
 pub struct GpuBuffer {
     pub(crate) buffer: wgpu::Buffer,
     pub(crate) id: u64,
     len: usize,
-    pub(crate) texture: Option<wgpu::TextureView>,
+    pub(crate) texture: Option<(wgpu::TextureView, WeightFormat)>,
 }
 
 impl GpuBuffer {
@@ -76,8 +75,10 @@ impl GpuBuffer {
 }
 
 /// A compute entry point and the access mode of its bindings 1.. ('r' read-only storage,
-/// 'w' read-write storage, 't' a float texture: rgba32float or rgba16float); binding 0 is always the params
-/// uniform with a dynamic offset.
+/// 'w' read-write storage, 'u' a uniform buffer ([`GpuContext::uniform_staging`]), 'x' / 'o' an
+/// rgba32float storage texture read-only / write-only ([`GpuContext::x_texture`]), 't' a read-only storage texture of weights: rgba32float, or
+/// rgba16float in the shader's f16 variant, see [`crate::gpu::shaders::shader_variant`]);
+/// binding 0 is always the params uniform with a dynamic offset.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Kernel {
     pub shader: &'static str,
@@ -126,15 +127,21 @@ impl Kernel {
     }
 }
 
+/// Size of [`GpuContext::uniform_staging`] (the shaders declare `array<vec4<f32>, 4096>`).
+pub(crate) const UNIFORM_STAGING_BYTES: u64 = 65536;
+
 pub(crate) struct Pipeline {
     pub pipeline: wgpu::ComputePipeline,
     pub access: &'static str,
     pub name: &'static str,
+    /// The f16 variant: its 't' bindings are rgba16float.
+    pub f16: bool,
 }
 
 #[derive(Hash, PartialEq, Eq)]
 struct BindKey {
     access: &'static str,
+    f16: bool,
     arena: u64,
     buffers: Vec<u64>,
 }
@@ -152,12 +159,14 @@ struct PendingProfile {
 
 #[derive(Default)]
 struct State {
-    modules: HashMap<&'static str, wgpu::ShaderModule>,
-    layouts: HashMap<&'static str, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    modules: HashMap<(&'static str, bool), wgpu::ShaderModule>,
+    layouts: HashMap<(&'static str, bool), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
     pipelines: HashMap<String, Arc<Pipeline>>,
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
     arena: Option<Arena>,
     scratch: HashMap<&'static str, GpuBuffer>,
+    uniform_staging: Option<GpuBuffer>,
+    x_texture: Option<(GpuBuffer, u32, u32)>,
     pending_profiles: Vec<PendingProfile>,
     profile_totals: BTreeMap<&'static str, (f64, u64)>,
     /// Idle readback buffers, reused so steady-state decode allocates none.
@@ -419,7 +428,7 @@ impl GpuContext {
                 WeightFormat::F32 => wgpu::TextureFormat::Rgba32Float,
                 WeightFormat::F16 => wgpu::TextureFormat::Rgba16Float,
             },
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         let halves: Vec<half::f16>;
@@ -445,7 +454,7 @@ impl GpuContext {
             buffer: self.dummy.buffer.clone(),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             len: n,
-            texture: Some(tex.create_view(&Default::default())),
+            texture: Some((tex.create_view(&Default::default()), format)),
         })
     }
 
@@ -571,19 +580,19 @@ impl GpuContext {
 
     // ---------------------------------------------------------------- caches
 
-    /// The (cached) pipeline for `k`.
-    pub(crate) fn pipeline(&self, k: &Kernel) -> GpuResult<Arc<Pipeline>> {
-        let key = format!("{}:{}:{}", k.shader, k.entry, k.spec);
+    /// The (cached) pipeline for `k`; `f16`: the variant reading rgba16float weight textures.
+    pub(crate) fn pipeline(&self, k: &Kernel, f16: bool) -> GpuResult<Arc<Pipeline>> {
+        let key = format!("{}:{}:{}:{}", k.shader, k.entry, k.spec, f16);
         let mut st = lock(&self.state);
         if let Some(p) = st.pipelines.get(&key) {
             return Ok(p.clone());
         }
-        if !st.modules.contains_key(k.shader) {
-            let src = shader_source(k.shader)
+        if !st.modules.contains_key(&(k.shader, f16)) {
+            let src = shader_variant(k.shader, f16)
                 .ok_or_else(|| GpuError::Unsupported(format!("no shader named {}", k.shader)))?;
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(k.shader),
-                source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(src)),
+                source: wgpu::ShaderSource::Wgsl(src),
             };
             let m = if self.unchecked_shaders {
                 // SAFETY: opted in via GpuOptions::unchecked_shaders; every op checks its
@@ -596,11 +605,11 @@ impl GpuContext {
             } else {
                 self.device.create_shader_module(desc)
             };
-            st.modules.insert(k.shader, m);
+            st.modules.insert((k.shader, f16), m);
         }
-        if !st.layouts.contains_key(k.access) {
-            let l = self.make_layout(k.access);
-            st.layouts.insert(k.access, l);
+        if !st.layouts.contains_key(&(k.access, f16)) {
+            let l = self.make_layout(k.access, f16);
+            st.layouts.insert((k.access, f16), l);
         }
         let constants: Vec<(&str, f64)> = k
             .spec
@@ -610,7 +619,10 @@ impl GpuContext {
                 Some((a.trim(), b.trim().parse::<f64>().ok()?))
             })
             .collect();
-        let (module, layout) = match (st.modules.get(k.shader), st.layouts.get(k.access)) {
+        let (module, layout) = match (
+            st.modules.get(&(k.shader, f16)),
+            st.layouts.get(&(k.access, f16)),
+        ) {
             (Some(m), Some((_, l))) => (m, l),
             _ => return Err(GpuError::Unsupported(format!("pipeline {key}"))),
         };
@@ -634,12 +646,13 @@ impl GpuContext {
             pipeline,
             access: k.access,
             name: k.shader,
+            f16,
         });
         st.pipelines.insert(key, p.clone());
         Ok(p)
     }
 
-    fn make_layout(&self, access: &str) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    fn make_layout(&self, access: &str, f16: bool) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -652,10 +665,30 @@ impl GpuContext {
         }];
         for (i, c) in access.chars().enumerate() {
             let ty = if c == 't' {
-                wgpu::BindingType::Texture {
-                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                wgpu::BindingType::StorageTexture {
+                    access: wgpu::StorageTextureAccess::ReadOnly,
+                    format: if f16 {
+                        wgpu::TextureFormat::Rgba16Float
+                    } else {
+                        wgpu::TextureFormat::Rgba32Float
+                    },
                     view_dimension: wgpu::TextureViewDimension::D2,
-                    multisampled: false,
+                }
+            } else if c == 'x' || c == 'o' {
+                wgpu::BindingType::StorageTexture {
+                    access: if c == 'x' {
+                        wgpu::StorageTextureAccess::ReadOnly
+                    } else {
+                        wgpu::StorageTextureAccess::WriteOnly
+                    },
+                    format: wgpu::TextureFormat::Rgba32Float,
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                }
+            } else if c == 'u' {
+                wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
                 }
             } else {
                 wgpu::BindingType::Buffer {
@@ -726,6 +759,7 @@ impl GpuContext {
     ) -> wgpu::BindGroup {
         let key = BindKey {
             access: pipe.access,
+            f16: pipe.f16,
             arena: generation,
             buffers: buffers.iter().map(|b| b.id).collect(),
         };
@@ -736,9 +770,9 @@ impl GpuContext {
         if st.bind_groups.len() >= BIND_GROUP_CACHE_MAX {
             st.bind_groups.clear();
         }
-        if !st.layouts.contains_key(pipe.access) {
-            let l = self.make_layout(pipe.access);
-            st.layouts.insert(pipe.access, l);
+        if !st.layouts.contains_key(&(pipe.access, pipe.f16)) {
+            let l = self.make_layout(pipe.access, pipe.f16);
+            st.layouts.insert((pipe.access, pipe.f16), l);
         }
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
@@ -752,12 +786,12 @@ impl GpuContext {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
                 resource: match &b.texture {
-                    Some(v) => wgpu::BindingResource::TextureView(v),
+                    Some((v, _)) => wgpu::BindingResource::TextureView(v),
                     None => b.buffer.as_entire_binding(),
                 },
             });
         }
-        let layout = match st.layouts.get(pipe.access) {
+        let layout = match st.layouts.get(&(pipe.access, pipe.f16)) {
             Some((l, _)) => l,
             None => unreachable!("layout was just inserted"),
         };
@@ -788,11 +822,78 @@ impl GpuContext {
         Ok(b)
     }
 
+    /// The 64 KiB uniform buffer kernels read small operands from (decode matvec: X), filled by
+    /// a copy recorded before each use. Uniform loads at lane-uniform addresses are the cheapest
+    /// loads on CPU Vulkan; 64 KiB is WebGPU's guaranteed uniform binding size.
+    pub(crate) fn uniform_staging(&self) -> GpuBuffer {
+        let mut st = lock(&self.state);
+        st.uniform_staging
+            .get_or_insert_with(|| GpuBuffer {
+                buffer: self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("uniform staging"),
+                    size: UNIFORM_STAGING_BYTES,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                len: (UNIFORM_STAGING_BYTES / 4) as usize,
+                texture: None,
+            })
+            .clone()
+    }
+
+    /// A scratch rgba32float storage texture of at least `width` x `height` texels, reused across
+    /// calls (activations packed for texel fetches: see ops::matmul). Errors past
+    /// `max_texture_dimension_2d`.
+    pub(crate) fn x_texture(&self, width: u32, height: u32) -> GpuResult<GpuBuffer> {
+        let maxd = self.limits.max_texture_dimension_2d;
+        if width == 0 || height == 0 || width > maxd || height > maxd {
+            return Err(GpuError::TooLarge {
+                what: format!("activation texture {width}x{height}"),
+                bytes: width.max(height) as u64,
+                limit: maxd as u64,
+            });
+        }
+        let mut st = lock(&self.state);
+        if let Some((b, w, h)) = &st.x_texture {
+            if *w >= width && *h >= height {
+                return Ok(b.clone());
+            }
+        }
+        let (w, h) = match &st.x_texture {
+            Some((_, w, h)) => (width.max(*w), height.max(*h)),
+            None => (width, height),
+        };
+        let tex = self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("x texture"),
+            size: wgpu::Extent3d {
+                width: w,
+                height: h,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::STORAGE_BINDING,
+            view_formats: &[],
+        });
+        let b = GpuBuffer {
+            buffer: self.dummy.buffer.clone(),
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            len: w as usize * h as usize * 4,
+            texture: Some((tex.create_view(&Default::default()), WeightFormat::F32)),
+        };
+        st.x_texture = Some((b.clone(), w, h));
+        Ok(b)
+    }
+
     /// Drops cached bind groups and scratch buffers (pipelines are kept).
     pub fn clear_caches(&self) {
         let mut st = lock(&self.state);
         st.bind_groups.clear();
         st.scratch.clear();
+        st.x_texture = None;
     }
 
     // ---------------------------------------------------------------- profiler

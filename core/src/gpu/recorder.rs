@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::context::{GpuBuffer, GpuContext, Kernel, Pipeline, PARAM_SLOT};
 use super::error::{GpuError, GpuResult};
+use super::weights::WeightFormat;
 
 const MAX_QUERIES: usize = 4096;
 
@@ -78,7 +79,7 @@ impl<'a> Recorder<'a> {
         if buffers
             .iter()
             .zip(k.access.chars())
-            .any(|(b, c)| b.texture.is_some() != (c == 't'))
+            .any(|(b, c)| b.texture.is_some() != matches!(c, 't' | 'x' | 'o'))
         {
             return Err(GpuError::Unsupported(format!(
                 "{}:{}: a texture-backed matrix bound as a buffer or the reverse",
@@ -106,7 +107,11 @@ impl<'a> Recorder<'a> {
         if groups.contains(&0) {
             return Ok(());
         }
-        let pipe = self.ctx.pipeline(k)?;
+        // A kernel bound to f16 weights runs its rgba16float variant (one format per dispatch).
+        let f16 = buffers
+            .iter()
+            .any(|b| matches!(b.texture, Some((_, WeightFormat::F16))));
+        let pipe = self.ctx.pipeline(k, f16)?;
         let offset = self.params.len() as u32;
         self.params.extend_from_slice(bytemuck::cast_slice(params));
         self.params.resize(offset as usize + PARAM_SLOT as usize, 0);

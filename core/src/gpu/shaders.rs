@@ -1,5 +1,7 @@
 //! Registry of every WGSL file in `shaders/`, compiled into the binary.
 
+use std::borrow::Cow;
+
 /// One shader file.
 #[derive(Clone, Copy, Debug)]
 pub struct ShaderSource {
@@ -28,9 +30,10 @@ shaders!(
     "gated_rms_norm",
     "matmul",
     "matmul_sg",
+    "matmul_xtex_sg",
     "matvec",
-    "matvec_sg",
     "rms_norm",
+    "rows_to_texture",
     "ssd_chunk_scan",
     "ssd_chunk_scan_sg",
     "ssd_chunk_state",
@@ -50,6 +53,34 @@ pub fn shader_source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|s| s.name == name).map(|s| s.source)
 }
 
+/// How weight textures (bindings named `w` or `table`) are declared in the files: read-only
+/// storage textures (on lavapipe an image load is ~2x cheaper than a sampled-texture fetch).
+const WEIGHT_DECLS: [(&str, &str); 2] = [
+    (
+        "var w: texture_storage_2d<rgba32float, read>",
+        "var w: texture_storage_2d<rgba16float, read>",
+    ),
+    (
+        "var table: texture_storage_2d<rgba32float, read>",
+        "var table: texture_storage_2d<rgba16float, read>",
+    ),
+];
+
+/// Shader `name` as compiled: with `f16`, its weight textures declared rgba16float (a storage
+/// texture's format is part of its type; the kernels read f32 values either way). Other
+/// textures (activations packed by rows_to_texture) stay rgba32float.
+pub fn shader_variant(name: &str, f16: bool) -> Option<Cow<'static, str>> {
+    let src = shader_source(name)?;
+    if !f16 || !WEIGHT_DECLS.iter().any(|(a, _)| src.contains(a)) {
+        return Some(Cow::Borrowed(src));
+    }
+    let mut s = src.to_string();
+    for (a, b) in WEIGHT_DECLS {
+        s = s.replace(a, b);
+    }
+    Some(Cow::Owned(s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,11 +88,23 @@ mod tests {
     #[test]
     fn every_shader_parses_and_validates() {
         let mut failures = Vec::new();
-        for s in SHADERS {
+        // Both variants: as written (f32 weights) and with rgba16float weight textures.
+        let variants = SHADERS.iter().flat_map(|s| {
+            [false, true].map(|f16| (s.name, f16, shader_variant(s.name, f16).unwrap_or_default()))
+        });
+        for (name, f16, source) in variants {
+            struct Named<'a> {
+                name: &'a str,
+                source: &'a str,
+            }
+            let s = Named {
+                name,
+                source: &source,
+            };
             let module = match naga::front::wgsl::parse_str(s.source) {
                 Ok(m) => m,
                 Err(e) => {
-                    failures.push(format!("{}: {}", s.name, e.emit_to_string(s.source)));
+                    failures.push(format!("{} (f16 {f16}): {}", s.name, e.emit_to_string(s.source)));
                     continue;
                 }
             };
@@ -76,7 +119,7 @@ mod tests {
             v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)
                 .subgroup_operations(naga::valid::SubgroupOperationSet::all());
             if let Err(e) = v.validate(&module) {
-                failures.push(format!("{}: {}", s.name, e.emit_to_string(s.source)));
+                failures.push(format!("{} (f16 {f16}): {}", s.name, e.emit_to_string(s.source)));
             }
         }
         assert!(

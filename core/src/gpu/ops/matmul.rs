@@ -1,5 +1,5 @@
-use crate::gpu::context::{GpuBuffer, Kernel};
-use crate::gpu::recorder::Recorder;
+use crate::gpu::context::{GpuBuffer, Kernel, UNIFORM_STAGING_BYTES};
+use crate::gpu::recorder::{grid64, Recorder};
 use crate::gpu::weights::GpuMatrix;
 use crate::gpu::GpuResult;
 
@@ -14,7 +14,7 @@ const TILED: Kernel = Kernel {
 const MATVEC: Kernel = Kernel {
     shader: "matvec",
     entry: "main",
-    access: "rtrw",
+    access: "utrw",
     spec: "",
 };
 const TILED_SG: Kernel = Kernel {
@@ -23,16 +23,24 @@ const TILED_SG: Kernel = Kernel {
     access: "rtrw",
     spec: "",
 };
-const MATVEC_SG: Kernel = Kernel {
-    shader: "matvec_sg",
+const TILED_SG_XTEX: Kernel = Kernel {
+    shader: "matmul_xtex_sg",
     entry: "main",
-    access: "rtrw",
+    access: "xtrw",
+    spec: "",
+};
+const ROWS_TO_TEXTURE: Kernel = Kernel {
+    shader: "rows_to_texture",
+    entry: "main",
+    access: "ro",
     spec: "",
 };
 /// Rows per subgroup tile of matmul_sg / matvec_sg (8 lanes x RTL rows).
 const SG_ROWS: u32 = 32;
 /// Outputs per subgroup tile (8 lanes x 4 loads).
 const SG_OUTS: u32 = 32;
+/// Outputs per matvec workgroup (32 lanes x 4).
+const MATVEC_OUTS: u32 = 128;
 
 /// Below this many rows [`matmul`] uses the matvec kernel.
 pub const MATVEC_MAX_ROWS: u32 = 8;
@@ -46,24 +54,23 @@ pub enum MatmulKernel {
     /// computes 32 rows x 32 outputs, lanes sharing W loads by subgroupBroadcast (matmul_sg);
     /// otherwise [`MatmulKernel::TiledPortable`].
     Tiled,
-    /// Decode: 1 row x 32 outputs per subgroup, X shared by broadcast (matvec_sg), else
-    /// [`MatmulKernel::MatVecPortable`].
+    /// Decode: X copied into a uniform buffer, 4 outputs per invocation (matvec.wgsl, no
+    /// subgroups needed), when X's rows fit the 64 KiB buffer; else [`MatmulKernel::Tiled`].
     MatVec,
     /// 4 rows x 4 outputs per invocation, no subgroups (matmul.wgsl).
     TiledPortable,
-    /// 1 row x 4 outputs per invocation, no subgroups (matvec.wgsl).
-    MatVecPortable,
 }
 
 // Why this layout and these kernels (measured on lavapipe, Mesa 22.3, llvmpipe 8-wide, same
 // run): a storage-buffer load inside a loop costs ~8-15x a texel fetch or uniform-buffer load
 // (it is a per-lane loop, the same for lane-uniform addresses and for workgroup memory), while
-// FMAs, private arrays and subgroupBroadcast are nearly free. So W lives in an rgba32float
-// texture (weights.rs) and the kernels maximise MACs per storage load of X: matmul_sg lets each
-// lane own 4 X rows and take W from the other lanes by broadcast (128 MACs per 16 X loads and
-// 4 texel fetches); matvec_sg loads each X vec4 once per subgroup and broadcasts it, so its loop
-// is nearly all texel fetches. Measured: 512x768x1536 prefill ~9.5 GFLOP/s (old kernel ~1),
-// 768->3352 decode ~4.5-5 GB/s of weights (old ~0.7). See core/tests/gpu_kernels.rs design_*.
+// FMAs, private arrays and subgroupBroadcast are nearly free. So W lives in a read-only storage
+// texture (weights.rs; an image load is ~2x cheaper than a sampled fetch there) and the kernels
+// maximise MACs per storage load of X: matmul_sg lets each lane own 4 X rows and take W from
+// the other lanes by broadcast (128 MACs per 16 X loads and 4 texel fetches); matvec reads X
+// from a uniform buffer at lane-uniform addresses, so its loop is nearly all texel fetches.
+// Measured: 512x768x1536 prefill ~9.5 GFLOP/s (first kernel ~1); 768->3352 decode 14-15 GB/s
+// of weights (first kernel ~0.7, subgroup-broadcast X ~5). See docs/PERFORMANCE.md.
 
 /// `y[t, o] (+)= sum_k x[t, k] * w[o, k] (+ bias[o])` for `rows` rows; `w` is [out, in].
 /// With `accumulate` the product is added to `y` (fused residual add). `x` and `y` must be
@@ -108,10 +115,28 @@ pub fn matmul_using(
         MatmulKernel::Auto => MatmulKernel::Tiled,
         k => k,
     };
+    // The matvec's X rows, dense with stride ldk (K rounded up to 4), must fit the staging.
+    let ldk = (w.cols as u64).div_ceil(4) * 4;
+    let kernel = match kernel {
+        MatmulKernel::MatVec if rows as u64 * ldk * 4 > UNIFORM_STAGING_BYTES => MatmulKernel::Tiled,
+        k => k,
+    };
     let kernel = match kernel {
         MatmulKernel::Tiled if !sg => MatmulKernel::TiledPortable,
-        MatmulKernel::MatVec if !sg => MatmulKernel::MatVecPortable,
         k => k,
+    };
+    if kernel == MatmulKernel::Tiled {
+        return tiled_xtex(rec, rows, x, w, bias, y, flags);
+    }
+    let staging = if kernel == MatmulKernel::MatVec {
+        let st = rec.ctx().uniform_staging();
+        for t in 0..rows {
+            let src = x.offset as usize + (t * x.stride) as usize;
+            rec.copy(x.buf, src, &st, (t as u64 * ldk) as usize, w.cols)?;
+        }
+        Some(st)
+    } else {
+        None
     };
     for b in &w.blocks {
         let ldk4 = (b.ldk / 4) as u32;
@@ -130,23 +155,72 @@ pub fn matmul_using(
         ];
         let bufs = [x.buf, &b.buffer, bias.unwrap_or(&dummy), y.buf];
         let outs = b.rows as u32;
-        match kernel {
-            MatmulKernel::Tiled => {
-                let g = [outs.div_ceil(SG_OUTS), rows.div_ceil(SG_ROWS), 1];
-                rec.dispatch(&TILED_SG, &params, &bufs, g)?;
-            }
-            MatmulKernel::MatVec => {
-                let g = [outs.div_ceil(SG_OUTS), rows, 1];
-                rec.dispatch(&MATVEC_SG, &params, &bufs, g)?;
-            }
-            MatmulKernel::MatVecPortable => {
-                rec.dispatch(&MATVEC, &params, &bufs, [quads.div_ceil(64), rows, 1])?;
+        match (kernel, &staging) {
+            (MatmulKernel::MatVec, Some(st)) => {
+                let bufs = [st, &b.buffer, bias.unwrap_or(&dummy), y.buf];
+                let g = [outs.div_ceil(MATVEC_OUTS), rows, 1];
+                rec.dispatch(&MATVEC, &params, &bufs, g)?;
             }
             _ => {
                 let g = [quads.div_ceil(64), rows.div_ceil(4), 1];
                 rec.dispatch(&TILED, &params, &bufs, g)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The subgroup tiled product with X packed into a texture first (rows_to_texture, then
+/// matmul_xtex_sg), in chunks of rows that fit a texture; matmul_sg (X from storage) when a
+/// row of X is wider than a texture.
+fn tiled_xtex(
+    rec: &mut Recorder,
+    rows: u32,
+    x: View,
+    w: &GpuMatrix,
+    bias: Option<&GpuBuffer>,
+    y: View,
+    flags: u32,
+) -> GpuResult<()> {
+    let dummy = rec.ctx().dummy().clone();
+    let k = w.cols as u32;
+    let ldk4 = k.div_ceil(4);
+    let maxd = rec.ctx().limits.max_texture_dimension_2d;
+    let chunk = maxd.min(rows);
+    let xtex = if ldk4 <= maxd {
+        Some(rec.ctx().x_texture(ldk4, chunk)?)
+    } else {
+        None
+    };
+    let mut t0 = 0;
+    while t0 < rows {
+        let n = if xtex.is_some() { chunk.min(rows - t0) } else { rows };
+        let (xc, yc) = (x.rows_from(t0), y.rows_from(t0));
+        if let Some(xt) = &xtex {
+            let params = [n, k, ldk4, xc.stride, xc.offset];
+            rec.dispatch(&ROWS_TO_TEXTURE, &params, &[xc.buf, xt], grid64(n as u64 * ldk4 as u64))?;
+        }
+        for b in &w.blocks {
+            let params = [
+                n,
+                k,
+                b.rows as u32,
+                b.row_start as u32,
+                xc.stride,
+                xc.offset,
+                yc.stride,
+                yc.offset,
+                flags,
+                (b.ldk / 4) as u32,
+            ];
+            let g = [(b.rows as u32).div_ceil(SG_OUTS), n.div_ceil(SG_ROWS), 1];
+            let bias = bias.unwrap_or(&dummy);
+            match &xtex {
+                Some(xt) => rec.dispatch(&TILED_SG_XTEX, &params, &[xt, &b.buffer, bias, yc.buf], g)?,
+                None => rec.dispatch(&TILED_SG, &params, &[xc.buf, &b.buffer, bias, yc.buf], g)?,
+            }
+        }
+        t0 += n;
     }
     Ok(())
 }

@@ -1,0 +1,37 @@
+// Packs activation rows into an rgba32float storage texture for matmul_xtex_sg.wgsl:
+// texel (i, t) = X[t, 4i..4i+4], zero past K. On CPU Vulkan the matmul's per-lane storage loads
+// of X are its main cost (a per-lane loop each); this pays them once per element, here, and the
+// matmul then reads X with texel fetches (vector gathers).
+// bindings: 0 params | 1 X | 2 out texture (write-only)
+// grid: 64-wide over texels, x + y * nwg.x (as grid64).
+
+struct Params {
+    t: u32,
+    k: u32,
+    ldk4: u32,
+    x_stride: u32,
+    x_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var out: texture_storage_2d<rgba32float, write>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let n = gid.x + gid.y * nwg.x * 64u;
+    if (n >= p.t * p.ldk4) {
+        return;
+    }
+    let t = n / p.ldk4;
+    let i = n - t * p.ldk4;
+    let base = t * p.x_stride + p.x_off;
+    var v = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c += 1u) {
+        let k = 4u * i + c;
+        if (k < p.k) {
+            v[c] = xs[base + k];
+        }
+    }
+    textureStore(out, vec2<i32>(i32(i), i32(t)), v);
+}
