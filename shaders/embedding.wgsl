@@ -18,8 +18,13 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> tokens: array<u32>;
-@group(0) @binding(2) var table: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+
+// W[r, 4*k4 .. 4*k4 + 4] (the f16 variant of this shader unpacks it from half a packed texel).
+fn w4(k4: i32, r: i32) -> vec4<f32> {
+    return textureLoad(w, vec2<i32>(k4, r));
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -33,5 +38,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (tok < p.row_start || tok - p.row_start >= p.rows) {
         return;
     }
-    out[t * p.out_stride + p.out_off + d] = textureLoad(table, vec2<i32>(i32(d / 4u), i32(tok - p.row_start)))[d % 4u];
+    out[t * p.out_stride + p.out_off + d] = w4(i32(d / 4u), i32(tok - p.row_start))[d % 4u];
 }

@@ -44,6 +44,11 @@ def gen(rtl, header=True, xtex=False):
 @group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ys: array<f32>;
+
+// W[r, 4*k4 .. 4*k4 + 4] (the f16 variant of this shader unpacks it from half a packed texel).
+fn w4(k4: i32, r: i32) -> vec4<f32> {
+    return textureLoad(w, vec2<i32>(k4, r));
+}
 """)
     L[-1] = L[-1].replace("XDECL", "var xt: texture_storage_2d<rgba32float, read>;" if xtex else "var<storage, read> xs: array<f32>;")
     a(f"const RTL: u32 = {rtl}u;")
@@ -90,7 +95,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         for r in range(rtl):
             a(f"        let x{r} = vec4<f32>(xs[xb{r} + k0], xs[xb{r} + k1], xs[xb{r} + k2], xs[xb{r} + k3]);")
     for m in range(4):
-        a(f"        let v{m} = textureLoad(w, vec2<i32>(i32(i), wb{m}));")
+        a(f"        let v{m} = w4(i32(i), wb{m});")
     for m in range(4):
         for h in range(2):
             q = m * 2 + h

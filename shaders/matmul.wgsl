@@ -28,6 +28,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 
+// W[r, 4*k4 .. 4*k4 + 4] (the f16 variant of this shader unpacks it from half a packed texel).
+fn w4(k4: i32, r: i32) -> vec4<f32> {
+    return textureLoad(w, vec2<i32>(k4, r));
+}
+
 fn store(t: u32, o0: u32, v: vec4<f32>) {
     if (t >= p.t) {
         return;
@@ -78,10 +83,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
         let a1 = xload(x1, k0, kl);
         let a2 = xload(x2, k0, kl);
         let a3 = xload(x3, k0, kl);
-        let b0 = textureLoad(w, vec2<i32>(i32(i), w0));
-        let b1 = textureLoad(w, vec2<i32>(i32(i), w1));
-        let b2 = textureLoad(w, vec2<i32>(i32(i), w2));
-        let b3 = textureLoad(w, vec2<i32>(i32(i), w3));
+        let b0 = w4(i32(i), w0);
+        let b1 = w4(i32(i), w1);
+        let b2 = w4(i32(i), w2);
+        let b3 = w4(i32(i), w3);
         c0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
         c1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
         c2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));

@@ -32,6 +32,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 
+// W[r, 4*k4 .. 4*k4 + 4] (the f16 variant of this shader unpacks it from half a packed texel).
+fn w4(k4: i32, r: i32) -> vec4<f32> {
+    return textureLoad(w, vec2<i32>(k4, r));
+}
+
 const RTL: u32 = 4u;
 
 fn store(t: u32, o: u32, v: f32) {
@@ -106,10 +111,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         let x1 = vec4<f32>(xs[xb1 + k0], xs[xb1 + k1], xs[xb1 + k2], xs[xb1 + k3]);
         let x2 = vec4<f32>(xs[xb2 + k0], xs[xb2 + k1], xs[xb2 + k2], xs[xb2 + k3]);
         let x3 = vec4<f32>(xs[xb3 + k0], xs[xb3 + k1], xs[xb3 + k2], xs[xb3 + k3]);
-        let v0 = textureLoad(w, vec2<i32>(i32(i), wb0));
-        let v1 = textureLoad(w, vec2<i32>(i32(i), wb1));
-        let v2 = textureLoad(w, vec2<i32>(i32(i), wb2));
-        let v3 = textureLoad(w, vec2<i32>(i32(i), wb3));
+        let v0 = w4(i32(i), wb0);
+        let v1 = w4(i32(i), wb1);
+        let v2 = w4(i32(i), wb2);
+        let v3 = w4(i32(i), wb3);
         {
             let b0 = subgroupBroadcast(v0, 0u);
             let b1 = subgroupBroadcast(v0, 1u);

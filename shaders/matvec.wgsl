@@ -30,6 +30,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 
+// W[r, 4*k4 .. 4*k4 + 4] (the f16 variant of this shader unpacks it from half a packed texel).
+fn w4(k4: i32, r: i32) -> vec4<f32> {
+    return textureLoad(w, vec2<i32>(k4, r));
+}
+
 fn store(t: u32, o: u32, v: f32) {
     if (o < p.rows) {
         let yi = t * p.y_stride + p.y_off + p.col0 + o;
@@ -45,8 +50,8 @@ fn store(t: u32, o: u32, v: f32) {
 }
 
 fn dots(xv: vec4<f32>, k4: i32, r: vec4<i32>) -> vec4<f32> {
-    return vec4<f32>(dot(xv, textureLoad(w, vec2<i32>(k4, r.x))), dot(xv, textureLoad(w, vec2<i32>(k4, r.y))),
-                     dot(xv, textureLoad(w, vec2<i32>(k4, r.z))), dot(xv, textureLoad(w, vec2<i32>(k4, r.w))));
+    return vec4<f32>(dot(xv, w4(k4, r.x)), dot(xv, w4(k4, r.y)),
+                     dot(xv, w4(k4, r.z)), dot(xv, w4(k4, r.w)));
 }
 
 @compute @workgroup_size(32)

@@ -187,8 +187,27 @@ fn matmul_case(
     bias: bool,
     acc: bool,
 ) {
+    matmul_case_as(c, r, t, k, o, kernel, bias, acc, WeightFormat::F32);
+}
+
+/// [`matmul_case`] with W stored as `format` (the reference uses W rounded the same way).
+#[allow(clippy::too_many_arguments)]
+fn matmul_case_as(
+    c: &GpuContext,
+    r: &mut StdRng,
+    t: usize,
+    k: usize,
+    o: usize,
+    kernel: MatmulKernel,
+    bias: bool,
+    acc: bool,
+    format: WeightFormat,
+) {
     let x = randv(r, t * k, 1.0);
-    let w = randv(r, o * k, 1.0);
+    let mut w = randv(r, o * k, 1.0);
+    if format == WeightFormat::F16 {
+        w.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+    }
     let b = randv(r, o, 1.0);
     let y0 = randv(r, t * o, 1.0);
     let (xs, xo, ys, yo) = (k + 3, 2, o + 5, 4);
@@ -196,7 +215,7 @@ fn matmul_case(
     let ypacked = pack(r, &y0, t, o, ys, yo);
     let yb = up(c, &ypacked);
     let bb = up(c, &b);
-    let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
+    let m = GpuMatrix::from_f32_as(c, "w", &w, o, k, format).unwrap();
     let mut rec = Recorder::new(c);
     let xv = View::new(&xb, xs as u32, xo as u32);
     let yv = View::new(&yb, ys as u32, yo as u32);
@@ -230,7 +249,7 @@ fn matmul_case(
     let all = read(c, &yb);
     let got = unpack(&all, t, o, ys, yo);
     assert_close(
-        &format!("matmul {kernel:?} T={t} in={k} out={o} bias={bias} acc={acc}"),
+        &format!("matmul {kernel:?} {format:?} T={t} in={k} out={o} bias={bias} acc={acc}"),
         &got,
         &want,
         2e-5,
@@ -263,6 +282,39 @@ fn matmul_tiled_and_matvec_match() {
             matmul_case(c, &mut r, t, k, o, kernel, false, true);
         }
     }
+}
+
+#[test]
+fn matmul_with_packed_f16_weights() {
+    // Every kernel's f16 variant (8 halves per rgba32uint texel), K not a multiple of 8 included
+    // (the matvec's masked tail texel), against the f16-rounded weights.
+    let mut r = rng(31);
+    let c = ctx();
+    for &(t, k, o) in &[(1usize, 13usize, 7usize), (1, 768, 300), (2, 20, 129), (40, 36, 70)] {
+        for kernel in [
+            MatmulKernel::Tiled,
+            MatmulKernel::MatVec,
+            MatmulKernel::TiledPortable,
+        ] {
+            matmul_case_as(c, &mut r, t, k, o, kernel, true, true, WeightFormat::F16);
+        }
+    }
+    // The embedding gather reads the same packed texels.
+    let (v, d) = (37usize, 13usize);
+    let table = randv(&mut r, v * d, 1.0);
+    let rounded: Vec<f32> = table.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    let m = GpuMatrix::from_f32_as(c, "table", &table, v, d, WeightFormat::F16).unwrap();
+    let ids = [0u32, 36, 5, 17];
+    let tb = c.upload_u32("ids", &ids).unwrap();
+    let out = c.zeros("out", ids.len() * d).unwrap();
+    let mut rec = Recorder::new(c);
+    embedding(&mut rec, &tb, ids.len() as u32, &m, View::dense(&out, d as u32)).unwrap();
+    submit(rec);
+    let want: Vec<f64> = ids
+        .iter()
+        .flat_map(|&i| rounded[i as usize * d..][..d].iter().map(|&x| x as f64))
+        .collect();
+    assert_close("embedding f16", &read(c, &out), &want, 0.0);
 }
 
 #[test]

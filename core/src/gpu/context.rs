@@ -77,7 +77,7 @@ impl GpuBuffer {
 /// A compute entry point and the access mode of its bindings 1.. ('r' read-only storage,
 /// 'w' read-write storage, 'u' a uniform buffer ([`GpuContext::uniform_staging`]), 'x' / 'o' an
 /// rgba32float storage texture read-only / write-only ([`GpuContext::x_texture`]), 't' a read-only storage texture of weights: rgba32float, or
-/// rgba16float in the shader's f16 variant, see [`crate::gpu::shaders::shader_variant`]);
+/// packed f16 (rgba32uint) in the shader's f16 variant, see [`crate::gpu::shaders::shader_variant`]);
 /// binding 0 is always the params uniform with a dynamic offset.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Kernel {
@@ -134,7 +134,7 @@ pub(crate) struct Pipeline {
     pub pipeline: wgpu::ComputePipeline,
     pub access: &'static str,
     pub name: &'static str,
-    /// The f16 variant: its 't' bindings are rgba16float.
+    /// The f16 variant: its 't' bindings are rgba32uint of packed halves.
     pub f16: bool,
 }
 
@@ -381,11 +381,12 @@ impl GpuContext {
         })
     }
 
-    /// Uploads `data` (`height` rows of `4 * width` f32) into a new texture [height, width] of
-    /// `format` (rgba32float, or rgba16float with values rounded to nearest f16; kernels read f32
-    /// from `textureLoad` either way): texel (x, y) holds `data[y * 4 * width + 4 * x ..][..4]`.
-    /// On CPU Vulkan (lavapipe) a texel fetch is a vector gather, several times cheaper than a
-    /// storage-buffer load, so weight matrices live in textures. Errors if a side exceeds
+    /// Uploads `data` (`height` rows of `v * width` f32, v = `format.values_per_texel()`) into a
+    /// new storage texture [height, width]: rgba32float (texel (x, y) holds
+    /// `data[y * 4 * width + 4 * x ..][..4]`), or for f16 rgba32uint holding 8 values rounded to
+    /// nearest f16, packed two per u32 low half first (`unpack2x16float` order). On CPU Vulkan
+    /// (lavapipe) a texel fetch is a vector gather, several times cheaper than a storage-buffer
+    /// load, so weight matrices live in textures. Errors if a side exceeds
     /// `max_texture_dimension_2d`.
     pub fn upload_texture(
         &self,
@@ -403,13 +404,14 @@ impl GpuContext {
                 limit: maxd as u64,
             });
         }
-        let n = width as usize * height as usize * 4;
+        let n = width as usize * height as usize * format.values_per_texel();
         if data.len() != n {
             return Err(GpuError::Shape {
                 op: "upload_texture",
                 detail: format!(
-                    "{label}: {} values for {width}x{height} rgba texels",
-                    data.len()
+                    "{label}: {} values for {width}x{height} {} texels",
+                    data.len(),
+                    format.name()
                 ),
             });
         }
@@ -426,7 +428,7 @@ impl GpuContext {
             dimension: wgpu::TextureDimension::D2,
             format: match format {
                 WeightFormat::F32 => wgpu::TextureFormat::Rgba32Float,
-                WeightFormat::F16 => wgpu::TextureFormat::Rgba16Float,
+                WeightFormat::F16 => wgpu::TextureFormat::Rgba32Uint,
             },
             usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
@@ -444,7 +446,7 @@ impl GpuContext {
             bytes,
             wgpu::TexelCopyBufferLayout {
                 offset: 0,
-                bytes_per_row: Some(width * format.texel_bytes() as u32),
+                bytes_per_row: Some(width * 16),
                 rows_per_image: None,
             },
             size,
@@ -580,7 +582,7 @@ impl GpuContext {
 
     // ---------------------------------------------------------------- caches
 
-    /// The (cached) pipeline for `k`; `f16`: the variant reading rgba16float weight textures.
+    /// The (cached) pipeline for `k`; `f16`: the variant reading packed-f16 weight textures.
     pub(crate) fn pipeline(&self, k: &Kernel, f16: bool) -> GpuResult<Arc<Pipeline>> {
         let key = format!("{}:{}:{}:{}", k.shader, k.entry, k.spec, f16);
         let mut st = lock(&self.state);
@@ -668,7 +670,7 @@ impl GpuContext {
                 wgpu::BindingType::StorageTexture {
                     access: wgpu::StorageTextureAccess::ReadOnly,
                     format: if f16 {
-                        wgpu::TextureFormat::Rgba16Float
+                        wgpu::TextureFormat::Rgba32Uint
                     } else {
                         wgpu::TextureFormat::Rgba32Float
                     },

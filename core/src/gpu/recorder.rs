@@ -107,7 +107,7 @@ impl<'a> Recorder<'a> {
         if groups.contains(&0) {
             return Ok(());
         }
-        // A kernel bound to f16 weights runs its rgba16float variant (one format per dispatch).
+        // A kernel bound to f16 weights runs its packed-f16 variant (one format per dispatch).
         let f16 = buffers
             .iter()
             .any(|b| matches!(b.texture, Some((_, WeightFormat::F16))));

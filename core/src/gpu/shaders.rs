@@ -32,6 +32,7 @@ shaders!(
     "matmul_sg",
     "matmul_xtex_sg",
     "matvec",
+    "matvec_f16",
     "rms_norm",
     "rows_to_texture",
     "ssd_chunk_scan",
@@ -53,29 +54,33 @@ pub fn shader_source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|s| s.name == name).map(|s| s.source)
 }
 
-/// How weight textures (bindings named `w` or `table`) are declared in the files: read-only
-/// storage textures (on lavapipe an image load is ~2x cheaper than a sampled-texture fetch).
-const WEIGHT_DECLS: [(&str, &str); 2] = [
+/// How the kernels declare and read their weight texture `w` (read-only storage textures: on
+/// lavapipe an image load is ~2x cheaper than a sampled-texture fetch), and what the f16
+/// variant puts instead: an rgba32uint texture of packed halves (8 per texel), `w4` unpacking
+/// the 4 it is asked for (no shader-f16 needed).
+const WEIGHT_F16_EDITS: [(&str, &str); 2] = [
     (
         "var w: texture_storage_2d<rgba32float, read>",
-        "var w: texture_storage_2d<rgba16float, read>",
+        "var w: texture_storage_2d<rgba32uint, read>",
     ),
     (
-        "var table: texture_storage_2d<rgba32float, read>",
-        "var table: texture_storage_2d<rgba16float, read>",
+        "    return textureLoad(w, vec2<i32>(k4, r));",
+        "    let h = textureLoad(w, vec2<i32>(k4 >> 1u, r));
+    let q = select(h.xy, h.zw, (k4 & 1) == 1);
+    return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));",
     ),
 ];
 
-/// Shader `name` as compiled: with `f16`, its weight textures declared rgba16float (a storage
-/// texture's format is part of its type; the kernels read f32 values either way). Other
-/// textures (activations packed by rows_to_texture) stay rgba32float.
+/// Shader `name` as compiled: with `f16`, its weight texture holds packed halves (see
+/// [`crate::gpu::weights::WeightFormat::F16`]); kernels with their own f16 loop (matvec_f16)
+/// declare it so already and are unchanged.
 pub fn shader_variant(name: &str, f16: bool) -> Option<Cow<'static, str>> {
     let src = shader_source(name)?;
-    if !f16 || !WEIGHT_DECLS.iter().any(|(a, _)| src.contains(a)) {
+    if !f16 || !src.contains(WEIGHT_F16_EDITS[0].0) {
         return Some(Cow::Borrowed(src));
     }
     let mut s = src.to_string();
-    for (a, b) in WEIGHT_DECLS {
+    for (a, b) in WEIGHT_F16_EDITS {
         s = s.replace(a, b);
     }
     Some(Cow::Owned(s))
@@ -88,7 +93,7 @@ mod tests {
     #[test]
     fn every_shader_parses_and_validates() {
         let mut failures = Vec::new();
-        // Both variants: as written (f32 weights) and with rgba16float weight textures.
+        // Both variants: as written (f32 weights) and with packed-f16 (rgba32uint) weight textures.
         let variants = SHADERS.iter().flat_map(|s| {
             [false, true].map(|f16| (s.name, f16, shader_variant(s.name, f16).unwrap_or_default()))
         });
@@ -109,11 +114,13 @@ mod tests {
                 }
             };
             // The `*_sg` kernels use subgroup operations (only dispatched when the device has
-            // them); everything else must validate without any capability.
+            // them); everything else must validate without any capability but the f16 <-> f32
+            // packing builtins (core WGSL; naga gates them for old GL targets).
+            let base = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
             let caps = if s.name.ends_with("_sg") {
-                naga::valid::Capabilities::SUBGROUP
+                base | naga::valid::Capabilities::SUBGROUP
             } else {
-                naga::valid::Capabilities::empty()
+                base
             };
             let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
             v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)

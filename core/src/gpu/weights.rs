@@ -6,9 +6,10 @@ use super::context::{GpuBuffer, GpuContext};
 use super::error::{GpuError, GpuResult};
 
 /// One row block of a [`GpuMatrix`]: rows `row_start..row_start + rows`, stored row-major as
-/// [rows, ldk] (`W[row_start + r, k]` at element `r * ldk + k`), `ldk` = cols rounded up to 4,
-/// zero padded, in an rgba32float texture of `rows` x `ldk / 4` texels: texel (i, r) holds
-/// `W[row_start + r, 4i..4i + 4]`. Kernels read W as vec4 along k (dot products). A texture
+/// [rows, ldk] (`W[row_start + r, k]` at element `r * ldk + k`), `ldk` = cols rounded up to 4
+/// (f32) or 8 (f16), zero padded, in a read-only storage texture of `rows` x `ldk / v` texels,
+/// v = 4 values per rgba32float texel or 8 halves per rgba32uint one: texel (i, r) holds
+/// `W[row_start + r, v*i..v*i + v]`. Kernels read W as vec4 along k (dot products). A texture
 /// because a texel fetch is a vector gather on CPU Vulkan (lavapipe), ~7x cheaper than a
 /// storage-buffer load there; on GPUs it is as good as a buffer.
 #[derive(Clone, Debug)]
@@ -19,9 +20,17 @@ pub struct MatBlock {
     pub buffer: GpuBuffer,
 }
 
-/// How a [`GpuMatrix`] stores its values. Kernels read both the same way (a texel fetch returns
-/// f32), so the choice changes bytes moved, not code: `F16` halves the weight traffic of
-/// matrix-vector products and needs no shader-f16 (rgba16float is a core WebGPU format).
+impl MatBlock {
+    /// Whether the block holds packed f16 (see [`WeightFormat::F16`]).
+    pub fn is_f16(&self) -> bool {
+        matches!(self.buffer.texture, Some((_, WeightFormat::F16)))
+    }
+}
+
+/// How a [`GpuMatrix`] stores its values. `F16` packs 8 halves per rgba32uint texel: half the
+/// bytes and, in the decode matvec (matvec_f16.wgsl), half the fetches; other kernels unpack
+/// the 4 values they ask for (their f16 variant, see `shaders::shader_variant`). No
+/// shader-f16 needed (`unpack2x16float` is core WGSL).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WeightFormat {
     #[default]
@@ -46,9 +55,10 @@ impl WeightFormat {
         }
     }
 
-    pub fn texel_bytes(self) -> u64 {
+    /// Weights per texel (16 bytes either way).
+    pub fn values_per_texel(self) -> usize {
         match self {
-            WeightFormat::F32 => 16,
+            WeightFormat::F32 => 4,
             WeightFormat::F16 => 8,
         }
     }
@@ -123,7 +133,8 @@ impl GpuMatrix {
         mut fill: impl FnMut(Range<usize>, &mut [f32]),
     ) -> GpuResult<Self> {
         let per = Self::rows_per_block(ctx, label, cols)?;
-        let ldk = cols.div_ceil(4).max(1) * 4;
+        let v = format.values_per_texel();
+        let ldk = cols.div_ceil(v).max(1) * v;
         let mut blocks = Vec::new();
         let mut tmp = Vec::new();
         let mut padded = Vec::new();
@@ -146,7 +157,7 @@ impl GpuMatrix {
                 }
                 &padded
             };
-            let buffer = ctx.upload_texture(label, data, (ldk / 4) as u32, n as u32, format)?;
+            let buffer = ctx.upload_texture(label, data, (ldk / v) as u32, n as u32, format)?;
             blocks.push(MatBlock {
                 row_start: r0,
                 rows: n,

@@ -17,6 +17,12 @@ const MATVEC: Kernel = Kernel {
     access: "utrw",
     spec: "",
 };
+const MATVEC_F16: Kernel = Kernel {
+    shader: "matvec_f16",
+    entry: "main",
+    access: "utrw",
+    spec: "",
+};
 const TILED_SG: Kernel = Kernel {
     shader: "matmul_sg",
     entry: "main",
@@ -115,8 +121,8 @@ pub fn matmul_using(
         MatmulKernel::Auto => MatmulKernel::Tiled,
         k => k,
     };
-    // The matvec's X rows, dense with stride ldk (K rounded up to 4), must fit the staging.
-    let ldk = (w.cols as u64).div_ceil(4) * 4;
+    // The matvec's X rows, dense with stride ldk (the blocks' padded K), must fit the staging.
+    let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
     let kernel = match kernel {
         MatmulKernel::MatVec if rows as u64 * ldk * 4 > UNIFORM_STAGING_BYTES => MatmulKernel::Tiled,
         k => k,
@@ -159,7 +165,8 @@ pub fn matmul_using(
             (MatmulKernel::MatVec, Some(st)) => {
                 let bufs = [st, &b.buffer, bias.unwrap_or(&dummy), y.buf];
                 let g = [outs.div_ceil(MATVEC_OUTS), rows, 1];
-                rec.dispatch(&MATVEC, &params, &bufs, g)?;
+                let k = if b.is_f16() { &MATVEC_F16 } else { &MATVEC };
+                rec.dispatch(k, &params, &bufs, g)?;
             }
             _ => {
                 let g = [quads.div_ceil(64), rows.div_ceil(4), 1];
