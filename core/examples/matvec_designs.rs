@@ -12,10 +12,15 @@
 use std::time::Instant;
 use wgpu::util::DeviceExt;
 
-
 fn main() {
-    let K: u32 = std::env::var("K").ok().and_then(|v| v.parse().ok()).unwrap_or(768);
-    let O: u32 = std::env::var("O").ok().and_then(|v| v.parse().ok()).unwrap_or(3352);
+    let K: u32 = std::env::var("K")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(768);
+    let O: u32 = std::env::var("O")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3352);
     let only = std::env::var("ONLY").unwrap_or_default();
     let inst = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster::block_on(inst.request_adapter(&Default::default())).unwrap();
@@ -26,7 +31,9 @@ fn main() {
     }))
     .unwrap();
     let k4 = K / 4;
-    let w: Vec<f32> = (0..(O * K)).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+    let w: Vec<f32> = (0..(O * K))
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
     let x: Vec<f32> = (0..K).map(|i| ((i * 31) % 100) as f32 / 100.0).collect();
     let want: Vec<f32> = (0..O as usize)
         .map(|o| (0..K as usize).map(|k| w[o * K as usize + k] * x[k]).sum())
@@ -39,7 +46,10 @@ fn main() {
     // packed f16 pairs
     let wh: Vec<u32> = w
         .chunks(2)
-        .map(|c| (half::f16::from_f32(c[0]).to_bits() as u32) | ((half::f16::from_f32(c[1]).to_bits() as u32) << 16))
+        .map(|c| {
+            (half::f16::from_f32(c[0]).to_bits() as u32)
+                | ((half::f16::from_f32(c[1]).to_bits() as u32) << 16)
+        })
         .collect();
     let whbuf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: None,
@@ -69,12 +79,20 @@ fn main() {
         mapped_at_creation: false,
     });
     // texture row-per-o layout: texel (k4, o)
-    let mk_tex_f = |wdt: u32, hgt: u32, data: &[u8], format: wgpu::TextureFormat, usage: wgpu::TextureUsages| {
+    let mk_tex_f = |wdt: u32,
+                    hgt: u32,
+                    data: &[u8],
+                    format: wgpu::TextureFormat,
+                    usage: wgpu::TextureUsages| {
         let t = device.create_texture_with_data(
             &queue,
             &wgpu::TextureDescriptor {
                 label: None,
-                size: wgpu::Extent3d { width: wdt, height: hgt, depth_or_array_layers: 1 },
+                size: wgpu::Extent3d {
+                    width: wdt,
+                    height: hgt,
+                    depth_or_array_layers: 1,
+                },
                 mip_level_count: 1,
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
@@ -87,12 +105,45 @@ fn main() {
         );
         t.create_view(&Default::default())
     };
-    let tex_r = mk_tex_f(K, O, bytemuck::cast_slice(&w), wgpu::TextureFormat::R32Float, wgpu::TextureUsages::TEXTURE_BINDING);
-    let tex_u = mk_tex_f(K / 4, O, bytemuck::cast_slice(&w), wgpu::TextureFormat::Rgba32Uint, wgpu::TextureUsages::TEXTURE_BINDING);
-    let tex_s = mk_tex_f(K / 4, O, bytemuck::cast_slice(&w), wgpu::TextureFormat::Rgba32Float, wgpu::TextureUsages::STORAGE_BINDING);
-    let tex_hs = mk_tex_f(K / 8, O, bytemuck::cast_slice(&wh), wgpu::TextureFormat::Rgba32Uint, wgpu::TextureUsages::STORAGE_BINDING);
-    let whh: Vec<u16> = w.iter().map(|v| half::f16::from_f32(*v).to_bits()).collect();
-    let tex_16s = mk_tex_f(K / 4, O, bytemuck::cast_slice(&whh), wgpu::TextureFormat::Rgba16Float, wgpu::TextureUsages::STORAGE_BINDING);
+    let tex_r = mk_tex_f(
+        K,
+        O,
+        bytemuck::cast_slice(&w),
+        wgpu::TextureFormat::R32Float,
+        wgpu::TextureUsages::TEXTURE_BINDING,
+    );
+    let tex_u = mk_tex_f(
+        K / 4,
+        O,
+        bytemuck::cast_slice(&w),
+        wgpu::TextureFormat::Rgba32Uint,
+        wgpu::TextureUsages::TEXTURE_BINDING,
+    );
+    let tex_s = mk_tex_f(
+        K / 4,
+        O,
+        bytemuck::cast_slice(&w),
+        wgpu::TextureFormat::Rgba32Float,
+        wgpu::TextureUsages::STORAGE_BINDING,
+    );
+    let tex_hs = mk_tex_f(
+        K / 8,
+        O,
+        bytemuck::cast_slice(&wh),
+        wgpu::TextureFormat::Rgba32Uint,
+        wgpu::TextureUsages::STORAGE_BINDING,
+    );
+    let whh: Vec<u16> = w
+        .iter()
+        .map(|v| half::f16::from_f32(*v).to_bits())
+        .collect();
+    let tex_16s = mk_tex_f(
+        K / 4,
+        O,
+        bytemuck::cast_slice(&whh),
+        wgpu::TextureFormat::Rgba16Float,
+        wgpu::TextureUsages::STORAGE_BINDING,
+    );
     // tiled: tiles of 256 outputs; texel (slot, tile * K4 + i) = W[tile*256 + slot][4i..4i+4]
     let ntiles = O.div_ceil(256);
     let mut wtl = vec![0f32; (ntiles * 256 * K) as usize];
@@ -100,18 +151,35 @@ fn main() {
         let (tile, slot) = (o / 256, o % 256);
         for q in 0..(K / 4) as usize {
             for c in 0..4 {
-                wtl[((tile * (K / 4) as usize + q) * 256 + slot) * 4 + c] = w[o * K as usize + q * 4 + c];
+                wtl[((tile * (K / 4) as usize + q) * 256 + slot) * 4 + c] =
+                    w[o * K as usize + q * 4 + c];
             }
         }
     }
-    let tex_tl = mk_tex_f(256, ntiles * (K / 4), bytemuck::cast_slice(&wtl), wgpu::TextureFormat::Rgba32Float, wgpu::TextureUsages::STORAGE_BINDING);
-    let tex_h = mk_tex_f(K / 8, O, bytemuck::cast_slice(&wh), wgpu::TextureFormat::Rgba32Uint, wgpu::TextureUsages::TEXTURE_BINDING);
+    let tex_tl = mk_tex_f(
+        256,
+        ntiles * (K / 4),
+        bytemuck::cast_slice(&wtl),
+        wgpu::TextureFormat::Rgba32Float,
+        wgpu::TextureUsages::STORAGE_BINDING,
+    );
+    let tex_h = mk_tex_f(
+        K / 8,
+        O,
+        bytemuck::cast_slice(&wh),
+        wgpu::TextureFormat::Rgba32Uint,
+        wgpu::TextureUsages::TEXTURE_BINDING,
+    );
     let mk_tex = |wdt: u32, hgt: u32, data: &[f32]| {
         let t = device.create_texture_with_data(
             &queue,
             &wgpu::TextureDescriptor {
                 label: None,
-                size: wgpu::Extent3d { width: wdt, height: hgt, depth_or_array_layers: 1 },
+                size: wgpu::Extent3d {
+                    width: wdt,
+                    height: hgt,
+                    depth_or_array_layers: 1,
+                },
                 mip_level_count: 1,
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
@@ -427,9 +495,13 @@ fn d(x0: vec4<f32>, x1: vec4<f32>, h: vec4<u32>) -> f32 {
   ys[o+3u] = c3.x + c3.y + c3.z + c3.w;
 }", 4, "sth"),
     ];
-    let mut runs: Vec<(String, Box<dyn Fn(u32) -> Vec<f32> + '_>, f64)> = Vec::new();
+    // (name, run n dispatches and read y back, bytes of W)
+    type Run<'a> = (String, Box<dyn Fn(u32) -> Vec<f32> + 'a>, f64);
+    let mut runs: Vec<Run> = Vec::new();
     for (name, body, per_wg, kind) in kernels {
-        if !name.contains(&only) { continue; }
+        if !name.contains(&only) {
+            continue;
+        }
         let src = format!("{header}{body}");
         let sm = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(name),
@@ -457,13 +529,25 @@ fn d(x0: vec4<f32>, x1: vec4<f32>, h: vec4<u32>) -> f32 {
             _ => whbuf.as_entire_binding(),
         };
         let mut entries = vec![
-                wgpu::BindGroupEntry { binding: 1, resource: ybuf.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 2, resource: wres },
-            ];
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: ybuf.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 2,
+                resource: wres,
+            },
+        ];
         if name.contains("ubo") {
-            entries.push(wgpu::BindGroupEntry { binding: 3, resource: xubo.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry {
+                binding: 3,
+                resource: xubo.as_entire_binding(),
+            });
         } else {
-            entries.push(wgpu::BindGroupEntry { binding: 0, resource: xbuf.as_entire_binding() });
+            entries.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: xbuf.as_entire_binding(),
+            });
         }
         let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -486,15 +570,27 @@ fn d(x0: vec4<f32>, x1: vec4<f32>, h: vec4<u32>) -> f32 {
             queue.submit([enc.finish()]);
             rb.slice(..).map_async(wgpu::MapMode::Read, |_| {});
             device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-            let y: Vec<f32> = bytemuck::cast_slice(&rb.slice(..).get_mapped_range().unwrap()).to_vec();
+            let y: Vec<f32> =
+                bytemuck::cast_slice(&rb.slice(..).get_mapped_range().unwrap()).to_vec();
             rb.unmap();
             y
         };
         let y = run(1);
-        let err = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let err = y
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         // noop_1wg measures the cost of a dispatch, not a product.
-        assert!(name.starts_with("noop") || err < 1e-2, "{name}: max error {err}");
-        let bytes = if kind == "sth" || kind.starts_with("texh") || kind == "tex16s" { O * K * 2 } else { O * K * 4 } as f64;
+        assert!(
+            name.starts_with("noop") || err < 1e-2,
+            "{name}: max error {err}"
+        );
+        let bytes = if kind == "sth" || kind.starts_with("texh") || kind == "tex16s" {
+            O * K * 2
+        } else {
+            O * K * 4
+        } as f64;
         runs.push((name.to_string(), Box::new(run), bytes));
     }
     let mut best = vec![f64::MAX; runs.len()];
@@ -508,6 +604,11 @@ fn d(x0: vec4<f32>, x1: vec4<f32>, h: vec4<u32>) -> f32 {
     }
     for (i, (name, _, bytes)) in runs.iter().enumerate() {
         let dt = best[i];
-        println!("{name:32} {:8.3} ms  {:6.2} GB/s  {:6.2} GFLOP/s", dt * 1e3, bytes / dt / 1e9, 2.0 * (O * K) as f64 / dt / 1e9);
+        println!(
+            "{name:32} {:8.3} ms  {:6.2} GB/s  {:6.2} GFLOP/s",
+            dt * 1e3,
+            bytes / dt / 1e9,
+            2.0 * (O * K) as f64 / dt / 1e9
+        );
     }
 }

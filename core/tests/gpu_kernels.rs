@@ -206,7 +206,8 @@ fn matmul_case_as(
     let x = randv(r, t * k, 1.0);
     let mut w = randv(r, o * k, 1.0);
     if format == WeightFormat::F16 {
-        w.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        w.iter_mut()
+            .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
     }
     let b = randv(r, o, 1.0);
     let y0 = randv(r, t * o, 1.0);
@@ -290,7 +291,12 @@ fn matmul_with_packed_f16_weights() {
     // (the matvec's masked tail texel), against the f16-rounded weights.
     let mut r = rng(31);
     let c = ctx();
-    for &(t, k, o) in &[(1usize, 13usize, 7usize), (1, 768, 300), (2, 20, 129), (40, 36, 70)] {
+    for &(t, k, o) in &[
+        (1usize, 13usize, 7usize),
+        (1, 768, 300),
+        (2, 20, 129),
+        (40, 36, 70),
+    ] {
         for kernel in [
             MatmulKernel::Tiled,
             MatmulKernel::MatVec,
@@ -302,13 +308,23 @@ fn matmul_with_packed_f16_weights() {
     // The embedding gather reads the same packed texels.
     let (v, d) = (37usize, 13usize);
     let table = randv(&mut r, v * d, 1.0);
-    let rounded: Vec<f32> = table.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+    let rounded: Vec<f32> = table
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_f32())
+        .collect();
     let m = GpuMatrix::from_f32_as(c, "table", &table, v, d, WeightFormat::F16).unwrap();
     let ids = [0u32, 36, 5, 17];
     let tb = c.upload_u32("ids", &ids).unwrap();
     let out = c.zeros("out", ids.len() * d).unwrap();
     let mut rec = Recorder::new(c);
-    embedding(&mut rec, &tb, ids.len() as u32, &m, View::dense(&out, d as u32)).unwrap();
+    embedding(
+        &mut rec,
+        &tb,
+        ids.len() as u32,
+        &m,
+        View::dense(&out, d as u32),
+    )
+    .unwrap();
     submit(rec);
     let want: Vec<f64> = ids
         .iter()
@@ -2023,10 +2039,7 @@ fn design_old_vs_new() {
         let kernels: &[MatmulKernel] = if t >= 8 {
             &[MatmulKernel::Tiled, MatmulKernel::TiledPortable]
         } else {
-            &[
-                MatmulKernel::MatVec,
-                MatmulKernel::Tiled,
-            ]
+            &[MatmulKernel::MatVec, MatmulKernel::Tiled]
         };
         for round in 0..2 {
             let s = time(

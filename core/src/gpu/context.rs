@@ -75,10 +75,11 @@ impl GpuBuffer {
 }
 
 /// A compute entry point and the access mode of its bindings 1.. ('r' read-only storage,
-/// 'w' read-write storage, 'u' a uniform buffer ([`GpuContext::uniform_staging`]), 'x' / 'o' an
-/// rgba32float storage texture read-only / write-only ([`GpuContext::x_texture`]), 't' a read-only storage texture of weights: rgba32float, or
-/// packed f16 (rgba32uint) in the shader's f16 variant, see [`crate::gpu::shaders::shader_variant`]);
-/// binding 0 is always the params uniform with a dynamic offset.
+/// 'w' read-write storage, 'u' a uniform buffer ([`GpuContext::uniform_staging`]), 'x' / 'o'
+/// an rgba32float storage texture read-only / write-only ([`GpuContext::x_texture`]), 't' a
+/// read-only storage texture of weights: rgba32float, or packed f16 (rgba32uint) in the
+/// shader's f16 variant, see [`crate::gpu::shaders::shader_variant`]); binding 0 is always the
+/// params uniform with a dynamic offset.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Kernel {
     pub shader: &'static str,
@@ -396,14 +397,6 @@ impl GpuContext {
         height: u32,
         format: WeightFormat,
     ) -> GpuResult<GpuBuffer> {
-        let maxd = self.limits.max_texture_dimension_2d;
-        if width == 0 || height == 0 || width > maxd || height > maxd {
-            return Err(GpuError::TooLarge {
-                what: format!("{label}: texture {width}x{height}"),
-                bytes: width.max(height) as u64,
-                limit: maxd as u64,
-            });
-        }
         let n = width as usize * height as usize * format.values_per_texel();
         if data.len() != n {
             return Err(GpuError::Shape {
@@ -415,24 +408,8 @@ impl GpuContext {
                 ),
             });
         }
-        let size = wgpu::Extent3d {
-            width,
-            height,
-            depth_or_array_layers: 1,
-        };
-        let tex = self.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some(label),
-            size,
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: match format {
-                WeightFormat::F32 => wgpu::TextureFormat::Rgba32Float,
-                WeightFormat::F16 => wgpu::TextureFormat::Rgba32Uint,
-            },
-            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
+        let usage = wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST;
+        let (tex, buffer) = self.new_texture(label, width, height, format, usage)?;
         let halves: Vec<half::f16>;
         let bytes: &[u8] = match format {
             WeightFormat::F32 => bytemuck::cast_slice(data),
@@ -449,15 +426,52 @@ impl GpuContext {
                 bytes_per_row: Some(width * 16),
                 rows_per_image: None,
             },
-            size,
+            tex.size(),
         );
         self.check()?;
-        Ok(GpuBuffer {
+        Ok(buffer)
+    }
+
+    /// A new [height, width] storage texture of `format`'s texel format, wrapped as a
+    /// [`GpuBuffer`] (placeholder buffer, `len` = the values it holds) so ops bind it like one.
+    /// Errors if a side is 0 or exceeds `max_texture_dimension_2d`.
+    fn new_texture(
+        &self,
+        label: &str,
+        width: u32,
+        height: u32,
+        format: WeightFormat,
+        usage: wgpu::TextureUsages,
+    ) -> GpuResult<(wgpu::Texture, GpuBuffer)> {
+        let maxd = self.limits.max_texture_dimension_2d;
+        if width == 0 || height == 0 || width > maxd || height > maxd {
+            return Err(GpuError::TooLarge {
+                what: format!("{label}: texture {width}x{height}"),
+                bytes: width.max(height) as u64,
+                limit: maxd as u64,
+            });
+        }
+        let tex = self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: format.texture_format(),
+            usage,
+            view_formats: &[],
+        });
+        let buffer = GpuBuffer {
             buffer: self.dummy.buffer.clone(),
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            len: n,
+            len: width as usize * height as usize * format.values_per_texel(),
             texture: Some((tex.create_view(&Default::default()), format)),
-        })
+        };
+        Ok((tex, buffer))
     }
 
     /// Uploads `data` into a new storage buffer.
@@ -654,7 +668,11 @@ impl GpuContext {
         Ok(p)
     }
 
-    fn make_layout(&self, access: &str, f16: bool) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+    fn make_layout(
+        &self,
+        access: &str,
+        f16: bool,
+    ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -666,40 +684,29 @@ impl GpuContext {
             count: None,
         }];
         for (i, c) in access.chars().enumerate() {
-            let ty = if c == 't' {
-                wgpu::BindingType::StorageTexture {
-                    access: wgpu::StorageTextureAccess::ReadOnly,
-                    format: if f16 {
-                        wgpu::TextureFormat::Rgba32Uint
-                    } else {
-                        wgpu::TextureFormat::Rgba32Float
-                    },
-                    view_dimension: wgpu::TextureViewDimension::D2,
-                }
-            } else if c == 'x' || c == 'o' {
-                wgpu::BindingType::StorageTexture {
-                    access: if c == 'x' {
-                        wgpu::StorageTextureAccess::ReadOnly
-                    } else {
-                        wgpu::StorageTextureAccess::WriteOnly
-                    },
-                    format: wgpu::TextureFormat::Rgba32Float,
-                    view_dimension: wgpu::TextureViewDimension::D2,
-                }
-            } else if c == 'u' {
-                wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                }
+            let image = |access, format: WeightFormat| wgpu::BindingType::StorageTexture {
+                access,
+                format: format.texture_format(),
+                view_dimension: wgpu::TextureViewDimension::D2,
+            };
+            let buffer = |ty| wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            };
+            let weights = if f16 {
+                WeightFormat::F16
             } else {
-                wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage {
-                        read_only: c == 'r',
-                    },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                }
+                WeightFormat::F32
+            };
+            let ty = match c {
+                't' => image(wgpu::StorageTextureAccess::ReadOnly, weights),
+                'x' => image(wgpu::StorageTextureAccess::ReadOnly, WeightFormat::F32),
+                'o' => image(wgpu::StorageTextureAccess::WriteOnly, WeightFormat::F32),
+                'u' => buffer(wgpu::BufferBindingType::Uniform),
+                _ => buffer(wgpu::BufferBindingType::Storage {
+                    read_only: c == 'r',
+                }),
             };
             entries.push(wgpu::BindGroupLayoutEntry {
                 binding: i as u32 + 1,
@@ -848,14 +855,6 @@ impl GpuContext {
     /// calls (activations packed for texel fetches: see ops::matmul). Errors past
     /// `max_texture_dimension_2d`.
     pub(crate) fn x_texture(&self, width: u32, height: u32) -> GpuResult<GpuBuffer> {
-        let maxd = self.limits.max_texture_dimension_2d;
-        if width == 0 || height == 0 || width > maxd || height > maxd {
-            return Err(GpuError::TooLarge {
-                what: format!("activation texture {width}x{height}"),
-                bytes: width.max(height) as u64,
-                limit: maxd as u64,
-            });
-        }
         let mut st = lock(&self.state);
         if let Some((b, w, h)) = &st.x_texture {
             if *w >= width && *h >= height {
@@ -866,26 +865,8 @@ impl GpuContext {
             Some((_, w, h)) => (width.max(*w), height.max(*h)),
             None => (width, height),
         };
-        let tex = self.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("x texture"),
-            size: wgpu::Extent3d {
-                width: w,
-                height: h,
-                depth_or_array_layers: 1,
-            },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::STORAGE_BINDING,
-            view_formats: &[],
-        });
-        let b = GpuBuffer {
-            buffer: self.dummy.buffer.clone(),
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            len: w as usize * h as usize * 4,
-            texture: Some((tex.create_view(&Default::default()), WeightFormat::F32)),
-        };
+        let usage = wgpu::TextureUsages::STORAGE_BINDING;
+        let (_, b) = self.new_texture("activation texture", w, h, WeightFormat::F32, usage)?;
         st.x_texture = Some((b.clone(), w, h));
         Ok(b)
     }

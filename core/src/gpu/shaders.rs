@@ -98,18 +98,10 @@ mod tests {
             [false, true].map(|f16| (s.name, f16, shader_variant(s.name, f16).unwrap_or_default()))
         });
         for (name, f16, source) in variants {
-            struct Named<'a> {
-                name: &'a str,
-                source: &'a str,
-            }
-            let s = Named {
-                name,
-                source: &source,
-            };
-            let module = match naga::front::wgsl::parse_str(s.source) {
+            let module = match naga::front::wgsl::parse_str(&source) {
                 Ok(m) => m,
                 Err(e) => {
-                    failures.push(format!("{} (f16 {f16}): {}", s.name, e.emit_to_string(s.source)));
+                    failures.push(format!("{name} (f16 {f16}): {}", e.emit_to_string(&source)));
                     continue;
                 }
             };
@@ -117,7 +109,7 @@ mod tests {
             // them); everything else must validate without any capability but the f16 <-> f32
             // packing builtins (core WGSL; naga gates them for old GL targets).
             let base = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
-            let caps = if s.name.ends_with("_sg") {
+            let caps = if name.ends_with("_sg") {
                 base | naga::valid::Capabilities::SUBGROUP
             } else {
                 base
@@ -126,7 +118,7 @@ mod tests {
             v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)
                 .subgroup_operations(naga::valid::SubgroupOperationSet::all());
             if let Err(e) = v.validate(&module) {
-                failures.push(format!("{} (f16 {f16}): {}", s.name, e.emit_to_string(s.source)));
+                failures.push(format!("{name} (f16 {f16}): {}", e.emit_to_string(&source)));
             }
         }
         assert!(

@@ -55,6 +55,14 @@ impl WeightFormat {
         }
     }
 
+    /// The texture format holding it: 4 f32, or 8 halves packed two per u32.
+    pub fn texture_format(self) -> wgpu::TextureFormat {
+        match self {
+            WeightFormat::F32 => wgpu::TextureFormat::Rgba32Float,
+            WeightFormat::F16 => wgpu::TextureFormat::Rgba32Uint,
+        }
+    }
+
     /// Weights per texel (16 bytes either way).
     pub fn values_per_texel(self) -> usize {
         match self {

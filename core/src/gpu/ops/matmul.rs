@@ -1,6 +1,6 @@
 use crate::gpu::context::{GpuBuffer, Kernel, UNIFORM_STAGING_BYTES};
 use crate::gpu::recorder::{grid64, Recorder};
-use crate::gpu::weights::GpuMatrix;
+use crate::gpu::weights::{GpuMatrix, MatBlock};
 use crate::gpu::GpuResult;
 
 use super::{need_len, View};
@@ -41,7 +41,7 @@ const ROWS_TO_TEXTURE: Kernel = Kernel {
     access: "ro",
     spec: "",
 };
-/// Rows per subgroup tile of matmul_sg / matvec_sg (8 lanes x RTL rows).
+/// Rows per subgroup tile of matmul_sg / matmul_xtex_sg (8 lanes x RTL rows).
 const SG_ROWS: u32 = 32;
 /// Outputs per subgroup tile (8 lanes x 4 loads).
 const SG_OUTS: u32 = 32;
@@ -113,9 +113,7 @@ pub fn matmul_using(
     if rows == 0 {
         return Ok(());
     }
-    let dummy = rec.ctx().dummy().clone();
     let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
-    let sg = rec.ctx().has_subgroup8();
     let kernel = match kernel {
         MatmulKernel::Auto if rows < MATVEC_MAX_ROWS => MatmulKernel::MatVec,
         MatmulKernel::Auto => MatmulKernel::Tiled,
@@ -124,55 +122,80 @@ pub fn matmul_using(
     // The matvec's X rows, dense with stride ldk (the blocks' padded K), must fit the staging.
     let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
     let kernel = match kernel {
-        MatmulKernel::MatVec if rows as u64 * ldk * 4 > UNIFORM_STAGING_BYTES => MatmulKernel::Tiled,
+        MatmulKernel::MatVec if rows as u64 * ldk * 4 > UNIFORM_STAGING_BYTES => {
+            MatmulKernel::Tiled
+        }
+        MatmulKernel::Tiled if !rec.ctx().has_subgroup8() => MatmulKernel::TiledPortable,
         k => k,
     };
-    let kernel = match kernel {
-        MatmulKernel::Tiled if !sg => MatmulKernel::TiledPortable,
-        k => k,
-    };
-    if kernel == MatmulKernel::Tiled {
-        return tiled_xtex(rec, rows, x, w, bias, y, flags);
+    let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
+    match kernel {
+        MatmulKernel::MatVec => matvec(rec, rows, x, w, &bias, y, flags, ldk),
+        MatmulKernel::TiledPortable => tiled_portable(rec, rows, x, w, &bias, y, flags),
+        _ => tiled_xtex(rec, rows, x, w, &bias, y, flags),
     }
-    let staging = if kernel == MatmulKernel::MatVec {
-        let st = rec.ctx().uniform_staging();
-        for t in 0..rows {
-            let src = x.offset as usize + (t * x.stride) as usize;
-            rec.copy(x.buf, src, &st, (t as u64 * ldk) as usize, w.cols)?;
-        }
-        Some(st)
-    } else {
-        None
-    };
+}
+
+/// The params every matmul / matvec kernel takes, for rows `rows` of `x` / `y` and block `b`.
+fn block_params(rows: u32, k: usize, b: &MatBlock, x: View, y: View, flags: u32) -> [u32; 10] {
+    [
+        rows,
+        k as u32,
+        b.rows as u32,
+        b.row_start as u32,
+        x.stride,
+        x.offset,
+        y.stride,
+        y.offset,
+        flags,
+        (b.ldk / 4) as u32,
+    ]
+}
+
+/// Decode: X's rows copied into the uniform staging (dense, stride `ldk`), then matvec (or
+/// matvec_f16 for packed-f16 blocks) per block.
+fn matvec(
+    rec: &mut Recorder,
+    rows: u32,
+    x: View,
+    w: &GpuMatrix,
+    bias: &GpuBuffer,
+    y: View,
+    flags: u32,
+    ldk: u64,
+) -> GpuResult<()> {
+    let st = rec.ctx().uniform_staging();
+    for t in 0..rows {
+        let src = x.offset as usize + (t * x.stride) as usize;
+        rec.copy(x.buf, src, &st, (t as u64 * ldk) as usize, w.cols)?;
+    }
     for b in &w.blocks {
-        let ldk4 = (b.ldk / 4) as u32;
-        let quads = (b.rows as u32).div_ceil(4);
-        let params = [
-            rows,
-            w.cols as u32,
-            b.rows as u32,
-            b.row_start as u32,
-            x.stride,
-            x.offset,
-            y.stride,
-            y.offset,
-            flags,
-            ldk4,
+        let params = block_params(rows, w.cols, b, x, y, flags);
+        let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
+        let k = if b.is_f16() { &MATVEC_F16 } else { &MATVEC };
+        rec.dispatch(k, &params, &[&st, &b.buffer, bias, y.buf], g)?;
+    }
+    Ok(())
+}
+
+/// No subgroups: matmul.wgsl, 4 rows x 4 outputs per invocation.
+fn tiled_portable(
+    rec: &mut Recorder,
+    rows: u32,
+    x: View,
+    w: &GpuMatrix,
+    bias: &GpuBuffer,
+    y: View,
+    flags: u32,
+) -> GpuResult<()> {
+    for b in &w.blocks {
+        let params = block_params(rows, w.cols, b, x, y, flags);
+        let g = [
+            (b.rows as u32).div_ceil(4).div_ceil(64),
+            rows.div_ceil(4),
+            1,
         ];
-        let bufs = [x.buf, &b.buffer, bias.unwrap_or(&dummy), y.buf];
-        let outs = b.rows as u32;
-        match (kernel, &staging) {
-            (MatmulKernel::MatVec, Some(st)) => {
-                let bufs = [st, &b.buffer, bias.unwrap_or(&dummy), y.buf];
-                let g = [outs.div_ceil(MATVEC_OUTS), rows, 1];
-                let k = if b.is_f16() { &MATVEC_F16 } else { &MATVEC };
-                rec.dispatch(k, &params, &bufs, g)?;
-            }
-            _ => {
-                let g = [quads.div_ceil(64), rows.div_ceil(4), 1];
-                rec.dispatch(&TILED, &params, &bufs, g)?;
-            }
-        }
+        rec.dispatch(&TILED, &params, &[x.buf, &b.buffer, bias, y.buf], g)?;
     }
     Ok(())
 }
@@ -185,11 +208,10 @@ fn tiled_xtex(
     rows: u32,
     x: View,
     w: &GpuMatrix,
-    bias: Option<&GpuBuffer>,
+    bias: &GpuBuffer,
     y: View,
     flags: u32,
 ) -> GpuResult<()> {
-    let dummy = rec.ctx().dummy().clone();
     let k = w.cols as u32;
     let ldk4 = k.div_ceil(4);
     let maxd = rec.ctx().limits.max_texture_dimension_2d;
@@ -201,29 +223,28 @@ fn tiled_xtex(
     };
     let mut t0 = 0;
     while t0 < rows {
-        let n = if xtex.is_some() { chunk.min(rows - t0) } else { rows };
+        let n = if xtex.is_some() {
+            chunk.min(rows - t0)
+        } else {
+            rows
+        };
         let (xc, yc) = (x.rows_from(t0), y.rows_from(t0));
         if let Some(xt) = &xtex {
             let params = [n, k, ldk4, xc.stride, xc.offset];
-            rec.dispatch(&ROWS_TO_TEXTURE, &params, &[xc.buf, xt], grid64(n as u64 * ldk4 as u64))?;
+            rec.dispatch(
+                &ROWS_TO_TEXTURE,
+                &params,
+                &[xc.buf, xt],
+                grid64(n as u64 * ldk4 as u64),
+            )?;
         }
         for b in &w.blocks {
-            let params = [
-                n,
-                k,
-                b.rows as u32,
-                b.row_start as u32,
-                xc.stride,
-                xc.offset,
-                yc.stride,
-                yc.offset,
-                flags,
-                (b.ldk / 4) as u32,
-            ];
+            let params = block_params(n, w.cols, b, xc, yc, flags);
             let g = [(b.rows as u32).div_ceil(SG_OUTS), n.div_ceil(SG_ROWS), 1];
-            let bias = bias.unwrap_or(&dummy);
             match &xtex {
-                Some(xt) => rec.dispatch(&TILED_SG_XTEX, &params, &[xt, &b.buffer, bias, yc.buf], g)?,
+                Some(xt) => {
+                    rec.dispatch(&TILED_SG_XTEX, &params, &[xt, &b.buffer, bias, yc.buf], g)?
+                }
                 None => rec.dispatch(&TILED_SG, &params, &[xc.buf, &b.buffer, bias, yc.buf], g)?,
             }
         }
