@@ -985,8 +985,8 @@ fn chunked_scan_long_sequence_in_segments() {
 fn sequential_scan_and_step_equal_recurrence() {
     let mut r = rng(12);
     let c = ctx();
-    // N = 9: the scalar step kernel; N = 8 with offsets multiples of 4: the vec4 one; P = 8,
-    // N = 32: the subgroup one where the adapter has 8-wide subgroups (lavapipe).
+    // N = 9: the step on the state buffer (ssm_step); N = 8 and 32: the state in textures
+    // (ssm_step_tex), B and C at offsets that are and are not multiples of 4.
     for d in [
         SsmDims {
             heads: 4,
@@ -1009,14 +1009,9 @@ fn sequential_scan_and_step_equal_recurrence() {
     ] {
         let case = ScanCase::new(&mut r, d, 17);
         let (want_y, want_s) = case.reference(&case.s0);
-        let aligned = d.state % 4 == 0;
-        let (pad, off) = if aligned { (4, 4) } else { (3, 1) };
+        let (pad, off) = if d.state == 8 { (4, 4) } else { (3, 1) };
         let (xbc, dtb, ab, stride) = case.upload_layout(c, &mut r, pad, off);
         let inp = inputs_at(d, &xbc, stride, off as u32, &dtb, &ab);
-        if aligned {
-            let offsets = [inp.b.offset, inp.c.offset, stride];
-            assert!(offsets.iter().all(|v| v.is_multiple_of(4)));
-        }
         let hp = d.inner() as usize;
 
         let state = up(c, &case.s0);
@@ -1035,11 +1030,18 @@ fn sequential_scan_and_step_equal_recurrence() {
         assert_close("sequential y", &read(c, &yb), &want_y, 1e-4);
         assert_close("sequential state", &read(c, &state), &want_s, 1e-4);
 
-        // Decode: one ssm_step per token, all in one submission.
-        let state = up(c, &case.s0);
+        // Decode: one ssm_step per token (the state in its texture pair where the shape fits),
+        // with rows 5..11 through the chunked scan in between (the state moves to its buffer
+        // and back), all in one submission.
+        let s0 = up(c, &case.s0);
+        let mut state = SsmState::zeros(c, d).unwrap();
         let yb = c.zeros("y", case.t * hp).unwrap();
+        let y = View::dense(&yb, hp as u32);
         let mut rec = Recorder::new(c);
-        for t in 0..case.t as u32 {
+        let sb = state.buffer(&mut rec).unwrap().clone();
+        rec.copy(&s0, 0, &sb, 0, s0.len()).unwrap();
+        let mut t = 0u32;
+        while t < case.t as u32 {
             let it = SsmInputs {
                 x: inp.x.rows_from(t),
                 b: inp.b.rows_from(t),
@@ -1047,18 +1049,19 @@ fn sequential_scan_and_step_equal_recurrence() {
                 dt: inp.dt.rows_from(t),
                 a_log: &ab,
             };
-            ssm_step(
-                &mut rec,
-                d,
-                &it,
-                &state,
-                View::dense(&yb, hp as u32).rows_from(t),
-            )
-            .unwrap();
+            if t == 5 {
+                let sb = state.buffer(&mut rec).unwrap().clone();
+                ssd_scan(&mut rec, d, 6, &it, &sb, y.rows_from(t), 4).unwrap();
+                t += 6;
+                continue;
+            }
+            ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t)).unwrap();
+            t += 1;
         }
+        let sb = state.buffer(&mut rec).unwrap().clone();
         submit(rec);
         assert_close("step y", &read(c, &yb), &want_y, 1e-4);
-        assert_close("step state", &read(c, &state), &want_s, 1e-4);
+        assert_close("step state", &read(c, &sb), &want_s, 1e-4);
     }
 }
 
@@ -1213,21 +1216,21 @@ fn shape_errors_are_reported() {
         state: 2,
         groups: 2,
     };
-    let e = ssm_step(
-        &mut rec,
-        d,
-        &SsmInputs {
-            x: View::dense(&x, 6),
-            b: View::dense(&x, 4),
-            c: View::dense(&x, 4),
-            dt: View::dense(&x, 3),
-            a_log: &x,
-        },
-        &y,
-        View::dense(&y, 6),
-    )
-    .unwrap_err();
+    let good = SsmDims { heads: 2, ..d };
+    let mut state = SsmState::zeros(c, good).unwrap();
+    let inp = SsmInputs {
+        x: View::dense(&x, 6),
+        b: View::dense(&x, 4),
+        c: View::dense(&x, 4),
+        dt: View::dense(&x, 3),
+        a_log: &x,
+    };
+    let e = ssm_step(&mut rec, d, &inp, &mut state, View::dense(&y, 6)).unwrap_err();
     assert!(e.to_string().contains("H % G"), "{e}");
+    // A state of other dims than the step's.
+    let other = SsmDims { heads: 4, ..d };
+    let e = ssm_step(&mut rec, other, &inp, &mut state, View::dense(&y, 8)).unwrap_err();
+    assert!(e.to_string().contains("state of"), "{e}");
     assert!(rec.is_empty());
     rec.submit().unwrap();
 }

@@ -103,6 +103,30 @@ fn gpu_decode_equals_cpu_prefill() {
 }
 
 #[test]
+fn prefill_after_decode_continues_the_sequence() {
+    // Prompt, decode tokens (the SSM state moves into its texture pair), a multi-token piece
+    // (back into its buffer for the chunked scan), decode again: the logits of one CPU pass.
+    let cuts = [0, 6, 7, 8, 15, 16, 17, 24];
+    for (name, spec) in model_variants() {
+        let model = random_model(&spec, 35);
+        let tokens = random_tokens(spec.vocab, 24, 9);
+        let gm = gpu_model(&model, 4);
+        for tps in schedules(spec.layers, 6) {
+            let sched = Schedule(tps.clone());
+            let want = cpu_logits(&model, &sched, &tokens);
+            let mut s = GpuSession::new(&gm, sched).unwrap();
+            let mut got = Vec::new();
+            for w in cuts.windows(2) {
+                let piece = &tokens[w[0]..w[1]];
+                got.extend(s.forward_blocking(piece, Logits::All).unwrap());
+            }
+            let err = max_abs_diff(&got, &want);
+            assert!(err < TOL, "{name} {tps:?}: |Δ| = {err}");
+        }
+    }
+}
+
+#[test]
 fn long_prompt_runs_in_pieces() {
     // max_rows 16 forces 100 tokens through 7 submissions, crossing TransPoints mid-piece.
     let spec = RandomSpec {

@@ -8,7 +8,7 @@
 
 use super::model::GpuModel;
 use crate::error::{Error, Result};
-use crate::gpu::ops::{self, SsmInputs, View};
+use crate::gpu::ops::{self, SsmInputs, SsmState, View};
 use crate::gpu::{GpuBuffer, Recorder};
 use crate::schedule::{Schedule, TransPoint};
 use crate::Logits;
@@ -26,7 +26,7 @@ struct AttentionCache {
 struct LayerState {
     conv_state: GpuBuffer,
     cache: Option<AttentionCache>,
-    ssm_state: Option<GpuBuffer>,
+    ssm_state: Option<SsmState>,
 }
 
 /// Activation buffers for up to `rows` tokens per submission, reused across calls.
@@ -100,7 +100,7 @@ impl<'m> GpuSession<'m> {
             .map(|l| {
                 4 * (l.conv_state.len()
                     + l.cache.as_ref().map_or(0, |a| a.len * per_token)
-                    + l.ssm_state.as_ref().map_or(0, GpuBuffer::len))
+                    + l.ssm_state.as_ref().map_or(0, SsmState::len))
             })
             .sum()
     }
@@ -259,7 +259,7 @@ impl<'m> GpuSession<'m> {
             let state = match st.ssm_state.take() {
                 Some(s) => st.ssm_state.insert(s),
                 None => {
-                    let s = m.ctx.zeros("ssm_state", dims.state_len() as usize)?;
+                    let mut s = SsmState::zeros(&m.ctx, dims)?;
                     if let Some(cache) = st.cache.as_ref().filter(|a| a.len > 0) {
                         let (cx, cb, cdt) = (
                             View::dense(&cache.x, di),
@@ -267,7 +267,8 @@ impl<'m> GpuSession<'m> {
                             View::dense(&cache.dt, h_n),
                         );
                         let len = cache.len as u32;
-                        ops::memory_converter(rec, dims, len, cx, cb, cdt, &w.a_log, &s, chunk)?;
+                        let sb = s.buffer(rec)?.clone();
+                        ops::memory_converter(rec, dims, len, cx, cb, cdt, &w.a_log, &sb, chunk)?;
                         converted = true;
                     }
                     st.ssm_state.insert(s)
@@ -285,7 +286,8 @@ impl<'m> GpuSession<'m> {
             if rows == 1 {
                 ops::ssm_step(rec, dims, &inputs, state, ys)?;
             } else {
-                ops::ssd_scan(rec, dims, rows, &inputs, state, ys, chunk)?;
+                let sb = state.buffer(rec)?.clone();
+                ops::ssd_scan(rec, dims, rows, &inputs, &sb, ys, chunk)?;
             }
         }
         // Steps 5-7: D skip, gate (SSM rows, or all with attention_gate), grouped norm, out_proj

@@ -435,7 +435,7 @@ impl GpuContext {
     /// A new [height, width] storage texture of `format`'s texel format, wrapped as a
     /// [`GpuBuffer`] (placeholder buffer, `len` = the values it holds) so ops bind it like one.
     /// Errors if a side is 0 or exceeds `max_texture_dimension_2d`.
-    fn new_texture(
+    pub(crate) fn new_texture(
         &self,
         label: &str,
         width: u32,

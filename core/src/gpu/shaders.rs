@@ -44,9 +44,9 @@ shaders!(
     "ssd_state_passing_sg",
     "ssm_sequential_scan",
     "ssm_step",
-    "ssm_step_sg",
-    "ssm_step_vec4",
+    "ssm_step_tex",
     "swiglu",
+    "texture_to_rows",
 );
 
 /// The source of shader `name`, if registered.

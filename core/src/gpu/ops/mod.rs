@@ -15,6 +15,7 @@ mod matmul;
 mod memory_converter;
 mod rms_norm;
 mod ssd;
+mod ssm_state;
 mod swiglu;
 
 pub use attention::attention;
@@ -27,6 +28,7 @@ pub use matmul::{matmul, matmul_using, MatmulKernel};
 pub use memory_converter::memory_converter;
 pub use rms_norm::rms_norm;
 pub use ssd::{ssd_scan, ssm_sequential_scan, ssm_step, SsmInputs};
+pub use ssm_state::SsmState;
 pub use swiglu::swiglu;
 
 use super::context::GpuBuffer;

@@ -2,10 +2,10 @@
 
 use crate::gpu::context::{GpuBuffer, GpuContext, Kernel};
 use crate::gpu::error::{ensure, GpuError};
-use crate::gpu::recorder::{grid64, grid_groups, Recorder};
+use crate::gpu::recorder::{grid64, Recorder};
 use crate::gpu::GpuResult;
 
-use super::{need_len, SsmDims, View};
+use super::{need_len, SsmDims, SsmState, View};
 
 pub(crate) const CUMSUM: Kernel = Kernel {
     shader: "ssd_cumsum",
@@ -79,22 +79,13 @@ const STEP: Kernel = Kernel {
     access: "rrrrrww",
     spec: "",
 };
-/// `STEP` with vec4 state/B/C accesses (N and the B/C offsets multiples of 4).
-const STEP_VEC4: Kernel = Kernel {
-    shader: "ssm_step_vec4",
+/// `STEP` with the state in a texture pair and B, C in the uniform staging buffer.
+const STEP_TEX: Kernel = Kernel {
+    shader: "ssm_step_tex",
     entry: "main",
-    access: "rrrrrww",
+    access: "rurrxow",
     spec: "",
 };
-/// `STEP_VEC4` for 8-wide subgroups sharing B and C (P % 8 == 0, N % 32 == 0).
-const STEP_SG: Kernel = Kernel {
-    shader: "ssm_step_sg",
-    entry: "main",
-    access: "rrrrrww",
-    spec: "",
-};
-/// `STEP_SG` specialised for the common state sizes (constant trip counts).
-const STEP_SG_N: [(u32, Kernel); 3] = STEP_SG.by_state_size();
 const SEQ: Kernel = Kernel {
     shader: "ssm_sequential_scan",
     entry: "main",
@@ -311,33 +302,54 @@ pub fn ssm_sequential_scan(
     rec.dispatch(&SEQ, &p, &bufs, grid64(d.inner() as u64))
 }
 
-/// One decode token (row 0 of each view): `S = exp(dt A) S + dt x B` in place on `state`,
-/// `y = S C` into row 0 of `y`.
+/// One decode token (row 0 of each view): `S = exp(dt A) S + dt x B`, `y = S C` into row 0
+/// of `y`. The state stays in its texture pair from token to token (ssm_step_tex, B and C
+/// copied into the uniform staging buffer) where the shape fits, else in its buffer (ssm_step).
 pub fn ssm_step(
     rec: &mut Recorder,
     d: SsmDims,
     inp: &SsmInputs,
-    state: &GpuBuffer,
+    state: &mut SsmState,
     y: View,
 ) -> GpuResult<()> {
     const OP: &str = "ssm_step";
     d.check(OP)?;
+    ensure(OP, state.dims() == d, || {
+        format!("state of {:?} for dims {d:?}", state.dims())
+    })?;
     inp.check(OP, &d, 1)?;
     y.check(OP, "y", 1, d.inner())?;
-    need_len(OP, "state", state, d.state_len() as u64)?;
-    let p = params(&d, 1, 1, 0, inp.x, inp.b, inp.c, inp.dt, y, 0);
-    let bufs = [
-        inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, state, y.buf,
-    ];
-    let vec4 = [d.state, inp.b.offset, inp.c.offset]
-        .iter()
-        .all(|v| v.is_multiple_of(4));
-    let sg =
-        rec.ctx().has_subgroup8() && d.head_dim.is_multiple_of(8) && d.state.is_multiple_of(32);
-    if vec4 && sg {
-        let groups = grid_groups(d.inner() as u64 / 8);
-        return rec.dispatch(STEP_SG.for_key(&STEP_SG_N, d.state), &p, &bufs, groups);
+    if !state.fits_textures(rec.ctx()) {
+        let p = params(&d, 1, 1, 0, inp.x, inp.b, inp.c, inp.dt, y, 0);
+        let sb = state.buffer(rec)?.clone();
+        let bufs = [
+            inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, &sb, y.buf,
+        ];
+        return rec.dispatch(&STEP, &p, &bufs, grid64(d.inner() as u64));
     }
-    let kernel = if vec4 { &STEP_VEC4 } else { &STEP };
-    rec.dispatch(kernel, &p, &bufs, grid64(d.inner() as u64))
+    // B at vec4 0 of the staging buffer, C at vec4 c4.
+    let gn = d.bc_width();
+    let c4 = gn.div_ceil(4);
+    let st = rec.ctx().uniform_staging();
+    rec.copy(inp.b.buf, inp.b.offset as usize, &st, 0, gn as usize)?;
+    rec.copy(
+        inp.c.buf,
+        inp.c.offset as usize,
+        &st,
+        4 * c4 as usize,
+        gn as usize,
+    )?;
+    let [s_in, s_out] = state.step_textures(rec)?;
+    let p = [
+        d.heads,
+        d.head_dim,
+        d.state,
+        d.groups,
+        inp.x.offset,
+        inp.dt.offset,
+        y.offset,
+        c4,
+    ];
+    let bufs = [inp.x.buf, &st, inp.dt.buf, inp.a_log, &s_in, &s_out, y.buf];
+    rec.dispatch(&STEP_TEX, &p, &bufs, grid64(d.inner() as u64))
 }

@@ -1,0 +1,56 @@
+// One decode token of the SSM (MODEL.md step 4c) with the state in a pair of textures:
+//   S'[h, p, :] = exp(dt[h] * A[h]) * S[h, p, :] + dt[h] * x[h, p] * B[g, :];  y[h, p] = <S'[h, p, :], C[g, :]>
+// S is read from one rgba32float texture and S' written to the other (texel (j, h*P + p) holds
+// S[h, p, 4j..4j+4]); the op swaps the two every token. B and C come from the uniform staging
+// buffer (the op copies them there), at lane-uniform addresses when a workgroup is one head.
+// Why (lavapipe): storage-buffer accesses are per-lane loops, image loads/stores are vector
+// gathers/scatters and lane-uniform uniform loads are scalar: ~2x the storage-buffer step
+// (core/examples/ssm_step_designs.rs). Needs N % 4 == 0.
+// bindings: 0 params | 1 x | 2 B, C (uniform: B at vec4 0, C at vec4 c4) | 3 dt | 4 A_log
+//           | 5 S (read-only texture) | 6 S' (write-only texture) | 7 y (rw)
+// grid: 64-wide over H * P, x + y * nwg.x (as grid64).
+
+struct Params {
+    h: u32,
+    p: u32,
+    n: u32,
+    g: u32,
+    x_off: u32,
+    dt_off: u32,
+    y_off: u32,
+    c4: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<uniform> bc: array<vec4<f32>, 4096>;
+@group(0) @binding(3) var<storage, read> dt: array<f32>;
+@group(0) @binding(4) var<storage, read> a_log: array<f32>;
+@group(0) @binding(5) var s_in: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(6) var s_out: texture_storage_2d<rgba32float, write>;
+@group(0) @binding(7) var<storage, read_write> ys: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * 64u;
+    if (i >= p.h * p.p) {
+        return;
+    }
+    let h = i / p.p;
+    let g = h / (p.h / p.g);
+    let d = dt[p.dt_off + h];
+    let da = exp(d * -exp(a_log[h]));
+    let dx = d * xs[p.x_off + i];
+    let n4 = p.n / 4u;
+    let bb = g * n4;
+    let cb = p.c4 + g * n4;
+    let row = i32(i);
+    var acc = vec4<f32>(0.0);
+    for (var j = 0u; j < n4; j += 1u) {
+        let at = vec2<i32>(i32(j), row);
+        let s = da * textureLoad(s_in, at) + dx * bc[bb + j];
+        textureStore(s_out, at, s);
+        acc += s * bc[cb + j];
+    }
+    ys[p.y_off + i] = acc.x + acc.y + acc.z + acc.w;
+}
