@@ -404,83 +404,90 @@ fn conv_ref(xin: &[f32], w: &[f32], bias: &[f32], t: usize, dc: usize, k: usize)
 fn conv1d_prefill_and_carried_state() {
     let mut r = rng(5);
     let c = ctx();
-    let (dc, k, t) = (10usize, 4usize, 9usize);
-    let xin = randv(&mut r, t * dc, 1.5);
-    let w = randv(&mut r, dc * k, 1.0);
-    let b = randv(&mut r, dc, 0.5);
-    let want = conv_ref(&xin, &w, &b, t, dc, k);
-    let (wb, bb) = (up(c, &w), up(c, &b));
-    // The conv input is a column window of a wider in_proj row.
-    let (stride, off) = (dc + 7, 5);
-    let packed = pack(&mut r, &xin, t, dc, stride, off);
-    let inb = up(c, &packed);
-    // Splits: one call; T < K-1 then the rest; one token at a time.
-    for splits in [vec![t], vec![2, 7], vec![1, 1, 1, 6], vec![1; t]] {
-        let state = c.zeros("state", (k - 1) * dc).unwrap();
-        let out = c.zeros("out", t * dc).unwrap();
-        let mut rec = Recorder::new(c);
-        let mut t0 = 0u32;
-        for &n in &splits {
-            let iv = View::new(&inb, stride as u32, off as u32).rows_from(t0);
-            let ov = View::dense(&out, dc as u32).rows_from(t0);
-            conv1d(
-                &mut rec,
-                n as u32,
-                dc as u32,
-                k as u32,
-                iv,
-                &wb,
-                Some(&bb),
-                &state,
-                ov,
-                true,
-            )
-            .unwrap();
-            t0 += n as u32;
+    // (Dc, K, T, row padding, offset): unaligned (conv1d.wgsl); aligned to 4 (conv1d_vec4.wgsl,
+    // with T over several 8-row blocks, and K = 3).
+    for (dc, k, t, pad, off) in [
+        (10usize, 4usize, 9usize, 7usize, 5usize),
+        (12, 4, 19, 8, 4),
+        (8, 3, 11, 4, 8),
+    ] {
+        let xin = randv(&mut r, t * dc, 1.5);
+        let w = randv(&mut r, dc * k, 1.0);
+        let b = randv(&mut r, dc, 0.5);
+        let want = conv_ref(&xin, &w, &b, t, dc, k);
+        let (wb, bb) = (up(c, &w), up(c, &b));
+        // The conv input is a column window of a wider in_proj row.
+        let stride = dc + pad;
+        let packed = pack(&mut r, &xin, t, dc, stride, off);
+        let inb = up(c, &packed);
+        // Splits: one call; T < K-1 then the rest; one token at a time.
+        for splits in [vec![t], vec![2, t - 2], vec![1, 1, 1, t - 3], vec![1; t]] {
+            let state = c.zeros("state", (k - 1) * dc).unwrap();
+            let out = c.zeros("out", t * dc).unwrap();
+            let mut rec = Recorder::new(c);
+            let mut t0 = 0u32;
+            for &n in &splits {
+                let iv = View::new(&inb, stride as u32, off as u32).rows_from(t0);
+                let ov = View::dense(&out, dc as u32).rows_from(t0);
+                conv1d(
+                    &mut rec,
+                    n as u32,
+                    dc as u32,
+                    k as u32,
+                    iv,
+                    &wb,
+                    Some(&bb),
+                    &state,
+                    ov,
+                    true,
+                )
+                .unwrap();
+                t0 += n as u32;
+            }
+            submit(rec);
+            assert_close(
+                &format!("conv1d splits {splits:?}"),
+                &read(c, &out),
+                &want,
+                1e-5,
+            );
+            // The state is the last K-1 pre-conv rows.
+            let st = read(c, &state);
+            let want_state: Vec<f64> = xin[(t - (k - 1)) * dc..]
+                .iter()
+                .map(|&v| v as f64)
+                .collect();
+            assert_close("conv state", &st, &want_state, 0.0);
         }
+        // T < K-1 from a fresh state: state = [0, 0, row0] style shift.
+        let state = c.zeros("state", (k - 1) * dc).unwrap();
+        let out = c.zeros("out", dc).unwrap();
+        let mut rec = Recorder::new(c);
+        conv1d(
+            &mut rec,
+            1,
+            dc as u32,
+            k as u32,
+            View::new(&inb, stride as u32, off as u32),
+            &wb,
+            None,
+            &state,
+            View::dense(&out, dc as u32),
+            true,
+        )
+        .unwrap();
         submit(rec);
-        assert_close(
-            &format!("conv1d splits {splits:?}"),
-            &read(c, &out),
-            &want,
-            1e-5,
-        );
-        // The state is the last K-1 pre-conv rows.
         let st = read(c, &state);
-        let want_state: Vec<f64> = xin[(t - (k - 1)) * dc..]
-            .iter()
-            .map(|&v| v as f64)
+        let mut want_state = vec![0.0f64; (k - 1) * dc];
+        for ch in 0..dc {
+            want_state[(k - 2) * dc + ch] = xin[ch] as f64;
+        }
+        assert_close("conv state T<K-1", &st, &want_state, 0.0);
+        let want0: Vec<f64> = (0..dc)
+            .map(|ch| silu(w[ch * k + k - 1] as f64 * xin[ch] as f64))
             .collect();
-        assert_close("conv state", &st, &want_state, 0.0);
+        assert_close("conv no bias", &read(c, &out), &want0, 1e-5);
     }
-    // T < K-1 from a fresh state: state = [0, 0, row0] style shift.
-    let state = c.zeros("state", (k - 1) * dc).unwrap();
-    let out = c.zeros("out", dc).unwrap();
-    let mut rec = Recorder::new(c);
-    conv1d(
-        &mut rec,
-        1,
-        dc as u32,
-        k as u32,
-        View::new(&inb, stride as u32, off as u32),
-        &wb,
-        None,
-        &state,
-        View::dense(&out, dc as u32),
-        true,
-    )
-    .unwrap();
-    submit(rec);
-    let st = read(c, &state);
-    let mut want_state = vec![0.0f64; (k - 1) * dc];
-    for ch in 0..dc {
-        want_state[(k - 2) * dc + ch] = xin[ch] as f64;
-    }
-    assert_close("conv state T<K-1", &st, &want_state, 0.0);
-    let want0: Vec<f64> = (0..dc)
-        .map(|ch| silu(w[ch * k + k - 1] as f64 * xin[ch] as f64))
-        .collect();
-    assert_close("conv no bias", &read(c, &out), &want0, 1e-5);
 }
 
 #[test]

@@ -24,6 +24,7 @@ shaders!(
     "attention_sg",
     "attention_vec4_sg",
     "conv1d",
+    "conv1d_vec4",
     "copy_rows",
     "dt",
     "embedding",

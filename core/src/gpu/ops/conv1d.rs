@@ -10,6 +10,16 @@ const CONV: Kernel = Kernel {
     access: "rrrww",
     spec: "",
 };
+/// `CONV` for 4 channels x 8 rows per invocation (vec4 accesses, taps loaded once per block).
+const CONV_VEC4: Kernel = Kernel {
+    shader: "conv1d_vec4",
+    entry: "conv",
+    access: "rrrww",
+    spec: "",
+};
+/// Rows per invocation of conv1d_vec4, and the largest kernel size it holds.
+const VEC4_ROWS: u64 = 8;
+const VEC4_MAX_K: u32 = 8;
 const UPDATE: Kernel = Kernel {
     shader: "conv1d",
     entry: "update_state",
@@ -65,7 +75,15 @@ pub fn conv1d(
         bias.is_some() as u32,
     ];
     let bufs = [input.buf, weight, bias.unwrap_or(&dummy), state, out.buf];
-    rec.dispatch(&CONV, &params, &bufs, grid64(rows as u64 * channels as u64))?;
+    let aligned = [channels, input.stride, input.offset, out.stride, out.offset]
+        .iter()
+        .all(|v| v.is_multiple_of(4));
+    if aligned && kernel <= VEC4_MAX_K {
+        let n = (rows as u64).div_ceil(VEC4_ROWS) * (channels / 4) as u64;
+        rec.dispatch(&CONV_VEC4, &params, &bufs, grid64(n))?;
+    } else {
+        rec.dispatch(&CONV, &params, &bufs, grid64(rows as u64 * channels as u64))?;
+    }
     if update_state && kernel > 1 && rows > 0 {
         rec.dispatch(&UPDATE, &params, &bufs, grid64(channels as u64))?;
     }
