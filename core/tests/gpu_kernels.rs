@@ -146,14 +146,21 @@ fn embedding_gathers_rows_also_from_split_tables() {
 fn rms_norm_matches() {
     let mut r = rng(2);
     let c = ctx();
-    for (rows, width) in [(1usize, 7usize), (5, 70), (3, 256)] {
+    // Unaligned rows (rms_norm.wgsl), then aligned to 4 (rms_norm_vec4.wgsl).
+    for (rows, width, pad, off) in [
+        (1usize, 7usize, 2usize, 1usize),
+        (5, 70, 2, 1),
+        (3, 256, 2, 1),
+        (4, 256, 4, 4),
+        (2, 1024, 0, 0),
+    ] {
         let x = randv(&mut r, rows * width, 2.0);
         let w = randv(&mut r, width, 1.5);
-        let xb = up(c, &pack(&mut r, &x, rows, width, width + 2, 1));
+        let xb = up(c, &pack(&mut r, &x, rows, width, width + pad, off));
         let ob = c.zeros("o", rows * width).unwrap();
         let wb = up(c, &w);
         let mut rec = Recorder::new(c);
-        let xv = View::new(&xb, width as u32 + 2, 1);
+        let xv = View::new(&xb, (width + pad) as u32, off as u32);
         rms_norm(
             &mut rec,
             rows as u32,
@@ -580,69 +587,78 @@ fn copy_rows_and_swiglu() {
 fn gated_rms_norm_matches() {
     let mut r = rng(8);
     let c = ctx();
-    let d = SsmDims {
-        heads: 6,
-        head_dim: 5,
-        state: 4,
-        groups: 2,
-    };
-    let (t, di) = (5usize, 30usize);
-    let y = randv(&mut r, t * di, 1.0);
-    let x = randv(&mut r, t * di, 1.0);
-    let z = randv(&mut r, t * di, 2.0);
-    let dsk = randv(&mut r, 6, 1.0);
-    let w = randv(&mut r, di, 1.0);
-    for (gate, with_d) in [(Some(2u32), true), (None, false), (Some(0), true)] {
-        let yb = up(c, &y);
-        let xb = up(c, &pack(&mut r, &x, t, di, di + 8, 8));
-        let zb = up(c, &pack(&mut r, &z, t, di, di + 50, 1));
-        let (db, wb) = (up(c, &dsk), up(c, &w));
-        let mut rec = Recorder::new(c);
-        gated_rms_norm(
-            &mut rec,
-            d,
-            t as u32,
-            View::dense(&yb, di as u32),
-            View::new(&xb, di as u32 + 8, 8),
-            View::new(&zb, di as u32 + 50, 1),
-            with_d.then_some(&db),
-            &wb,
-            gate,
-            1e-5,
-        )
-        .unwrap();
-        submit(rec);
-        let mut want = vec![0.0f64; t * di];
-        for i in 0..t {
-            let mut v: Vec<f64> = (0..di)
-                .map(|ch| {
-                    let mut a = y[i * di + ch] as f64;
-                    if with_d {
-                        a += dsk[ch / 5] as f64 * x[i * di + ch] as f64;
+    // (H, P, G, z padding, z offset): unaligned (gated_rms_norm.wgsl); aligned to 4
+    // (gated_rms_norm_vec4.wgsl), one and several vec4s per lane.
+    for (heads, p, groups, zpad, zoff) in [
+        (6usize, 5usize, 2usize, 50usize, 1usize),
+        (8, 8, 2, 52, 4),
+        (8, 64, 1, 4, 8),
+    ] {
+        let d = SsmDims {
+            heads: heads as u32,
+            head_dim: p as u32,
+            state: 4,
+            groups: groups as u32,
+        };
+        let (t, di) = (5usize, heads * p);
+        let gw = di / groups;
+        let y = randv(&mut r, t * di, 1.0);
+        let x = randv(&mut r, t * di, 1.0);
+        let z = randv(&mut r, t * di, 2.0);
+        let dsk = randv(&mut r, heads, 1.0);
+        let w = randv(&mut r, di, 1.0);
+        for (gate, with_d) in [(Some(2u32), true), (None, false), (Some(0), true)] {
+            let yb = up(c, &y);
+            let xb = up(c, &pack(&mut r, &x, t, di, di + 8, 8));
+            let zb = up(c, &pack(&mut r, &z, t, di, di + zpad, zoff));
+            let (db, wb) = (up(c, &dsk), up(c, &w));
+            let mut rec = Recorder::new(c);
+            gated_rms_norm(
+                &mut rec,
+                d,
+                t as u32,
+                View::dense(&yb, di as u32),
+                View::new(&xb, di as u32 + 8, 8),
+                View::new(&zb, (di + zpad) as u32, zoff as u32),
+                with_d.then_some(&db),
+                &wb,
+                gate,
+                1e-5,
+            )
+            .unwrap();
+            submit(rec);
+            let mut want = vec![0.0f64; t * di];
+            for i in 0..t {
+                let mut v: Vec<f64> = (0..di)
+                    .map(|ch| {
+                        let mut a = y[i * di + ch] as f64;
+                        if with_d {
+                            a += dsk[ch / p] as f64 * x[i * di + ch] as f64;
+                        }
+                        if gate.is_some_and(|g| i as u32 >= g) {
+                            a *= silu(z[i * di + ch] as f64);
+                        }
+                        a
+                    })
+                    .collect();
+                for g in 0..groups {
+                    let s = &mut v[g * gw..(g + 1) * gw];
+                    let k = 1.0 / (s.iter().map(|a| a * a).sum::<f64>() / gw as f64 + 1e-5).sqrt();
+                    for a in s.iter_mut() {
+                        *a *= k;
                     }
-                    if gate.is_some_and(|g| i as u32 >= g) {
-                        a *= silu(z[i * di + ch] as f64);
-                    }
-                    a
-                })
-                .collect();
-            for g in 0..2 {
-                let s = &mut v[g * 15..(g + 1) * 15];
-                let k = 1.0 / (s.iter().map(|a| a * a).sum::<f64>() / 15.0 + 1e-5).sqrt();
-                for a in s.iter_mut() {
-                    *a *= k;
+                }
+                for ch in 0..di {
+                    want[i * di + ch] = v[ch] * w[ch] as f64;
                 }
             }
-            for ch in 0..di {
-                want[i * di + ch] = v[ch] * w[ch] as f64;
-            }
+            assert_close(
+                &format!("gated_rms_norm {d:?} gate={gate:?}"),
+                &read(c, &yb),
+                &want,
+                1e-5,
+            );
         }
-        assert_close(
-            &format!("gated_rms_norm gate={gate:?}"),
-            &read(c, &yb),
-            &want,
-            1e-5,
-        );
     }
 }
 

@@ -10,6 +10,13 @@ const K: Kernel = Kernel {
     access: "rrrrw",
     spec: "",
 };
+/// `K` with vec4 accesses (Di/G, P, strides and offsets multiples of 4).
+const K_VEC4: Kernel = Kernel {
+    shader: "gated_rms_norm_vec4",
+    entry: "main",
+    access: "rrrrw",
+    spec: "",
+};
 
 /// MODEL.md steps 5-6 in place on `y` [rows, Di]: `y += D[h] * x` (when `d_skip` is given),
 /// then `y *= silu(z)` for rows `t >= gate_from_row` (`None`: no gate), then RMS-normalise each
@@ -53,8 +60,20 @@ pub fn gated_rms_norm(
         d_skip.is_some() as u32,
     ];
     let bufs = [x.buf, z.buf, d_skip.unwrap_or(&dummy), weight, y.buf];
+    let aligned = [
+        di / d.groups,
+        d.head_dim,
+        y.stride,
+        y.offset,
+        x.stride,
+        x.offset,
+        z.stride,
+        z.offset,
+    ]
+    .iter()
+    .all(|v| v.is_multiple_of(4));
     rec.dispatch(
-        &K,
+        if aligned { &K_VEC4 } else { &K },
         &params,
         &bufs,
         grid_groups(rows as u64 * d.groups as u64),

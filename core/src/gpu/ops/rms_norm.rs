@@ -10,6 +10,13 @@ const K: Kernel = Kernel {
     access: "rrw",
     spec: "",
 };
+/// `K` with vec4 accesses (width, strides and offsets multiples of 4).
+const K_VEC4: Kernel = Kernel {
+    shader: "rms_norm_vec4",
+    entry: "main",
+    access: "rrw",
+    spec: "",
+};
 
 /// `out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w` for `rows` rows of `width`.
 /// `out` must be a different buffer from `x`.
@@ -35,5 +42,9 @@ pub fn rms_norm(
         out.stride,
         out.offset,
     ];
-    rec.dispatch(&K, &params, &[x.buf, w, out.buf], grid_groups(rows as u64))
+    let aligned = [width, x.stride, x.offset, out.stride, out.offset]
+        .iter()
+        .all(|v| v.is_multiple_of(4));
+    let k = if aligned { &K_VEC4 } else { &K };
+    rec.dispatch(k, &params, &[x.buf, w, out.buf], grid_groups(rows as u64))
 }
