@@ -785,9 +785,90 @@ fn attention_matches_naive_softmax() {
                     &want,
                     2e-5,
                 );
+                if theta.is_none() {
+                    let q = View::new(&qb, stride as u32, off as u32);
+                    let got = attention_products_run(c, d, nq, p0, cap, q, &kb, &vb, scale);
+                    assert_close(
+                        &format!("attention_products {d:?} nq={nq} p0={p0}"),
+                        &got,
+                        &want,
+                        2e-5,
+                    );
+                }
             }
         }
     }
+}
+
+/// attention_products with the cache textures filled in two appends (rows 0..p0, then the
+/// query rows), as the session does; returns y [nq, H*P].
+#[allow(clippy::too_many_arguments)]
+fn attention_products_run(
+    c: &GpuContext,
+    d: SsmDims,
+    nq: usize,
+    p0: usize,
+    cap: usize,
+    q: View,
+    kb: &GpuBuffer,
+    vb: &GpuBuffer,
+    scale: f32,
+) -> Vec<f32> {
+    let (hp, gn) = (d.inner(), d.bc_width());
+    let tex = AttentionTextures::new(c, d, cap as u32).unwrap().unwrap();
+    let (kc, vc) = (View::dense(kb, gn), View::dense(vb, hp));
+    let yb = c.zeros("y", nq * hp as usize).unwrap();
+    let mut rec = Recorder::new(c);
+    tex.append(&mut rec, kc, vc, 0, p0 as u32).unwrap();
+    tex.append(&mut rec, kc, vc, p0 as u32, (p0 + nq) as u32)
+        .unwrap();
+    let y = View::dense(&yb, hp);
+    attention_products(&mut rec, d, nq as u32, p0 as u32, q, &tex, y, scale).unwrap();
+    submit(rec);
+    read(c, &yb)
+}
+
+#[test]
+fn attention_products_in_query_chunks() {
+    // The 4 KiB binding limit holds the scores of 8 queries at a time: three passes.
+    let mut r = rng(19);
+    let c = small_ctx();
+    let d = SsmDims {
+        heads: 2,
+        head_dim: 4,
+        state: 4,
+        groups: 2,
+    };
+    let (nq, p0) = (19usize, 40usize);
+    let (cap, hp, gn) = (nq + p0 + 2, 8usize, 8usize);
+    let kc = randv(&mut r, cap * gn, 1.0);
+    let vc = randv(&mut r, cap * hp, 1.0);
+    let q = randv(&mut r, nq * gn, 1.0);
+    let (kb, vb, qb) = (up(c, &kc), up(c, &vc), up(c, &q));
+    let scale = 0.5f32;
+    let got = attention_products_run(c, d, nq, p0, cap, View::dense(&qb, 8), &kb, &vb, scale);
+    let mut want = vec![0.0f64; nq * hp];
+    for t in 0..nq {
+        for h in 0..2 {
+            // one head per group
+            let qv = &q[t * gn + h * 4..][..4];
+            let sc: Vec<f64> = (0..=p0 + t)
+                .map(|s| {
+                    let kv = &kc[s * gn + h * 4..][..4];
+                    scale as f64 * qv.iter().zip(kv).map(|(a, b)| (a * b) as f64).sum::<f64>()
+                })
+                .collect();
+            let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = sc.iter().map(|v| (v - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for pp in 0..4 {
+                want[t * hp + h * 4 + pp] = (0..=p0 + t)
+                    .map(|s| e[s] / z * vc[s * hp + h * 4 + pp] as f64)
+                    .sum();
+            }
+        }
+    }
+    assert_close("attention_products in chunks", &got, &want, 2e-5);
 }
 
 struct ScanCase {

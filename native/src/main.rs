@@ -133,6 +133,10 @@ enum Command {
         /// Chunk size of the SSD scan.
         #[arg(long, default_value_t = 64)]
         chunk: u32,
+        /// Attention with the fused kernel over the cache buffers instead of two products
+        /// over the cache in textures (to compare the two).
+        #[arg(long)]
+        fused_attention: bool,
         #[arg(long)]
         json: bool,
     },
@@ -308,6 +312,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             profile,
             repeats,
             chunk,
+            fused_attention,
             json,
         } => {
             let spec: ScheduleSpec = transpoints.parse()?;
@@ -315,6 +320,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             let schedule = spec.resolve(&m.config.transpoints)?;
             let opts = EngineOptions {
                 chunk_size: chunk,
+                attention_products: !fused_attention,
                 ..EngineOptions::default()
             };
             let opts = weights.options(&m, opts);

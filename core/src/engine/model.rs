@@ -37,6 +37,9 @@ pub struct EngineOptions {
     pub max_rows: u32,
     /// How weight matrices are stored on the device (`F16` halves their bytes; f32 compute).
     pub weights: WeightFormat,
+    /// Attention (without RoPE) as two products over the cache held in textures
+    /// (`ops::attention_products`); `false`: the fused kernel over the cache buffers.
+    pub attention_products: bool,
 }
 
 impl Default for EngineOptions {
@@ -45,6 +48,7 @@ impl Default for EngineOptions {
             chunk_size: 64,
             max_rows: 1024,
             weights: WeightFormat::F32,
+            attention_products: true,
         }
     }
 }
@@ -114,7 +118,7 @@ impl GpuModel {
             options: EngineOptions {
                 chunk_size: options.chunk_size.max(1),
                 max_rows: options.max_rows.max(1),
-                weights: options.weights,
+                ..options
             },
             ctx,
         })

@@ -8,17 +8,19 @@
 
 use super::model::GpuModel;
 use crate::error::{Error, Result};
-use crate::gpu::ops::{self, SsmInputs, SsmState, View};
+use crate::gpu::ops::{self, AttentionTextures, SsmInputs, SsmState, View};
 use crate::gpu::{GpuBuffer, Recorder};
 use crate::schedule::{Schedule, TransPoint};
 use crate::Logits;
 
 /// The attention cache of one layer: B (keys), x (values) and dt of every position before the
-/// TransPoint, grown by doubling up to the TransPoint.
+/// TransPoint, grown by doubling up to the TransPoint; without RoPE also keys and values as
+/// textures, for attention as two products (`ops::attention_products`).
 struct AttentionCache {
     b: GpuBuffer,
     x: GpuBuffer,
     dt: GpuBuffer,
+    tex: Option<AttentionTextures>,
     capacity: usize,
     len: usize,
 }
@@ -249,7 +251,13 @@ impl<'m> GpuSession<'m> {
             cache.len = p0 + n_att;
             let (kc, vc) = (View::dense(&cache.b, gn), View::dense(&cache.x, di));
             let scale = c.attention_scale;
-            ops::attention(rec, dims, na, at, cq, kc, vc, y, scale, c.rope_theta)?;
+            match &cache.tex {
+                Some(tex) => {
+                    tex.append(rec, kc, vc, at, at + na)?;
+                    ops::attention_products(rec, dims, na, at, cq, tex, y, scale)?;
+                }
+                None => ops::attention(rec, dims, na, at, cq, kc, vc, y, scale, c.rope_theta)?,
+            }
         }
         // Step 4b-c: memory converter at the TransPoint, then the SSM region.
         let mut converted = false;
@@ -341,10 +349,17 @@ impl<'m> GpuSession<'m> {
             capacity = capacity.min(tau).max(needed);
         }
         let (gn, di, h) = (c.n_groups * c.state_size, c.d_inner(), c.num_heads);
+        let tex = match c.rope_theta.filter(|&t| t > 0.0) {
+            None if m.options.attention_products => {
+                AttentionTextures::new(&m.ctx, m.dims(), capacity as u32)?
+            }
+            _ => None,
+        };
         let new = AttentionCache {
             b: m.ctx.zeros("attention_cache.B", capacity * gn)?,
             x: m.ctx.zeros("attention_cache.x", capacity * di)?,
             dt: m.ctx.zeros("attention_cache.dt", capacity * h)?,
+            tex,
             capacity,
             len: old.as_ref().map_or(0, |a| a.len),
         };
@@ -353,6 +368,13 @@ impl<'m> GpuSession<'m> {
             rec.copy(&old.b, 0, &new.b, 0, old.len * gn)?;
             rec.copy(&old.x, 0, &new.x, 0, old.len * di)?;
             rec.copy(&old.dt, 0, &new.dt, 0, old.len * h)?;
+            if let Some(tex) = &new.tex {
+                let (kc, vc) = (
+                    View::dense(&new.b, gn as u32),
+                    View::dense(&new.x, di as u32),
+                );
+                tex.append(rec, kc, vc, 0, old.len as u32)?;
+            }
         }
         Ok(st.cache.insert(new))
     }

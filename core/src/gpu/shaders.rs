@@ -21,8 +21,10 @@ macro_rules! shaders {
 
 shaders!(
     "attention",
+    "attention_softmax",
     "attention_sg",
     "attention_vec4_sg",
+    "columns_to_texture",
     "conv1d",
     "conv1d_vec4",
     "copy_rows",

@@ -6,6 +6,7 @@
 #![allow(clippy::too_many_arguments)]
 
 mod attention;
+mod attention_products;
 mod conv1d;
 mod copy_rows;
 mod dt;
@@ -19,6 +20,7 @@ mod ssm_state;
 mod swiglu;
 
 pub use attention::attention;
+pub use attention_products::{attention_products, AttentionTextures};
 pub use conv1d::conv1d;
 pub use copy_rows::copy_rows;
 pub use dt::dt_softplus;
