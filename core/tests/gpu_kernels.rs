@@ -1008,11 +1008,28 @@ fn chunked_scan_equals_recurrence_for_every_chunk_size() {
             state: 6,
             groups: 2,
         },
+        // P and N multiples of 4: x|B|C packed into a texture (the _xtex_sg kernels on
+        // lavapipe), one partial tile and two.
+        SsmDims {
+            heads: 4,
+            head_dim: 8,
+            state: 8,
+            groups: 2,
+        },
+        SsmDims {
+            heads: 2,
+            head_dim: 36,
+            state: 36,
+            groups: 1,
+        },
     ];
     for d in dims {
         let case = ScanCase::new(&mut r, d, 23);
         let (want_y, want_s) = case.reference(&case.s0);
         for c in [ctx(), small_ctx()] {
+            if std::ptr::eq(c, small_ctx()) && d.state_len() * 4 > 4096 {
+                continue; // one state does not fit the 4 KiB test limit
+            }
             let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
             let inp = inputs(d, &xbc, stride, &dtb, &ab);
             for chunk in [1u32, 3, 8, 64] {

@@ -48,7 +48,17 @@ pub fn memory_converter(
         let nc = len.div_ceil(q);
         let (xs, bs, dts) = (x.rows_from(r0), b.rows_from(r0), dt.rows_from(r0));
         let p = params(&d, len, q, nc, xs, bs, bs, dts, xs, 0);
-        segment_states(rec, &d, &p, nc, (xs, bs, dts, a_log), state, &acs, &states)?;
+        segment_states(
+            rec,
+            &d,
+            &p,
+            nc,
+            (xs, bs, dts, a_log),
+            None,
+            state,
+            &acs,
+            &states,
+        )?;
         r0 += len;
     }
     Ok(())

@@ -28,6 +28,26 @@ pub(crate) const CHUNK_STATE_SG: Kernel = Kernel {
     access: "rrrrw",
     spec: "",
 };
+/// `CHUNK_STATE_SG` reading x and B from the segment's packed x|B|C texture.
+const CHUNK_STATE_XTEX_SG: Kernel = Kernel {
+    shader: "ssd_chunk_state_xtex_sg",
+    entry: "main",
+    access: "xrrw",
+    spec: "",
+};
+/// `SCAN_SG` reading x and C from the segment's packed x|B|C texture.
+const SCAN_XTEX_SG: Kernel = Kernel {
+    shader: "ssd_chunk_scan_xtex_sg",
+    entry: "main",
+    access: "xrrrrw",
+    spec: "",
+};
+const ROWS_TO_TEXTURE: Kernel = Kernel {
+    shader: "rows_to_texture",
+    entry: "main",
+    access: "ro",
+    spec: "",
+};
 const STATE_PASSING_SG: Kernel = Kernel {
     shader: "ssd_state_passing_sg",
     entry: "main",
@@ -166,12 +186,14 @@ pub(crate) fn segment_rows(
 /// Chunk-local cumulative decay, per-chunk states and state passing for one segment:
 /// `state` goes from the state before the segment to the state after it, and `states` ends up
 /// holding each chunk's initial state. Shared by [`ssd_scan`] and the memory converter.
+/// `xtex`: the segment's x|B|C rows packed by [`pack_xbc`] (subgroup kernels only).
 pub(crate) fn segment_states(
     rec: &mut Recorder,
     d: &SsmDims,
     p: &[u32; 18],
     nc: u32,
     inp: (View, View, View, &GpuBuffer),
+    xtex: Option<&GpuBuffer>,
     state: &GpuBuffer,
     acs: &GpuBuffer,
     states: &GpuBuffer,
@@ -185,7 +207,11 @@ pub(crate) fn segment_states(
         grid64(nc as u64 * d.heads as u64),
     )?;
     let bufs = [x.buf, b.buf, dt.buf, acs, states];
-    if rec.ctx().has_subgroup8() {
+    if let (Some(xt), true) = (xtex, rec.ctx().has_subgroup8()) {
+        let tiles = d.head_dim.div_ceil(SG_TILE) * d.state.div_ceil(SG_TILE);
+        let bufs = [xt, dt.buf, acs, states];
+        rec.dispatch(&CHUNK_STATE_XTEX_SG, p, &bufs, [tiles, d.heads, nc])?;
+    } else if rec.ctx().has_subgroup8() {
         let tiles = d.head_dim.div_ceil(SG_TILE) * d.state.div_ceil(SG_TILE);
         rec.dispatch(&CHUNK_STATE_SG, p, &bufs, [tiles, d.heads, nc])?;
     } else {
@@ -198,6 +224,40 @@ pub(crate) fn segment_states(
     } else {
         rec.dispatch(&STATE_PASSING, p, &[acs, states, state], grid64(hpn))
     }
+}
+
+/// Packs `rows` rows of the x | B | C span into the activation texture for the `_xtex_sg`
+/// kernels, where they apply: 8-wide subgroups, x, B and C adjacent columns of one buffer
+/// (as in an xBC' row), P and N multiples of 4, the span within a texture. `None` otherwise.
+fn pack_xbc(
+    rec: &mut Recorder,
+    d: &SsmDims,
+    rows: u32,
+    inp: &SsmInputs,
+) -> GpuResult<Option<GpuBuffer>> {
+    let (x, b, c) = (inp.x, inp.b, inp.c);
+    let (hp, gn) = (d.inner(), d.bc_width());
+    let adjacent = x.buf.id() == b.buf.id()
+        && x.buf.id() == c.buf.id()
+        && x.stride == b.stride
+        && x.stride == c.stride
+        && b.offset == x.offset + hp
+        && c.offset == b.offset + gn;
+    let width4 = (hp + 2 * gn) / 4;
+    let maxd = rec.ctx().limits.max_texture_dimension_2d;
+    let fits = d.head_dim.is_multiple_of(4) && d.state.is_multiple_of(4) && width4 <= maxd;
+    if !(rec.ctx().has_subgroup8() && adjacent && fits && rows <= maxd) {
+        return Ok(None);
+    }
+    let xt = rec.ctx().x_texture(width4, rows)?;
+    let params = [rows, hp + 2 * gn, width4, x.stride, x.offset, 0];
+    rec.dispatch(
+        &ROWS_TO_TEXTURE,
+        &params,
+        &[x.buf, &xt],
+        grid64(rows as u64 * width4 as u64),
+    )?;
+    Ok(Some(xt))
 }
 
 /// Chunked SSD scan (Mamba2) over `rows` tokens with chunk size `chunk` (any >= 1):
@@ -246,14 +306,29 @@ pub fn ssd_scan(
             y.rows_from(r0),
         );
         let p = params(&d, len, q, nc, x, b, c, dt, ys, len * q * d.groups);
-        segment_states(rec, &d, &p, nc, (x, b, dt, inp.a_log), state, &acs, &states)?;
+        let seg_inp = SsmInputs {
+            x,
+            b,
+            c,
+            dt,
+            a_log: inp.a_log,
+        };
+        let xt = pack_xbc(rec, &d, len, &seg_inp)?;
+        let inputs = (x, b, dt, inp.a_log);
+        segment_states(rec, &d, &p, nc, inputs, xt.as_ref(), state, &acs, &states)?;
         let bufs = [x.buf, b.buf, c.buf, dt.buf, &acs, &states, &cl, ys.buf];
         if rec.ctx().has_subgroup8() {
             let qt = q.div_ceil(SG_TILE);
             rec.dispatch(&CB_SG, &p, &bufs, [qt * qt, d.groups, nc])?;
             // L is formed inside the scan kernel (no lmat pass).
             let tiles = q.div_ceil(SG_TILE) * d.head_dim.div_ceil(SG_TILE);
-            rec.dispatch(&SCAN_SG, &p, &bufs, [tiles, d.heads, nc])?;
+            match &xt {
+                Some(xt) => {
+                    let bufs = [xt, dt.buf, &acs, &states, &cl, ys.buf];
+                    rec.dispatch(&SCAN_XTEX_SG, &p, &bufs, [tiles, d.heads, nc])?
+                }
+                None => rec.dispatch(&SCAN_SG, &p, &bufs, [tiles, d.heads, nc])?,
+            }
         } else {
             rec.dispatch(
                 &CB,
