@@ -66,3 +66,36 @@ fn conv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         out[(t * p.out_stride + p.out_off) / 4u + c4] = acc / (1.0 + exp(-acc));
     }
 }
+
+// Decode (T == 1): the conv output and the conv-state update in one pass, 4 channels per
+// invocation (each invocation owns its channels in every state row, so the shift is
+// race-free): state rows j < K-2 take row j + 1, row K-2 takes the new input row.
+// grid: 64-wide over Dc / 4, x + y * nwg.x (as grid64).
+@compute @workgroup_size(64)
+fn step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let c4 = gid.x + gid.y * nwg.x * 64u;
+    let dc4 = p.dc / 4u;
+    if (c4 >= dc4) {
+        return;
+    }
+    let c = 4u * c4;
+    let km1 = p.k - 1u;
+    let x = xin[p.in_off / 4u + c4];
+    var acc = vec4<f32>(w[c * p.k + km1], w[(c + 1u) * p.k + km1], w[(c + 2u) * p.k + km1], w[(c + 3u) * p.k + km1]) * x;
+    if ((p.flags & 1u) != 0u) {
+        acc += bias[c4];
+    }
+    for (var k = 0u; k < km1; k += 1u) {
+        let tap = vec4<f32>(w[c * p.k + k], w[(c + 1u) * p.k + k], w[(c + 2u) * p.k + k], w[(c + 3u) * p.k + k]);
+        let s = state[k * dc4 + c4];
+        acc += tap * s;
+        // row k - 1 <- row k (row k was read just now, row k - 1 in the previous iteration)
+        if (k > 0u) {
+            state[(k - 1u) * dc4 + c4] = s;
+        }
+    }
+    if (km1 > 0u) {
+        state[(km1 - 1u) * dc4 + c4] = x;
+    }
+    out[p.out_off / 4u + c4] = acc / (1.0 + exp(-acc));
+}

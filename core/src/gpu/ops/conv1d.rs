@@ -17,6 +17,13 @@ const CONV_VEC4: Kernel = Kernel {
     access: "rrrww",
     spec: "",
 };
+/// One decode row: the vec4 conv and the conv-state update in one dispatch.
+const STEP_VEC4: Kernel = Kernel {
+    shader: "conv1d_vec4",
+    entry: "step",
+    access: "rrrww",
+    spec: "",
+};
 /// Rows per invocation of conv1d_vec4, and the largest kernel size it holds.
 const VEC4_ROWS: u64 = 8;
 const VEC4_MAX_K: u32 = 8;
@@ -78,6 +85,9 @@ pub fn conv1d(
     let aligned = [channels, input.stride, input.offset, out.stride, out.offset]
         .iter()
         .all(|v| v.is_multiple_of(4));
+    if aligned && rows == 1 && update_state {
+        return rec.dispatch(&STEP_VEC4, &params, &bufs, grid64(channels as u64 / 4));
+    }
     if aligned && kernel <= VEC4_MAX_K {
         let n = (rows as u64).div_ceil(VEC4_ROWS) * (channels / 4) as u64;
         rec.dispatch(&CONV_VEC4, &params, &bufs, grid64(n))?;

@@ -406,14 +406,14 @@ pub fn ssm_step(
     let gn = d.bc_width();
     let c4 = gn.div_ceil(4);
     let st = rec.ctx().uniform_staging();
-    rec.copy(inp.b.buf, inp.b.offset as usize, &st, 0, gn as usize)?;
-    rec.copy(
-        inp.c.buf,
-        inp.c.offset as usize,
-        &st,
-        4 * c4 as usize,
-        gn as usize,
-    )?;
+    let (b, c) = (inp.b, inp.c);
+    if c.buf.id() == b.buf.id() && c.offset == b.offset + gn && gn.is_multiple_of(4) {
+        // B and C adjacent (an xBC' row): one copy.
+        rec.copy(b.buf, b.offset as usize, &st, 0, 2 * gn as usize)?;
+    } else {
+        rec.copy(b.buf, b.offset as usize, &st, 0, gn as usize)?;
+        rec.copy(c.buf, c.offset as usize, &st, 4 * c4 as usize, gn as usize)?;
+    }
     let [s_in, s_out] = state.step_textures(rec)?;
     let p = [
         d.heads,
