@@ -1,5 +1,5 @@
 // Packs activation rows into an rgba32float storage texture for matmul_xtex_sg.wgsl:
-// texel (i, row0 + t) = X[t, 4i..4i+4], zero past K. On CPU Vulkan the matmul's per-lane storage loads
+// texel (col0 + i, row0 + t) = X[t, 4i..4i+4], zero past K. On CPU Vulkan the matmul's per-lane storage loads
 // of X are its main cost (a per-lane loop each); this pays them once per element, here, and the
 // matmul then reads X with texel fetches (vector gathers).
 // bindings: 0 params | 1 X | 2 out texture (write-only)
@@ -12,6 +12,7 @@ struct Params {
     x_stride: u32,
     x_off: u32,
     row0: u32,
+    col0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,5 +35,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             v[c] = xs[base + k];
         }
     }
-    textureStore(out, vec2<i32>(i32(i), i32(p.row0 + t)), v);
+    textureStore(out, vec2<i32>(i32(p.col0 + i), i32(p.row0 + t)), v);
 }

@@ -1202,6 +1202,19 @@ fn memory_converter_matches_closed_formula() {
             state: 6,
             groups: 2,
         },
+        // P, N multiples of 4: x and B packed into a texture (chunk_state_xtex_sg).
+        SsmDims {
+            heads: 4,
+            head_dim: 8,
+            state: 8,
+            groups: 2,
+        },
+        SsmDims {
+            heads: 2,
+            head_dim: 36,
+            state: 36,
+            groups: 1,
+        },
     ];
     for d in dims {
         let (h, p, n, g) = (
@@ -1247,6 +1260,9 @@ fn memory_converter_matches_closed_formula() {
                 1e-5,
             );
             for c in [ctx(), small_ctx()] {
+                if std::ptr::eq(c, small_ctx()) && d.state_len() * 4 > 4096 {
+                    continue; // one state does not fit the 4 KiB test limit
+                }
                 // Attention cache layout: dense k [cap, G*N], v [cap, H*P], dt [cap, H].
                 let kb = up(c, &case.b);
                 let vb = up(c, &case.x);

@@ -111,7 +111,7 @@ impl AttentionTextures {
         let (c0, c1) = (from / 4, to.div_ceil(4));
         for g in 0..d.groups {
             let kr = k.rows_from(from).cols_from(g * d.state);
-            let params = [to - from, d.state, n4, kr.stride, kr.offset, from];
+            let params = [to - from, d.state, n4, kr.stride, kr.offset, from, 0];
             let bufs = [kr.buf, &self.keys[g as usize]];
             rec.dispatch(
                 &ROWS_TO_TEXTURE,

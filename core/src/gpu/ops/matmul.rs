@@ -230,7 +230,7 @@ fn tiled_xtex(
         };
         let (xc, yc) = (x.rows_from(t0), y.rows_from(t0));
         if let Some(xt) = &xtex {
-            let params = [n, k, ldk4, xc.stride, xc.offset, 0];
+            let params = [n, k, ldk4, xc.stride, xc.offset, 0, 0];
             rec.dispatch(
                 &ROWS_TO_TEXTURE,
                 &params,

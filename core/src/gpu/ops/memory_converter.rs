@@ -3,7 +3,7 @@ use crate::gpu::error::ensure;
 use crate::gpu::recorder::Recorder;
 use crate::gpu::GpuResult;
 
-use super::ssd::{params, segment_rows, segment_states};
+use super::ssd::{pack_xbc, params, segment_rows, segment_states};
 use super::{need_len, SsmDims, View};
 
 /// The memory converter (MODEL.md step 4): the SSM state after the first `tokens` tokens,
@@ -48,17 +48,9 @@ pub fn memory_converter(
         let nc = len.div_ceil(q);
         let (xs, bs, dts) = (x.rows_from(r0), b.rows_from(r0), dt.rows_from(r0));
         let p = params(&d, len, q, nc, xs, bs, bs, dts, xs, 0);
-        segment_states(
-            rec,
-            &d,
-            &p,
-            nc,
-            (xs, bs, dts, a_log),
-            None,
-            state,
-            &acs,
-            &states,
-        )?;
+        let xt = pack_xbc(rec, &d, len, xs, bs, None)?;
+        let inputs = (xs, bs, dts, a_log);
+        segment_states(rec, &d, &p, nc, inputs, xt.as_ref(), state, &acs, &states)?;
         r0 += len;
     }
     Ok(())

@@ -226,37 +226,41 @@ pub(crate) fn segment_states(
     }
 }
 
-/// Packs `rows` rows of the x | B | C span into the activation texture for the `_xtex_sg`
-/// kernels, where they apply: 8-wide subgroups, x, B and C adjacent columns of one buffer
-/// (as in an xBC' row), P and N multiples of 4, the span within a texture. `None` otherwise.
-fn pack_xbc(
+/// Packs `rows` rows of x | B (| C) into the activation texture for the `_xtex_sg` kernels
+/// (texel columns: x from 0, B from H*P/4, C from (H*P + G*N)/4), where they apply: 8-wide
+/// subgroups, P and N multiples of 4, the rows within a texture. One dispatch when the parts
+/// are adjacent columns of one buffer (an xBC' row), one per part otherwise. `None` where the
+/// kernels do not apply.
+pub(crate) fn pack_xbc(
     rec: &mut Recorder,
     d: &SsmDims,
     rows: u32,
-    inp: &SsmInputs,
+    x: View,
+    b: View,
+    c: Option<View>,
 ) -> GpuResult<Option<GpuBuffer>> {
-    let (x, b, c) = (inp.x, inp.b, inp.c);
     let (hp, gn) = (d.inner(), d.bc_width());
-    let adjacent = x.buf.id() == b.buf.id()
-        && x.buf.id() == c.buf.id()
-        && x.stride == b.stride
-        && x.stride == c.stride
-        && b.offset == x.offset + hp
-        && c.offset == b.offset + gn;
-    let width4 = (hp + 2 * gn) / 4;
+    let width = hp + gn + c.map_or(0, |_| gn);
     let maxd = rec.ctx().limits.max_texture_dimension_2d;
-    let fits = d.head_dim.is_multiple_of(4) && d.state.is_multiple_of(4) && width4 <= maxd;
-    if !(rec.ctx().has_subgroup8() && adjacent && fits && rows <= maxd) {
+    let fits = d.head_dim.is_multiple_of(4) && d.state.is_multiple_of(4) && width / 4 <= maxd;
+    if !(rec.ctx().has_subgroup8() && fits && rows <= maxd && rows > 0) {
         return Ok(None);
     }
-    let xt = rec.ctx().x_texture(width4, rows)?;
-    let params = [rows, hp + 2 * gn, width4, x.stride, x.offset, 0];
-    rec.dispatch(
-        &ROWS_TO_TEXTURE,
-        &params,
-        &[x.buf, &xt],
-        grid64(rows as u64 * width4 as u64),
-    )?;
+    let xt = rec.ctx().x_texture(width / 4, rows)?;
+    let adjacent = |u: View, v: View, at: u32| {
+        u.buf.id() == v.buf.id() && u.stride == v.stride && v.offset == u.offset + at
+    };
+    let parts: Vec<(View, u32, u32)> = match c {
+        Some(c) if adjacent(x, b, hp) && adjacent(b, c, gn) => vec![(x, width, 0)],
+        Some(c) => vec![(x, hp, 0), (b, gn, hp / 4), (c, gn, (hp + gn) / 4)],
+        None if adjacent(x, b, hp) => vec![(x, width, 0)],
+        None => vec![(x, hp, 0), (b, gn, hp / 4)],
+    };
+    for (v, k, col0) in parts {
+        let params = [rows, k, k / 4, v.stride, v.offset, 0, col0];
+        let groups = grid64(rows as u64 * (k / 4) as u64);
+        rec.dispatch(&ROWS_TO_TEXTURE, &params, &[v.buf, &xt], groups)?;
+    }
     Ok(Some(xt))
 }
 
@@ -306,14 +310,7 @@ pub fn ssd_scan(
             y.rows_from(r0),
         );
         let p = params(&d, len, q, nc, x, b, c, dt, ys, len * q * d.groups);
-        let seg_inp = SsmInputs {
-            x,
-            b,
-            c,
-            dt,
-            a_log: inp.a_log,
-        };
-        let xt = pack_xbc(rec, &d, len, &seg_inp)?;
+        let xt = pack_xbc(rec, &d, len, x, b, Some(c))?;
         let inputs = (x, b, dt, inp.a_log);
         segment_states(rec, &d, &p, nc, inputs, xt.as_ref(), state, &acs, &states)?;
         let bufs = [x.buf, b.buf, c.buf, dt.buf, &acs, &states, &cl, ys.buf];

@@ -118,7 +118,7 @@ impl SsmState {
         let k = match self.newest {
             Newest::Texture(k) => k,
             Newest::Buffer => {
-                let params = [rows, d.state, n4, d.state, 0, 0];
+                let params = [rows, d.state, n4, d.state, 0, 0, 0];
                 let groups = grid64(rows as u64 * n4 as u64);
                 rec.dispatch(&ROWS_TO_TEXTURE, &params, &[&self.buffer, &tex[0]], groups)?;
                 0
