@@ -191,7 +191,9 @@ fn main() {
             4,
         ),
     ];
-    let mut runs: Vec<(&str, Box<dyn Fn(u32) -> Vec<f32>>)> = Vec::new();
+    // (name, run n steps and read y back)
+    type Run<'a> = (&'a str, Box<dyn Fn(u32) -> Vec<f32> + 'a>);
+    let mut runs: Vec<Run> = Vec::new();
     for (name, src, kind) in designs {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: None,
