@@ -14,14 +14,9 @@ use crate::gpu::recorder::{grid64, grid_groups, Recorder};
 use crate::gpu::weights::{GpuMatrix, MatBlock, WeightFormat};
 use crate::gpu::GpuResult;
 
+use super::rows_to_texture::rows_to_texture;
 use super::{matmul, SsmDims, View};
 
-const ROWS_TO_TEXTURE: Kernel = Kernel {
-    shader: "rows_to_texture",
-    entry: "main",
-    access: "ro",
-    spec: "",
-};
 const COLUMNS_TO_TEXTURE: Kernel = Kernel {
     shader: "columns_to_texture",
     entry: "main",
@@ -106,19 +101,11 @@ impl AttentionTextures {
         if from == to {
             return Ok(());
         }
-        let n4 = d.state.div_ceil(4);
         let hpg = d.inner() / d.groups;
         let (c0, c1) = (from / 4, to.div_ceil(4));
         for g in 0..d.groups {
             let kr = k.rows_from(from).cols_from(g * d.state);
-            let params = [to - from, d.state, n4, kr.stride, kr.offset, from, 0];
-            let bufs = [kr.buf, &self.keys[g as usize]];
-            rec.dispatch(
-                &ROWS_TO_TEXTURE,
-                &params,
-                &bufs,
-                grid64((to - from) as u64 * n4 as u64),
-            )?;
+            rows_to_texture(rec, to - from, d.state, kr, &self.keys[g as usize], from, 0)?;
             let vg = v.cols_from(g * hpg);
             let params = [to, hpg, c0, c1 - c0, vg.stride, vg.offset];
             let bufs = [vg.buf, &self.values_t[g as usize]];

@@ -1,8 +1,9 @@
 use crate::gpu::context::{GpuBuffer, Kernel, UNIFORM_STAGING_BYTES};
-use crate::gpu::recorder::{grid64, Recorder};
+use crate::gpu::recorder::Recorder;
 use crate::gpu::weights::{GpuMatrix, MatBlock};
 use crate::gpu::GpuResult;
 
+use super::rows_to_texture::rows_to_texture;
 use super::{need_len, View};
 
 const TILED: Kernel = Kernel {
@@ -33,12 +34,6 @@ const TILED_SG_XTEX: Kernel = Kernel {
     shader: "matmul_xtex_sg",
     entry: "main",
     access: "xtrw",
-    spec: "",
-};
-const ROWS_TO_TEXTURE: Kernel = Kernel {
-    shader: "rows_to_texture",
-    entry: "main",
-    access: "ro",
     spec: "",
 };
 /// Rows per subgroup tile of matmul_sg / matmul_xtex_sg (8 lanes x RTL rows).
@@ -230,13 +225,7 @@ fn tiled_xtex(
         };
         let (xc, yc) = (x.rows_from(t0), y.rows_from(t0));
         if let Some(xt) = &xtex {
-            let params = [n, k, ldk4, xc.stride, xc.offset, 0, 0];
-            rec.dispatch(
-                &ROWS_TO_TEXTURE,
-                &params,
-                &[xc.buf, xt],
-                grid64(n as u64 * ldk4 as u64),
-            )?;
+            rows_to_texture(rec, n, k, xc, xt, 0, 0)?;
         }
         for b in &w.blocks {
             let params = block_params(n, w.cols, b, xc, yc, flags);

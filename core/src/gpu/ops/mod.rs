@@ -15,6 +15,7 @@ mod gated_rms_norm;
 mod matmul;
 mod memory_converter;
 mod rms_norm;
+mod rows_to_texture;
 mod ssd;
 mod ssm_state;
 mod swiglu;

@@ -5,6 +5,7 @@ use crate::gpu::error::{ensure, GpuError};
 use crate::gpu::recorder::{grid64, Recorder};
 use crate::gpu::GpuResult;
 
+use super::rows_to_texture::rows_to_texture;
 use super::{need_len, SsmDims, SsmState, View};
 
 pub(crate) const CUMSUM: Kernel = Kernel {
@@ -40,12 +41,6 @@ const SCAN_XTEX_SG: Kernel = Kernel {
     shader: "ssd_chunk_scan_xtex_sg",
     entry: "main",
     access: "xrrrrw",
-    spec: "",
-};
-const ROWS_TO_TEXTURE: Kernel = Kernel {
-    shader: "rows_to_texture",
-    entry: "main",
-    access: "ro",
     spec: "",
 };
 const STATE_PASSING_SG: Kernel = Kernel {
@@ -257,9 +252,7 @@ pub(crate) fn pack_xbc(
         None => vec![(x, hp, 0), (b, gn, hp / 4)],
     };
     for (v, k, col0) in parts {
-        let params = [rows, k, k / 4, v.stride, v.offset, 0, col0];
-        let groups = grid64(rows as u64 * (k / 4) as u64);
-        rec.dispatch(&ROWS_TO_TEXTURE, &params, &[v.buf, &xt], groups)?;
+        rows_to_texture(rec, rows, k, v, &xt, 0, col0)?;
     }
     Ok(Some(xt))
 }

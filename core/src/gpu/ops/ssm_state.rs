@@ -12,14 +12,9 @@ use crate::gpu::recorder::{grid64, Recorder};
 use crate::gpu::weights::WeightFormat;
 use crate::gpu::GpuResult;
 
-use super::SsmDims;
+use super::rows_to_texture::rows_to_texture;
+use super::{SsmDims, View};
 
-const ROWS_TO_TEXTURE: Kernel = Kernel {
-    shader: "rows_to_texture",
-    entry: "main",
-    access: "ro",
-    spec: "",
-};
 const TEXTURE_TO_ROWS: Kernel = Kernel {
     shader: "texture_to_rows",
     entry: "main",
@@ -118,9 +113,8 @@ impl SsmState {
         let k = match self.newest {
             Newest::Texture(k) => k,
             Newest::Buffer => {
-                let params = [rows, d.state, n4, d.state, 0, 0, 0];
-                let groups = grid64(rows as u64 * n4 as u64);
-                rec.dispatch(&ROWS_TO_TEXTURE, &params, &[&self.buffer, &tex[0]], groups)?;
+                let dense = View::dense(&self.buffer, d.state);
+                rows_to_texture(rec, rows, d.state, dense, &tex[0], 0, 0)?;
                 0
             }
         };

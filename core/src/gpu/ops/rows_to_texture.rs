@@ -1,0 +1,35 @@
+use crate::gpu::context::{GpuBuffer, Kernel};
+use crate::gpu::recorder::{grid64, Recorder};
+use crate::gpu::GpuResult;
+
+use super::View;
+
+const K: Kernel = Kernel {
+    shader: "rows_to_texture",
+    entry: "main",
+    access: "ro",
+    spec: "",
+};
+
+/// Packs `rows` rows of `k` values of `x` into the rgba32float texture `tex`: texel
+/// `(col0 + i, row0 + t)` = `x[t, 4i..4i+4]`, zero past `k`. Feeds every kernel that reads
+/// activations as texels (the prefill matmul, the SSD `_xtex` kernels, the attention cache,
+/// the decode SSM state); the texture must hold the rows and texel columns written.
+pub(crate) fn rows_to_texture(
+    rec: &mut Recorder,
+    rows: u32,
+    k: u32,
+    x: View,
+    tex: &GpuBuffer,
+    row0: u32,
+    col0: u32,
+) -> GpuResult<()> {
+    let ldk4 = k.div_ceil(4);
+    let params = [rows, k, ldk4, x.stride, x.offset, row0, col0];
+    rec.dispatch(
+        &K,
+        &params,
+        &[x.buf, tex],
+        grid64(rows as u64 * ldk4 as u64),
+    )
+}
