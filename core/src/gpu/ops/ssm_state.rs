@@ -96,20 +96,18 @@ impl SsmState {
     pub(crate) fn step_textures(&mut self, rec: &mut Recorder) -> GpuResult<[GpuBuffer; 2]> {
         let d = self.dims;
         let (rows, n4) = (d.inner(), d.state / 4);
-        if self.textures.is_none() {
-            let usage = wgpu::TextureUsages::STORAGE_BINDING;
-            let make = || -> GpuResult<GpuBuffer> {
-                let (_, t) =
-                    rec.ctx()
-                        .new_texture("ssm_state", n4, rows, WeightFormat::F32, usage)?;
-                Ok(t)
-            };
-            self.textures = Some([make()?, make()?]);
-        }
-        let tex = match &self.textures {
+        let tex = match self.textures.take() {
             Some(t) => t,
-            None => unreachable!("created above"),
+            None => {
+                let usage = wgpu::TextureUsages::STORAGE_BINDING;
+                let make = || -> GpuResult<GpuBuffer> {
+                    let f32 = WeightFormat::F32;
+                    Ok(rec.ctx().new_texture("ssm_state", n4, rows, f32, usage)?.1)
+                };
+                [make()?, make()?]
+            }
         };
+        let tex = &*self.textures.insert(tex);
         let k = match self.newest {
             Newest::Texture(k) => k,
             Newest::Buffer => {
