@@ -8,7 +8,8 @@ def gen(rtl, header=True, xtex=False):
 // 16 per-lane storage loads of X per k-step were matmul_sg's main cost; here they are 4 texel
 // fetches. Same params (x_stride / x_off unused), W layout, tiles and flags as matmul_sg.wgsl.
 // bindings: 0 params | 1 X (texture) | 2 W block (texture) | 3 bias [out] | 4 Y (rw)
-// grid: x over ceil(rows / 32) output tiles, y over ceil(T / (8 * RTL)) row tiles.
+// grid: x over ceil(T / (8 * RTL)) row tiles, y over ceil(rows / 32) output tiles: consecutive
+// workgroups share one W tile, which stays in cache while X (smaller) streams past it.
 """)
     elif header:
         a("""// Y[t, col0 + o] (+)= sum_k X[t, k] * W[col0 + o, k] (+ bias[col0 + o]) for one row block of W,
@@ -72,10 +73,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     let kk = p.k;
     let kl = kk - 1u;
     let ldk4 = p.ldk4;
-    let o0 = wid.x * 32u;
-    let t0 = wid.y * (8u * RTL);
+    let o0 = OTILE * 32u;
+    let t0 = TTILE * (8u * RTL);
     let ol = p.rows - 1u;
     let tl = p.t - 1u;""")
+    if xtex:
+        L[-1] = L[-1].replace("OTILE", "wid.y").replace("TTILE", "wid.x")
+    else:
+        L[-1] = L[-1].replace("OTILE", "wid.x").replace("TTILE", "wid.y")
     for m in range(4):
         a(f"    let wb{m} = i32(min(o0 + {8*m}u + lane, ol));")
     for r in range(rtl):

@@ -3,7 +3,8 @@
 // 16 per-lane storage loads of X per k-step were matmul_sg's main cost; here they are 4 texel
 // fetches. Same params (x_stride / x_off unused), W layout, tiles and flags as matmul_sg.wgsl.
 // bindings: 0 params | 1 X (texture) | 2 W block (texture) | 3 bias [out] | 4 Y (rw)
-// grid: x over ceil(rows / 32) output tiles, y over ceil(T / (8 * RTL)) row tiles.
+// grid: x over ceil(T / (8 * RTL)) row tiles, y over ceil(rows / 32) output tiles: consecutive
+// workgroups share one W tile, which stays in cache while X (smaller) streams past it.
 
 struct Params {
     t: u32,
@@ -50,8 +51,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     let kk = p.k;
     let kl = kk - 1u;
     let ldk4 = p.ldk4;
-    let o0 = wid.x * 32u;
-    let t0 = wid.y * (8u * RTL);
+    let o0 = wid.y * 32u;
+    let t0 = wid.x * (8u * RTL);
     let ol = p.rows - 1u;
     let tl = p.t - 1u;
     let wb0 = i32(min(o0 + 0u + lane, ol));

@@ -229,12 +229,16 @@ fn tiled_xtex(
         }
         for b in &w.blocks {
             let params = block_params(n, w.cols, b, xc, yc, flags);
-            let g = [(b.rows as u32).div_ceil(SG_OUTS), n.div_ceil(SG_ROWS), 1];
+            let (tiles_o, tiles_t) = ((b.rows as u32).div_ceil(SG_OUTS), n.div_ceil(SG_ROWS));
             match &xtex {
                 Some(xt) => {
+                    let g = [tiles_t, tiles_o, 1];
                     rec.dispatch(&TILED_SG_XTEX, &params, &[xt, &b.buffer, bias, yc.buf], g)?
                 }
-                None => rec.dispatch(&TILED_SG, &params, &[xc.buf, &b.buffer, bias, yc.buf], g)?,
+                None => {
+                    let g = [tiles_o, tiles_t, 1];
+                    rec.dispatch(&TILED_SG, &params, &[xc.buf, &b.buffer, bias, yc.buf], g)?
+                }
             }
         }
         t0 += n;
