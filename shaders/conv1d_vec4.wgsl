@@ -1,14 +1,15 @@
 // conv1d.wgsl's conv (MODEL.md step 2: causal depthwise conv over time + SiLU) for 4 channels
-// and a block of 8 rows per invocation: the taps of the 4 channels are loaded once per block,
-// the input rows as vec4s. On lavapipe every storage access is a per-lane loop whatever its
-// width, so this does ~1/7 of the scalar kernel's accesses. Needs Dc, strides and offsets
-// multiples of 4 and K <= 8 (the op checks, else conv1d.wgsl).
+// and a block of ROWS rows per invocation. The taps sit right-aligned in a window of 4 (zero
+// taps in front when K < 4) and the input rows slide through 4 registers, so each input row is
+// loaded once per block instead of K times: on lavapipe every storage access is a per-lane loop
+// whatever its width, so the accesses are the cost. Needs Dc, strides and offsets multiples of
+// 4 and K <= 4 (the op checks, else conv1d.wgsl).
 //   out[t, c] = silu(bias[c] + sum_{k<K} w[c*K + k] * src(t - K + 1 + k, c))
 //   src(j, c) = xin[j*in_stride + in_off + c] for j >= 0, else state[(K - 1 + j)*Dc + c]
 // flags: bit 0 = has bias.
 // bindings: 0 params | 1 xin (vec4) | 2 w [Dc, K] | 3 bias [Dc] (vec4) | 4 state [K-1, Dc] (vec4, rw: shared layout)
 //           | 5 out (vec4, rw)
-// grid: 64-wide over ceil(T / 8) * Dc / 4, x + y * nwg.x (as grid64); c4 fastest.
+// grid: 64-wide over ceil(T / ROWS) * Dc / 4, x + y * nwg.x (as grid64); c4 fastest.
 
 struct Params {
     t: u32,
@@ -28,8 +29,30 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 
-const ROWS: u32 = 8u;
-const MAX_K: u32 = 8u;
+const ROWS: u32 = 16u;
+
+// Window slot s (0..4) of channels c..c+4: tap s - (4 - K), zero in front of the first tap.
+fn tap(c: u32, s: u32) -> vec4<f32> {
+    let pad = 4u - p.k;
+    if (s < pad) {
+        return vec4<f32>(0.0);
+    }
+    let k = s - pad;
+    return vec4<f32>(w[c * p.k + k], w[(c + 1u) * p.k + k], w[(c + 2u) * p.k + k], w[(c + 3u) * p.k + k]);
+}
+
+// Pre-conv row j of channels 4*c4..: the input for j >= 0, else the carried state, zero before it
+// (only reached under a zero tap).
+fn src(j: i32, c4: u32, dc4: u32) -> vec4<f32> {
+    if (j >= 0) {
+        return xin[(u32(j) * p.in_stride + p.in_off) / 4u + c4];
+    }
+    let row = i32(p.k) - 1 + j;
+    if (row < 0) {
+        return vec4<f32>(0.0);
+    }
+    return state[u32(row) * dc4 + c4];
+}
 
 @compute @workgroup_size(64)
 fn conv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -41,29 +64,26 @@ fn conv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let blk = i / dc4;
     let c4 = i - blk * dc4;
     let c = 4u * c4;
-    // taps[k] = (w[c, k], w[c+1, k], w[c+2, k], w[c+3, k])
-    var taps: array<vec4<f32>, MAX_K>;
-    for (var k = 0u; k < p.k; k += 1u) {
-        taps[k] = vec4<f32>(w[c * p.k + k], w[(c + 1u) * p.k + k], w[(c + 2u) * p.k + k], w[(c + 3u) * p.k + k]);
-    }
+    let w0 = tap(c, 0u);
+    let w1 = tap(c, 1u);
+    let w2 = tap(c, 2u);
+    let w3 = tap(c, 3u);
     var b0 = vec4<f32>(0.0);
     if ((p.flags & 1u) != 0u) {
         b0 = bias[c4];
     }
-    let t_end = min(blk * ROWS + ROWS, p.t);
-    for (var t = blk * ROWS; t < t_end; t += 1u) {
-        var acc = b0;
-        for (var k = 0u; k < p.k; k += 1u) {
-            let jj = i32(t) - i32(p.k) + 1 + i32(k);
-            var v: vec4<f32>;
-            if (jj >= 0) {
-                v = xin[(u32(jj) * p.in_stride + p.in_off) / 4u + c4];
-            } else {
-                v = state[u32(i32(p.k) - 1 + jj) * dc4 + c4];
-            }
-            acc += taps[k] * v;
-        }
+    let t0 = blk * ROWS;
+    var v0 = src(i32(t0) - 3, c4, dc4);
+    var v1 = src(i32(t0) - 2, c4, dc4);
+    var v2 = src(i32(t0) - 1, c4, dc4);
+    let t_end = min(t0 + ROWS, p.t);
+    for (var t = t0; t < t_end; t += 1u) {
+        let v3 = xin[(t * p.in_stride + p.in_off) / 4u + c4];
+        let acc = b0 + w0 * v0 + w1 * v1 + w2 * v2 + w3 * v3;
         out[(t * p.out_stride + p.out_off) / 4u + c4] = acc / (1.0 + exp(-acc));
+        v0 = v1;
+        v1 = v2;
+        v2 = v3;
     }
 }
 

@@ -412,11 +412,14 @@ fn conv1d_prefill_and_carried_state() {
     let mut r = rng(5);
     let c = ctx();
     // (Dc, K, T, row padding, offset): unaligned (conv1d.wgsl); aligned to 4 (conv1d_vec4.wgsl,
-    // with T over several 8-row blocks, and K = 3).
+    // with T over several 16-row blocks, and K = 3 and 2 under zero taps); K = 5 aligned
+    // (conv1d.wgsl again).
     for (dc, k, t, pad, off) in [
         (10usize, 4usize, 9usize, 7usize, 5usize),
         (12, 4, 19, 8, 4),
         (8, 3, 11, 4, 8),
+        (8, 2, 37, 4, 4),
+        (8, 5, 21, 0, 0),
     ] {
         let xin = randv(&mut r, t * dc, 1.5);
         let w = randv(&mut r, dc * k, 1.0);

@@ -10,7 +10,7 @@ const CONV: Kernel = Kernel {
     access: "rrrww",
     spec: "",
 };
-/// `CONV` for 4 channels x 8 rows per invocation (vec4 accesses, taps loaded once per block).
+/// `CONV` for 4 channels x 16 rows per invocation (vec4 accesses, each input row loaded once).
 const CONV_VEC4: Kernel = Kernel {
     shader: "conv1d_vec4",
     entry: "conv",
@@ -25,8 +25,8 @@ const STEP_VEC4: Kernel = Kernel {
     spec: "",
 };
 /// Rows per invocation of conv1d_vec4, and the largest kernel size it holds.
-const VEC4_ROWS: u64 = 8;
-const VEC4_MAX_K: u32 = 8;
+const VEC4_ROWS: u64 = 16;
+const VEC4_MAX_K: u32 = 4;
 const UPDATE: Kernel = Kernel {
     shader: "conv1d",
     entry: "update_state",
