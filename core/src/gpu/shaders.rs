@@ -40,6 +40,7 @@ shaders!(
     "rms_norm",
     "rms_norm_vec4",
     "rows_to_texture",
+    "rows_to_texture_vec4",
     "ssd_chunk_scan",
     "ssd_chunk_scan_sg",
     "ssd_chunk_scan_xtex_sg",

@@ -10,6 +10,13 @@ const K: Kernel = Kernel {
     access: "ro",
     spec: "",
 };
+/// `K` with one vec4 load per texel (K, stride and offset multiples of 4).
+const K_VEC4: Kernel = Kernel {
+    shader: "rows_to_texture_vec4",
+    entry: "main",
+    access: "ro",
+    spec: "",
+};
 
 /// Packs `rows` rows of `k` values of `x` into the rgba32float texture `tex`: texel
 /// `(col0 + i, row0 + t)` = `x[t, 4i..4i+4]`, zero past `k`. Feeds every kernel that reads
@@ -26,8 +33,9 @@ pub(crate) fn rows_to_texture(
 ) -> GpuResult<()> {
     let ldk4 = k.div_ceil(4);
     let params = [rows, k, ldk4, x.stride, x.offset, row0, col0];
+    let aligned = [k, x.stride, x.offset].iter().all(|v| v.is_multiple_of(4));
     rec.dispatch(
-        &K,
+        if aligned { &K_VEC4 } else { &K },
         &params,
         &[x.buf, tex],
         grid64(rows as u64 * ldk4 as u64),
