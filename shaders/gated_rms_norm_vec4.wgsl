@@ -5,6 +5,8 @@
 //   y[t, c] += D[c / P] * x[t, c]                      (flags bit 0)
 //   if t >= gate_from_row: y[t, c] *= silu(z[t, c])
 //   y[t, c] = y[t, c] / sqrt(mean_{c in group}(y^2) + eps) * w[c]
+// A group of up to 64 * KEEP vec4s keeps each lane's gated values in registers between the sum
+// and the scaling (fewer storage accesses); a wider group stores them to y and re-reads them.
 // Each invocation re-reads only the elements it wrote itself, so in place is race-free.
 // bindings: 0 params | 1 x (vec4) | 2 z (vec4) | 3 D [H] | 4 w [Di] (vec4) | 5 y (vec4, rw)
 // grid: one workgroup of 64 per (t, group): id = wid.x + wid.y * nwg.x = t * G + gi.
@@ -34,6 +36,8 @@ struct Params {
 
 var<workgroup> red: array<f32, 64>;
 
+const KEEP: u32 = 8u;
+
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -52,7 +56,10 @@ fn main(
     let xb = (t * p.x_stride + p.x_off) / 4u;
     let zb = (t * p.z_stride + p.z_off) / 4u;
     let gate = t >= p.gate_from_row;
+    let keep = gw4 <= 64u * KEEP;
+    var kept: array<vec4<f32>, KEEP>;
     var s = 0.0;
+    var n = 0u;
     for (var i = li; i < gw4; i += 64u) {
         let c = c0 + i;
         var v = ys[yb + c];
@@ -63,7 +70,12 @@ fn main(
             let z = zs[zb + c];
             v *= z / (1.0 + exp(-z));
         }
-        ys[yb + c] = v;
+        if (keep) {
+            kept[n] = v;
+            n += 1u;
+        } else {
+            ys[yb + c] = v;
+        }
         s += dot(v, v);
     }
     red[li] = s;
@@ -75,8 +87,16 @@ fn main(
         workgroupBarrier();
     }
     let r = inverseSqrt(red[0] / f32(4u * gw4) + p.eps);
+    n = 0u;
     for (var i = li; i < gw4; i += 64u) {
         let c = c0 + i;
-        ys[yb + c] = ys[yb + c] * r * w[c];
+        var v: vec4<f32>;
+        if (keep) {
+            v = kept[n];
+            n += 1u;
+        } else {
+            v = ys[yb + c];
+        }
+        ys[yb + c] = v * r * w[c];
     }
 }

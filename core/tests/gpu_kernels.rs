@@ -591,11 +591,13 @@ fn gated_rms_norm_matches() {
     let mut r = rng(8);
     let c = ctx();
     // (H, P, G, z padding, z offset): unaligned (gated_rms_norm.wgsl); aligned to 4
-    // (gated_rms_norm_vec4.wgsl), one and several vec4s per lane.
+    // (gated_rms_norm_vec4.wgsl), one and several vec4s per lane, kept in registers and (group
+    // wider than 64 * 8 vec4s) stored and re-read.
     for (heads, p, groups, zpad, zoff) in [
         (6usize, 5usize, 2usize, 50usize, 1usize),
         (8, 8, 2, 52, 4),
         (8, 64, 1, 4, 8),
+        (36, 64, 1, 4, 8),
     ] {
         let d = SsmDims {
             heads: heads as u32,
