@@ -6,8 +6,11 @@
 // Why (lavapipe): storage-buffer accesses are per-lane loops, image loads/stores are vector
 // gathers/scatters and lane-uniform uniform loads are scalar: ~2x the storage-buffer step
 // (core/examples/ssm_step_designs.rs). Needs N % 4 == 0.
+// With RAW_DT = 1 binding 3 holds the raw dt of in_proj and the kernel applies MODEL.md step 3
+// itself, dt = clamp(softplus(raw + dt_bias), lo, hi) as dt.wgsl: one dispatch less per layer
+// and token (on lavapipe a dispatch costs ~0.1 ms).
 // bindings: 0 params | 1 x | 2 B, C (uniform: B at vec4 0, C at vec4 c4) | 3 dt | 4 A_log
-//           | 5 S (read-only texture) | 6 S' (write-only texture) | 7 y (rw)
+//           | 5 S (read-only texture) | 6 S' (write-only texture) | 7 y (rw) | 8 dt_bias
 // grid: 64-wide over H * P, x + y * nwg.x (as grid64).
 
 struct Params {
@@ -19,7 +22,11 @@ struct Params {
     dt_off: u32,
     y_off: u32,
     c4: u32,
+    lo: f32,
+    hi: f32,
 }
+
+override RAW_DT: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> xs: array<f32>;
@@ -29,6 +36,18 @@ struct Params {
 @group(0) @binding(5) var s_in: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(6) var s_out: texture_storage_2d<rgba32float, write>;
 @group(0) @binding(7) var<storage, read_write> ys: array<f32>;
+@group(0) @binding(8) var<storage, read> dt_bias: array<f32>;
+
+// As dt.wgsl: v for v > 20, exp(v) for v < -15 (keeps relative accuracy), else log(1 + exp(v)).
+fn softplus(v: f32) -> f32 {
+    if (v > 20.0) {
+        return v;
+    }
+    if (v < -15.0) {
+        return exp(v);
+    }
+    return log(1.0 + exp(v));
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -38,7 +57,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let h = i / p.p;
     let g = h / (p.h / p.g);
-    let d = dt[p.dt_off + h];
+    var d = dt[p.dt_off + h];
+    if (RAW_DT == 1u) {
+        d = clamp(softplus(d + dt_bias[h]), p.lo, p.hi);
+    }
     let da = exp(d * -exp(a_log[h]));
     let dx = d * xs[p.x_off + i];
     let n4 = p.n / 4u;

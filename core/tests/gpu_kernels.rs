@@ -1216,7 +1216,18 @@ fn sequential_scan_and_step_equal_recurrence() {
 
         // Decode: one ssm_step per token (the state in its texture pair where the shape fits),
         // with rows 5..11 through the chunked scan in between (the state moves to its buffer
-        // and back), all in one submission.
+        // and back), all in one submission. Odd tokens pass dt raw (softplus^-1(dt) - bias)
+        // with its bias, for the step to apply step 3 itself.
+        let h = d.heads as usize;
+        let dt_bias = randv(&mut r, h, 1.0);
+        let raw: Vec<f32> = (0..case.t * h)
+            .map(|i| {
+                let dt = case.dt[i] as f64;
+                (dt.exp_m1().ln() - dt_bias[i % h] as f64) as f32
+            })
+            .collect();
+        let (rawb, biasb) = (up(c, &raw), up(c, &dt_bias));
+        let raw_view = View::dense(&rawb, h as u32);
         let s0 = up(c, &case.s0);
         let mut state = SsmState::zeros(c, d).unwrap();
         let yb = c.zeros("y", case.t * hp).unwrap();
@@ -1239,7 +1250,20 @@ fn sequential_scan_and_step_equal_recurrence() {
                 t += 6;
                 continue;
             }
-            ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t)).unwrap();
+            if t % 2 == 1 {
+                let it = SsmInputs {
+                    dt: raw_view.rows_from(t),
+                    ..it
+                };
+                let rd = RawDt {
+                    bias: &biasb,
+                    lo: 0.0,
+                    hi: f32::INFINITY,
+                };
+                ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t), Some(rd)).unwrap();
+            } else {
+                ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t), None).unwrap();
+            }
             t += 1;
         }
         let sb = state.buffer(&mut rec).unwrap().clone();
@@ -1425,11 +1449,11 @@ fn shape_errors_are_reported() {
         dt: View::dense(&x, 3),
         a_log: &x,
     };
-    let e = ssm_step(&mut rec, d, &inp, &mut state, View::dense(&y, 6)).unwrap_err();
+    let e = ssm_step(&mut rec, d, &inp, &mut state, View::dense(&y, 6), None).unwrap_err();
     assert!(e.to_string().contains("H % G"), "{e}");
     // A state of other dims than the step's.
     let other = SsmDims { heads: 4, ..d };
-    let e = ssm_step(&mut rec, other, &inp, &mut state, View::dense(&y, 8)).unwrap_err();
+    let e = ssm_step(&mut rec, other, &inp, &mut state, View::dense(&y, 8), None).unwrap_err();
     assert!(e.to_string().contains("state of"), "{e}");
     assert!(rec.is_empty());
     rec.submit().unwrap();

@@ -239,7 +239,16 @@ impl<'m> GpuSession<'m> {
         let conv_state = &self.layers[i].conv_state;
         ops::conv1d(rec, nr, dc, k, conv_in, cw, cb, conv_state, xbc, true)?;
         let (lo, hi) = c.time_step_limit;
-        ops::dt_softplus(rec, nr, h_n, zx.cols_from(di + dc), &w.dt_bias, dt, lo, hi)?;
+        let dt_raw = zx.cols_from(di + dc);
+        // A decode token in the SSM region: the step applies step 3 itself (one dispatch less).
+        let step_dt = (n == 1 && n_att == 0).then_some(ops::RawDt {
+            bias: &w.dt_bias,
+            lo,
+            hi,
+        });
+        if step_dt.is_none() {
+            ops::dt_softplus(rec, nr, h_n, dt_raw, &w.dt_bias, dt, lo, hi)?;
+        }
 
         // Step 4a: attention region (append to the cache, then attend over it).
         if n_att > 0 {
@@ -287,12 +296,16 @@ impl<'m> GpuSession<'m> {
                 x: x.rows_from(from),
                 b: b.rows_from(from),
                 c: cq.rows_from(from),
-                dt: dt.rows_from(from),
+                dt: if step_dt.is_some() {
+                    dt_raw
+                } else {
+                    dt.rows_from(from)
+                },
                 a_log: &w.a_log,
             };
             let (rows, ys) = (nr - from, y.rows_from(from));
             if rows == 1 {
-                ops::ssm_step(rec, dims, &inputs, state, ys)?;
+                ops::ssm_step(rec, dims, &inputs, state, ys, step_dt)?;
             } else {
                 let sb = state.buffer(rec)?.clone();
                 ops::ssd_scan(rec, dims, rows, &inputs, &sb, ys, chunk)?;

@@ -11,6 +11,18 @@ const K: Kernel = Kernel {
     spec: "",
 };
 
+/// The dt clamp limits as the kernels take them: `hi` = +inf (or NaN) as `f32::MAX`, `lo` = NaN
+/// as 0.
+pub(crate) fn finite_limits(lo: f32, hi: f32) -> (f32, f32) {
+    let hi = if hi.is_nan() || hi > f32::MAX {
+        f32::MAX
+    } else {
+        hi
+    };
+    let lo = if lo.is_nan() { 0.0 } else { lo.max(-f32::MAX) };
+    (lo, hi)
+}
+
 /// `out[t, h] = clamp(softplus(raw[t, h] + bias[h]), lo, hi)`; `hi` may be `f32::INFINITY`.
 pub fn dt_softplus(
     rec: &mut Recorder,
@@ -26,12 +38,7 @@ pub fn dt_softplus(
     raw.check(OP, "raw", rows, heads)?;
     out.check(OP, "out", rows, heads)?;
     need_len(OP, "dt_bias", bias, heads as u64)?;
-    let hi = if hi.is_nan() || hi > f32::MAX {
-        f32::MAX
-    } else {
-        hi
-    };
-    let lo = if lo.is_nan() { 0.0 } else { lo.max(-f32::MAX) };
+    let (lo, hi) = finite_limits(lo, hi);
     let params = [
         rows,
         heads,

@@ -30,7 +30,7 @@ pub use gated_rms_norm::gated_rms_norm;
 pub use matmul::{matmul, matmul_using, rms_norm_matmul, MatmulKernel};
 pub use memory_converter::memory_converter;
 pub use rms_norm::rms_norm;
-pub use ssd::{ssd_scan, ssm_sequential_scan, ssm_step, SsmInputs};
+pub use ssd::{ssd_scan, ssm_sequential_scan, ssm_step, RawDt, SsmInputs};
 pub use ssm_state::SsmState;
 pub use swiglu::swiglu;
 

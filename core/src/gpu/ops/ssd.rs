@@ -5,6 +5,7 @@ use crate::gpu::error::{ensure, GpuError};
 use crate::gpu::recorder::{grid64, Recorder};
 use crate::gpu::GpuResult;
 
+use super::dt::finite_limits;
 use super::rows_to_texture::rows_to_texture;
 use super::{need_len, SsmDims, SsmState, View};
 
@@ -98,8 +99,13 @@ const STEP: Kernel = Kernel {
 const STEP_TEX: Kernel = Kernel {
     shader: "ssm_step_tex",
     entry: "main",
-    access: "rurrxow",
+    access: "rurrxowr",
     spec: "",
+};
+/// `STEP_TEX` applying dt = clamp(softplus(raw + dt_bias), lo, hi) itself.
+const STEP_TEX_RAW_DT: Kernel = Kernel {
+    spec: "RAW_DT=1",
+    ..STEP_TEX
 };
 const SEQ: Kernel = Kernel {
     shader: "ssm_sequential_scan",
@@ -367,15 +373,25 @@ pub fn ssm_sequential_scan(
     rec.dispatch(&SEQ, &p, &bufs, grid64(d.inner() as u64))
 }
 
+/// dt not yet through MODEL.md step 3: [`ssm_step`] applies
+/// `clamp(softplus(raw + bias), lo, hi)` itself (decode fuses the dt dispatch into the step).
+pub struct RawDt<'a> {
+    pub bias: &'a GpuBuffer,
+    pub lo: f32,
+    pub hi: f32,
+}
+
 /// One decode token (row 0 of each view): `S = exp(dt A) S + dt x B`, `y = S C` into row 0
-/// of `y`. The state stays in its texture pair from token to token (ssm_step_tex, B and C
-/// copied into the uniform staging buffer) where the shape fits, else in its buffer (ssm_step).
+/// of `y` (with `raw_dt`, `inp.dt` is in_proj's raw dt: see [`RawDt`]). The state stays in its
+/// texture pair from token to token (ssm_step_tex, B and C copied into the uniform staging
+/// buffer) where the shape fits, else in its buffer (ssm_step).
 pub fn ssm_step(
     rec: &mut Recorder,
     d: SsmDims,
     inp: &SsmInputs,
     state: &mut SsmState,
     y: View,
+    raw_dt: Option<RawDt>,
 ) -> GpuResult<()> {
     const OP: &str = "ssm_step";
     d.check(OP)?;
@@ -384,12 +400,21 @@ pub fn ssm_step(
     })?;
     inp.check(OP, &d, 1)?;
     y.check(OP, "y", 1, d.inner())?;
+    if let Some(r) = &raw_dt {
+        need_len(OP, "dt_bias", r.bias, d.heads as u64)?;
+    }
     if !state.fits_textures(rec.ctx()) {
-        let p = params(&d, 1, 1, 0, inp.x, inp.b, inp.c, inp.dt, y, 0);
+        // Storage fallback: dt into a scratch row first.
+        let dt_buf;
+        let mut dt = inp.dt;
+        if let Some(r) = &raw_dt {
+            dt_buf = rec.ctx().scratch("ssm_step.dt", d.heads as usize)?;
+            dt = View::dense(&dt_buf, d.heads);
+            super::dt_softplus(rec, 1, d.heads, inp.dt, r.bias, dt, r.lo, r.hi)?;
+        }
+        let p = params(&d, 1, 1, 0, inp.x, inp.b, inp.c, dt, y, 0);
         let sb = state.buffer(rec)?.clone();
-        let bufs = [
-            inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, &sb, y.buf,
-        ];
+        let bufs = [inp.x.buf, inp.b.buf, inp.c.buf, dt.buf, inp.a_log, &sb, y.buf];
         return rec.dispatch(&STEP, &p, &bufs, grid64(d.inner() as u64));
     }
     // B at vec4 0 of the staging buffer, C at vec4 c4.
@@ -405,6 +430,7 @@ pub fn ssm_step(
         rec.copy(c.buf, c.offset as usize, &st, 4 * c4 as usize, gn as usize)?;
     }
     let [s_in, s_out] = state.step_textures(rec)?;
+    let (lo, hi) = raw_dt.as_ref().map_or((0.0, 0.0), |r| finite_limits(r.lo, r.hi));
     let p = [
         d.heads,
         d.head_dim,
@@ -414,7 +440,13 @@ pub fn ssm_step(
         inp.dt.offset,
         y.offset,
         c4,
+        lo.to_bits(),
+        hi.to_bits(),
     ];
-    let bufs = [inp.x.buf, &st, inp.dt.buf, inp.a_log, &s_in, &s_out, y.buf];
-    rec.dispatch(&STEP_TEX, &p, &bufs, grid64(d.inner() as u64))
+    let (k, bias) = match &raw_dt {
+        Some(r) => (&STEP_TEX_RAW_DT, r.bias.clone()),
+        None => (&STEP_TEX, rec.ctx().dummy().clone()),
+    };
+    let bufs = [inp.x.buf, &st, inp.dt.buf, inp.a_log, &s_in, &s_out, y.buf, &bias];
+    rec.dispatch(k, &p, &bufs, grid64(d.inner() as u64))
 }
