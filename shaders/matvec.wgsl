@@ -8,10 +8,6 @@
 // fetches per iteration. Same params, W layout and flags as matmul_sg.wgsl (bit 0 = add bias,
 // bit 1 = accumulate into Y); x_stride / x_off are unused (X is already dense). Portable: no
 // subgroups, no f16.
-// With NORMED = 1 (decode: MODEL.md step 1 fused into in_proj, the final norm into the LM head)
-// X's rows are RMS-normalised on the fly: the op also puts the norm weight in the staging (at
-// vec4 norm_w4), and y = rsqrt(mean(x^2) + eps) * (W . (x * w_norm)); one dispatch instead of
-// two, per row block (on lavapipe a dispatch costs ~0.1 ms, a copy next to nothing).
 // bindings: 0 params | 1 X (uniform) | 2 W block (texture) | 3 bias [out] | 4 Y (rw)
 // grid: x over ceil(rows / 128), y over t.
 
@@ -26,11 +22,7 @@ struct Params {
     y_off: u32,
     flags: u32,
     ldk4: u32,
-    norm_w4: u32,
-    eps: f32,
 }
-
-override NORMED: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> xu: array<vec4<f32>, 4096>;
@@ -72,28 +64,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let xb = t * p.ldk4;
     let full = p.k / 4u;
     var c = vec4<f32>(0.0);
-    var ss = 0.0;
     for (var i = 0u; i < full; i += 1u) {
-        var xv = xu[xb + i];
-        if (NORMED == 1u) {
-            ss += dot(xv, xv);
-            xv *= xu[p.norm_w4 + i];
-        }
-        c += dots(xv, i32(i), r);
+        c += dots(xu[xb + i], i32(i), r);
     }
     if (full < p.ldk4) {
         // The last vec4 of a row whose K is not a multiple of 4: the staging buffer holds stale
         // values past K (W is zero there, but 0 * NaN is not 0), so mask them.
         let keep = vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.k - 4u * full);
-        var xv = select(vec4<f32>(0.0), xu[xb + full], keep);
-        if (NORMED == 1u) {
-            ss += dot(xv, xv);
-            xv = select(vec4<f32>(0.0), xv * xu[p.norm_w4 + full], keep);
-        }
-        c += dots(xv, i32(full), r);
-    }
-    if (NORMED == 1u) {
-        c *= inverseSqrt(ss / f32(p.k) + p.eps);
+        c += dots(select(vec4<f32>(0.0), xu[xb + full], keep), i32(full), r);
     }
     store(t, o, c.x);
     store(t, o + 32u, c.y);

@@ -4,7 +4,7 @@
 // ~1.4x the f32 kernel (half the fetches and half the bytes; f16 storage textures, same fetch
 // count, gave nothing). No shader-f16 needed: unpack2x16float is core WGSL.
 // Same params, X staging (uniform, dense with stride ldk4 vec4s; ldk is a multiple of 8 here)
-// and flags as matvec.wgsl, and its NORMED variant (RMS norm fused, norm weight in the staging).
+// and flags as matvec.wgsl.
 // bindings: 0 params | 1 X (uniform) | 2 W block (packed texture) | 3 bias [out] | 4 Y (rw)
 // grid: x over ceil(rows / 128), y over t.
 
@@ -19,11 +19,7 @@ struct Params {
     y_off: u32,
     flags: u32,
     ldk4: u32,
-    norm_w4: u32,
-    eps: f32,
 }
-
-override NORMED: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> xu: array<vec4<f32>, 4096>;
@@ -66,34 +62,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let xb = t * p.ldk4;
     let full = p.k / 8u;
     var c = vec4<f32>(0.0);
-    var ss = 0.0;
     for (var i = 0u; i < full; i += 1u) {
-        var x0 = xu[xb + 2u * i];
-        var x1 = xu[xb + 2u * i + 1u];
-        if (NORMED == 1u) {
-            ss += dot(x0, x0) + dot(x1, x1);
-            x0 *= xu[p.norm_w4 + 2u * i];
-            x1 *= xu[p.norm_w4 + 2u * i + 1u];
-        }
-        c += dots(x0, x1, i32(i), r);
+        c += dots(xu[xb + 2u * i], xu[xb + 2u * i + 1u], i32(i), r);
     }
     if (2u * full < p.ldk4) {
         // The last texel of a row whose K is not a multiple of 8: the staging buffer holds stale
         // values past K (W is zero there, but 0 * NaN is not 0), so mask them.
         let rem = p.k - 8u * full;
-        let keep0 = vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(rem);
-        let keep1 = vec4<u32>(4u, 5u, 6u, 7u) < vec4<u32>(rem);
-        var x0 = select(vec4<f32>(0.0), xu[xb + 2u * full], keep0);
-        var x1 = select(vec4<f32>(0.0), xu[xb + 2u * full + 1u], keep1);
-        if (NORMED == 1u) {
-            ss += dot(x0, x0) + dot(x1, x1);
-            x0 = select(vec4<f32>(0.0), x0 * xu[p.norm_w4 + 2u * full], keep0);
-            x1 = select(vec4<f32>(0.0), x1 * xu[p.norm_w4 + 2u * full + 1u], keep1);
-        }
+        let x0 = select(vec4<f32>(0.0), xu[xb + 2u * full], vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(rem));
+        let x1 = select(vec4<f32>(0.0), xu[xb + 2u * full + 1u], vec4<u32>(4u, 5u, 6u, 7u) < vec4<u32>(rem));
         c += dots(x0, x1, i32(full), r);
-    }
-    if (NORMED == 1u) {
-        c *= inverseSqrt(ss / f32(p.k) + p.eps);
     }
     store(t, o, c.x);
     store(t, o + 32u, c.y);

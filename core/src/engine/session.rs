@@ -181,9 +181,9 @@ impl<'m> GpuSession<'m> {
             let h = h.rows_from((n - logit_rows) as u32);
             let u = View::dense(&act.u, d);
             let eps = c.layer_norm_epsilon;
+            ops::rms_norm(&mut rec, rows, d, h, &m.norm_f, u, eps)?;
             let logits = View::dense(&act.logits, m.vocab as u32);
-            let out = m.output_matrix();
-            ops::rms_norm_matmul(&mut rec, rows, h, &m.norm_f, eps, out, None, logits, u)?;
+            ops::matmul(&mut rec, rows, u, m.output_matrix(), None, logits, false)?;
         }
         rec.submit()?;
         // The converter has consumed these caches: free them, memory stops growing here.
@@ -231,8 +231,8 @@ impl<'m> GpuSession<'m> {
         let (x, b, cq) = (xbc, xbc.cols_from(di), xbc.cols_from(di + gn));
 
         // Steps 1-3: norm, in_proj, conv + SiLU, dt.
-        let in_bias = w.in_proj_bias.as_ref();
-        ops::rms_norm_matmul(rec, nr, h, &w.norm, eps, &w.in_proj, in_bias, zx, u)?;
+        ops::rms_norm(rec, nr, d, h, &w.norm, u, eps)?;
+        ops::matmul(rec, nr, u, &w.in_proj, w.in_proj_bias.as_ref(), zx, false)?;
         let conv_in = zx.cols_from(di);
         let (cw, cb) = (&w.conv_weight, w.conv_bias.as_ref());
         let k = c.conv_kernel as u32;

@@ -24,15 +24,6 @@ const MATVEC_F16: Kernel = Kernel {
     access: "utrw",
     spec: "",
 };
-/// The matvecs with the RMS norm of X fused in (decode: step 1 + in_proj, final norm + LM head).
-const MATVEC_NORMED: Kernel = Kernel {
-    spec: "NORMED=1",
-    ..MATVEC
-};
-const MATVEC_F16_NORMED: Kernel = Kernel {
-    spec: "NORMED=1",
-    ..MATVEC_F16
-};
 const TILED_SG: Kernel = Kernel {
     shader: "matmul_sg",
     entry: "main",
@@ -168,74 +159,16 @@ fn matvec(
     flags: u32,
     ldk: u64,
 ) -> GpuResult<()> {
-    let st = stage_rows(rec, rows, x, w.cols, ldk)?;
+    let st = rec.ctx().uniform_staging();
+    for t in 0..rows {
+        let src = x.offset as usize + (t * x.stride) as usize;
+        rec.copy(x.buf, src, &st, (t as u64 * ldk) as usize, w.cols)?;
+    }
     for b in &w.blocks {
         let params = block_params(rows, w.cols, b, x, y, flags);
         let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
         let k = if b.is_f16() { &MATVEC_F16 } else { &MATVEC };
         rec.dispatch(k, &params, &[&st, &b.buffer, bias, y.buf], g)?;
-    }
-    Ok(())
-}
-
-/// Copies X's rows into the uniform staging, dense with stride `ldk`; returns the staging.
-fn stage_rows(rec: &mut Recorder, rows: u32, x: View, k: usize, ldk: u64) -> GpuResult<GpuBuffer> {
-    let st = rec.ctx().uniform_staging();
-    for t in 0..rows {
-        let src = x.offset as usize + (t * x.stride) as usize;
-        rec.copy(x.buf, src, &st, (t as u64 * ldk) as usize, k)?;
-    }
-    Ok(st)
-}
-
-/// `y = rms_norm(x) W^T (+ bias)` with `rms_norm(x) = x / sqrt(mean(x^2) + eps) * norm_w`:
-/// MODEL.md's step-1 norm and in_proj, or the final norm and the LM head, in one op. Decode
-/// rows (the matvec path) are normalised inside the matvec (X and `norm_w` in the uniform
-/// staging), one dispatch per block: on lavapipe a dispatch costs ~0.1 ms, a copy next to
-/// nothing. Otherwise [`super::rms_norm`] into `scratch` ([rows, K]), then [`matmul`].
-#[allow(clippy::too_many_arguments)]
-pub fn rms_norm_matmul(
-    rec: &mut Recorder,
-    rows: u32,
-    x: View,
-    norm_w: &GpuBuffer,
-    eps: f32,
-    w: &GpuMatrix,
-    bias: Option<&GpuBuffer>,
-    y: View,
-    scratch: View,
-) -> GpuResult<()> {
-    const OP: &str = "rms_norm_matmul";
-    let k = w.cols as u32;
-    x.check(OP, "x", rows, k)?;
-    y.check(OP, "y", rows, w.rows as u32)?;
-    need_len(OP, "norm weight", norm_w, k as u64)?;
-    if let Some(b) = bias {
-        need_len(OP, "bias", b, w.rows as u64)?;
-    }
-    // The rows and the norm weight (one more row) must fit the staging.
-    let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
-    let fused = (1..MATVEC_MAX_ROWS).contains(&rows)
-        && (rows as u64 + 1) * ldk * 4 <= UNIFORM_STAGING_BYTES;
-    if !fused {
-        super::rms_norm(rec, rows, k, x, norm_w, scratch, eps)?;
-        return matmul(rec, rows, scratch, w, bias, y, false);
-    }
-    let st = stage_rows(rec, rows, x, w.cols, ldk)?;
-    rec.copy(norm_w, 0, &st, (rows as u64 * ldk) as usize, w.cols)?;
-    let norm_w4 = (rows as u64 * ldk / 4) as u32;
-    let flags = bias.is_some() as u32;
-    let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
-    for b in &w.blocks {
-        let p = block_params(rows, w.cols, b, x, y, flags);
-        let params: Vec<u32> = p.into_iter().chain([norm_w4, eps.to_bits()]).collect();
-        let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
-        let kern = if b.is_f16() {
-            &MATVEC_F16_NORMED
-        } else {
-            &MATVEC_NORMED
-        };
-        rec.dispatch(kern, &params, &[&st, &b.buffer, &bias, y.buf], g)?;
     }
     Ok(())
 }

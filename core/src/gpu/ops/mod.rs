@@ -27,7 +27,7 @@ pub use copy_rows::copy_rows;
 pub use dt::dt_softplus;
 pub use embedding::embedding;
 pub use gated_rms_norm::gated_rms_norm;
-pub use matmul::{matmul, matmul_using, rms_norm_matmul, MatmulKernel};
+pub use matmul::{matmul, matmul_using, MatmulKernel};
 pub use memory_converter::memory_converter;
 pub use rms_norm::rms_norm;
 pub use ssd::{ssd_scan, ssm_sequential_scan, ssm_step, RawDt, SsmInputs};
