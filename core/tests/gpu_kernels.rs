@@ -1037,7 +1037,7 @@ fn chunked_scan_equals_recurrence_for_every_chunk_size() {
             }
             let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
             let inp = inputs(d, &xbc, stride, &dtb, &ab);
-            for chunk in [1u32, 3, 8, 64] {
+            for chunk in [1u32, 3, 8, 64, 128] {
                 if std::ptr::eq(c, small_ctx()) && chunk > 8 {
                     continue; // the 4 KiB test limit cannot hold a 64-row chunk's scratch
                 }
@@ -1297,7 +1297,7 @@ fn memory_converter_matches_closed_formula() {
                 let vb = up(c, &case.x);
                 let dtb = up(c, &case.dt);
                 let ab = up(c, &case.a_log);
-                for chunk in [1u32, 4, 64] {
+                for chunk in [1u32, 4, 64, 128] {
                     let state = up(c, &randv(&mut r, h * p * n, 5.0));
                     let mut rec = Recorder::new(c);
                     memory_converter(
@@ -2328,7 +2328,7 @@ fn chunked_scan_with_several_tiles() {
     let c = ctx();
     let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
     let inp = inputs(d, &xbc, stride, &dtb, &ab);
-    for chunk in [37u32, 64, 100] {
+    for chunk in [37u32, 64, 100, 128] {
         let state = up(c, &case.s0);
         let hp = d.inner() as usize;
         let yb = c.zeros("y", case.t * hp).unwrap();

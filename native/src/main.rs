@@ -131,7 +131,7 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         repeats: usize,
         /// Chunk size of the SSD scan.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 128)]
         chunk: u32,
         /// Attention with the fused kernel over the cache buffers instead of two products
         /// over the cache in textures (to compare the two).
