@@ -244,7 +244,7 @@ impl ModelConfig {
                 });
             }
         }
-        if self.num_heads % self.n_groups != 0 {
+        if !self.num_heads.is_multiple_of(self.n_groups) {
             return Err(Error::ConfigValue {
                 key: "n_groups".into(),
                 reason: format!(
@@ -253,7 +253,7 @@ impl ModelConfig {
                 ),
             });
         }
-        if self.rope_theta.is_some() && self.state_size % 2 != 0 {
+        if self.rope_theta.is_some() && !self.state_size.is_multiple_of(2) {
             return Err(Error::ConfigValue {
                 key: "rope_theta".into(),
                 reason: "rotary embedding needs an even state_size".into(),

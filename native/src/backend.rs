@@ -102,7 +102,7 @@ impl Engine {
     pub fn session(&self, schedule: Schedule) -> Result<Session<'_>> {
         Ok(match self {
             Engine::Cpu(m) => Session::Cpu(CpuSession::new(m, schedule)?),
-            Engine::Gpu(g) => Session::Gpu(GpuSession::new(g, schedule)?),
+            Engine::Gpu(g) => Session::Gpu(Box::new(GpuSession::new(g, schedule)?)),
         })
     }
 
@@ -117,7 +117,8 @@ impl Engine {
 /// One sequence on either backend.
 pub enum Session<'a> {
     Cpu(CpuSession<'a>),
-    Gpu(GpuSession<'a>),
+    // Boxed: a GPU session (per-layer buffers, caches) is much larger than a CPU one.
+    Gpu(Box<GpuSession<'a>>),
 }
 
 impl Session<'_> {

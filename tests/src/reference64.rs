@@ -39,6 +39,8 @@ fn rope(v: &[f64], pos: usize, theta: f64) -> Vec<f64> {
 }
 
 /// Logits `[T, V]` of the whole prompt under `schedule`, in f64.
+// Indexed loops on purpose: they mirror MODEL.md's formulas term by term.
+#[allow(clippy::needless_range_loop)]
 pub fn forward_f64(model: &Model, schedule: &Schedule, tokens: &[u32]) -> Vec<f64> {
     let c = &model.config;
     let (d, h_n, p_n, n_n, g_n) = (

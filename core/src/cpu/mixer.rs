@@ -226,10 +226,10 @@ fn attention(
                 }
                 let o = &mut out[q * p_n..(q + 1) * p_n];
                 let mut acc = vec![0f64; p_n];
-                for s in 0..=t {
+                for (s, &w) in scores[..=t].iter().enumerate() {
                     let v = &cache.x[s * h_n * p_n + h * p_n..s * h_n * p_n + (h + 1) * p_n];
                     for p in 0..p_n {
-                        acc[p] += scores[s] * v[p] as f64;
+                        acc[p] += w * v[p] as f64;
                     }
                 }
                 for p in 0..p_n {

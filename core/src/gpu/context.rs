@@ -603,7 +603,7 @@ impl GpuContext {
         if let Some(p) = st.pipelines.get(&key) {
             return Ok(p.clone());
         }
-        if !st.modules.contains_key(&(k.shader, f16)) {
+        if let std::collections::hash_map::Entry::Vacant(e) = st.modules.entry((k.shader, f16)) {
             let src = shader_variant(k.shader, f16)
                 .ok_or_else(|| GpuError::Unsupported(format!("no shader named {}", k.shader)))?;
             let desc = wgpu::ShaderModuleDescriptor {
@@ -621,12 +621,11 @@ impl GpuContext {
             } else {
                 self.device.create_shader_module(desc)
             };
-            st.modules.insert((k.shader, f16), m);
+            e.insert(m);
         }
-        if !st.layouts.contains_key(&(k.access, f16)) {
-            let l = self.make_layout(k.access, f16);
-            st.layouts.insert((k.access, f16), l);
-        }
+        st.layouts
+            .entry((k.access, f16))
+            .or_insert_with(|| self.make_layout(k.access, f16));
         let constants: Vec<(&str, f64)> = k
             .spec
             .split(';')
@@ -779,10 +778,9 @@ impl GpuContext {
         if st.bind_groups.len() >= BIND_GROUP_CACHE_MAX {
             st.bind_groups.clear();
         }
-        if !st.layouts.contains_key(&(pipe.access, pipe.f16)) {
-            let l = self.make_layout(pipe.access, pipe.f16);
-            st.layouts.insert((pipe.access, pipe.f16), l);
-        }
+        st.layouts
+            .entry((pipe.access, pipe.f16))
+            .or_insert_with(|| self.make_layout(pipe.access, pipe.f16));
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
