@@ -114,7 +114,10 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     per_token.sort();
     let p10 = per_token.get(per_token.len() / 10).map_or(0.0, |&d| ms(d));
     let p50 = per_token.get(per_token.len() / 2).map_or(0.0, |&d| ms(d));
-    say!(q, "decode time per token: p10 {p10:.2} ms, median {p50:.2} ms");
+    say!(
+        q,
+        "decode time per token: p10 {p10:.2} ms, median {p50:.2} ms"
+    );
     say!(q, "peak cache memory: {}", format_bytes(peak));
     report["prefill"] =
         json!({"tokens": args.prompt_len, "ms": ms(p), "tokens_per_s": prefill_tps});

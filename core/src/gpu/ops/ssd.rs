@@ -414,7 +414,9 @@ pub fn ssm_step(
         }
         let p = params(&d, 1, 1, 0, inp.x, inp.b, inp.c, dt, y, 0);
         let sb = state.buffer(rec)?.clone();
-        let bufs = [inp.x.buf, inp.b.buf, inp.c.buf, dt.buf, inp.a_log, &sb, y.buf];
+        let bufs = [
+            inp.x.buf, inp.b.buf, inp.c.buf, dt.buf, inp.a_log, &sb, y.buf,
+        ];
         return rec.dispatch(&STEP, &p, &bufs, grid64(d.inner() as u64));
     }
     // B at vec4 0 of the staging buffer, C at vec4 c4.
@@ -430,7 +432,9 @@ pub fn ssm_step(
         rec.copy(c.buf, c.offset as usize, &st, 4 * c4 as usize, gn as usize)?;
     }
     let [s_in, s_out] = state.step_textures(rec)?;
-    let (lo, hi) = raw_dt.as_ref().map_or((0.0, 0.0), |r| finite_limits(r.lo, r.hi));
+    let (lo, hi) = raw_dt
+        .as_ref()
+        .map_or((0.0, 0.0), |r| finite_limits(r.lo, r.hi));
     let p = [
         d.heads,
         d.head_dim,
@@ -447,6 +451,8 @@ pub fn ssm_step(
         Some(r) => (&STEP_TEX_RAW_DT, r.bias.clone()),
         None => (&STEP_TEX, rec.ctx().dummy().clone()),
     };
-    let bufs = [inp.x.buf, &st, inp.dt.buf, inp.a_log, &s_in, &s_out, y.buf, &bias];
+    let bufs = [
+        inp.x.buf, &st, inp.dt.buf, inp.a_log, &s_in, &s_out, y.buf, &bias,
+    ];
     rec.dispatch(k, &p, &bufs, grid64(d.inner() as u64))
 }
