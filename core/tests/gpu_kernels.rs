@@ -139,6 +139,33 @@ fn embedding_gathers_rows_also_from_split_tables() {
             })
             .collect();
         assert_close("embedding", &got, &want, 0.0);
+        // The same through embedding_of, which skips the blocks holding none of the ids.
+        let out = up(c, &pack(&mut r, &vec![0.0; t * d], t, d, stride, off));
+        let mut rec = Recorder::new(c);
+        let ov = View::new(&out, stride as u32, off as u32);
+        embedding_of(&mut rec, &tok, &tokens, &m, ov).unwrap();
+        submit(rec);
+        let got = unpack(&read(c, &out), t, d, stride, off);
+        assert_close("embedding_of", &got, &want, 0.0);
+        // One id: one block dispatched.
+        let one = c.upload_u32("one", &[v as u32 - 1]).unwrap();
+        let out = c.zeros("out", d).unwrap();
+        let mut rec = Recorder::new(c);
+        embedding_of(
+            &mut rec,
+            &one,
+            &[v as u32 - 1],
+            &m,
+            View::dense(&out, d as u32),
+        )
+        .unwrap();
+        assert_eq!(rec.len(), 1, "one block for one id");
+        submit(rec);
+        let last = table[(v - 1) * d..]
+            .iter()
+            .map(|&x| x as f64)
+            .collect::<Vec<_>>();
+        assert_close("embedding_of one id", &read(c, &out), &last, 0.0);
     }
 }
 

@@ -169,7 +169,7 @@ impl<'m> GpuSession<'m> {
         let d = c.hidden_size as u32;
         let mut rec = Recorder::new(&m.ctx);
         let h = View::dense(&act.h, d);
-        ops::embedding(&mut rec, &act.tokens, n as u32, &m.embedding, h)?;
+        ops::embedding_of(&mut rec, &act.tokens, tokens, &m.embedding, h)?;
         let mut converted = Vec::new();
         for i in 0..self.layers.len() {
             if self.record_layer(&mut rec, act, i, n)? {

@@ -1,6 +1,6 @@
 use crate::gpu::context::{GpuBuffer, Kernel};
 use crate::gpu::recorder::{grid64, Recorder};
-use crate::gpu::weights::GpuMatrix;
+use crate::gpu::weights::{GpuMatrix, MatBlock};
 use crate::gpu::GpuResult;
 
 use super::{need_len, View};
@@ -21,10 +21,37 @@ pub fn embedding(
     table: &GpuMatrix,
     out: View,
 ) -> GpuResult<()> {
+    gather(rec, tokens, n, table, out, |_| true)
+}
+
+/// [`embedding`] for tokens the caller also has on the CPU (`ids`, the contents of `tokens`):
+/// only the table blocks holding one of them are dispatched (a decode token reads one block of
+/// a split table, not all of them).
+pub fn embedding_of(
+    rec: &mut Recorder,
+    tokens: &GpuBuffer,
+    ids: &[u32],
+    table: &GpuMatrix,
+    out: View,
+) -> GpuResult<()> {
+    gather(rec, tokens, ids.len() as u32, table, out, |b| {
+        ids.iter()
+            .any(|&i| (b.row_start..b.row_start + b.rows).contains(&(i as usize)))
+    })
+}
+
+fn gather(
+    rec: &mut Recorder,
+    tokens: &GpuBuffer,
+    n: u32,
+    table: &GpuMatrix,
+    out: View,
+    holds: impl Fn(&MatBlock) -> bool,
+) -> GpuResult<()> {
     const OP: &str = "embedding";
     need_len(OP, "tokens", tokens, n as u64)?;
     out.check(OP, "out", n, table.cols as u32)?;
-    for b in &table.blocks {
+    for b in table.blocks.iter().filter(|b| holds(b)) {
         let params = [
             n,
             table.cols as u32,

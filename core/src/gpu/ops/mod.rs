@@ -25,7 +25,7 @@ pub use attention_products::{attention_products, AttentionTextures};
 pub use conv1d::conv1d;
 pub use copy_rows::copy_rows;
 pub use dt::dt_softplus;
-pub use embedding::embedding;
+pub use embedding::{embedding, embedding_of};
 pub use gated_rms_norm::gated_rms_norm;
 pub use matmul::{matmul, matmul_using, MatmulKernel};
 pub use memory_converter::memory_converter;
