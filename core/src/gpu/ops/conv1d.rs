@@ -82,9 +82,7 @@ pub fn conv1d(
         bias.is_some() as u32,
     ];
     let bufs = [input.buf, weight, bias.unwrap_or(&dummy), state, out.buf];
-    let aligned = [channels, input.stride, input.offset, out.stride, out.offset]
-        .iter()
-        .all(|v| v.is_multiple_of(4));
+    let aligned = channels.is_multiple_of(4) && input.vec4_aligned() && out.vec4_aligned();
     if aligned && rows == 1 && update_state {
         return rec.dispatch(&STEP_VEC4, &params, &bufs, grid64(channels as u64 / 4));
     }

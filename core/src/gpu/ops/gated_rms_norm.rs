@@ -60,18 +60,9 @@ pub fn gated_rms_norm(
         d_skip.is_some() as u32,
     ];
     let bufs = [x.buf, z.buf, d_skip.unwrap_or(&dummy), weight, y.buf];
-    let aligned = [
-        di / d.groups,
-        d.head_dim,
-        y.stride,
-        y.offset,
-        x.stride,
-        x.offset,
-        z.stride,
-        z.offset,
-    ]
-    .iter()
-    .all(|v| v.is_multiple_of(4));
+    let aligned = (di / d.groups).is_multiple_of(4)
+        && d.head_dim.is_multiple_of(4)
+        && [y, x, z].iter().all(View::vec4_aligned);
     rec.dispatch(
         if aligned { &K_VEC4 } else { &K },
         &params,

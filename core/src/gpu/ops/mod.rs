@@ -76,6 +76,19 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Stride and offset multiples of 4: rows start on vec4 boundaries (the `_vec4` kernels).
+    pub(crate) fn vec4_aligned(&self) -> bool {
+        self.stride.is_multiple_of(4) && self.offset.is_multiple_of(4)
+    }
+
+    /// `next`'s columns start `cols` columns after this view's, in the same rows of the same
+    /// buffer (e.g. x, B and C within one xBC' row), so the two can be read as one.
+    pub(crate) fn continues_into(&self, next: View, cols: u32) -> bool {
+        self.buf.id() == next.buf.id()
+            && self.stride == next.stride
+            && next.offset == self.offset + cols
+    }
+
     /// Checks that `rows` rows of `width` elements lie inside the buffer.
     pub(crate) fn check(
         &self,

@@ -42,9 +42,7 @@ pub fn rms_norm(
         out.stride,
         out.offset,
     ];
-    let aligned = [width, x.stride, x.offset, out.stride, out.offset]
-        .iter()
-        .all(|v| v.is_multiple_of(4));
+    let aligned = width.is_multiple_of(4) && x.vec4_aligned() && out.vec4_aligned();
     let k = if aligned { &K_VEC4 } else { &K };
     rec.dispatch(k, &params, &[x.buf, w, out.buf], grid_groups(rows as u64))
 }

@@ -33,7 +33,7 @@ pub(crate) fn rows_to_texture(
 ) -> GpuResult<()> {
     let ldk4 = k.div_ceil(4);
     let params = [rows, k, ldk4, x.stride, x.offset, row0, col0];
-    let aligned = [k, x.stride, x.offset].iter().all(|v| v.is_multiple_of(4));
+    let aligned = k.is_multiple_of(4) && x.vec4_aligned();
     rec.dispatch(
         if aligned { &K_VEC4 } else { &K },
         &params,

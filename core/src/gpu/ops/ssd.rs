@@ -208,13 +208,16 @@ pub(crate) fn segment_states(
         grid64(nc as u64 * d.heads as u64),
     )?;
     let bufs = [x.buf, b.buf, dt.buf, acs, states];
-    if let (Some(xt), true) = (xtex, rec.ctx().has_subgroup8()) {
-        let tiles = d.head_dim.div_ceil(SG_TILE) * d.state.div_ceil(SG_TILE);
-        let bufs = [xt, dt.buf, acs, states];
-        rec.dispatch(&CHUNK_STATE_XTEX_SG, p, &bufs, [tiles, d.heads, nc])?;
-    } else if rec.ctx().has_subgroup8() {
-        let tiles = d.head_dim.div_ceil(SG_TILE) * d.state.div_ceil(SG_TILE);
-        rec.dispatch(&CHUNK_STATE_SG, p, &bufs, [tiles, d.heads, nc])?;
+    if rec.ctx().has_subgroup8() {
+        let grid = [
+            d.head_dim.div_ceil(SG_TILE) * d.state.div_ceil(SG_TILE),
+            d.heads,
+            nc,
+        ];
+        match xtex {
+            Some(xt) => rec.dispatch(&CHUNK_STATE_XTEX_SG, p, &[xt, dt.buf, acs, states], grid)?,
+            None => rec.dispatch(&CHUNK_STATE_SG, p, &bufs, grid)?,
+        }
     } else {
         rec.dispatch(&CHUNK_STATE, p, &bufs, grid64(nc as u64 * hpn))?;
     }
@@ -248,13 +251,10 @@ pub(crate) fn pack_xbc(
         return Ok(None);
     }
     let xt = rec.ctx().x_texture(width / 4, rows)?;
-    let adjacent = |u: View, v: View, at: u32| {
-        u.buf.id() == v.buf.id() && u.stride == v.stride && v.offset == u.offset + at
-    };
     let parts: Vec<(View, u32, u32)> = match c {
-        Some(c) if adjacent(x, b, hp) && adjacent(b, c, gn) => vec![(x, width, 0)],
+        Some(c) if x.continues_into(b, hp) && b.continues_into(c, gn) => vec![(x, width, 0)],
         Some(c) => vec![(x, hp, 0), (b, gn, hp / 4), (c, gn, (hp + gn) / 4)],
-        None if adjacent(x, b, hp) => vec![(x, width, 0)],
+        None if x.continues_into(b, hp) => vec![(x, width, 0)],
         None => vec![(x, hp, 0), (b, gn, hp / 4)],
     };
     for (v, k, col0) in parts {
@@ -424,7 +424,7 @@ pub fn ssm_step(
     let c4 = gn.div_ceil(4);
     let st = rec.ctx().uniform_staging();
     let (b, c) = (inp.b, inp.c);
-    if c.buf.id() == b.buf.id() && c.offset == b.offset + gn && gn.is_multiple_of(4) {
+    if b.continues_into(c, gn) && gn.is_multiple_of(4) {
         // B and C adjacent (an xBC' row): one copy.
         rec.copy(b.buf, b.offset as usize, &st, 0, 2 * gn as usize)?;
     } else {
