@@ -8,6 +8,12 @@
 // fetches per iteration. Same params, W layout and flags as matmul_sg.wgsl (bit 0 = add bias,
 // bit 1 = accumulate into Y); x_stride / x_off are unused (X is already dense). Portable: no
 // subgroups, no f16.
+// With NORM = 1 the product is of RMSNorm(X) instead (MODEL.md's RMSNorm with its weight
+// folded into W's columns at load, see engine/model.rs): X's K columns form `groups` groups of
+// K/groups, each normalised separately, x / sqrt(mean(x^2) + eps). The sum of squares rides
+// along in the loop (one more dot per vec4 of X, which every lane already holds), so the
+// norm costs no dispatch and no extra pass over X: on lavapipe a dispatch costs ~0.1 ms.
+// Needs K / groups a multiple of 4 (the op checks).
 // bindings: 0 params | 1 X (uniform) | 2 W block (texture) | 3 bias [out] | 4 Y (rw)
 // grid: x over ceil(rows / 128), y over t.
 
@@ -22,7 +28,11 @@ struct Params {
     y_off: u32,
     flags: u32,
     ldk4: u32,
+    groups: u32,
+    eps: f32,
 }
+
+override NORM: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> xu: array<vec4<f32>, 4096>;
@@ -64,6 +74,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let xb = t * p.ldk4;
     let full = p.k / 4u;
     var c = vec4<f32>(0.0);
+    if (NORM == 1u) {
+        // full = K / 4 here; each group's partial product scaled by its own 1 / rms.
+        let seg = full / p.groups;
+        var i = 0u;
+        for (var g = 0u; g < p.groups; g += 1u) {
+            var a = vec4<f32>(0.0);
+            var ss = vec4<f32>(0.0);
+            let end = i + seg;
+            for (; i < end; i += 1u) {
+                let xv = xu[xb + i];
+                ss += xv * xv;
+                a += dots(xv, i32(i), r);
+            }
+            c += a * inverseSqrt(dot(ss, vec4<f32>(1.0)) / f32(4u * seg) + p.eps);
+        }
+        store(t, o, c.x);
+        store(t, o + 32u, c.y);
+        store(t, o + 64u, c.z);
+        store(t, o + 96u, c.w);
+        return;
+    }
     for (var i = 0u; i < full; i += 1u) {
         c += dots(xu[xb + i], i32(i), r);
     }

@@ -9,8 +9,12 @@
 // With RAW_DT = 1 binding 3 holds the raw dt of in_proj and the kernel applies MODEL.md step 3
 // itself, dt = clamp(softplus(raw + dt_bias), lo, hi) as dt.wgsl: one dispatch less per layer
 // and token (on lavapipe a dispatch costs ~0.1 ms).
+// With GATE = 1 it also applies MODEL.md steps 5-6 up to the norm: y = (y + D[h] x) * silu(z),
+// so that decode's grouped norm can ride in out_proj's product (ops::matvec_normed): one
+// dispatch less per layer and token.
 // bindings: 0 params | 1 x | 2 B, C (uniform: B at vec4 0, C at vec4 c4) | 3 dt | 4 A_log
 //           | 5 S (read-only texture) | 6 S' (write-only texture) | 7 y (rw) | 8 dt_bias
+//           | 9 D [H] | 10 z
 // grid: 64-wide over H * P, x + y * nwg.x (as grid64).
 
 struct Params {
@@ -24,9 +28,11 @@ struct Params {
     c4: u32,
     lo: f32,
     hi: f32,
+    z_off: u32,
 }
 
 override RAW_DT: u32 = 0u;
+override GATE: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> xs: array<f32>;
@@ -37,6 +43,8 @@ override RAW_DT: u32 = 0u;
 @group(0) @binding(6) var s_out: texture_storage_2d<rgba32float, write>;
 @group(0) @binding(7) var<storage, read_write> ys: array<f32>;
 @group(0) @binding(8) var<storage, read> dt_bias: array<f32>;
+@group(0) @binding(9) var<storage, read> dskip: array<f32>;
+@group(0) @binding(10) var<storage, read> zs: array<f32>;
 
 // As dt.wgsl: v for v > 20, exp(v) for v < -15 (keeps relative accuracy), else log(1 + exp(v)).
 fn softplus(v: f32) -> f32 {
@@ -62,7 +70,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         d = clamp(softplus(d + dt_bias[h]), p.lo, p.hi);
     }
     let da = exp(d * -exp(a_log[h]));
-    let dx = d * xs[p.x_off + i];
+    let xi = xs[p.x_off + i];
+    let dx = d * xi;
     let n4 = p.n / 4u;
     let bb = g * n4;
     let cb = p.c4 + g * n4;
@@ -74,5 +83,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         textureStore(s_out, at, s);
         acc += s * bc[cb + j];
     }
-    ys[p.y_off + i] = acc.x + acc.y + acc.z + acc.w;
+    var v = acc.x + acc.y + acc.z + acc.w;
+    if (GATE == 1u) {
+        let z = zs[p.z_off + i];
+        v = (v + dskip[h] * xi) * (z / (1.0 + exp(-z)));
+    }
+    ys[p.y_off + i] = v;
 }

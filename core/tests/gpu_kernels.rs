@@ -1229,9 +1229,9 @@ fn sequential_scan_and_step_equal_recurrence() {
                     lo: 0.0,
                     hi: f32::INFINITY,
                 };
-                ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t), Some(rd)).unwrap();
+                ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t), Some(rd), None).unwrap();
             } else {
-                ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t), None).unwrap();
+                ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t), None, None).unwrap();
             }
             t += 1;
         }
@@ -1240,6 +1240,158 @@ fn sequential_scan_and_step_equal_recurrence() {
         assert_close("step y", &read(c, &yb), &want_y, 1e-4);
         assert_close("step state", &read(c, &sb), &want_s, 1e-4);
     }
+}
+
+#[test]
+fn matvec_normed_equals_norm_then_product() {
+    let mut r = rng(31);
+    let c = ctx();
+    let eps = 1e-5f32;
+    // (rows, K, outputs, groups): one and several rows and groups, a block of 130 outputs
+    // (two workgroups, clamped loads), mamba2-130m's in_proj K.
+    for &(t, k, o, groups) in &[
+        (1usize, 16usize, 7usize, 1u32),
+        (3, 64, 40, 2),
+        (7, 48, 130, 3),
+        (1, 768, 33, 1),
+    ] {
+        for (bias, acc) in [(true, false), (false, true)] {
+            let x = randv(&mut r, t * k, 2.0);
+            let w = randv(&mut r, o * k, 1.0);
+            let b = randv(&mut r, o, 1.0);
+            let y0 = randv(&mut r, t * o, 1.0);
+            let (xs, xo, ys, yo) = (k + 4, 4, o + 5, 3);
+            let xb = up(c, &pack(&mut r, &x, t, k, xs, xo));
+            let ypacked = pack(&mut r, &y0, t, o, ys, yo);
+            let yb = up(c, &ypacked);
+            let bb = up(c, &b);
+            let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
+            assert!(matvec_normed_supported(t as u32, &m, groups));
+            let mut rec = Recorder::new(c);
+            let (xv, yv) = (
+                View::new(&xb, xs as u32, xo as u32),
+                View::new(&yb, ys as u32, yo as u32),
+            );
+            matvec_normed(
+                &mut rec,
+                t as u32,
+                xv,
+                groups,
+                eps,
+                &m,
+                bias.then_some(&bb),
+                yv,
+                acc,
+            )
+            .unwrap();
+            submit(rec);
+            let seg = k / groups as usize;
+            let mut want = vec![0.0f64; t * o];
+            for i in 0..t {
+                let row = &x[i * k..(i + 1) * k];
+                let n: Vec<f64> = row
+                    .chunks(seg)
+                    .flat_map(|g| {
+                        let ms = g.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / seg as f64;
+                        let s = 1.0 / (ms + eps as f64).sqrt();
+                        g.iter().map(move |&v| v as f64 * s)
+                    })
+                    .collect();
+                for j in 0..o {
+                    let mut v: f64 = (0..k).map(|q| n[q] * w[j * k + q] as f64).sum();
+                    if bias {
+                        v += b[j] as f64;
+                    }
+                    if acc {
+                        v += y0[i * o + j] as f64;
+                    }
+                    want[i * o + j] = v;
+                }
+            }
+            let all = read(c, &yb);
+            let what = format!("matvec_normed T={t} K={k} O={o} G={groups} bias={bias} acc={acc}");
+            assert_close(&what, &unpack(&all, t, o, ys, yo), &want, 2e-5);
+            for (i, (a, b)) in all.iter().zip(&ypacked).enumerate() {
+                let inside = i >= yo && (i - yo) / ys < t && (i - yo) % ys < o;
+                assert!(inside || a == b, "{what} wrote outside its window at {i}");
+            }
+        }
+    }
+    // What the fused kernel does not take is an error, not a wrong product: K / groups not a
+    // multiple of 4, packed-f16 weights, too many rows.
+    let w = randv(&mut r, 8 * 24, 1.0);
+    let m = GpuMatrix::from_f32(c, "w", &w, 8, 24).unwrap();
+    let m16 = GpuMatrix::from_f32_as(c, "w", &w, 8, 24, WeightFormat::F16).unwrap();
+    let xb = up(c, &randv(&mut r, 24 * 8, 1.0));
+    let yb = c.zeros("y", 8 * 8).unwrap();
+    for (mm, rows, groups) in [(&m, 1, 4), (&m16, 1, 1), (&m, 8, 1), (&m, 1, 0)] {
+        let mut rec = Recorder::new(c);
+        let e = matvec_normed(
+            &mut rec,
+            rows,
+            View::dense(&xb, 24),
+            groups,
+            1e-5,
+            mm,
+            None,
+            View::dense(&yb, 8),
+            false,
+        );
+        assert!(
+            matches!(e, Err(GpuError::Shape { .. })),
+            "rows {rows} groups {groups}: {e:?}"
+        );
+    }
+}
+
+#[test]
+fn ssm_step_applies_the_gate() {
+    let mut r = rng(32);
+    let c = ctx();
+    // The state in textures (N % 4 == 0), two groups, x / z at offsets.
+    let d = SsmDims {
+        heads: 4,
+        head_dim: 8,
+        state: 16,
+        groups: 2,
+    };
+    let case = ScanCase::new(&mut r, d, 1);
+    let (want_y, _) = case.reference(&case.s0);
+    let hp = d.inner() as usize;
+    let (xbc, dtb, ab, stride) = case.upload_layout(c, &mut r, 3, 1);
+    let inp = inputs_at(d, &xbc, stride, 1, &dtb, &ab);
+    let dskip = randv(&mut r, d.heads as usize, 1.0);
+    let z = randv(&mut r, hp, 2.0);
+    let (db, zb) = (up(c, &dskip), up(c, &[vec![9.0; 5], z.clone()].concat()));
+    let mut state = SsmState::zeros(c, d).unwrap();
+    let yb = c.zeros("y", hp).unwrap();
+    let mut rec = Recorder::new(c);
+    let sb = state.buffer(&mut rec).unwrap().clone();
+    let s0 = up(c, &case.s0);
+    rec.copy(&s0, 0, &sb, 0, s0.len()).unwrap();
+    assert!(ssm_step_fuses_gate(c, &state));
+    let gate = StepGate {
+        d: &db,
+        z: View::new(&zb, hp as u32, 5),
+    };
+    ssm_step(
+        &mut rec,
+        d,
+        &inp,
+        &mut state,
+        View::dense(&yb, hp as u32),
+        None,
+        Some(gate),
+    )
+    .unwrap();
+    submit(rec);
+    let want: Vec<f64> = (0..hp)
+        .map(|i| {
+            let v = want_y[i] + dskip[i / d.head_dim as usize] as f64 * case.x[i] as f64;
+            v * silu(z[i] as f64)
+        })
+        .collect();
+    assert_close("gated step y", &read(c, &yb), &want, 1e-4);
 }
 
 #[test]
@@ -1418,11 +1570,29 @@ fn shape_errors_are_reported() {
         dt: View::dense(&x, 3),
         a_log: &x,
     };
-    let e = ssm_step(&mut rec, d, &inp, &mut state, View::dense(&y, 6), None).unwrap_err();
+    let e = ssm_step(
+        &mut rec,
+        d,
+        &inp,
+        &mut state,
+        View::dense(&y, 6),
+        None,
+        None,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("H % G"), "{e}");
     // A state of other dims than the step's.
     let other = SsmDims { heads: 4, ..d };
-    let e = ssm_step(&mut rec, other, &inp, &mut state, View::dense(&y, 8), None).unwrap_err();
+    let e = ssm_step(
+        &mut rec,
+        other,
+        &inp,
+        &mut state,
+        View::dense(&y, 8),
+        None,
+        None,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("state of"), "{e}");
     assert!(rec.is_empty());
     rec.submit().unwrap();

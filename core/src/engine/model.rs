@@ -66,6 +66,10 @@ pub struct GpuModel {
     pub(crate) lm_head: Option<GpuMatrix>,
     pub(crate) norm_f: GpuBuffer,
     pub(crate) layers: Vec<GpuLayer>,
+    /// Whether each layer's norm weights are folded into the matrices they feed (in_proj,
+    /// out_proj) and the uploaded norm weights are ones: then decode runs the norms inside
+    /// the products (`ops::matvec_normed`). See [`GpuModel::new`].
+    pub(crate) folded_norms: bool,
 }
 
 impl GpuModel {
@@ -83,19 +87,69 @@ impl GpuModel {
                 options.weights,
             )
         };
+        // RMSNorm(x; g) . W^T = (x / rms(x)) . (W diag(g))^T: with g folded into W's columns the
+        // norms of decode need no dispatch of their own (matvec_normed accumulates the sum of
+        // squares in the product's loop; ~0.1 ms per dispatch on lavapipe). Only for f32
+        // weights (rounding W g to f16 would add an error an f16 model does not have) and
+        // shapes the fused kernel takes; the other paths normalise with unit weights.
+        let c = &model.config;
+        let folded_norms = options.weights == WeightFormat::F32
+            && (c.hidden_size as u64 * 4) <= crate::gpu::context::UNIFORM_STAGING_BYTES
+            && (c.d_inner() as u64 * 4) <= crate::gpu::context::UNIFORM_STAGING_BYTES
+            && c.hidden_size.is_multiple_of(4)
+            && c.n_groups > 0
+            && c.d_inner().is_multiple_of(4 * c.n_groups);
+        let folded = |label: &str, t: &Tensor, g: &Tensor| {
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            if g.data.len() != cols {
+                return Err(crate::gpu::GpuError::Shape {
+                    op: "fold norm weight",
+                    detail: format!("{label}: {} weights for {cols} columns", g.data.len()),
+                });
+            }
+            GpuMatrix::from_fn(
+                ctx.as_ref(),
+                label,
+                rows,
+                cols,
+                options.weights,
+                |r, out| {
+                    let src = &t.data[r.start * cols..r.end * cols];
+                    for (o, (v, k)) in out.iter_mut().zip(src.iter().zip((0..cols).cycle())) {
+                        *o = v * g.data[k];
+                    }
+                },
+            )
+        };
+        let ones = |label: &str, n: usize| ctx.upload_f32(label, &vec![1.0; n]);
         let mut layers = Vec::with_capacity(model.layers.len());
         for w in &model.layers {
+            let (norm, in_proj, gated_norm, out_proj) = if folded_norms {
+                (
+                    ones("norm (folded)", w.norm.data.len())?,
+                    folded("in_proj", &w.in_proj, &w.norm)?,
+                    ones("mixer.norm (folded)", w.gated_norm.data.len())?,
+                    folded("out_proj", &w.out_proj, &w.gated_norm)?,
+                )
+            } else {
+                (
+                    up("norm", &w.norm)?,
+                    mat("in_proj", &w.in_proj)?,
+                    up("mixer.norm", &w.gated_norm)?,
+                    mat("out_proj", &w.out_proj)?,
+                )
+            };
             layers.push(GpuLayer {
-                norm: up("norm", &w.norm)?,
-                in_proj: mat("in_proj", &w.in_proj)?,
+                norm,
+                in_proj,
                 in_proj_bias: opt("in_proj.bias", &w.in_proj_bias)?,
                 conv_weight: up("conv1d.weight", &w.conv_weight)?,
                 conv_bias: opt("conv1d.bias", &w.conv_bias)?,
                 dt_bias: up("dt_bias", &w.dt_bias)?,
                 a_log: up("A_log", &w.a_log)?,
                 d: up("D", &w.d)?,
-                gated_norm: up("mixer.norm", &w.gated_norm)?,
-                out_proj: mat("out_proj", &w.out_proj)?,
+                gated_norm,
+                out_proj,
                 out_proj_bias: opt("out_proj.bias", &w.out_proj_bias)?,
                 mlp: match &w.mlp {
                     Some(m) => Some(GpuMlp {
@@ -116,6 +170,7 @@ impl GpuModel {
                 .transpose()?,
             norm_f: up("norm_f", &model.norm_f)?,
             layers,
+            folded_norms,
             vocab: model.vocab,
             config: model.config.clone(),
             options: EngineOptions {

@@ -230,9 +230,15 @@ impl<'m> GpuSession<'m> {
         let xbc = View::dense(&act.xbc, dc);
         let (x, b, cq) = (xbc, xbc.cols_from(di), xbc.cols_from(di + gn));
 
-        // Steps 1-3: norm, in_proj, conv + SiLU, dt.
-        ops::rms_norm(rec, nr, d, h, &w.norm, u, eps)?;
-        ops::matmul(rec, nr, u, &w.in_proj, w.in_proj_bias.as_ref(), zx, false)?;
+        // Steps 1-3: norm, in_proj, conv + SiLU, dt. With the norm weights folded into the
+        // matrices (GpuModel::folded_norms) decode normalises inside the product.
+        let in_bias = w.in_proj_bias.as_ref();
+        if m.folded_norms && ops::matvec_normed_supported(nr, &w.in_proj, 1) {
+            ops::matvec_normed(rec, nr, h, 1, eps, &w.in_proj, in_bias, zx, false)?;
+        } else {
+            ops::rms_norm(rec, nr, d, h, &w.norm, u, eps)?;
+            ops::matmul(rec, nr, u, &w.in_proj, in_bias, zx, false)?;
+        }
         let conv_in = zx.cols_from(di);
         let (cw, cb) = (&w.conv_weight, w.conv_bias.as_ref());
         let k = c.conv_kernel as u32;
@@ -270,6 +276,8 @@ impl<'m> GpuSession<'m> {
         }
         // Step 4b-c: memory converter at the TransPoint, then the SSM region.
         let mut converted = false;
+        // Whether the decode step applied steps 5-6 short of the norm (then out_proj norms).
+        let mut gated = false;
         if n_att < n {
             let st = &mut self.layers[i];
             let chunk = m.options.chunk_size;
@@ -305,7 +313,16 @@ impl<'m> GpuSession<'m> {
             };
             let (rows, ys) = (nr - from, y.rows_from(from));
             if rows == 1 {
-                ops::ssm_step(rec, dims, &inputs, state, ys, step_dt)?;
+                let fuse = nr == 1
+                    && m.folded_norms
+                    && ops::ssm_step_fuses_gate(&m.ctx, state)
+                    && ops::matvec_normed_supported(1, &w.out_proj, dims.groups);
+                let gate = fuse.then_some(ops::StepGate {
+                    d: &w.d,
+                    z: zx.rows_from(from),
+                });
+                ops::ssm_step(rec, dims, &inputs, state, ys, step_dt, gate)?;
+                gated = fuse;
             } else {
                 let sb = state.buffer(rec)?.clone();
                 ops::ssd_scan(rec, dims, rows, &inputs, &sb, ys, chunk)?;
@@ -313,21 +330,27 @@ impl<'m> GpuSession<'m> {
         }
         // Steps 5-7: D skip, gate (SSM rows, or all with attention_gate), grouped norm, out_proj
         // added into the residual stream.
-        let gate_from = if c.attention_gate { 0 } else { n_att as u32 };
-        let gn_w = &w.gated_norm;
-        ops::gated_rms_norm(
-            rec,
-            dims,
-            nr,
-            y,
-            x,
-            zx,
-            Some(&w.d),
-            gn_w,
-            Some(gate_from),
-            eps,
-        )?;
-        ops::matmul(rec, nr, y, &w.out_proj, w.out_proj_bias.as_ref(), h, true)?;
+        let out_bias = w.out_proj_bias.as_ref();
+        if gated {
+            // One SSM row, already gated by the step: the grouped norm rides in the product.
+            ops::matvec_normed(rec, nr, y, dims.groups, eps, &w.out_proj, out_bias, h, true)?;
+        } else {
+            let gate_from = if c.attention_gate { 0 } else { n_att as u32 };
+            let gn_w = &w.gated_norm;
+            ops::gated_rms_norm(
+                rec,
+                dims,
+                nr,
+                y,
+                x,
+                zx,
+                Some(&w.d),
+                gn_w,
+                Some(gate_from),
+                eps,
+            )?;
+            ops::matmul(rec, nr, y, &w.out_proj, out_bias, h, true)?;
+        }
 
         if let (Some(mlp), Some((vg, a))) = (&w.mlp, &act.mlp) {
             let mm = c.mlp_intermediate_size as u32;

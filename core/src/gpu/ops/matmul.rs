@@ -1,7 +1,7 @@
 use crate::gpu::context::{GpuBuffer, Kernel, UNIFORM_STAGING_BYTES};
 use crate::gpu::recorder::Recorder;
 use crate::gpu::weights::{GpuMatrix, MatBlock};
-use crate::gpu::GpuResult;
+use crate::gpu::{GpuError, GpuResult};
 
 use super::rows_to_texture::rows_to_texture;
 use super::{need_len, View};
@@ -17,6 +17,11 @@ const MATVEC: Kernel = Kernel {
     entry: "main",
     access: "utrw",
     spec: "",
+};
+/// `MATVEC` multiplying by the RMS-normalised X (see [`matvec_normed`]).
+const MATVEC_NORM: Kernel = Kernel {
+    spec: "NORM=1",
+    ..MATVEC
 };
 const MATVEC_F16: Kernel = Kernel {
     shader: "matvec_f16",
@@ -129,6 +134,77 @@ pub fn matmul_using(
         MatmulKernel::TiledPortable => tiled_portable(rec, rows, x, w, &bias, y, flags),
         _ => tiled_xtex(rec, rows, x, w, &bias, y, flags),
     }
+}
+
+/// Whether [`matvec_normed`] runs for a `cols`-wide f32 `w`, `groups` norm groups and `rows`
+/// rows: K / groups a multiple of 4, every block f32, X's rows fitting the uniform staging.
+pub fn matvec_normed_supported(rows: u32, w: &GpuMatrix, groups: u32) -> bool {
+    let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
+    groups > 0
+        && (w.cols as u32).is_multiple_of(4 * groups)
+        && w.blocks.iter().all(|b| !b.is_f16())
+        && rows < MATVEC_MAX_ROWS
+        && rows as u64 * ldk * 4 <= UNIFORM_STAGING_BYTES
+}
+
+/// Decode with the RMSNorm fused: `y[t, o] (+)= sum_k n(x)[t, k] * w[o, k] (+ bias[o])`, where
+/// n normalises each of `groups` groups of K / groups columns of a row, x / sqrt(mean(x^2) +
+/// eps), without a weight: the model folds the norm's weight into `w`'s columns
+/// (W diag(g) n(x) = W (n(x) * g)). One dispatch per block instead of a norm and a product;
+/// the sum of squares is accumulated in the product's own loop. Errors unless
+/// [`matvec_normed_supported`].
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_normed(
+    rec: &mut Recorder,
+    rows: u32,
+    x: View,
+    groups: u32,
+    eps: f32,
+    w: &GpuMatrix,
+    bias: Option<&GpuBuffer>,
+    y: View,
+    accumulate: bool,
+) -> GpuResult<()> {
+    const OP: &str = "matvec_normed";
+    x.check(OP, "x", rows, w.cols as u32)?;
+    y.check(OP, "y", rows, w.rows as u32)?;
+    if let Some(b) = bias {
+        need_len(OP, "bias", b, w.rows as u64)?;
+    }
+    if !matvec_normed_supported(rows, w, groups) {
+        return Err(GpuError::Shape {
+            op: OP,
+            detail: format!(
+                "{rows} rows of K = {} in {groups} groups with {} weights: needs K / groups a \
+                 multiple of 4, f32 weights and fewer than {MATVEC_MAX_ROWS} rows that fit \
+                 the uniform staging",
+                w.cols,
+                if w.blocks.iter().any(|b| b.is_f16()) {
+                    "f16"
+                } else {
+                    "f32"
+                }
+            ),
+        });
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
+    let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
+    let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
+    let st = rec.ctx().uniform_staging();
+    for t in 0..rows {
+        let src = x.offset as usize + (t * x.stride) as usize;
+        rec.copy(x.buf, src, &st, (t as u64 * ldk) as usize, w.cols)?;
+    }
+    for b in &w.blocks {
+        let p = block_params(rows, w.cols, b, x, y, flags);
+        let params: Vec<u32> = p.iter().copied().chain([groups, eps.to_bits()]).collect();
+        let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
+        rec.dispatch(&MATVEC_NORM, &params, &[&st, &b.buffer, &bias, y.buf], g)?;
+    }
+    Ok(())
 }
 
 /// The params every matmul / matvec kernel takes, for rows `rows` of `x` / `y` and block `b`.

@@ -27,10 +27,12 @@ pub use copy_rows::copy_rows;
 pub use dt::dt_softplus;
 pub use embedding::{embedding, embedding_of};
 pub use gated_rms_norm::gated_rms_norm;
-pub use matmul::{matmul, matmul_using, MatmulKernel};
+pub use matmul::{matmul, matmul_using, matvec_normed, matvec_normed_supported, MatmulKernel};
 pub use memory_converter::memory_converter;
 pub use rms_norm::rms_norm;
-pub use ssd::{ssd_scan, ssm_sequential_scan, ssm_step, RawDt, SsmInputs};
+pub use ssd::{
+    ssd_scan, ssm_sequential_scan, ssm_step, ssm_step_fuses_gate, RawDt, SsmInputs, StepGate,
+};
 pub use ssm_state::SsmState;
 pub use swiglu::swiglu;
 

@@ -99,12 +99,21 @@ const STEP: Kernel = Kernel {
 const STEP_TEX: Kernel = Kernel {
     shader: "ssm_step_tex",
     entry: "main",
-    access: "rurrxowr",
+    access: "rurrxowrrr",
     spec: "",
 };
 /// `STEP_TEX` applying dt = clamp(softplus(raw + dt_bias), lo, hi) itself.
 const STEP_TEX_RAW_DT: Kernel = Kernel {
     spec: "RAW_DT=1",
+    ..STEP_TEX
+};
+/// `STEP_TEX` writing (y + D x) * silu(z) (see [`StepGate`]).
+const STEP_TEX_GATE: Kernel = Kernel {
+    spec: "GATE=1",
+    ..STEP_TEX
+};
+const STEP_TEX_RAW_DT_GATE: Kernel = Kernel {
+    spec: "RAW_DT=1;GATE=1",
     ..STEP_TEX
 };
 const SEQ: Kernel = Kernel {
@@ -381,6 +390,19 @@ pub struct RawDt<'a> {
     pub hi: f32,
 }
 
+/// MODEL.md steps 5-6 short of the norm, applied by [`ssm_step`] to its output:
+/// `y = (y + D[h] x) * silu(z)`, D [H], z row 0 of a [T, H*P] view.
+pub struct StepGate<'a> {
+    pub d: &'a GpuBuffer,
+    pub z: View<'a>,
+}
+
+/// Whether [`ssm_step`] keeps `state` in textures on this device (only then does it take a
+/// [`StepGate`]).
+pub fn ssm_step_fuses_gate(ctx: &crate::gpu::GpuContext, state: &SsmState) -> bool {
+    state.fits_textures(ctx)
+}
+
 /// One decode token (row 0 of each view): `S = exp(dt A) S + dt x B`, `y = S C` into row 0
 /// of `y` (with `raw_dt`, `inp.dt` is in_proj's raw dt: see [`RawDt`]). The state stays in its
 /// texture pair from token to token (ssm_step_tex, B and C copied into the uniform staging
@@ -392,6 +414,7 @@ pub fn ssm_step(
     state: &mut SsmState,
     y: View,
     raw_dt: Option<RawDt>,
+    gate: Option<StepGate>,
 ) -> GpuResult<()> {
     const OP: &str = "ssm_step";
     d.check(OP)?;
@@ -403,7 +426,15 @@ pub fn ssm_step(
     if let Some(r) = &raw_dt {
         need_len(OP, "dt_bias", r.bias, d.heads as u64)?;
     }
+    if let Some(g) = &gate {
+        need_len(OP, "D", g.d, d.heads as u64)?;
+        g.z.check(OP, "z", 1, d.inner())?;
+    }
     if !state.fits_textures(rec.ctx()) {
+        // The storage kernel has no binding left for the gate (8 storage buffers at most).
+        ensure(OP, gate.is_none(), || {
+            "a gate needs the texture state (see ssm_step_fuses_gate)".to_string()
+        })?;
         // Storage fallback: dt into a scratch row first.
         let dt_buf;
         let mut dt = inp.dt;
@@ -446,13 +477,19 @@ pub fn ssm_step(
         c4,
         lo.to_bits(),
         hi.to_bits(),
+        gate.as_ref().map_or(0, |g| g.z.offset),
     ];
-    let (k, bias) = match &raw_dt {
-        Some(r) => (&STEP_TEX_RAW_DT, r.bias.clone()),
-        None => (&STEP_TEX, rec.ctx().dummy().clone()),
+    let k = match (&raw_dt, &gate) {
+        (Some(_), Some(_)) => &STEP_TEX_RAW_DT_GATE,
+        (Some(_), None) => &STEP_TEX_RAW_DT,
+        (None, Some(_)) => &STEP_TEX_GATE,
+        (None, None) => &STEP_TEX,
     };
+    let dummy = rec.ctx().dummy().clone();
+    let bias = raw_dt.as_ref().map_or(&dummy, |r| r.bias);
+    let (dskip, z) = gate.as_ref().map_or((&dummy, &dummy), |g| (g.d, g.z.buf));
     let bufs = [
-        inp.x.buf, &st, inp.dt.buf, inp.a_log, &s_in, &s_out, y.buf, &bias,
+        inp.x.buf, &st, inp.dt.buf, inp.a_log, &s_in, &s_out, y.buf, bias, dskip, z,
     ];
     rec.dispatch(k, &p, &bufs, grid64(d.inner() as u64))
 }
