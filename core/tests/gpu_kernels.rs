@@ -245,7 +245,11 @@ fn matmul_case_as(
     }
     let b = randv(r, o, 1.0);
     let y0 = randv(r, t * o, 1.0);
-    let (xs, xo, ys, yo) = (k + 3, 2, o + 5, 4);
+    // Odd row counts with K % 4 == 0 get rows at vec4-aligned offsets (the matvec copies them
+    // into its texture), the others not (packed by rows_to_texture).
+    let aligned = t % 2 == 1 && k.is_multiple_of(4);
+    let (xs, xo) = if aligned { (k + 4, 4) } else { (k + 3, 2) };
+    let (ys, yo) = (o + 5, 4);
     let xb = up(c, &pack(r, &x, t, k, xs, xo));
     let ypacked = pack(r, &y0, t, o, ys, yo);
     let yb = up(c, &ypacked);
@@ -1260,13 +1264,16 @@ fn matvec_normed_equals_norm_then_product() {
             let w = randv(&mut r, o * k, 1.0);
             let b = randv(&mut r, o, 1.0);
             let y0 = randv(&mut r, t * o, 1.0);
-            let (xs, xo, ys, yo) = (k + 4, 4, o + 5, 3);
+            // Rows at vec4-aligned offsets (copied into the matvec's texture), except for 3 rows
+            // (packed by rows_to_texture).
+            let (xs, xo) = if t == 3 { (k + 3, 1) } else { (k + 4, 4) };
+            let (ys, yo) = (o + 5, 3);
             let xb = up(c, &pack(&mut r, &x, t, k, xs, xo));
             let ypacked = pack(&mut r, &y0, t, o, ys, yo);
             let yb = up(c, &ypacked);
             let bb = up(c, &b);
             let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
-            assert!(matvec_normed_supported(t as u32, &m, groups));
+            assert!(matvec_normed_supported(c, t as u32, &m, groups));
             let mut rec = Recorder::new(c);
             let (xv, yv) = (
                 View::new(&xb, xs as u32, xo as u32),
@@ -1282,6 +1289,7 @@ fn matvec_normed_equals_norm_then_product() {
                 bias.then_some(&bb),
                 yv,
                 acc,
+                None,
             )
             .unwrap();
             submit(rec);
@@ -1336,11 +1344,87 @@ fn matvec_normed_equals_norm_then_product() {
             None,
             View::dense(&yb, 8),
             false,
+            None,
         );
         assert!(
             matches!(e, Err(GpuError::Shape { .. })),
             "rows {rows} groups {groups}: {e:?}"
         );
+    }
+}
+
+#[test]
+fn matvec_normed_runs_the_conv_step() {
+    let mut r = rng(33);
+    let c = ctx();
+    let eps = 1e-5f32;
+    // in_proj-like: 40 outputs of which rows 8..32 are the conv's channels; kernels 4 and 2,
+    // with and without bias, two consecutive tokens (the state carries).
+    let (k_in, o, first, ch) = (32usize, 40usize, 8usize, 24usize);
+    for (kc, with_bias) in [(4usize, true), (2, false)] {
+        let w = randv(&mut r, o * k_in, 1.0);
+        let m = GpuMatrix::from_f32(c, "w", &w, o, k_in).unwrap();
+        let cw = randv(&mut r, ch * kc, 1.0);
+        let cbias = randv(&mut r, ch, 1.0);
+        let mut s: Vec<f32> = randv(&mut r, (kc - 1) * ch, 1.0);
+        let (cwb, cbb, sb) = (up(c, &cw), up(c, &cbias), up(c, &s));
+        let yb = c.zeros("y", o).unwrap();
+        let outb = c.zeros("out", ch + 3).unwrap();
+        for token in 0..2 {
+            let x = randv(&mut r, k_in, 2.0);
+            let xb = up(c, &x);
+            let mut rec = Recorder::new(c);
+            let conv = ConvStep {
+                weight: &cwb,
+                bias: with_bias.then_some(&cbb),
+                state: &sb,
+                k: kc as u32,
+                first_row: first as u32,
+                channels: ch as u32,
+                out: View::new(&outb, ch as u32, 3),
+            };
+            let (xv, yv) = (View::dense(&xb, k_in as u32), View::dense(&yb, o as u32));
+            matvec_normed(&mut rec, 1, xv, 1, eps, &m, None, yv, false, Some(conv)).unwrap();
+            submit(rec);
+            let ms = x.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / k_in as f64;
+            let sc = 1.0 / (ms + eps as f64).sqrt();
+            let y: Vec<f64> = (0..o)
+                .map(|j| {
+                    (0..k_in)
+                        .map(|q| x[q] as f64 * sc * w[j * k_in + q] as f64)
+                        .sum()
+                })
+                .collect();
+            let what = format!("conv-fused K={kc} bias={with_bias} token {token}");
+            assert_close(&format!("{what}: y"), &read(c, &yb), &y, 2e-5);
+            let out: Vec<f64> = (0..ch)
+                .map(|cc| {
+                    let mut a = cw[cc * kc + kc - 1] as f64 * y[first + cc];
+                    if with_bias {
+                        a += cbias[cc] as f64;
+                    }
+                    for j in 0..kc - 1 {
+                        a += cw[cc * kc + j] as f64 * s[j * ch + cc] as f64;
+                    }
+                    silu(a)
+                })
+                .collect();
+            assert_close(&format!("{what}: conv"), &read(c, &outb)[3..], &out, 2e-5);
+            // The state shifts by one row and takes this row's xBC values last.
+            let mut next = s.clone();
+            for j in 0..kc - 1 {
+                for cc in 0..ch {
+                    next[j * ch + cc] = if j + 2 < kc {
+                        s[(j + 1) * ch + cc]
+                    } else {
+                        y[first + cc] as f32
+                    };
+                }
+            }
+            let want: Vec<f64> = next.iter().map(|&v| v as f64).collect();
+            assert_close(&format!("{what}: state"), &read(c, &sb), &want, 2e-5);
+            s = read(c, &sb);
+        }
     }
 }
 

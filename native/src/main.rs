@@ -137,6 +137,10 @@ enum Command {
         /// over the cache in textures (to compare the two).
         #[arg(long)]
         fused_attention: bool,
+        /// Decode with the norms, the conv step and the gate as dispatches of their own
+        /// instead of inside the products and the SSM step (to compare the two).
+        #[arg(long)]
+        unfused_decode: bool,
         #[arg(long)]
         json: bool,
     },
@@ -313,6 +317,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             repeats,
             chunk,
             fused_attention,
+            unfused_decode,
             json,
         } => {
             let spec: ScheduleSpec = transpoints.parse()?;
@@ -321,6 +326,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             let opts = EngineOptions {
                 chunk_size: chunk,
                 attention_products: !fused_attention,
+                fused_decode: !unfused_decode,
                 ..EngineOptions::default()
             };
             let opts = weights.options(&m, opts);

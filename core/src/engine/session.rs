@@ -231,19 +231,32 @@ impl<'m> GpuSession<'m> {
         let (x, b, cq) = (xbc, xbc.cols_from(di), xbc.cols_from(di + gn));
 
         // Steps 1-3: norm, in_proj, conv + SiLU, dt. With the norm weights folded into the
-        // matrices (GpuModel::folded_norms) decode normalises inside the product.
+        // matrices (GpuModel::folded_norms) decode normalises inside the product, and a single
+        // row's conv step runs in the product's epilogue.
         let in_bias = w.in_proj_bias.as_ref();
-        if m.folded_norms && ops::matvec_normed_supported(nr, &w.in_proj, 1) {
-            ops::matvec_normed(rec, nr, h, 1, eps, &w.in_proj, in_bias, zx, false)?;
-        } else {
-            ops::rms_norm(rec, nr, d, h, &w.norm, u, eps)?;
-            ops::matmul(rec, nr, u, &w.in_proj, in_bias, zx, false)?;
-        }
         let conv_in = zx.cols_from(di);
         let (cw, cb) = (&w.conv_weight, w.conv_bias.as_ref());
         let k = c.conv_kernel as u32;
         let conv_state = &self.layers[i].conv_state;
-        ops::conv1d(rec, nr, dc, k, conv_in, cw, cb, conv_state, xbc, true)?;
+        if m.folded_norms && ops::matvec_normed_supported(&m.ctx, nr, &w.in_proj, 1) {
+            let conv = (nr == 1).then_some(ops::ConvStep {
+                weight: cw,
+                bias: cb,
+                state: conv_state,
+                k,
+                first_row: di,
+                channels: dc,
+                out: xbc,
+            });
+            ops::matvec_normed(rec, nr, h, 1, eps, &w.in_proj, in_bias, zx, false, conv)?;
+            if nr != 1 {
+                ops::conv1d(rec, nr, dc, k, conv_in, cw, cb, conv_state, xbc, true)?;
+            }
+        } else {
+            ops::rms_norm(rec, nr, d, h, &w.norm, u, eps)?;
+            ops::matmul(rec, nr, u, &w.in_proj, in_bias, zx, false)?;
+            ops::conv1d(rec, nr, dc, k, conv_in, cw, cb, conv_state, xbc, true)?;
+        }
         let (lo, hi) = c.time_step_limit;
         let dt_raw = zx.cols_from(di + dc);
         // A decode token in the SSM region: the step applies step 3 itself (one dispatch less).
@@ -316,7 +329,7 @@ impl<'m> GpuSession<'m> {
                 let fuse = nr == 1
                     && m.folded_norms
                     && ops::ssm_step_fuses_gate(&m.ctx, state)
-                    && ops::matvec_normed_supported(1, &w.out_proj, dims.groups);
+                    && ops::matvec_normed_supported(&m.ctx, 1, &w.out_proj, dims.groups);
                 let gate = fuse.then_some(ops::StepGate {
                     d: &w.d,
                     z: zx.rows_from(from),
@@ -333,7 +346,8 @@ impl<'m> GpuSession<'m> {
         let out_bias = w.out_proj_bias.as_ref();
         if gated {
             // One SSM row, already gated by the step: the grouped norm rides in the product.
-            ops::matvec_normed(rec, nr, y, dims.groups, eps, &w.out_proj, out_bias, h, true)?;
+            let (g, out) = (dims.groups, &w.out_proj);
+            ops::matvec_normed(rec, nr, y, g, eps, out, out_bias, h, true, None)?;
         } else {
             let gate_from = if c.attention_gate { 0 } else { n_att as u32 };
             let gn_w = &w.gated_norm;

@@ -863,7 +863,8 @@ impl GpuContext {
             Some((_, w, h)) => (width.max(*w), height.max(*h)),
             None => (width, height),
         };
-        let usage = wgpu::TextureUsages::STORAGE_BINDING;
+        // COPY_DST: decode's matvec copies aligned X rows in (Recorder::copy_to_texture_row).
+        let usage = wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST;
         let (_, b) = self.new_texture("activation texture", w, h, WeightFormat::F32, usage)?;
         st.x_texture = Some((b.clone(), w, h));
         Ok(b)

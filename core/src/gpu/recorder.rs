@@ -31,6 +31,13 @@ enum Cmd {
     Clear {
         buf: GpuBuffer,
     },
+    CopyToTexture {
+        src: GpuBuffer,
+        src_off: u64,
+        tex: wgpu::Texture,
+        row: u32,
+        texels: u32,
+    },
 }
 
 /// A batch of GPU work: call ops with it, then [`Recorder::submit`] once.
@@ -155,6 +162,54 @@ impl<'a> Recorder<'a> {
         Ok(())
     }
 
+    /// Copies `4 * texels` values of `src` from element `src_off` (a multiple of 4) into row
+    /// `row` of the rgba32float texture `tex` (made with COPY_DST), texels 0..texels.
+    pub(crate) fn copy_to_texture_row(
+        &mut self,
+        src: &GpuBuffer,
+        src_off: usize,
+        tex: &GpuBuffer,
+        row: u32,
+        texels: u32,
+    ) -> GpuResult<()> {
+        let t = match &tex.texture {
+            Some((view, WeightFormat::F32)) => view.texture().clone(),
+            _ => {
+                return Err(GpuError::Unsupported(
+                    "copy_to_texture_row: the target is not an rgba32float texture".into(),
+                ))
+            }
+        };
+        let size = t.size();
+        let n = 4 * texels as usize;
+        if !src_off.is_multiple_of(4)
+            || src_off + n > src.len()
+            || row >= size.height
+            || texels > size.width
+        {
+            return Err(GpuError::Shape {
+                op: "copy_to_texture_row",
+                detail: format!(
+                    "{n} values from {src_off} (a multiple of 4) of {} into row {row} of a \
+                     {}x{} texture",
+                    src.len(),
+                    size.width,
+                    size.height
+                ),
+            });
+        }
+        if texels > 0 {
+            self.cmds.push(Cmd::CopyToTexture {
+                src: src.clone(),
+                src_off: src_off as u64 * 4,
+                tex: t,
+                row,
+                texels,
+            });
+        }
+        Ok(())
+    }
+
     /// Zero-fills `buf`.
     pub fn clear(&mut self, buf: &GpuBuffer) {
         self.cmds.push(Cmd::Clear { buf: buf.clone() });
@@ -248,6 +303,40 @@ impl<'a> Recorder<'a> {
                 }
                 Cmd::Clear { buf } => {
                     enc.clear_buffer(&buf.buffer, 0, None);
+                    i += 1;
+                }
+                Cmd::CopyToTexture {
+                    src,
+                    src_off,
+                    tex,
+                    row,
+                    texels,
+                } => {
+                    enc.copy_buffer_to_texture(
+                        wgpu::TexelCopyBufferInfo {
+                            buffer: &src.buffer,
+                            layout: wgpu::TexelCopyBufferLayout {
+                                offset: *src_off,
+                                bytes_per_row: None,
+                                rows_per_image: None,
+                            },
+                        },
+                        wgpu::TexelCopyTextureInfo {
+                            texture: tex,
+                            mip_level: 0,
+                            origin: wgpu::Origin3d {
+                                x: 0,
+                                y: *row,
+                                z: 0,
+                            },
+                            aspect: wgpu::TextureAspect::All,
+                        },
+                        wgpu::Extent3d {
+                            width: *texels,
+                            height: 1,
+                            depth_or_array_layers: 1,
+                        },
+                    );
                     i += 1;
                 }
             }

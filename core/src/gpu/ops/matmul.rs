@@ -1,4 +1,5 @@
-use crate::gpu::context::{GpuBuffer, Kernel, UNIFORM_STAGING_BYTES};
+use crate::gpu::context::{GpuBuffer, GpuContext, Kernel, UNIFORM_STAGING_BYTES};
+use crate::gpu::error::ensure;
 use crate::gpu::recorder::Recorder;
 use crate::gpu::weights::{GpuMatrix, MatBlock};
 use crate::gpu::{GpuError, GpuResult};
@@ -15,13 +16,19 @@ const TILED: Kernel = Kernel {
 const MATVEC: Kernel = Kernel {
     shader: "matvec",
     entry: "main",
-    access: "utrw",
+    access: "xtrw",
     spec: "",
 };
 /// `MATVEC` multiplying by the RMS-normalised X (see [`matvec_normed`]).
 const MATVEC_NORM: Kernel = Kernel {
     spec: "NORM=1",
     ..MATVEC
+};
+/// `MATVEC_NORM` for one in_proj row plus the decode conv step (see [`ConvStep`]).
+const MATVEC_NORM_CONV: Kernel = Kernel {
+    entry: "main_conv",
+    access: "xtrwrrww",
+    ..MATVEC_NORM
 };
 const MATVEC_F16: Kernel = Kernel {
     shader: "matvec_f16",
@@ -45,8 +52,10 @@ const TILED_SG_XTEX: Kernel = Kernel {
 const SG_ROWS: u32 = 32;
 /// Outputs per subgroup tile (8 lanes x 4 loads).
 const SG_OUTS: u32 = 32;
-/// Outputs per matvec workgroup (32 lanes x 4).
-const MATVEC_OUTS: u32 = 128;
+/// Outputs per matvec workgroup (8 lanes x 8).
+const MATVEC_OUTS: u32 = 64;
+/// Outputs per matvec_f16 workgroup (32 lanes x 4).
+const MATVEC_F16_OUTS: u32 = 128;
 
 /// Below this many rows [`matmul`] uses the matvec kernel.
 pub const MATVEC_MAX_ROWS: u32 = 8;
@@ -119,12 +128,10 @@ pub fn matmul_using(
         MatmulKernel::Auto => MatmulKernel::Tiled,
         k => k,
     };
-    // The matvec's X rows, dense with stride ldk (the blocks' padded K), must fit the staging.
+    // The matvec's X rows must fit its staging: a texture (f32 W) or the uniform buffer (f16).
     let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
     let kernel = match kernel {
-        MatmulKernel::MatVec if rows as u64 * ldk * 4 > UNIFORM_STAGING_BYTES => {
-            MatmulKernel::Tiled
-        }
+        MatmulKernel::MatVec if !matvec_x_fits(rec.ctx(), rows, w) => MatmulKernel::Tiled,
         MatmulKernel::Tiled if !rec.ctx().has_subgroup8() => MatmulKernel::TiledPortable,
         k => k,
     };
@@ -136,22 +143,65 @@ pub fn matmul_using(
     }
 }
 
-/// Whether [`matvec_normed`] runs for a `cols`-wide f32 `w`, `groups` norm groups and `rows`
-/// rows: K / groups a multiple of 4, every block f32, X's rows fitting the uniform staging.
-pub fn matvec_normed_supported(rows: u32, w: &GpuMatrix, groups: u32) -> bool {
+/// Whether `rows` rows of X for `w` fit the matvec's staging: the activation texture for f32
+/// blocks, the uniform buffer for packed-f16 ones.
+fn matvec_x_fits(ctx: &GpuContext, rows: u32, w: &GpuMatrix) -> bool {
     let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
+    let maxd = ctx.limits.max_texture_dimension_2d as u64;
+    if w.blocks.iter().any(|b| b.is_f16()) {
+        rows as u64 * ldk * 4 <= UNIFORM_STAGING_BYTES
+    } else {
+        ldk / 4 <= maxd && rows as u64 <= maxd
+    }
+}
+
+/// Whether [`matvec_normed`] runs for a `cols`-wide f32 `w`, `groups` norm groups and `rows`
+/// rows: K / groups a multiple of 4, every block f32, fewer than [`MATVEC_MAX_ROWS`] rows that
+/// fit the staging texture.
+pub fn matvec_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, groups: u32) -> bool {
     groups > 0
         && (w.cols as u32).is_multiple_of(4 * groups)
         && w.blocks.iter().all(|b| !b.is_f16())
         && rows < MATVEC_MAX_ROWS
-        && rows as u64 * ldk * 4 <= UNIFORM_STAGING_BYTES
+        && matvec_x_fits(ctx, rows, w)
+}
+
+/// X's `rows` rows of `k` values in the activation texture (texel (i, t) = x[t, 4i..4i+4], zero
+/// past k): copied when they are whole aligned texels, else packed by rows_to_texture.
+fn stage_x_texture(rec: &mut Recorder, rows: u32, k: u32, x: View) -> GpuResult<GpuBuffer> {
+    let ldk4 = k.div_ceil(4);
+    let tex = rec.ctx().x_texture(ldk4, rows)?;
+    if k.is_multiple_of(4) && x.vec4_aligned() {
+        for t in 0..rows {
+            let src = x.offset as usize + (t * x.stride) as usize;
+            rec.copy_to_texture_row(x.buf, src, &tex, t, ldk4)?;
+        }
+    } else {
+        rows_to_texture(rec, rows, k, x, &tex, 0, 0)?;
+    }
+    Ok(tex)
+}
+
+/// MODEL.md step 2 for one decode row, fused into in_proj's [`matvec_normed`]: outputs
+/// `first_row .. first_row + channels` (the xBC rows) go through the causal depthwise conv
+/// (`weight` [channels, k], `bias`) over the carried `state` [k-1, channels] (shifted by this
+/// row), then SiLU, into row 0 of `out`; as `ops::conv1d` for one row.
+pub struct ConvStep<'a> {
+    pub weight: &'a GpuBuffer,
+    pub bias: Option<&'a GpuBuffer>,
+    pub state: &'a GpuBuffer,
+    pub k: u32,
+    pub first_row: u32,
+    pub channels: u32,
+    pub out: View<'a>,
 }
 
 /// Decode with the RMSNorm fused: `y[t, o] (+)= sum_k n(x)[t, k] * w[o, k] (+ bias[o])`, where
 /// n normalises each of `groups` groups of K / groups columns of a row, x / sqrt(mean(x^2) +
 /// eps), without a weight: the model folds the norm's weight into `w`'s columns
 /// (W diag(g) n(x) = W (n(x) * g)). One dispatch per block instead of a norm and a product;
-/// the sum of squares is accumulated in the product's own loop. Errors unless
+/// the sum of squares is accumulated in the product's own loop. With `conv` (one row, no
+/// accumulation) the product's epilogue also runs the conv step. Errors unless
 /// [`matvec_normed_supported`].
 #[allow(clippy::too_many_arguments)]
 pub fn matvec_normed(
@@ -164,6 +214,7 @@ pub fn matvec_normed(
     bias: Option<&GpuBuffer>,
     y: View,
     accumulate: bool,
+    conv: Option<ConvStep>,
 ) -> GpuResult<()> {
     const OP: &str = "matvec_normed";
     x.check(OP, "x", rows, w.cols as u32)?;
@@ -171,13 +222,38 @@ pub fn matvec_normed(
     if let Some(b) = bias {
         need_len(OP, "bias", b, w.rows as u64)?;
     }
-    if !matvec_normed_supported(rows, w, groups) {
+    if let Some(cv) = &conv {
+        let ch = cv.channels as u64;
+        ensure(OP, rows == 1 && !accumulate, || {
+            format!("the conv step takes one row without accumulation, not {rows} rows")
+        })?;
+        ensure(
+            OP,
+            cv.k >= 1 && cv.first_row as u64 + ch <= w.rows as u64,
+            || {
+                format!(
+                    "conv of kernel {} over rows {}..{} of {} outputs",
+                    cv.k,
+                    cv.first_row,
+                    cv.first_row as u64 + ch,
+                    w.rows
+                )
+            },
+        )?;
+        need_len(OP, "conv weight", cv.weight, ch * cv.k as u64)?;
+        if let Some(b) = cv.bias {
+            need_len(OP, "conv bias", b, ch)?;
+        }
+        need_len(OP, "conv state", cv.state, ch * (cv.k as u64 - 1))?;
+        cv.out.check(OP, "conv out", 1, cv.channels)?;
+    }
+    if !matvec_normed_supported(rec.ctx(), rows, w, groups) {
         return Err(GpuError::Shape {
             op: OP,
             detail: format!(
                 "{rows} rows of K = {} in {groups} groups with {} weights: needs K / groups a \
                  multiple of 4, f32 weights and fewer than {MATVEC_MAX_ROWS} rows that fit \
-                 the uniform staging",
+                 the staging texture",
                 w.cols,
                 if w.blocks.iter().any(|b| b.is_f16()) {
                     "f16"
@@ -192,17 +268,29 @@ pub fn matvec_normed(
     }
     let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
     let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
-    let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
-    let st = rec.ctx().uniform_staging();
-    for t in 0..rows {
-        let src = x.offset as usize + (t * x.stride) as usize;
-        rec.copy(x.buf, src, &st, (t as u64 * ldk) as usize, w.cols)?;
-    }
+    let st = stage_x_texture(rec, rows, w.cols as u32, x)?;
+    let dummy = rec.ctx().dummy().clone();
     for b in &w.blocks {
         let p = block_params(rows, w.cols, b, x, y, flags);
-        let params: Vec<u32> = p.iter().copied().chain([groups, eps.to_bits()]).collect();
+        let mut params: Vec<u32> = p.iter().copied().chain([groups, eps.to_bits()]).collect();
         let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
-        rec.dispatch(&MATVEC_NORM, &params, &[&st, &b.buffer, &bias, y.buf], g)?;
+        match &conv {
+            None => rec.dispatch(&MATVEC_NORM, &params, &[&st, &b.buffer, &bias, y.buf], g)?,
+            Some(cv) => {
+                params.extend([
+                    cv.first_row,
+                    cv.channels,
+                    cv.k,
+                    cv.bias.is_some() as u32,
+                    cv.out.offset,
+                ]);
+                let cb = cv.bias.unwrap_or(&dummy);
+                let bufs = [
+                    &st, &b.buffer, &bias, y.buf, cv.weight, cb, cv.state, cv.out.buf,
+                ];
+                rec.dispatch(&MATVEC_NORM_CONV, &params, &bufs, g)?;
+            }
+        }
     }
     Ok(())
 }
@@ -223,8 +311,9 @@ fn block_params(rows: u32, k: usize, b: &MatBlock, x: View, y: View, flags: u32)
     ]
 }
 
-/// Decode: X's rows copied into the uniform staging (dense, stride `ldk`), then matvec (or
-/// matvec_f16 for packed-f16 blocks) per block.
+/// Decode: X's rows staged (f32 blocks: the activation texture; packed-f16 blocks: the
+/// uniform buffer, dense with stride `ldk`), then matvec or matvec_f16 per block.
+#[allow(clippy::too_many_arguments)]
 fn matvec(
     rec: &mut Recorder,
     rows: u32,
@@ -235,16 +324,32 @@ fn matvec(
     flags: u32,
     ldk: u64,
 ) -> GpuResult<()> {
-    let st = rec.ctx().uniform_staging();
-    for t in 0..rows {
-        let src = x.offset as usize + (t * x.stride) as usize;
-        rec.copy(x.buf, src, &st, (t as u64 * ldk) as usize, w.cols)?;
-    }
+    let mut tex = None;
+    let mut ubo = None;
     for b in &w.blocks {
         let params = block_params(rows, w.cols, b, x, y, flags);
-        let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
-        let k = if b.is_f16() { &MATVEC_F16 } else { &MATVEC };
-        rec.dispatch(k, &params, &[&st, &b.buffer, bias, y.buf], g)?;
+        if b.is_f16() {
+            let st = match &ubo {
+                Some(st) => st,
+                None => {
+                    let st = rec.ctx().uniform_staging();
+                    for t in 0..rows {
+                        let src = x.offset as usize + (t * x.stride) as usize;
+                        rec.copy(x.buf, src, &st, (t as u64 * ldk) as usize, w.cols)?;
+                    }
+                    ubo.insert(st)
+                }
+            };
+            let g = [(b.rows as u32).div_ceil(MATVEC_F16_OUTS), rows, 1];
+            rec.dispatch(&MATVEC_F16, &params, &[st, &b.buffer, bias, y.buf], g)?;
+        } else {
+            let st = match &tex {
+                Some(st) => st,
+                None => tex.insert(stage_x_texture(rec, rows, w.cols as u32, x)?),
+            };
+            let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
+            rec.dispatch(&MATVEC, &params, &[st, &b.buffer, bias, y.buf], g)?;
+        }
     }
     Ok(())
 }
