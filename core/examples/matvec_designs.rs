@@ -391,6 +391,135 @@ fn hi(h: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(h.z), unpack
   if (o + 48u < O) { ys[o + 48u] = c6; }
   if (o + 56u < O) { ys[o + 56u] = c7; }
 }", 64, "texhs"),
+        ("texStorage_12rows_xtex", "@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>; @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
+@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  let o = wid.x * 96u + l;
+  let r0 = i32(min(o + 0u, O - 1u)); var c0 = 0.0;
+  let r1 = i32(min(o + 8u, O - 1u)); var c1 = 0.0;
+  let r2 = i32(min(o + 16u, O - 1u)); var c2 = 0.0;
+  let r3 = i32(min(o + 24u, O - 1u)); var c3 = 0.0;
+  let r4 = i32(min(o + 32u, O - 1u)); var c4 = 0.0;
+  let r5 = i32(min(o + 40u, O - 1u)); var c5 = 0.0;
+  let r6 = i32(min(o + 48u, O - 1u)); var c6 = 0.0;
+  let r7 = i32(min(o + 56u, O - 1u)); var c7 = 0.0;
+  let r8 = i32(min(o + 64u, O - 1u)); var c8 = 0.0;
+  let r9 = i32(min(o + 72u, O - 1u)); var c9 = 0.0;
+  let r10 = i32(min(o + 80u, O - 1u)); var c10 = 0.0;
+  let r11 = i32(min(o + 88u, O - 1u)); var c11 = 0.0;
+  for (var i = 0u; i < K4; i += 1u) {
+    let kk = i32(i); let xv = textureLoad(xt, vec2<i32>(kk, 0));
+    c0 += dot(xv, textureLoad(w, vec2<i32>(kk, r0)));
+    c1 += dot(xv, textureLoad(w, vec2<i32>(kk, r1)));
+    c2 += dot(xv, textureLoad(w, vec2<i32>(kk, r2)));
+    c3 += dot(xv, textureLoad(w, vec2<i32>(kk, r3)));
+    c4 += dot(xv, textureLoad(w, vec2<i32>(kk, r4)));
+    c5 += dot(xv, textureLoad(w, vec2<i32>(kk, r5)));
+    c6 += dot(xv, textureLoad(w, vec2<i32>(kk, r6)));
+    c7 += dot(xv, textureLoad(w, vec2<i32>(kk, r7)));
+    c8 += dot(xv, textureLoad(w, vec2<i32>(kk, r8)));
+    c9 += dot(xv, textureLoad(w, vec2<i32>(kk, r9)));
+    c10 += dot(xv, textureLoad(w, vec2<i32>(kk, r10)));
+    c11 += dot(xv, textureLoad(w, vec2<i32>(kk, r11)));
+  }
+  if (o + 0u < O) { ys[o + 0u] = c0; }
+  if (o + 8u < O) { ys[o + 8u] = c1; }
+  if (o + 16u < O) { ys[o + 16u] = c2; }
+  if (o + 24u < O) { ys[o + 24u] = c3; }
+  if (o + 32u < O) { ys[o + 32u] = c4; }
+  if (o + 40u < O) { ys[o + 40u] = c5; }
+  if (o + 48u < O) { ys[o + 48u] = c6; }
+  if (o + 56u < O) { ys[o + 56u] = c7; }
+  if (o + 64u < O) { ys[o + 64u] = c8; }
+  if (o + 72u < O) { ys[o + 72u] = c9; }
+  if (o + 80u < O) { ys[o + 80u] = c10; }
+  if (o + 88u < O) { ys[o + 88u] = c11; }
+}", 96, "texs"),
+        ("texStorage_16rows_xtex", "@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>; @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
+@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  let o = wid.x * 128u + l;
+  let r0 = i32(min(o + 0u, O - 1u)); var c0 = 0.0;
+  let r1 = i32(min(o + 8u, O - 1u)); var c1 = 0.0;
+  let r2 = i32(min(o + 16u, O - 1u)); var c2 = 0.0;
+  let r3 = i32(min(o + 24u, O - 1u)); var c3 = 0.0;
+  let r4 = i32(min(o + 32u, O - 1u)); var c4 = 0.0;
+  let r5 = i32(min(o + 40u, O - 1u)); var c5 = 0.0;
+  let r6 = i32(min(o + 48u, O - 1u)); var c6 = 0.0;
+  let r7 = i32(min(o + 56u, O - 1u)); var c7 = 0.0;
+  let r8 = i32(min(o + 64u, O - 1u)); var c8 = 0.0;
+  let r9 = i32(min(o + 72u, O - 1u)); var c9 = 0.0;
+  let r10 = i32(min(o + 80u, O - 1u)); var c10 = 0.0;
+  let r11 = i32(min(o + 88u, O - 1u)); var c11 = 0.0;
+  let r12 = i32(min(o + 96u, O - 1u)); var c12 = 0.0;
+  let r13 = i32(min(o + 104u, O - 1u)); var c13 = 0.0;
+  let r14 = i32(min(o + 112u, O - 1u)); var c14 = 0.0;
+  let r15 = i32(min(o + 120u, O - 1u)); var c15 = 0.0;
+  for (var i = 0u; i < K4; i += 1u) {
+    let kk = i32(i); let xv = textureLoad(xt, vec2<i32>(kk, 0));
+    c0 += dot(xv, textureLoad(w, vec2<i32>(kk, r0)));
+    c1 += dot(xv, textureLoad(w, vec2<i32>(kk, r1)));
+    c2 += dot(xv, textureLoad(w, vec2<i32>(kk, r2)));
+    c3 += dot(xv, textureLoad(w, vec2<i32>(kk, r3)));
+    c4 += dot(xv, textureLoad(w, vec2<i32>(kk, r4)));
+    c5 += dot(xv, textureLoad(w, vec2<i32>(kk, r5)));
+    c6 += dot(xv, textureLoad(w, vec2<i32>(kk, r6)));
+    c7 += dot(xv, textureLoad(w, vec2<i32>(kk, r7)));
+    c8 += dot(xv, textureLoad(w, vec2<i32>(kk, r8)));
+    c9 += dot(xv, textureLoad(w, vec2<i32>(kk, r9)));
+    c10 += dot(xv, textureLoad(w, vec2<i32>(kk, r10)));
+    c11 += dot(xv, textureLoad(w, vec2<i32>(kk, r11)));
+    c12 += dot(xv, textureLoad(w, vec2<i32>(kk, r12)));
+    c13 += dot(xv, textureLoad(w, vec2<i32>(kk, r13)));
+    c14 += dot(xv, textureLoad(w, vec2<i32>(kk, r14)));
+    c15 += dot(xv, textureLoad(w, vec2<i32>(kk, r15)));
+  }
+  if (o + 0u < O) { ys[o + 0u] = c0; }
+  if (o + 8u < O) { ys[o + 8u] = c1; }
+  if (o + 16u < O) { ys[o + 16u] = c2; }
+  if (o + 24u < O) { ys[o + 24u] = c3; }
+  if (o + 32u < O) { ys[o + 32u] = c4; }
+  if (o + 40u < O) { ys[o + 40u] = c5; }
+  if (o + 48u < O) { ys[o + 48u] = c6; }
+  if (o + 56u < O) { ys[o + 56u] = c7; }
+  if (o + 64u < O) { ys[o + 64u] = c8; }
+  if (o + 72u < O) { ys[o + 72u] = c9; }
+  if (o + 80u < O) { ys[o + 80u] = c10; }
+  if (o + 88u < O) { ys[o + 88u] = c11; }
+  if (o + 96u < O) { ys[o + 96u] = c12; }
+  if (o + 104u < O) { ys[o + 104u] = c13; }
+  if (o + 112u < O) { ys[o + 112u] = c14; }
+  if (o + 120u < O) { ys[o + 120u] = c15; }
+}", 128, "texs"),
+        ("texStorageRGBA16F_8rows_xtex", "@group(0) @binding(2) var w: texture_storage_2d<rgba16float, read>; @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
+@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+  let o = wid.x * 64u + l;
+  let r0 = i32(min(o + 0u, O - 1u)); var c0 = 0.0;
+  let r1 = i32(min(o + 8u, O - 1u)); var c1 = 0.0;
+  let r2 = i32(min(o + 16u, O - 1u)); var c2 = 0.0;
+  let r3 = i32(min(o + 24u, O - 1u)); var c3 = 0.0;
+  let r4 = i32(min(o + 32u, O - 1u)); var c4 = 0.0;
+  let r5 = i32(min(o + 40u, O - 1u)); var c5 = 0.0;
+  let r6 = i32(min(o + 48u, O - 1u)); var c6 = 0.0;
+  let r7 = i32(min(o + 56u, O - 1u)); var c7 = 0.0;
+  for (var i = 0u; i < K4; i += 1u) {
+    let kk = i32(i); let xv = textureLoad(xt, vec2<i32>(kk, 0));
+    c0 += dot(xv, textureLoad(w, vec2<i32>(kk, r0)));
+    c1 += dot(xv, textureLoad(w, vec2<i32>(kk, r1)));
+    c2 += dot(xv, textureLoad(w, vec2<i32>(kk, r2)));
+    c3 += dot(xv, textureLoad(w, vec2<i32>(kk, r3)));
+    c4 += dot(xv, textureLoad(w, vec2<i32>(kk, r4)));
+    c5 += dot(xv, textureLoad(w, vec2<i32>(kk, r5)));
+    c6 += dot(xv, textureLoad(w, vec2<i32>(kk, r6)));
+    c7 += dot(xv, textureLoad(w, vec2<i32>(kk, r7)));
+  }
+  if (o + 0u < O) { ys[o + 0u] = c0; }
+  if (o + 8u < O) { ys[o + 8u] = c1; }
+  if (o + 16u < O) { ys[o + 16u] = c2; }
+  if (o + 24u < O) { ys[o + 24u] = c3; }
+  if (o + 32u < O) { ys[o + 32u] = c4; }
+  if (o + 40u < O) { ys[o + 40u] = c5; }
+  if (o + 48u < O) { ys[o + 48u] = c6; }
+  if (o + 56u < O) { ys[o + 56u] = c7; }
+}", 64, "tex16s"),
         ("texStorage_4rows_x_ubo", "@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>; @group(0) @binding(3) var<uniform> xu: array<vec4<f32>, K4>;
 @compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let o = wid.x * 32u + l;
@@ -744,6 +873,30 @@ fn d(x0: vec4<f32>, x1: vec4<f32>, h: vec4<u32>) -> f32 {
                         ntiles * (K / 4),
                         bytemuck::cast_slice(&wtl),
                         wgpu::TextureFormat::Rgba32Float,
+                        wgpu::TextureUsages::STORAGE_BINDING,
+                    )
+                })
+                .collect()
+        } else if kind == "tex16s" {
+            (1..nw)
+                .map(|_| {
+                    mk_tex_f(
+                        K / 4,
+                        O,
+                        bytemuck::cast_slice(&whh),
+                        wgpu::TextureFormat::Rgba16Float,
+                        wgpu::TextureUsages::STORAGE_BINDING,
+                    )
+                })
+                .collect()
+        } else if kind == "texhs" {
+            (1..nw)
+                .map(|_| {
+                    mk_tex_f(
+                        K / 8,
+                        O,
+                        bytemuck::cast_slice(&wh),
+                        wgpu::TextureFormat::Rgba32Uint,
                         wgpu::TextureUsages::STORAGE_BINDING,
                     )
                 })

@@ -5,7 +5,10 @@
 //! shaders/ssm_step_tex.wgsl.
 //!
 //!   cargo run --release -p transmamba --example ssm_step_designs
+//!   L=24 cargo run --release -p transmamba --example ssm_step_designs
 //!
+//! L rotates the texture designs over L layers' states (24: the states leave the caches, as
+//! in decode, where the step costs ~1.5x its cache-resident time).
 //! mamba2-130m's shape per layer (H 24, P 64, N 128, G 1). Every design is checked against a
 //! CPU step, then timed: best of 4 interleaved rounds of 48 steps in one submission.
 use std::time::Instant;
@@ -209,15 +212,21 @@ fn main() {
         });
         // Fresh state per design: every design's first step is checked from the same state.
         let state_bufs = [storage(&state, st), storage(&state, st)];
-        let state_tex = new_state_tex(kind == 5);
+        let layers: usize = std::env::var("L")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let state_texs: Vec<Vec<wgpu::TextureView>> =
+            (0..layers).map(|_| new_state_tex(kind == 5)).collect();
         let bc_res = if kind == 0 || kind == 4 {
             &bc_buf
         } else {
             &bc_ubo
         };
         // Two bind groups: token t reads state t % 2 and writes the other (rw: the same one).
-        let bgs: Vec<wgpu::BindGroup> = (0..2)
-            .map(|t| {
+        let bgs: Vec<wgpu::BindGroup> = (0..2 * layers)
+            .map(|lt| {
+                let (state_tex, t) = (&state_texs[lt / 2], lt % 2);
                 let mut e = vec![
                     wgpu::BindGroupEntry {
                         binding: 0,
@@ -271,8 +280,9 @@ fn main() {
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 pass.set_pipeline(&pl);
-                for t in 0..n {
-                    pass.set_bind_group(0, &bgs[t as usize % 2], &[]);
+                for t in 0..n as usize {
+                    let (l, parity) = (t % layers, (t / layers) % 2);
+                    pass.set_bind_group(0, &bgs[2 * l + parity], &[]);
                     pass.dispatch_workgroups(H * P / 64, 1, 1);
                 }
             }
