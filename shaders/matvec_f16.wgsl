@@ -1,10 +1,11 @@
-// matvec.wgsl for f16 weights: the W block is an rgba32uint texture whose texel (i, o) packs
+// Decode product for f16 weights: the W block is an rgba32uint texture whose texel (i, o) packs
 // W[o, 8i..8i+8] as eight halves (pack2x16float order: low half first), zero padded. One fetch
-// brings 8 weights instead of 4: on lavapipe, with decode reading the weights from DRAM, this is
-// ~1.4x the f32 kernel (half the fetches and half the bytes; f16 storage textures, same fetch
-// count, gave nothing). No shader-f16 needed: unpack2x16float is core WGSL.
-// Same params, X staging (uniform, dense with stride ldk4 vec4s; ldk is a multiple of 8 here)
-// and flags as matvec.wgsl.
+// brings 8 weights instead of 4, but on lavapipe unpack2x16float costs about what the saved
+// fetch does: measured no faster than the f32 matvec (docs/PERFORMANCE.md, session 6), so
+// this is a memory saving. No shader-f16 needed: unpack2x16float is core WGSL.
+// X is in the uniform staging buffer (the op copies its rows there, dense with stride ldk4
+// vec4s; ldk is a multiple of 8 here); params and flags as matvec.wgsl (bit 0 = add bias, bit
+// 1 = accumulate into Y). Lane l of a 32-wide workgroup owns outputs o0 + l + 32m (m < 4).
 // bindings: 0 params | 1 X (uniform) | 2 W block (packed texture) | 3 bias [out] | 4 Y (rw)
 // grid: x over ceil(rows / 128), y over t.
 

@@ -829,9 +829,10 @@ impl GpuContext {
         Ok(b)
     }
 
-    /// The 64 KiB uniform buffer kernels read small operands from (decode matvec: X), filled by
-    /// a copy recorded before each use. Uniform loads at lane-uniform addresses are the cheapest
-    /// loads on CPU Vulkan; 64 KiB is WebGPU's guaranteed uniform binding size.
+    /// The 64 KiB uniform buffer kernels read small operands from (the decode step's B and C,
+    /// matvec_f16's X), filled by a copy recorded before each use. Uniform loads at constant
+    /// addresses are the cheapest loads on CPU Vulkan (at other addresses, gathers); 64 KiB is
+    /// WebGPU's guaranteed uniform binding size.
     pub(crate) fn uniform_staging(&self) -> GpuBuffer {
         let mut st = lock(&self.state);
         st.uniform_staging

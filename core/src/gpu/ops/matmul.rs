@@ -69,8 +69,9 @@ pub enum MatmulKernel {
     /// computes 32 rows x 32 outputs, lanes sharing W loads by subgroupBroadcast (matmul_sg);
     /// otherwise [`MatmulKernel::TiledPortable`].
     Tiled,
-    /// Decode: X copied into a uniform buffer, 4 outputs per invocation (matvec.wgsl, no
-    /// subgroups needed), when X's rows fit the 64 KiB buffer; else [`MatmulKernel::Tiled`].
+    /// Decode: X's rows staged as texels, 8 outputs per invocation (matvec.wgsl; packed-f16
+    /// weights: X in the 64 KiB uniform buffer, matvec_f16.wgsl), no subgroups needed, when X
+    /// fits the staging; else [`MatmulKernel::Tiled`].
     MatVec,
     /// 4 rows x 4 outputs per invocation, no subgroups (matmul.wgsl).
     TiledPortable,
@@ -83,9 +84,9 @@ pub enum MatmulKernel {
 // texture (weights.rs; an image load is ~2x cheaper than a sampled fetch there) and the kernels
 // maximise MACs per storage load of X: matmul_sg lets each lane own 4 X rows and take W from
 // the other lanes by broadcast (128 MACs per 16 X loads and 4 texel fetches); matvec reads X
-// from a uniform buffer at lane-uniform addresses, so its loop is nearly all texel fetches.
-// Measured: 512x768x1536 prefill ~9.5 GFLOP/s (first kernel ~1); 768->3352 decode 14-15 GB/s
-// of weights (first kernel ~0.7, subgroup-broadcast X ~5). See docs/PERFORMANCE.md.
+// as texels too, one per 8 W fetches (a uniform load at a loop index is a 32-load gather
+// there). Measured: 512x768x1536 prefill ~9.5 GFLOP/s (first kernel ~1); 768->3352 decode
+// ~17 GB/s of weights from DRAM (first kernel ~0.7). See docs/PERFORMANCE.md.
 
 /// `y[t, o] (+)= sum_k x[t, k] * w[o, k] (+ bias[o])` for `rows` rows; `w` is [out, in].
 /// With `accumulate` the product is added to `y` (fused residual add). `x` and `y` must be
