@@ -102,6 +102,27 @@ fn gpu_decode_equals_cpu_prefill() {
     }
 }
 
+/// Decode with the norms, conv step and gate as dispatches of their own (`fused_decode: false`,
+/// no folded weights) equals the CPU too: the A/B switch of `tm-run bench --unfused-decode`.
+#[test]
+fn unfused_decode_equals_cpu_prefill() {
+    for (name, spec) in model_variants() {
+        let model = random_model(&spec, 34);
+        let tokens = random_tokens(spec.vocab, 20, 9);
+        let opts = EngineOptions {
+            chunk_size: 8,
+            fused_decode: false,
+            ..EngineOptions::default()
+        };
+        let gm = GpuModel::new(ctx(), &model, opts).unwrap();
+        let sched = Schedule(vec![At(4); spec.layers]);
+        let want = cpu_logits(&model, &sched, &tokens);
+        let got = gpu_prefill_then_decode(&gm, &sched, &tokens, 8);
+        let err = max_abs_diff(&got, &want);
+        assert!(err < TOL, "{name}: unfused decode |Δ| = {err}");
+    }
+}
+
 #[test]
 fn prefill_after_decode_continues_the_sequence() {
     // Prompt, decode tokens (the SSM state moves into its texture pair), a multi-token piece
