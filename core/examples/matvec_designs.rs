@@ -227,7 +227,28 @@ fn main() {
          @group(0) @binding(0) var<storage, read> xs: array<f32>;\n\
          @group(0) @binding(1) var<storage, read_write> ys: array<f32>;\n"
     );
-    let kernels: Vec<(&str, &str, u32, &str)> = vec![
+    // X as texels, n outputs per lane: (name, source, outputs per workgroup, W's kind).
+    let generated: Vec<(String, String, u32, &str)> = [
+        (4, "rgba32float"),
+        (8, "rgba32float"),
+        (12, "rgba32float"),
+        (16, "rgba32float"),
+        (4, "rgba32uint"),
+        (8, "rgba32uint"),
+        (8, "rgba16float"),
+    ]
+    .iter()
+    .map(|&(n, format)| {
+        let (tag, kind) = match format {
+            "rgba32uint" => ("H8", "texhs"),
+            "rgba16float" => ("RGBA16F", "tex16s"),
+            _ => ("", "texs"),
+        };
+        let name = format!("texStorage{tag}_{n}rows_xtex");
+        (name, xtex_design(n, format), 8 * n, kind)
+    })
+    .collect();
+    let mut kernels: Vec<(&str, &str, u32, &str)> = vec![
         ("noop_1wg", "@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
 @compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   if (wid.x == 0u && l == 0u) { ys[0] = w[0].x + xs[0]; }
@@ -291,235 +312,6 @@ fn hi(h: vec4<u32>) -> vec4<f32> { return vec4<f32>(unpack2x16float(h.z), unpack
   let one = vec4<f32>(1.0);
   if (o < O) { ys[o] = dot(c0, one); } if (o + 8u < O) { ys[o + 8u] = dot(c1, one); } if (o + 16u < O) { ys[o + 16u] = dot(c2, one); } if (o + 24u < O) { ys[o + 24u] = dot(c3, one); }
 }", 32, "texhs"),
-        ("texStorage_4rows_xtex", "@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>; @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
-@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let o = wid.x * 32u + l;
-  let r0 = i32(min(o + 0u, O - 1u)); var c0 = 0.0;
-  let r1 = i32(min(o + 8u, O - 1u)); var c1 = 0.0;
-  let r2 = i32(min(o + 16u, O - 1u)); var c2 = 0.0;
-  let r3 = i32(min(o + 24u, O - 1u)); var c3 = 0.0;
-  for (var i = 0u; i < K4; i += 1u) {
-    let kk = i32(i); let xv = textureLoad(xt, vec2<i32>(kk, 0));
-    c0 += dot(xv, textureLoad(w, vec2<i32>(kk, r0)));
-    c1 += dot(xv, textureLoad(w, vec2<i32>(kk, r1)));
-    c2 += dot(xv, textureLoad(w, vec2<i32>(kk, r2)));
-    c3 += dot(xv, textureLoad(w, vec2<i32>(kk, r3)));
-  }
-  if (o + 0u < O) { ys[o + 0u] = c0; }
-  if (o + 8u < O) { ys[o + 8u] = c1; }
-  if (o + 16u < O) { ys[o + 16u] = c2; }
-  if (o + 24u < O) { ys[o + 24u] = c3; }
-}", 32, "texs"),
-        ("texStorage_8rows_xtex", "@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>; @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
-@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let o = wid.x * 64u + l;
-  let r0 = i32(min(o + 0u, O - 1u)); var c0 = 0.0;
-  let r1 = i32(min(o + 8u, O - 1u)); var c1 = 0.0;
-  let r2 = i32(min(o + 16u, O - 1u)); var c2 = 0.0;
-  let r3 = i32(min(o + 24u, O - 1u)); var c3 = 0.0;
-  let r4 = i32(min(o + 32u, O - 1u)); var c4 = 0.0;
-  let r5 = i32(min(o + 40u, O - 1u)); var c5 = 0.0;
-  let r6 = i32(min(o + 48u, O - 1u)); var c6 = 0.0;
-  let r7 = i32(min(o + 56u, O - 1u)); var c7 = 0.0;
-  for (var i = 0u; i < K4; i += 1u) {
-    let kk = i32(i); let xv = textureLoad(xt, vec2<i32>(kk, 0));
-    c0 += dot(xv, textureLoad(w, vec2<i32>(kk, r0)));
-    c1 += dot(xv, textureLoad(w, vec2<i32>(kk, r1)));
-    c2 += dot(xv, textureLoad(w, vec2<i32>(kk, r2)));
-    c3 += dot(xv, textureLoad(w, vec2<i32>(kk, r3)));
-    c4 += dot(xv, textureLoad(w, vec2<i32>(kk, r4)));
-    c5 += dot(xv, textureLoad(w, vec2<i32>(kk, r5)));
-    c6 += dot(xv, textureLoad(w, vec2<i32>(kk, r6)));
-    c7 += dot(xv, textureLoad(w, vec2<i32>(kk, r7)));
-  }
-  if (o + 0u < O) { ys[o + 0u] = c0; }
-  if (o + 8u < O) { ys[o + 8u] = c1; }
-  if (o + 16u < O) { ys[o + 16u] = c2; }
-  if (o + 24u < O) { ys[o + 24u] = c3; }
-  if (o + 32u < O) { ys[o + 32u] = c4; }
-  if (o + 40u < O) { ys[o + 40u] = c5; }
-  if (o + 48u < O) { ys[o + 48u] = c6; }
-  if (o + 56u < O) { ys[o + 56u] = c7; }
-}", 64, "texs"),
-        ("texStorageH8_4rows_xtex", "@group(0) @binding(2) var w: texture_storage_2d<rgba32uint, read>; @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
-@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let o = wid.x * 32u + l;
-  let r0 = i32(min(o + 0u, O - 1u)); var c0 = 0.0;
-  let r1 = i32(min(o + 8u, O - 1u)); var c1 = 0.0;
-  let r2 = i32(min(o + 16u, O - 1u)); var c2 = 0.0;
-  let r3 = i32(min(o + 24u, O - 1u)); var c3 = 0.0;
-  for (var i = 0u; i < K4 / 2u; i += 1u) {
-    let kk = i32(i); let x0 = textureLoad(xt, vec2<i32>(2 * kk, 0)); let x1 = textureLoad(xt, vec2<i32>(2 * kk + 1, 0));
-    let h0 = textureLoad(w, vec2<i32>(kk, r0)); c0 += dot(x0, vec4<f32>(unpack2x16float(h0.x), unpack2x16float(h0.y))) + dot(x1, vec4<f32>(unpack2x16float(h0.z), unpack2x16float(h0.w)));
-    let h1 = textureLoad(w, vec2<i32>(kk, r1)); c1 += dot(x0, vec4<f32>(unpack2x16float(h1.x), unpack2x16float(h1.y))) + dot(x1, vec4<f32>(unpack2x16float(h1.z), unpack2x16float(h1.w)));
-    let h2 = textureLoad(w, vec2<i32>(kk, r2)); c2 += dot(x0, vec4<f32>(unpack2x16float(h2.x), unpack2x16float(h2.y))) + dot(x1, vec4<f32>(unpack2x16float(h2.z), unpack2x16float(h2.w)));
-    let h3 = textureLoad(w, vec2<i32>(kk, r3)); c3 += dot(x0, vec4<f32>(unpack2x16float(h3.x), unpack2x16float(h3.y))) + dot(x1, vec4<f32>(unpack2x16float(h3.z), unpack2x16float(h3.w)));
-  }
-  if (o + 0u < O) { ys[o + 0u] = c0; }
-  if (o + 8u < O) { ys[o + 8u] = c1; }
-  if (o + 16u < O) { ys[o + 16u] = c2; }
-  if (o + 24u < O) { ys[o + 24u] = c3; }
-}", 32, "texhs"),
-        ("texStorageH8_8rows_xtex", "@group(0) @binding(2) var w: texture_storage_2d<rgba32uint, read>; @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
-@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let o = wid.x * 64u + l;
-  let r0 = i32(min(o + 0u, O - 1u)); var c0 = 0.0;
-  let r1 = i32(min(o + 8u, O - 1u)); var c1 = 0.0;
-  let r2 = i32(min(o + 16u, O - 1u)); var c2 = 0.0;
-  let r3 = i32(min(o + 24u, O - 1u)); var c3 = 0.0;
-  let r4 = i32(min(o + 32u, O - 1u)); var c4 = 0.0;
-  let r5 = i32(min(o + 40u, O - 1u)); var c5 = 0.0;
-  let r6 = i32(min(o + 48u, O - 1u)); var c6 = 0.0;
-  let r7 = i32(min(o + 56u, O - 1u)); var c7 = 0.0;
-  for (var i = 0u; i < K4 / 2u; i += 1u) {
-    let kk = i32(i); let x0 = textureLoad(xt, vec2<i32>(2 * kk, 0)); let x1 = textureLoad(xt, vec2<i32>(2 * kk + 1, 0));
-    let h0 = textureLoad(w, vec2<i32>(kk, r0)); c0 += dot(x0, vec4<f32>(unpack2x16float(h0.x), unpack2x16float(h0.y))) + dot(x1, vec4<f32>(unpack2x16float(h0.z), unpack2x16float(h0.w)));
-    let h1 = textureLoad(w, vec2<i32>(kk, r1)); c1 += dot(x0, vec4<f32>(unpack2x16float(h1.x), unpack2x16float(h1.y))) + dot(x1, vec4<f32>(unpack2x16float(h1.z), unpack2x16float(h1.w)));
-    let h2 = textureLoad(w, vec2<i32>(kk, r2)); c2 += dot(x0, vec4<f32>(unpack2x16float(h2.x), unpack2x16float(h2.y))) + dot(x1, vec4<f32>(unpack2x16float(h2.z), unpack2x16float(h2.w)));
-    let h3 = textureLoad(w, vec2<i32>(kk, r3)); c3 += dot(x0, vec4<f32>(unpack2x16float(h3.x), unpack2x16float(h3.y))) + dot(x1, vec4<f32>(unpack2x16float(h3.z), unpack2x16float(h3.w)));
-    let h4 = textureLoad(w, vec2<i32>(kk, r4)); c4 += dot(x0, vec4<f32>(unpack2x16float(h4.x), unpack2x16float(h4.y))) + dot(x1, vec4<f32>(unpack2x16float(h4.z), unpack2x16float(h4.w)));
-    let h5 = textureLoad(w, vec2<i32>(kk, r5)); c5 += dot(x0, vec4<f32>(unpack2x16float(h5.x), unpack2x16float(h5.y))) + dot(x1, vec4<f32>(unpack2x16float(h5.z), unpack2x16float(h5.w)));
-    let h6 = textureLoad(w, vec2<i32>(kk, r6)); c6 += dot(x0, vec4<f32>(unpack2x16float(h6.x), unpack2x16float(h6.y))) + dot(x1, vec4<f32>(unpack2x16float(h6.z), unpack2x16float(h6.w)));
-    let h7 = textureLoad(w, vec2<i32>(kk, r7)); c7 += dot(x0, vec4<f32>(unpack2x16float(h7.x), unpack2x16float(h7.y))) + dot(x1, vec4<f32>(unpack2x16float(h7.z), unpack2x16float(h7.w)));
-  }
-  if (o + 0u < O) { ys[o + 0u] = c0; }
-  if (o + 8u < O) { ys[o + 8u] = c1; }
-  if (o + 16u < O) { ys[o + 16u] = c2; }
-  if (o + 24u < O) { ys[o + 24u] = c3; }
-  if (o + 32u < O) { ys[o + 32u] = c4; }
-  if (o + 40u < O) { ys[o + 40u] = c5; }
-  if (o + 48u < O) { ys[o + 48u] = c6; }
-  if (o + 56u < O) { ys[o + 56u] = c7; }
-}", 64, "texhs"),
-        ("texStorage_12rows_xtex", "@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>; @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
-@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let o = wid.x * 96u + l;
-  let r0 = i32(min(o + 0u, O - 1u)); var c0 = 0.0;
-  let r1 = i32(min(o + 8u, O - 1u)); var c1 = 0.0;
-  let r2 = i32(min(o + 16u, O - 1u)); var c2 = 0.0;
-  let r3 = i32(min(o + 24u, O - 1u)); var c3 = 0.0;
-  let r4 = i32(min(o + 32u, O - 1u)); var c4 = 0.0;
-  let r5 = i32(min(o + 40u, O - 1u)); var c5 = 0.0;
-  let r6 = i32(min(o + 48u, O - 1u)); var c6 = 0.0;
-  let r7 = i32(min(o + 56u, O - 1u)); var c7 = 0.0;
-  let r8 = i32(min(o + 64u, O - 1u)); var c8 = 0.0;
-  let r9 = i32(min(o + 72u, O - 1u)); var c9 = 0.0;
-  let r10 = i32(min(o + 80u, O - 1u)); var c10 = 0.0;
-  let r11 = i32(min(o + 88u, O - 1u)); var c11 = 0.0;
-  for (var i = 0u; i < K4; i += 1u) {
-    let kk = i32(i); let xv = textureLoad(xt, vec2<i32>(kk, 0));
-    c0 += dot(xv, textureLoad(w, vec2<i32>(kk, r0)));
-    c1 += dot(xv, textureLoad(w, vec2<i32>(kk, r1)));
-    c2 += dot(xv, textureLoad(w, vec2<i32>(kk, r2)));
-    c3 += dot(xv, textureLoad(w, vec2<i32>(kk, r3)));
-    c4 += dot(xv, textureLoad(w, vec2<i32>(kk, r4)));
-    c5 += dot(xv, textureLoad(w, vec2<i32>(kk, r5)));
-    c6 += dot(xv, textureLoad(w, vec2<i32>(kk, r6)));
-    c7 += dot(xv, textureLoad(w, vec2<i32>(kk, r7)));
-    c8 += dot(xv, textureLoad(w, vec2<i32>(kk, r8)));
-    c9 += dot(xv, textureLoad(w, vec2<i32>(kk, r9)));
-    c10 += dot(xv, textureLoad(w, vec2<i32>(kk, r10)));
-    c11 += dot(xv, textureLoad(w, vec2<i32>(kk, r11)));
-  }
-  if (o + 0u < O) { ys[o + 0u] = c0; }
-  if (o + 8u < O) { ys[o + 8u] = c1; }
-  if (o + 16u < O) { ys[o + 16u] = c2; }
-  if (o + 24u < O) { ys[o + 24u] = c3; }
-  if (o + 32u < O) { ys[o + 32u] = c4; }
-  if (o + 40u < O) { ys[o + 40u] = c5; }
-  if (o + 48u < O) { ys[o + 48u] = c6; }
-  if (o + 56u < O) { ys[o + 56u] = c7; }
-  if (o + 64u < O) { ys[o + 64u] = c8; }
-  if (o + 72u < O) { ys[o + 72u] = c9; }
-  if (o + 80u < O) { ys[o + 80u] = c10; }
-  if (o + 88u < O) { ys[o + 88u] = c11; }
-}", 96, "texs"),
-        ("texStorage_16rows_xtex", "@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>; @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
-@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let o = wid.x * 128u + l;
-  let r0 = i32(min(o + 0u, O - 1u)); var c0 = 0.0;
-  let r1 = i32(min(o + 8u, O - 1u)); var c1 = 0.0;
-  let r2 = i32(min(o + 16u, O - 1u)); var c2 = 0.0;
-  let r3 = i32(min(o + 24u, O - 1u)); var c3 = 0.0;
-  let r4 = i32(min(o + 32u, O - 1u)); var c4 = 0.0;
-  let r5 = i32(min(o + 40u, O - 1u)); var c5 = 0.0;
-  let r6 = i32(min(o + 48u, O - 1u)); var c6 = 0.0;
-  let r7 = i32(min(o + 56u, O - 1u)); var c7 = 0.0;
-  let r8 = i32(min(o + 64u, O - 1u)); var c8 = 0.0;
-  let r9 = i32(min(o + 72u, O - 1u)); var c9 = 0.0;
-  let r10 = i32(min(o + 80u, O - 1u)); var c10 = 0.0;
-  let r11 = i32(min(o + 88u, O - 1u)); var c11 = 0.0;
-  let r12 = i32(min(o + 96u, O - 1u)); var c12 = 0.0;
-  let r13 = i32(min(o + 104u, O - 1u)); var c13 = 0.0;
-  let r14 = i32(min(o + 112u, O - 1u)); var c14 = 0.0;
-  let r15 = i32(min(o + 120u, O - 1u)); var c15 = 0.0;
-  for (var i = 0u; i < K4; i += 1u) {
-    let kk = i32(i); let xv = textureLoad(xt, vec2<i32>(kk, 0));
-    c0 += dot(xv, textureLoad(w, vec2<i32>(kk, r0)));
-    c1 += dot(xv, textureLoad(w, vec2<i32>(kk, r1)));
-    c2 += dot(xv, textureLoad(w, vec2<i32>(kk, r2)));
-    c3 += dot(xv, textureLoad(w, vec2<i32>(kk, r3)));
-    c4 += dot(xv, textureLoad(w, vec2<i32>(kk, r4)));
-    c5 += dot(xv, textureLoad(w, vec2<i32>(kk, r5)));
-    c6 += dot(xv, textureLoad(w, vec2<i32>(kk, r6)));
-    c7 += dot(xv, textureLoad(w, vec2<i32>(kk, r7)));
-    c8 += dot(xv, textureLoad(w, vec2<i32>(kk, r8)));
-    c9 += dot(xv, textureLoad(w, vec2<i32>(kk, r9)));
-    c10 += dot(xv, textureLoad(w, vec2<i32>(kk, r10)));
-    c11 += dot(xv, textureLoad(w, vec2<i32>(kk, r11)));
-    c12 += dot(xv, textureLoad(w, vec2<i32>(kk, r12)));
-    c13 += dot(xv, textureLoad(w, vec2<i32>(kk, r13)));
-    c14 += dot(xv, textureLoad(w, vec2<i32>(kk, r14)));
-    c15 += dot(xv, textureLoad(w, vec2<i32>(kk, r15)));
-  }
-  if (o + 0u < O) { ys[o + 0u] = c0; }
-  if (o + 8u < O) { ys[o + 8u] = c1; }
-  if (o + 16u < O) { ys[o + 16u] = c2; }
-  if (o + 24u < O) { ys[o + 24u] = c3; }
-  if (o + 32u < O) { ys[o + 32u] = c4; }
-  if (o + 40u < O) { ys[o + 40u] = c5; }
-  if (o + 48u < O) { ys[o + 48u] = c6; }
-  if (o + 56u < O) { ys[o + 56u] = c7; }
-  if (o + 64u < O) { ys[o + 64u] = c8; }
-  if (o + 72u < O) { ys[o + 72u] = c9; }
-  if (o + 80u < O) { ys[o + 80u] = c10; }
-  if (o + 88u < O) { ys[o + 88u] = c11; }
-  if (o + 96u < O) { ys[o + 96u] = c12; }
-  if (o + 104u < O) { ys[o + 104u] = c13; }
-  if (o + 112u < O) { ys[o + 112u] = c14; }
-  if (o + 120u < O) { ys[o + 120u] = c15; }
-}", 128, "texs"),
-        ("texStorageRGBA16F_8rows_xtex", "@group(0) @binding(2) var w: texture_storage_2d<rgba16float, read>; @group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
-@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-  let o = wid.x * 64u + l;
-  let r0 = i32(min(o + 0u, O - 1u)); var c0 = 0.0;
-  let r1 = i32(min(o + 8u, O - 1u)); var c1 = 0.0;
-  let r2 = i32(min(o + 16u, O - 1u)); var c2 = 0.0;
-  let r3 = i32(min(o + 24u, O - 1u)); var c3 = 0.0;
-  let r4 = i32(min(o + 32u, O - 1u)); var c4 = 0.0;
-  let r5 = i32(min(o + 40u, O - 1u)); var c5 = 0.0;
-  let r6 = i32(min(o + 48u, O - 1u)); var c6 = 0.0;
-  let r7 = i32(min(o + 56u, O - 1u)); var c7 = 0.0;
-  for (var i = 0u; i < K4; i += 1u) {
-    let kk = i32(i); let xv = textureLoad(xt, vec2<i32>(kk, 0));
-    c0 += dot(xv, textureLoad(w, vec2<i32>(kk, r0)));
-    c1 += dot(xv, textureLoad(w, vec2<i32>(kk, r1)));
-    c2 += dot(xv, textureLoad(w, vec2<i32>(kk, r2)));
-    c3 += dot(xv, textureLoad(w, vec2<i32>(kk, r3)));
-    c4 += dot(xv, textureLoad(w, vec2<i32>(kk, r4)));
-    c5 += dot(xv, textureLoad(w, vec2<i32>(kk, r5)));
-    c6 += dot(xv, textureLoad(w, vec2<i32>(kk, r6)));
-    c7 += dot(xv, textureLoad(w, vec2<i32>(kk, r7)));
-  }
-  if (o + 0u < O) { ys[o + 0u] = c0; }
-  if (o + 8u < O) { ys[o + 8u] = c1; }
-  if (o + 16u < O) { ys[o + 16u] = c2; }
-  if (o + 24u < O) { ys[o + 24u] = c3; }
-  if (o + 32u < O) { ys[o + 32u] = c4; }
-  if (o + 40u < O) { ys[o + 40u] = c5; }
-  if (o + 48u < O) { ys[o + 48u] = c6; }
-  if (o + 56u < O) { ys[o + 56u] = c7; }
-}", 64, "tex16s"),
         ("texStorage_4rows_x_ubo", "@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>; @group(0) @binding(3) var<uniform> xu: array<vec4<f32>, K4>;
 @compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {
   let o = wid.x * 32u + l;
@@ -801,6 +593,11 @@ fn d(x0: vec4<f32>, x1: vec4<f32>, h: vec4<u32>) -> f32 {
   ys[o+3u] = c3.x + c3.y + c3.z + c3.w;
 }", 4, "sth"),
     ];
+    kernels.extend(
+        generated
+            .iter()
+            .map(|(n, src, per_wg, kind)| (n.as_str(), src.as_str(), *per_wg, *kind)),
+    );
     // (name, run n dispatches and read y back, bytes of W)
     type Run<'a> = (String, Box<dyn Fn(u32) -> Vec<f32> + 'a>, f64);
     let mut runs: Vec<Run> = Vec::new();
@@ -991,4 +788,46 @@ fn d(x0: vec4<f32>, x1: vec4<f32>, h: vec4<u32>) -> f32 {
             2.0 * (O * K) as f64 / dt / 1e9
         );
     }
+}
+
+/// A design reading X as texels (binding 3) with `n` outputs per lane of an 8-wide workgroup;
+/// W's texture is `format`: rgba32float, rgba16float, or rgba32uint (packed f16 pairs).
+fn xtex_design(n: u32, format: &str) -> String {
+    let mut b = format!(
+        "@group(0) @binding(2) var w: texture_storage_2d<{format}, read>;
+@group(0) @binding(3) var xt: texture_storage_2d<rgba32float, read>;
+@compute @workgroup_size(8) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) l: u32) {{
+  let o = wid.x * {}u + l;
+",
+        8 * n
+    );
+    for j in 0..n {
+        b += &format!(
+            "  let r{j} = i32(min(o + {}u, O - 1u)); var c{j} = 0.0;\n",
+            8 * j
+        );
+    }
+    if format == "rgba32uint" {
+        b += "  for (var i = 0u; i < K4 / 2u; i += 1u) {
+    let kk = i32(i);
+    let x0 = textureLoad(xt, vec2<i32>(2 * kk, 0)); let x1 = textureLoad(xt, vec2<i32>(2 * kk + 1, 0));
+";
+        for j in 0..n {
+            b += &format!(
+                "    let h{j} = textureLoad(w, vec2<i32>(kk, r{j})); c{j} += dot(x0, vec4<f32>(unpack2x16float(h{j}.x), unpack2x16float(h{j}.y))) + dot(x1, vec4<f32>(unpack2x16float(h{j}.z), unpack2x16float(h{j}.w)));\n"
+            );
+        }
+    } else {
+        b += "  for (var i = 0u; i < K4; i += 1u) {
+    let kk = i32(i); let xv = textureLoad(xt, vec2<i32>(kk, 0));
+";
+        for j in 0..n {
+            b += &format!("    c{j} += dot(xv, textureLoad(w, vec2<i32>(kk, r{j})));\n");
+        }
+    }
+    b += "  }\n";
+    for j in 0..n {
+        b += &format!("  if (o + {0}u < O) {{ ys[o + {0}u] = c{j}; }}\n", 8 * j);
+    }
+    b + "}"
 }

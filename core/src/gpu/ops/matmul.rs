@@ -115,11 +115,7 @@ pub fn matmul_using(
     kernel: MatmulKernel,
 ) -> GpuResult<()> {
     const OP: &str = "matmul";
-    x.check(OP, "x", rows, w.cols as u32)?;
-    y.check(OP, "y", rows, w.rows as u32)?;
-    if let Some(b) = bias {
-        need_len(OP, "bias", b, w.rows as u64)?;
-    }
+    check_product(OP, rows, x, w, bias, y)?;
     if rows == 0 {
         return Ok(());
     }
@@ -141,6 +137,23 @@ pub fn matmul_using(
         MatmulKernel::MatVec => matvec(rec, rows, x, w, &bias, y, flags, ldk),
         MatmulKernel::TiledPortable => tiled_portable(rec, rows, x, w, &bias, y, flags),
         _ => tiled_xtex(rec, rows, x, w, &bias, y, flags),
+    }
+}
+
+/// `rows` rows of x [.., in] and y [.., out] for `w` [out, in], and the bias [out].
+fn check_product(
+    op: &'static str,
+    rows: u32,
+    x: View,
+    w: &GpuMatrix,
+    bias: Option<&GpuBuffer>,
+    y: View,
+) -> GpuResult<()> {
+    x.check(op, "x", rows, w.cols as u32)?;
+    y.check(op, "y", rows, w.rows as u32)?;
+    match bias {
+        Some(b) => need_len(op, "bias", b, w.rows as u64),
+        None => Ok(()),
     }
 }
 
@@ -218,11 +231,7 @@ pub fn matvec_normed(
     conv: Option<ConvStep>,
 ) -> GpuResult<()> {
     const OP: &str = "matvec_normed";
-    x.check(OP, "x", rows, w.cols as u32)?;
-    y.check(OP, "y", rows, w.rows as u32)?;
-    if let Some(b) = bias {
-        need_len(OP, "bias", b, w.rows as u64)?;
-    }
+    check_product(OP, rows, x, w, bias, y)?;
     if let Some(cv) = &conv {
         let ch = cv.channels as u64;
         ensure(OP, rows == 1 && !accumulate, || {
