@@ -662,56 +662,39 @@ fn d(x0: vec4<f32>, x1: vec4<f32>, h: vec4<u32>) -> f32 {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        let extra: Vec<wgpu::TextureView> = if kind == "textl" {
-            (1..nw)
-                .map(|_| {
-                    mk_tex_f(
-                        256,
-                        ntiles * (K / 4),
-                        bytemuck::cast_slice(&wtl),
-                        wgpu::TextureFormat::Rgba32Float,
-                        wgpu::TextureUsages::STORAGE_BINDING,
-                    )
-                })
-                .collect()
-        } else if kind == "tex16s" {
-            (1..nw)
-                .map(|_| {
-                    mk_tex_f(
-                        K / 4,
-                        O,
-                        bytemuck::cast_slice(&whh),
-                        wgpu::TextureFormat::Rgba16Float,
-                        wgpu::TextureUsages::STORAGE_BINDING,
-                    )
-                })
-                .collect()
-        } else if kind == "texhs" {
-            (1..nw)
-                .map(|_| {
-                    mk_tex_f(
-                        K / 8,
-                        O,
-                        bytemuck::cast_slice(&wh),
-                        wgpu::TextureFormat::Rgba32Uint,
-                        wgpu::TextureUsages::STORAGE_BINDING,
-                    )
-                })
-                .collect()
-        } else if kind == "texs" {
-            (1..nw)
-                .map(|_| {
-                    mk_tex_f(
-                        K / 4,
-                        O,
-                        bytemuck::cast_slice(&w),
-                        wgpu::TextureFormat::Rgba32Float,
-                        wgpu::TextureUsages::STORAGE_BINDING,
-                    )
-                })
-                .collect()
-        } else {
-            Vec::new()
+        // More copies of W (same texture layout and data) for NW > 1.
+        let copy_of_w: Option<(u32, u32, &[u8], wgpu::TextureFormat)> = match kind {
+            "textl" => Some((
+                256,
+                ntiles * (K / 4),
+                bytemuck::cast_slice(&wtl),
+                wgpu::TextureFormat::Rgba32Float,
+            )),
+            "tex16s" => Some((
+                K / 4,
+                O,
+                bytemuck::cast_slice(&whh),
+                wgpu::TextureFormat::Rgba16Float,
+            )),
+            "texhs" => Some((
+                K / 8,
+                O,
+                bytemuck::cast_slice(&wh),
+                wgpu::TextureFormat::Rgba32Uint,
+            )),
+            "texs" => Some((
+                K / 4,
+                O,
+                bytemuck::cast_slice(&w),
+                wgpu::TextureFormat::Rgba32Float,
+            )),
+            _ => None,
+        };
+        let extra: Vec<wgpu::TextureView> = match copy_of_w {
+            Some((wd, ht, data, format)) => (1..nw)
+                .map(|_| mk_tex_f(wd, ht, data, format, wgpu::TextureUsages::STORAGE_BINDING))
+                .collect(),
+            None => Vec::new(),
         };
         let mut bgs = vec![device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
