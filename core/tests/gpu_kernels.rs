@@ -1143,8 +1143,14 @@ fn sequential_scan_and_step_equal_recurrence() {
     let mut r = rng(12);
     let c = ctx();
     // N = 9: the step on the state buffer (ssm_step); N = 8 and 32: the state in textures
-    // (ssm_step_tex), B and C at offsets that are and are not multiples of 4.
+    // (ssm_step_tex; P = 6 too), B and C at offsets that are and are not multiples of 4.
     for d in [
+        SsmDims {
+            heads: 2,
+            head_dim: 6,
+            state: 8,
+            groups: 1,
+        },
         SsmDims {
             heads: 4,
             head_dim: 8,
