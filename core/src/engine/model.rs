@@ -126,14 +126,20 @@ impl GpuModel {
                 },
             )
         };
-        let ones = |label: &str, n: usize| ctx.upload_f32(label, &vec![1.0; n]);
+        // One buffer of unit weights serves every folded norm (they read its first D or Di).
+        let ones = if folded_norms {
+            let n = c.hidden_size.max(c.d_inner());
+            Some(ctx.upload_f32("unit norm weights", &vec![1.0; n])?)
+        } else {
+            None
+        };
         let mut layers = Vec::with_capacity(model.layers.len());
         for w in &model.layers {
-            let (norm, in_proj, gated_norm, out_proj) = if folded_norms {
+            let (norm, in_proj, gated_norm, out_proj) = if let Some(ones) = &ones {
                 (
-                    ones("norm (folded)", w.norm.data.len())?,
+                    ones.clone(),
                     folded("in_proj", &w.in_proj, &w.norm)?,
-                    ones("mixer.norm (folded)", w.gated_norm.data.len())?,
+                    ones.clone(),
                     folded("out_proj", &w.out_proj, &w.gated_norm)?,
                 )
             } else {
