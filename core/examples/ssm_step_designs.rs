@@ -1,11 +1,13 @@
 //! Microbenchmark of decode SSM-step designs on the default adapter: where the state
 //! [H, P, N] lives (read-write storage buffer, or a read-only + write-only texture pair swapped
-//! every token) and where B and C are read from (storage, or the uniform staging buffer).
-//! It produced the SSM-step table in docs/PERFORMANCE.md; the shipped kernel is
-//! shaders/ssm_step_tex.wgsl.
+//! every token) and where B and C are read from (storage, or the uniform staging buffer),
+//! plus timing-only designs that bound what a change could gain (no load, no store, a state
+//! written every 8 tokens). It produced the SSM-step tables in docs/PERFORMANCE.md; the
+//! shipped kernel is shaders/ssm_step_tex.wgsl.
 //!
 //!   cargo run --release -p transmamba --example ssm_step_designs
 //!   L=24 cargo run --release -p transmamba --example ssm_step_designs
+//!   ONLY="B/C uniform" ROUNDS=100000 cargo run ...   (one design, long: to profile it)
 //!
 //! L rotates the texture designs over L layers' states (24: the states leave the caches, as
 //! in decode, where the step costs ~1.5x its cache-resident time).
@@ -140,6 +142,66 @@ fn main() {
         "textureLoad(s_in, vec2<i32>(i32(j), i32(i)))",
         "textureStore(s_out, vec2<i32>(i32(j), i32(i)), v);",
     );
+    // The shipped loop unrolled, so that every B/C index is a constant: Mesa then loads them as
+    // scalars (one broadcast per value) instead of gathering them lane by lane.
+    let mut unrolled = String::from(
+        "@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x; let h = i / P;
+  let d = small[H * P + h];
+  let da = exp(d * -exp(small[H * P + H + h]));
+  let dx = d * small[i];
+  var acc = vec4<f32>(0.0);
+  var v: vec4<f32>;\n",
+    );
+    for j in 0..N / 4 {
+        let at = format!("vec2<i32>({j}, i32(i))");
+        unrolled += &format!(
+            "  v = da * textureLoad(s_in, {at}) + dx * bc[{j}];\n  textureStore(s_out, {at}, v);\n  acc += v * bc[{}];\n",
+            N / 4 + j
+        );
+    }
+    unrolled += "  ys[i] = acc.x + acc.y + acc.z + acc.w;\n}";
+    // Timing only: a decode step that writes the state every 8 tokens instead of every token
+    // (the SSD form over a window of 8: y = C (a S0) + sum_s a_s (C . B_s) dt_s x_s, the C . B_s
+    // reduced across the workgroup), and the flush that folds the 8 tokens into the state.
+    // Stand-in data: B_s are rows of the state texture, a_s and dt_s x_s entries of `small`.
+    let win_step = "var<workgroup> part: array<f32, 64>;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let i = gid.x; let h = i / P;
+  let s = li / 8u; let q = li % 8u;
+  var pd = 0.0;
+  for (var u = 0u; u < N4 / 8u; u += 1u) { let j = q * (N4 / 8u) + u; pd += dot(textureLoad(s_in, vec2<i32>(i32(j), i32(s))), bc[N4 + j]); }
+  part[li] = pd;
+  workgroupBarrier();
+  let d = small[H * P + h];
+  let lt = d * -exp(small[H * P + H + h]);
+  var acc = vec4<f32>(0.0);
+  for (var j = 0u; j < N4; j += 1u) { acc += textureLoad(s_in, vec2<i32>(i32(j), i32(i))) * bc[N4 + j]; }
+  var y = exp(lt) * (acc.x + acc.y + acc.z + acc.w);
+  for (var s2 = 0u; s2 < 8u; s2 += 1u) {
+    let b = s2 * 8u;
+    let g = part[b] + part[b + 1u] + part[b + 2u] + part[b + 3u] + part[b + 4u] + part[b + 5u] + part[b + 6u] + part[b + 7u];
+    y += exp(lt - small[H * P + (s2 % 2u) * H + h]) * g * small[(i + s2 * 7u) % (H * P)];
+  }
+  if (y == 12345.0) { textureStore(s_out, vec2<i32>(0, 0), vec4<f32>(y)); }
+  ys[i] = y;
+}";
+    let win_flush = "@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x; let h = i / P;
+  let d = small[H * P + h];
+  let lt = d * -exp(small[H * P + H + h]);
+  var w: array<f32, 8>;
+  for (var s2 = 0u; s2 < 8u; s2 += 1u) { w[s2] = exp(lt - small[H * P + (s2 % 2u) * H + h]) * small[(i + s2 * 7u) % (H * P)]; }
+  let da = exp(lt);
+  var acc = vec4<f32>(0.0);
+  for (var j = 0u; j < N4; j += 1u) {
+    var v = da * textureLoad(s_in, vec2<i32>(i32(j), i32(i)));
+    for (var s2 = 0u; s2 < 8u; s2 += 1u) { v += w[s2] * textureLoad(s_in, vec2<i32>(i32(j), i32(s2))); }
+    textureStore(s_out, vec2<i32>(i32(j), i32(i)), v);
+    acc += v * bc[N4 + j];
+  }
+  ys[i] = acc.x + acc.y + acc.z + acc.w;
+}";
     let tex_t = body(
         "textureLoad(s_in, vec2<i32>(i32(i), i32(j)))",
         "textureStore(s_out, vec2<i32>(i32(i), i32(j)), v);",
@@ -167,6 +229,21 @@ fn main() {
             "state in/out textures [N/4, H*P]",
             format!("{bc_uniform}{s_tex}{tex_t}"),
             5,
+        ),
+        (
+            "(no check) window of 8: a token, no store",
+            format!("{bc_uniform}{s_tex}{win_step}"),
+            3,
+        ),
+        (
+            "(no check) window of 8: the flush",
+            format!("{bc_uniform}{s_tex}{win_flush}"),
+            3,
+        ),
+        (
+            "in/out textures, B/C at constant indices",
+            format!("{bc_uniform}{s_tex}{unrolled}"),
+            3,
         ),
         (
             "state rw buffer, B/C storage",
@@ -309,8 +386,17 @@ fn main() {
         runs.push((name, Box::new(run)));
     }
     let mut best = vec![f64::MAX; runs.len()];
-    for _round in 0..4 {
-        for (i, (_, run)) in runs.iter().enumerate() {
+    // ROUNDS / ONLY (a substring of a design's name): to profile one design for long.
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let only = std::env::var("ONLY").unwrap_or_default();
+    for _round in 0..rounds {
+        for (i, (name, run)) in runs.iter().enumerate() {
+            if !name.contains(&only) {
+                continue;
+            }
             let n = 48;
             let t = Instant::now();
             run(n);
