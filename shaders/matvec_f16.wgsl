@@ -1,7 +1,7 @@
 // Decode product for f16 weights: the W block is an rgba32uint texture whose texel (i, o) packs
 // W[o, 8i..8i+8] as eight halves (pack2x16float order: low half first), zero padded. One fetch
 // brings 8 weights instead of 4, but on lavapipe unpack2x16float costs about what the saved
-// fetch does: measured no faster than the f32 matvec (docs/PERFORMANCE.md, session 6), so
+// fetch does: measured no faster than the f32 matvec (docs/performance-log.md, session 6), so
 // this is a memory saving. No shader-f16 needed: unpack2x16float is core WGSL.
 // X is in the uniform staging buffer (the op copies its rows there, dense with stride ldk4
 // vec4s; ldk is a multiple of 8 here); params and flags as matvec.wgsl (bit 0 = add bias, bit

@@ -3,8 +3,9 @@
 // S is read from one rgba32float texture and S' written to the other (texel (j, h*P + p) holds
 // S[h, p, 4j..4j+4]); the op swaps the two every token. B and C come from the uniform staging
 // buffer (the op copies them there), at lane-uniform addresses when a workgroup is one head.
-// Why (lavapipe): storage-buffer accesses are per-lane loops, image loads/stores are vector
-// gathers/scatters and lane-uniform uniform loads are scalar: ~2x the storage-buffer step
+// Why (lavapipe): an image load is a vector gather and an image store a tight per-lane loop
+// (still half the step's time: the state is written every token), where storage-buffer
+// accesses are heavier per-lane loops: ~2x the storage-buffer step
 // (core/examples/ssm_step_designs.rs). Needs N % 4 == 0.
 // With RAW_DT = 1 binding 3 holds the raw dt of in_proj and the kernel applies MODEL.md step 3
 // itself, dt = clamp(softplus(raw + dt_bias), lo, hi) as dt.wgsl: one dispatch less per layer

@@ -1,5 +1,5 @@
 //! Microbenchmark of decode matrix-vector designs (y = W x) on the default adapter: how W and
-//! X are stored and read. It produced the design table in docs/PERFORMANCE.md ("Session 3");
+//! X are stored and read. It produced the design table in docs/performance-log.md ("Session 3");
 //! the shipped kernels are shaders/matvec.wgsl and matvec_f16.wgsl.
 //!
 //!   cargo run --release -p transmamba --example matvec_designs

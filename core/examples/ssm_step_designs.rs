@@ -2,7 +2,7 @@
 //! [H, P, N] lives (read-write storage buffer, or a read-only + write-only texture pair swapped
 //! every token) and where B and C are read from (storage, or the uniform staging buffer),
 //! plus timing-only designs that bound what a change could gain (no load, no store, a state
-//! written every 8 tokens). It produced the SSM-step tables in docs/PERFORMANCE.md; the
+//! written every 8 tokens). It produced the SSM-step tables in docs/performance-log.md; the
 //! shipped kernel is shaders/ssm_step_tex.wgsl.
 //!
 //!   cargo run --release -p transmamba --example ssm_step_designs

@@ -86,7 +86,7 @@ pub enum MatmulKernel {
 // the other lanes by broadcast (128 MACs per 16 X loads and 4 texel fetches); matvec reads X
 // as texels too, one per 8 W fetches (a uniform load at a loop index is a 32-load gather
 // there). Measured: 512x768x1536 prefill ~9.5 GFLOP/s (first kernel ~1); 768->3352 decode
-// ~17 GB/s of weights from DRAM (first kernel ~0.7). See docs/PERFORMANCE.md.
+// ~17 GB/s of weights from DRAM (first kernel ~0.7). See docs/performance-log.md.
 
 /// `y[t, o] (+)= sum_k x[t, k] * w[o, k] (+ bias[o])` for `rows` rows; `w` is [out, in].
 /// With `accumulate` the product is added to `y` (fused residual add). `x` and `y` must be

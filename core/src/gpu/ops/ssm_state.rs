@@ -2,10 +2,11 @@
 //!
 //! The chunked scan and the memory converter read and write it as a storage buffer. Decode
 //! keeps it in a pair of rgba32float textures instead (texel `(j, h*P + p)` holds
-//! `S[h, p, 4j..4j+4]`): the step reads one and writes the other, because on CPU Vulkan image
-//! loads and stores are vector gathers and scatters where storage accesses are per-lane loops
-//! (docs/PERFORMANCE.md). The value moves between the two homes only when the kind of work
-//! changes: the first decode token after a prefill, or a prefill after decode.
+//! `S[h, p, 4j..4j+4]`): the step reads one and writes the other, because on CPU Vulkan an
+//! image load is a vector gather and an image store a tight per-lane loop, ~2x faster together
+//! than storage-buffer accesses (docs/performance-log.md, sessions 4 and 7). The value moves
+//! between the two homes only when the kind of work changes: the first decode token after a
+//! prefill, or a prefill after decode.
 
 use crate::gpu::context::{GpuBuffer, GpuContext, Kernel, UNIFORM_STAGING_BYTES};
 use crate::gpu::recorder::{grid64, Recorder};
