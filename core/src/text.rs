@@ -1,6 +1,7 @@
 //! Text in and out: the model's `tokenizer.json` (through the `tokenizers` crate) when it has
 //! one, raw bytes (token id = byte) otherwise.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 
 use crate::error::{Error, Result};

@@ -1729,55 +1729,76 @@ fn steady_state_decode_creates_no_bind_groups() {
     c.wait_idle().unwrap();
 }
 
+/// Both profiler clocks name every kernel once per dispatch, and profiling changes no result
+/// (the host clock submits each command alone, transfers included).
 #[test]
 fn profiler_reports_named_kernels() {
-    let c = new_ctx(GpuOptions {
-        profiling: true,
-        ..Default::default()
-    });
-    if !c.has_timestamps() {
-        assert!(!c.profiling());
-        return; // nothing to time on this adapter
+    for clock in [ProfileClock::Host, ProfileClock::Timestamps] {
+        let c = new_ctx(GpuOptions {
+            profiling: true,
+            profile_clock: Some(clock),
+            ..Default::default()
+        });
+        assert_eq!(c.profile_clock(), clock);
+        if clock == ProfileClock::Timestamps && !c.has_timestamps() {
+            assert!(!c.profiling());
+            continue; // nothing to time this way on this adapter
+        }
+        assert!(c.profiling());
+        let mut r = rng(15);
+        let x = up(&c, &randv(&mut r, 64 * 32, 1.0));
+        let w = GpuMatrix::from_f32(&c, "w", &randv(&mut r, 32 * 32, 1.0), 32, 32).unwrap();
+        let nw = up(&c, &randv(&mut r, 32, 1.0));
+        let run = |c: &GpuContext| -> Vec<f32> {
+            let (xc, h1, y) = (
+                c.zeros("xc", 64 * 32).unwrap(),
+                c.zeros("h", 64 * 32).unwrap(),
+                c.zeros("y", 64 * 32).unwrap(),
+            );
+            let mut rec = Recorder::new(c);
+            rec.copy(&x, 0, &xc, 0, 64 * 32).unwrap();
+            rms_norm(
+                &mut rec,
+                64,
+                32,
+                View::dense(&xc, 32),
+                &nw,
+                View::dense(&h1, 32),
+                1e-5,
+            )
+            .unwrap();
+            matmul(
+                &mut rec,
+                64,
+                View::dense(&h1, 32),
+                &w,
+                None,
+                View::dense(&y, 32),
+                false,
+            )
+            .unwrap();
+            rec.submit().unwrap();
+            read(c, &y)
+        };
+        let profiled = run(&c);
+        let report = pollster::block_on(c.profile_collect()).unwrap();
+        let names: Vec<&str> = report.iter().map(|r| r.0.as_str()).collect();
+        assert!(
+            names.iter().any(|n| n.starts_with("matmul"))
+                && names.iter().any(|n| n.starts_with("rms_norm")),
+            "{clock:?}: {report:?}"
+        );
+        // Transfers are timed only by the host clock (timestamps bracket passes).
+        assert_eq!(
+            names.contains(&"copy"),
+            clock == ProfileClock::Host,
+            "{report:?}"
+        );
+        assert!(report.iter().all(|r| r.1 >= 0.0 && r.2 == 1), "{report:?}");
+        c.set_profiling(false);
+        assert_eq!(profiled, run(&c), "{clock:?}: profiling changed a result");
+        assert!(!profiled.iter().all(|&v| v == 0.0));
     }
-    assert!(c.profiling());
-    let mut r = rng(15);
-    let x = up(&c, &randv(&mut r, 64 * 32, 1.0));
-    let w = GpuMatrix::from_f32(&c, "w", &randv(&mut r, 32 * 32, 1.0), 32, 32).unwrap();
-    let nw = up(&c, &randv(&mut r, 32, 1.0));
-    let (h1, y) = (
-        c.zeros("h", 64 * 32).unwrap(),
-        c.zeros("y", 64 * 32).unwrap(),
-    );
-    let mut rec = Recorder::new(&c);
-    rms_norm(
-        &mut rec,
-        64,
-        32,
-        View::dense(&x, 32),
-        &nw,
-        View::dense(&h1, 32),
-        1e-5,
-    )
-    .unwrap();
-    matmul(
-        &mut rec,
-        64,
-        View::dense(&h1, 32),
-        &w,
-        None,
-        View::dense(&y, 32),
-        false,
-    )
-    .unwrap();
-    rec.submit().unwrap();
-    let report = pollster::block_on(c.profile_collect()).unwrap();
-    let names: Vec<&str> = report.iter().map(|r| r.0.as_str()).collect();
-    assert!(
-        names.iter().any(|n| n.starts_with("matmul"))
-            && names.iter().any(|n| n.starts_with("rms_norm")),
-        "{report:?}"
-    );
-    assert!(report.iter().all(|r| r.1 >= 0.0 && r.2 == 1));
 }
 
 /// `cargo test -p transmamba --test gpu_kernels bench -- --ignored --nocapture`

@@ -1,11 +1,13 @@
 //! `tm-run bench`: prefill and decode throughput, time per token by position, cache memory,
 //! scaling with T, the chunked scan against a sequential one, matmul GFLOP/s and a per-kernel
-//! breakdown from timestamp queries. Method: one warm-up run, then the median of `repeats`.
+//! breakdown per kernel (timestamp queries on a GPU; the host clock around each command on a
+//! CPU adapter, whose timestamps do not bracket dispatches). Method: one warm-up run, then the
+//! median of `repeats`.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use transmamba::gpu::{ops, GpuContext, GpuMatrix, Recorder, SsmDims};
+use transmamba::gpu::{ops, GpuContext, GpuMatrix, ProfileClock, Recorder, SsmDims};
 use transmamba::memory::format_bytes;
 use transmamba::synthetic::random_tokens;
 use transmamba::{Logits, Schedule};
@@ -126,6 +128,10 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     if profiling {
         if let Some(g) = engine.gpu() {
             report["kernels"] = kernel_breakdown(&g.ctx, q)?;
+            report["profile_clock"] = json!(match g.ctx.profile_clock() {
+                ProfileClock::Timestamps => "timestamps",
+                ProfileClock::Host => "host",
+            });
         }
     }
 
@@ -206,10 +212,14 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
 fn kernel_breakdown(ctx: &GpuContext, quiet: bool) -> AnyResult<Value> {
     let totals = pollster::block_on(ctx.profile_collect())?;
     let all: f64 = totals.iter().map(|t| t.1).sum();
-    say!(
-        quiet,
-        "per-kernel GPU time (timestamp queries, all runs above):"
-    );
+    let how = match ctx.profile_clock() {
+        ProfileClock::Timestamps => "timestamp queries".to_string(),
+        ProfileClock::Host => format!(
+            "host clock: each command submitted alone and waited for, less {:.0} us",
+            ctx.host_submit_ms()? * 1e3
+        ),
+    };
+    say!(quiet, "per-kernel GPU time ({how}; all runs above):");
     let mut rows = Vec::new();
     for (name, total, n) in &totals {
         say!(

@@ -125,7 +125,9 @@ enum Command {
         /// GFLOP/s of the matmul kernel at the model's in_proj size vs the CPU backend.
         #[arg(long)]
         matmul: bool,
-        /// Per-kernel GPU time from timestamp queries.
+        /// Per-kernel GPU time: from timestamp queries on a GPU, from the host clock around
+        /// each command (submitted alone) on a CPU adapter such as lavapipe, whose timestamps do
+        /// not bracket dispatches. Profiled runs are slower; compare shares, not throughputs.
         #[arg(long)]
         profile: bool,
         #[arg(long, default_value_t = 3)]

@@ -26,8 +26,12 @@ pub struct GpuOptions {
     pub power_preference: wgpu::PowerPreference,
     /// Request `SHADER_F16` when the adapter offers it.
     pub prefer_f16: bool,
-    /// Start with the timestamp profiler on (only if the adapter has `TIMESTAMP_QUERY`).
+    /// Start with the per-dispatch profiler on (see [`ProfileClock`] for how it times).
     pub profiling: bool,
+    /// The profiler's clock; `None` picks: the host clock for CPU adapters and adapters
+    /// without `TIMESTAMP_QUERY`, else timestamps (natively, `TM_PROFILE_CLOCK=timestamps|host`
+    /// overrides that pick). The web has only timestamps.
+    pub profile_clock: Option<ProfileClock>,
     /// Compile shaders without wgpu's injected bounds checks (faster; relies on the ops'
     /// host-side shape checks). Also enabled by the environment variable `TM_GPU_UNCHECKED=1`.
     pub unchecked_shaders: bool,
@@ -40,9 +44,23 @@ impl Default for GpuOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
             prefer_f16: false,
             profiling: false,
+            profile_clock: None,
             unchecked_shaders: false,
         }
     }
+}
+
+/// How the profiler times each dispatch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileClock {
+    /// Timestamp queries around each dispatch: a GPU's own clock.
+    Timestamps,
+    /// The host's clock around each command submitted alone and waited for, less the cost of
+    /// an empty submission. For CPU adapters (lavapipe, SwiftShader), whose timestamp queries
+    /// do not bracket the dispatches (lavapipe resolves them when its draw pipeline flushes:
+    /// decode kernels summed to ~10% of the wall time), and for native adapters without
+    /// `TIMESTAMP_QUERY`. Slower: every command waits for the one before.
+    Host,
 }
 
 /// A storage buffer of 4-byte elements (f32 or u32). Cloning shares the buffer (same id).
@@ -170,6 +188,9 @@ struct State {
     x_texture: Option<(GpuBuffer, u32, u32)>,
     pending_profiles: Vec<PendingProfile>,
     profile_totals: BTreeMap<&'static str, (f64, u64)>,
+    /// What an empty submission and its wait cost (ms), measured at the first host-clock use.
+    #[cfg(not(target_arch = "wasm32"))]
+    host_submit_ms: Option<f64>,
     /// Idle readback buffers, reused so steady-state decode allocates none.
     staging: Vec<wgpu::Buffer>,
 }
@@ -194,6 +215,7 @@ pub struct GpuContext {
     lost: Arc<Mutex<Option<String>>>,
     next_id: AtomicU64,
     profiling: AtomicBool,
+    profile_clock: ProfileClock,
     unchecked_shaders: bool,
     dummy: GpuBuffer,
     /// Serialises arena write + submit: the params arena is shared by all recorders.
@@ -280,6 +302,24 @@ impl GpuContext {
             opts.unchecked_shaders || std::env::var("TM_GPU_UNCHECKED").is_ok_and(|v| v == "1");
         #[cfg(target_arch = "wasm32")]
         let unchecked_shaders = opts.unchecked_shaders;
+        // The host clock needs a blocking wait, which the browser has not.
+        #[cfg(not(target_arch = "wasm32"))]
+        let profile_clock = {
+            let env = std::env::var("TM_PROFILE_CLOCK").ok();
+            match (opts.profile_clock, env.as_deref()) {
+                (Some(c), _) => c,
+                (None, Some("timestamps")) => ProfileClock::Timestamps,
+                (None, Some("host")) => ProfileClock::Host,
+                _ if info.device_type == wgpu::DeviceType::Cpu
+                    || !features.contains(wgpu::Features::TIMESTAMP_QUERY) =>
+                {
+                    ProfileClock::Host
+                }
+                _ => ProfileClock::Timestamps,
+            }
+        };
+        #[cfg(target_arch = "wasm32")]
+        let profile_clock = ProfileClock::Timestamps;
         let ctx = Self {
             instance,
             adapter,
@@ -294,6 +334,7 @@ impl GpuContext {
             lost,
             next_id: AtomicU64::new(1),
             profiling: AtomicBool::new(false),
+            profile_clock,
             unchecked_shaders,
             dummy,
             submit_lock: Mutex::new(()),
@@ -881,15 +922,53 @@ impl GpuContext {
 
     // ---------------------------------------------------------------- profiler
 
-    /// Turns per-dispatch timing on or off; returns whether it is on (needs TIMESTAMP_QUERY).
+    /// Turns per-dispatch timing on or off; returns whether it is on (the host clock always
+    /// can be, natively; timestamps need `TIMESTAMP_QUERY`).
     pub fn set_profiling(&self, on: bool) -> bool {
-        let on = on && self.has_timestamps();
+        let on = on && (self.profile_clock == ProfileClock::Host || self.has_timestamps());
         self.profiling.store(on, Ordering::Relaxed);
         on
     }
 
     pub fn profiling(&self) -> bool {
         self.profiling.load(Ordering::Relaxed)
+    }
+
+    /// How the profiler times dispatches on this adapter (`TM_PROFILE_CLOCK=timestamps|host`
+    /// overrides the choice natively).
+    pub fn profile_clock(&self) -> ProfileClock {
+        self.profile_clock
+    }
+
+    /// Adds `ms` to `label`'s running total (host-clock profiling).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn add_profile(&self, label: &'static str, ms: f64) {
+        let mut st = lock(&self.state);
+        let e = st.profile_totals.entry(label).or_insert((0.0, 0));
+        e.0 += ms;
+        e.1 += 1;
+    }
+
+    /// What submitting an empty command buffer and waiting for it costs (ms): the least of 15,
+    /// measured once, after pending work (uploads) has drained. The host clock subtracts it
+    /// from every command it times; the least, because a busy moment must not be taken off
+    /// every later command (~22 us on lavapipe).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn host_submit_ms(&self) -> GpuResult<f64> {
+        if let Some(ms) = lock(&self.state).host_submit_ms {
+            return Ok(ms);
+        }
+        self.wait_idle()?;
+        let mut least = f64::MAX;
+        for _ in 0..15 {
+            let t = std::time::Instant::now();
+            let enc = self.device.create_command_encoder(&Default::default());
+            self.queue.submit([enc.finish()]);
+            self.wait_idle()?;
+            least = least.min(t.elapsed().as_secs_f64() * 1e3);
+        }
+        lock(&self.state).host_submit_ms = Some(least);
+        Ok(least)
     }
 
     pub(crate) fn push_profile(&self, staging: wgpu::Buffer, labels: Vec<&'static str>) {

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+#[cfg(not(target_arch = "wasm32"))]
+use super::context::ProfileClock;
 use super::context::{GpuBuffer, GpuContext, Kernel, Pipeline, PARAM_SLOT};
 use super::error::{GpuError, GpuResult};
 use super::weights::WeightFormat;
@@ -215,7 +217,9 @@ impl<'a> Recorder<'a> {
         self.cmds.push(Cmd::Clear { buf: buf.clone() });
     }
 
-    /// Encodes everything into one command buffer and submits it.
+    /// Encodes everything into one command buffer and submits it. With the profiler on, each
+    /// dispatch gets its own timed pass (`ProfileClock::Timestamps`), or every command is
+    /// submitted alone and timed on the host (`ProfileClock::Host`, native only).
     pub fn submit(self) -> GpuResult<()> {
         let ctx = self.ctx;
         ctx.check()?;
@@ -237,6 +241,10 @@ impl<'a> Recorder<'a> {
                 _ => None,
             })
             .collect();
+        #[cfg(not(target_arch = "wasm32"))]
+        if ctx.profiling() && ctx.profile_clock() == ProfileClock::Host {
+            return self.submit_host_timed(&bind_groups);
+        }
         let n_disp = bind_groups.iter().filter(|b| b.is_some()).count();
         let profiling = ctx.profiling() && n_disp > 0;
         let query_set = profiling.then(|| {
@@ -254,90 +262,35 @@ impl<'a> Recorder<'a> {
             });
         let mut i = 0;
         while i < self.cmds.len() {
-            match &self.cmds[i] {
-                Cmd::Dispatch { .. } => {
-                    let timestamp_writes = match &query_set {
-                        Some(qs) if 2 * labels.len() + 2 <= MAX_QUERIES => {
-                            Some(wgpu::ComputePassTimestampWrites {
-                                query_set: qs,
-                                beginning_of_pass_write_index: Some(2 * labels.len() as u32),
-                                end_of_pass_write_index: Some(2 * labels.len() as u32 + 1),
-                            })
-                        }
-                        _ => None,
-                    };
-                    let timed = timestamp_writes.is_some();
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: None,
-                        timestamp_writes,
-                    });
-                    // One pass per run of dispatches; one per dispatch when timing.
-                    while let Some(Cmd::Dispatch {
-                        pipe,
-                        offset,
-                        groups,
-                        ..
-                    }) = self.cmds.get(i)
-                    {
-                        if timed {
-                            labels.push(pipe.name);
-                        }
-                        pass.set_pipeline(&pipe.pipeline);
-                        pass.set_bind_group(0, bind_groups[i].as_ref(), &[*offset]);
-                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                        i += 1;
-                        if profiling {
-                            break;
-                        }
-                    }
+            if !matches!(self.cmds[i], Cmd::Dispatch { .. }) {
+                encode_transfer(&mut enc, &self.cmds[i]);
+                i += 1;
+                continue;
+            }
+            let timestamp_writes = match &query_set {
+                Some(qs) if 2 * labels.len() + 2 <= MAX_QUERIES => {
+                    Some(wgpu::ComputePassTimestampWrites {
+                        query_set: qs,
+                        beginning_of_pass_write_index: Some(2 * labels.len() as u32),
+                        end_of_pass_write_index: Some(2 * labels.len() as u32 + 1),
+                    })
                 }
-                Cmd::Copy {
-                    src,
-                    src_off,
-                    dst,
-                    dst_off,
-                    size,
-                } => {
-                    enc.copy_buffer_to_buffer(&src.buffer, *src_off, &dst.buffer, *dst_off, *size);
-                    i += 1;
+                _ => None,
+            };
+            let timed = timestamp_writes.is_some();
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes,
+            });
+            // One pass per run of dispatches; one per dispatch when timing.
+            while let Some(cmd @ Cmd::Dispatch { pipe, .. }) = self.cmds.get(i) {
+                if timed {
+                    labels.push(pipe.name);
                 }
-                Cmd::Clear { buf } => {
-                    enc.clear_buffer(&buf.buffer, 0, None);
-                    i += 1;
-                }
-                Cmd::CopyToTexture {
-                    src,
-                    src_off,
-                    tex,
-                    row,
-                    texels,
-                } => {
-                    enc.copy_buffer_to_texture(
-                        wgpu::TexelCopyBufferInfo {
-                            buffer: &src.buffer,
-                            layout: wgpu::TexelCopyBufferLayout {
-                                offset: *src_off,
-                                bytes_per_row: None,
-                                rows_per_image: None,
-                            },
-                        },
-                        wgpu::TexelCopyTextureInfo {
-                            texture: tex,
-                            mip_level: 0,
-                            origin: wgpu::Origin3d {
-                                x: 0,
-                                y: *row,
-                                z: 0,
-                            },
-                            aspect: wgpu::TextureAspect::All,
-                        },
-                        wgpu::Extent3d {
-                            width: *texels,
-                            height: 1,
-                            depth_or_array_layers: 1,
-                        },
-                    );
-                    i += 1;
+                encode_dispatch(&mut pass, cmd, bind_groups[i].as_ref());
+                i += 1;
+                if profiling {
+                    break;
                 }
             }
         }
@@ -367,6 +320,98 @@ impl<'a> Recorder<'a> {
             ctx.push_profile(st, labels);
         }
         Ok(())
+    }
+
+    /// `ProfileClock::Host`: each command in a submission of its own, waited for, its wall
+    /// time less an empty submission's added to its kernel's total (transfers under "copy",
+    /// "copy_to_texture" and "clear").
+    #[cfg(not(target_arch = "wasm32"))]
+    fn submit_host_timed(&self, bind_groups: &[Option<wgpu::BindGroup>]) -> GpuResult<()> {
+        let ctx = self.ctx;
+        let base = ctx.host_submit_ms()?;
+        for (cmd, bg) in self.cmds.iter().zip(bind_groups) {
+            let t = std::time::Instant::now();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            let label = match cmd {
+                Cmd::Dispatch { pipe, .. } => {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    encode_dispatch(&mut pass, cmd, bg.as_ref());
+                    pipe.name
+                }
+                Cmd::Copy { .. } => "copy",
+                Cmd::Clear { .. } => "clear",
+                Cmd::CopyToTexture { .. } => "copy_to_texture",
+            };
+            if !matches!(cmd, Cmd::Dispatch { .. }) {
+                encode_transfer(&mut enc, cmd);
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.wait_idle()?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            ctx.add_profile(label, (ms - base).max(0.0));
+        }
+        ctx.check()
+    }
+}
+
+/// Records one dispatch command into `pass`.
+fn encode_dispatch(pass: &mut wgpu::ComputePass, cmd: &Cmd, bind_group: Option<&wgpu::BindGroup>) {
+    if let Cmd::Dispatch {
+        pipe,
+        offset,
+        groups,
+        ..
+    } = cmd
+    {
+        pass.set_pipeline(&pipe.pipeline);
+        pass.set_bind_group(0, bind_group, &[*offset]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+    }
+}
+
+/// Records one copy or clear into `enc` (dispatches go through [`encode_dispatch`]).
+fn encode_transfer(enc: &mut wgpu::CommandEncoder, cmd: &Cmd) {
+    match cmd {
+        Cmd::Dispatch { .. } => {}
+        Cmd::Copy {
+            src,
+            src_off,
+            dst,
+            dst_off,
+            size,
+        } => enc.copy_buffer_to_buffer(&src.buffer, *src_off, &dst.buffer, *dst_off, *size),
+        Cmd::Clear { buf } => enc.clear_buffer(&buf.buffer, 0, None),
+        Cmd::CopyToTexture {
+            src,
+            src_off,
+            tex,
+            row,
+            texels,
+        } => enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: &src.buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: *src_off,
+                    bytes_per_row: None,
+                    rows_per_image: None,
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture: tex,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: *row,
+                    z: 0,
+                },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d {
+                width: *texels,
+                height: 1,
+                depth_or_array_layers: 1,
+            },
+        ),
     }
 }
 
