@@ -10,6 +10,10 @@ def gen(rtl, header=True, xtex=False):
 // bindings: 0 params | 1 X (texture) | 2 W block (texture) | 3 bias [out] | 4 Y (rw)
 // grid: x over ceil(T / (8 * RTL)) row tiles, y over ceil(rows / 32) output tiles: consecutive
 // workgroups share one W tile, which stays in cache while X (smaller) streams past it.
+// With NORM = 1 the product is of RMSNorm(X) (one group of K columns, the norm's weight folded
+// into W's columns at load, as matvec.wgsl's NORM): each lane sums its rows' squares in the
+// loop over K (one dot per X texel it already holds) and scales its rows' outputs at the end,
+// so prefill needs no norm dispatch and no normalised copy of X.
 """)
     elif header:
         a("""// Y[t, col0 + o] (+)= sum_k X[t, k] * W[col0 + o, k] (+ bias[col0 + o]) for one row block of W,
@@ -37,9 +41,9 @@ def gen(rtl, header=True, xtex=False):
     y_stride: u32,
     y_off: u32,
     flags: u32,
-    ldk4: u32,
+    ldk4: u32,EPS
 }
-
+NORMDECL
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) XDECL
 @group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>;
@@ -52,6 +56,8 @@ fn w4(k4: i32, r: i32) -> vec4<f32> {
 }
 """)
     L[-1] = L[-1].replace("XDECL", "var xt: texture_storage_2d<rgba32float, read>;" if xtex else "var<storage, read> xs: array<f32>;")
+    L[-1] = L[-1].replace("EPS", "\n    eps: f32," if xtex else "")
+    L[-1] = L[-1].replace("NORMDECL", "\noverride NORM: u32 = 0u;\n" if xtex else "")
     a(f"const RTL: u32 = {rtl}u;")
     a("""
 fn store(t: u32, o: u32, v: f32) {
@@ -90,10 +96,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             a(f"    let xb{r} = min(t0 + {8*r}u + lane, tl) * p.x_stride + p.x_off;")
         for q in range(8):
             a(f"    var c{r}_{q} = vec4<f32>(0.0);")
+        if xtex:
+            a(f"    var s{r} = 0.0;")
     a("    for (var i = 0u; i < ldk4; i += 1u) {")
     if xtex:
         for r in range(rtl):
             a(f"        let x{r} = textureLoad(xt, vec2<i32>(i32(i), xr{r}));")
+        a("        if (NORM == 1u) {")
+        for r in range(rtl):
+            a(f"            s{r} += dot(x{r}, x{r});")
+        a("        }")
     else:
         a("        let k0 = i * 4u;")
         a("        let k1 = min(k0 + 1u, kl);\n        let k2 = min(k0 + 2u, kl);\n        let k3 = min(k0 + 3u, kl);")
@@ -111,6 +123,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
                 a(f"            c{r}_{q} += vec4<f32>(dot(x{r}, b0), dot(x{r}, b1), dot(x{r}, b2), dot(x{r}, b3));")
             a("        }")
     a("    }")
+    if xtex:
+        a("    if (NORM == 1u) {")
+        for r in range(rtl):
+            a(f"        let r{r} = inverseSqrt(s{r} / f32(kk) + p.eps);")
+            for q in range(8):
+                a(f"        c{r}_{q} *= r{r};")
+        a("    }")
     for r in range(rtl):
         a(f"    let tr{r} = t0 + {8*r}u + lane;")
         for q in range(8):

@@ -5,6 +5,10 @@
 // bindings: 0 params | 1 X (texture) | 2 W block (texture) | 3 bias [out] | 4 Y (rw)
 // grid: x over ceil(T / (8 * RTL)) row tiles, y over ceil(rows / 32) output tiles: consecutive
 // workgroups share one W tile, which stays in cache while X (smaller) streams past it.
+// With NORM = 1 the product is of RMSNorm(X) (one group of K columns, the norm's weight folded
+// into W's columns at load, as matvec.wgsl's NORM): each lane sums its rows' squares in the
+// loop over K (one dot per X texel it already holds) and scales its rows' outputs at the end,
+// so prefill needs no norm dispatch and no normalised copy of X.
 
 struct Params {
     t: u32,
@@ -17,7 +21,10 @@ struct Params {
     y_off: u32,
     flags: u32,
     ldk4: u32,
+    eps: f32,
 }
+
+override NORM: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
@@ -68,6 +75,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     var c0_5 = vec4<f32>(0.0);
     var c0_6 = vec4<f32>(0.0);
     var c0_7 = vec4<f32>(0.0);
+    var s0 = 0.0;
     let xr1 = i32(min(t0 + 8u + lane, tl));
     var c1_0 = vec4<f32>(0.0);
     var c1_1 = vec4<f32>(0.0);
@@ -77,6 +85,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     var c1_5 = vec4<f32>(0.0);
     var c1_6 = vec4<f32>(0.0);
     var c1_7 = vec4<f32>(0.0);
+    var s1 = 0.0;
     let xr2 = i32(min(t0 + 16u + lane, tl));
     var c2_0 = vec4<f32>(0.0);
     var c2_1 = vec4<f32>(0.0);
@@ -86,6 +95,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     var c2_5 = vec4<f32>(0.0);
     var c2_6 = vec4<f32>(0.0);
     var c2_7 = vec4<f32>(0.0);
+    var s2 = 0.0;
     let xr3 = i32(min(t0 + 24u + lane, tl));
     var c3_0 = vec4<f32>(0.0);
     var c3_1 = vec4<f32>(0.0);
@@ -95,11 +105,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
     var c3_5 = vec4<f32>(0.0);
     var c3_6 = vec4<f32>(0.0);
     var c3_7 = vec4<f32>(0.0);
+    var s3 = 0.0;
     for (var i = 0u; i < ldk4; i += 1u) {
         let x0 = textureLoad(xt, vec2<i32>(i32(i), xr0));
         let x1 = textureLoad(xt, vec2<i32>(i32(i), xr1));
         let x2 = textureLoad(xt, vec2<i32>(i32(i), xr2));
         let x3 = textureLoad(xt, vec2<i32>(i32(i), xr3));
+        if (NORM == 1u) {
+            s0 += dot(x0, x0);
+            s1 += dot(x1, x1);
+            s2 += dot(x2, x2);
+            s3 += dot(x3, x3);
+        }
         let v0 = w4(i32(i), wb0);
         let v1 = w4(i32(i), wb1);
         let v2 = w4(i32(i), wb2);
@@ -184,6 +201,44 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
             c2_7 += vec4<f32>(dot(x2, b0), dot(x2, b1), dot(x2, b2), dot(x2, b3));
             c3_7 += vec4<f32>(dot(x3, b0), dot(x3, b1), dot(x3, b2), dot(x3, b3));
         }
+    }
+    if (NORM == 1u) {
+        let r0 = inverseSqrt(s0 / f32(kk) + p.eps);
+        c0_0 *= r0;
+        c0_1 *= r0;
+        c0_2 *= r0;
+        c0_3 *= r0;
+        c0_4 *= r0;
+        c0_5 *= r0;
+        c0_6 *= r0;
+        c0_7 *= r0;
+        let r1 = inverseSqrt(s1 / f32(kk) + p.eps);
+        c1_0 *= r1;
+        c1_1 *= r1;
+        c1_2 *= r1;
+        c1_3 *= r1;
+        c1_4 *= r1;
+        c1_5 *= r1;
+        c1_6 *= r1;
+        c1_7 *= r1;
+        let r2 = inverseSqrt(s2 / f32(kk) + p.eps);
+        c2_0 *= r2;
+        c2_1 *= r2;
+        c2_2 *= r2;
+        c2_3 *= r2;
+        c2_4 *= r2;
+        c2_5 *= r2;
+        c2_6 *= r2;
+        c2_7 *= r2;
+        let r3 = inverseSqrt(s3 / f32(kk) + p.eps);
+        c3_0 *= r3;
+        c3_1 *= r3;
+        c3_2 *= r3;
+        c3_3 *= r3;
+        c3_4 *= r3;
+        c3_5 *= r3;
+        c3_6 *= r3;
+        c3_7 *= r3;
     }
     let tr0 = t0 + 0u + lane;
     store(tr0, o0 + 0u, c0_0[0]);

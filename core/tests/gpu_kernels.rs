@@ -1253,18 +1253,24 @@ fn sequential_scan_and_step_equal_recurrence() {
 }
 
 #[test]
-fn matvec_normed_equals_norm_then_product() {
+fn matmul_normed_equals_norm_then_product() {
     let mut r = rng(31);
     let c = ctx();
     let eps = 1e-5f32;
-    // (rows, K, outputs, groups): one and several rows and groups, a block of 130 outputs
-    // (two workgroups, clamped loads), mamba2-130m's in_proj K.
-    for &(t, k, o, groups) in &[
+    // (rows, K, outputs, groups): decode rows (matvec NORM: one and several rows and groups, a
+    // block of 130 outputs = two workgroups with clamped loads, mamba2-130m's in_proj K) and
+    // prefill rows (matmul_xtex_sg NORM: row and output tiles not full, K not a multiple of 4,
+    // K = 768).
+    let mut cases = vec![
         (1usize, 16usize, 7usize, 1u32),
         (3, 64, 40, 2),
         (7, 48, 130, 3),
         (1, 768, 33, 1),
-    ] {
+    ];
+    if c.has_subgroup8() {
+        cases.extend([(8, 16, 7, 1), (33, 30, 70, 1), (64, 768, 40, 1)]);
+    }
+    for &(t, k, o, groups) in &cases {
         for (bias, acc) in [(true, false), (false, true)] {
             let x = randv(&mut r, t * k, 2.0);
             let w = randv(&mut r, o * k, 1.0);
@@ -1279,13 +1285,13 @@ fn matvec_normed_equals_norm_then_product() {
             let yb = up(c, &ypacked);
             let bb = up(c, &b);
             let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
-            assert!(matvec_normed_supported(c, t as u32, &m, groups));
+            assert!(matmul_normed_supported(c, t as u32, &m, groups));
             let mut rec = Recorder::new(c);
             let (xv, yv) = (
                 View::new(&xb, xs as u32, xo as u32),
                 View::new(&yb, ys as u32, yo as u32),
             );
-            matvec_normed(
+            matmul_normed(
                 &mut rec,
                 t as u32,
                 xv,
@@ -1323,7 +1329,7 @@ fn matvec_normed_equals_norm_then_product() {
                 }
             }
             let all = read(c, &yb);
-            let what = format!("matvec_normed T={t} K={k} O={o} G={groups} bias={bias} acc={acc}");
+            let what = format!("matmul_normed T={t} K={k} O={o} G={groups} bias={bias} acc={acc}");
             assert_close(&what, &unpack(&all, t, o, ys, yo), &want, 2e-5);
             for (i, (a, b)) in all.iter().zip(&ypacked).enumerate() {
                 let inside = i >= yo && (i - yo) / ys < t && (i - yo) % ys < o;
@@ -1331,8 +1337,9 @@ fn matvec_normed_equals_norm_then_product() {
             }
         }
     }
-    // What the fused kernel does not take is an error, not a wrong product: K / groups not a
-    // multiple of 4, packed-f16 weights, too many rows.
+    // What the fused kernels do not take is an error, not a wrong product: K / groups not a
+    // multiple of 4, packed-f16 weights, too many rows for the matvec, several groups or f16
+    // weights in the prefill product.
     let w = randv(&mut r, 8 * 24, 1.0);
     let m = GpuMatrix::from_f32(c, "w", &w, 8, 24).unwrap();
     let m16 = GpuMatrix::from_f32_as(c, "w", &w, 8, 24, WeightFormat::F16).unwrap();
@@ -1355,6 +1362,15 @@ fn matvec_normed_equals_norm_then_product() {
         assert!(
             matches!(e, Err(GpuError::Shape { .. })),
             "rows {rows} groups {groups}: {e:?}"
+        );
+    }
+    for (mm, groups) in [(&m, 2), (&m16, 1)] {
+        let mut rec = Recorder::new(c);
+        let (xv, yv) = (View::dense(&xb, 24), View::dense(&yb, 8));
+        let e = matmul_normed(&mut rec, 8, xv, groups, 1e-5, mm, None, yv, false, None);
+        assert!(
+            matches!(e, Err(GpuError::Shape { .. })),
+            "8 rows, groups {groups}: {e:?}"
         );
     }
 }

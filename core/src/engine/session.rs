@@ -231,14 +231,14 @@ impl<'m> GpuSession<'m> {
         let (x, b, cq) = (xbc, xbc.cols_from(di), xbc.cols_from(di + gn));
 
         // Steps 1-3: norm, in_proj, conv + SiLU, dt. With the norm weights folded into the
-        // matrices (GpuModel::folded_norms) decode normalises inside the product, and a single
-        // row's conv step runs in the product's epilogue.
+        // matrices (GpuModel::folded_norms) the product normalises X's rows itself (decode and
+        // prefill), and a single row's conv step runs in the product's epilogue.
         let in_bias = w.in_proj_bias.as_ref();
         let conv_in = zx.cols_from(di);
         let (cw, cb) = (&w.conv_weight, w.conv_bias.as_ref());
         let k = c.conv_kernel as u32;
         let conv_state = &self.layers[i].conv_state;
-        if m.folded_norms && ops::matvec_normed_supported(&m.ctx, nr, &w.in_proj, 1) {
+        if m.folded_norms && ops::matmul_normed_supported(&m.ctx, nr, &w.in_proj, 1) {
             let conv = (nr == 1).then_some(ops::ConvStep {
                 weight: cw,
                 bias: cb,
@@ -248,7 +248,7 @@ impl<'m> GpuSession<'m> {
                 channels: dc,
                 out: xbc,
             });
-            ops::matvec_normed(rec, nr, h, 1, eps, &w.in_proj, in_bias, zx, false, conv)?;
+            ops::matmul_normed(rec, nr, h, 1, eps, &w.in_proj, in_bias, zx, false, conv)?;
             if nr != 1 {
                 ops::conv1d(rec, nr, dc, k, conv_in, cw, cb, conv_state, xbc, true)?;
             }

@@ -48,6 +48,11 @@ const TILED_SG_XTEX: Kernel = Kernel {
     access: "xtrw",
     spec: "",
 };
+/// `TILED_SG_XTEX` multiplying by the RMS-normalised X (see [`matmul_normed`]).
+const TILED_SG_XTEX_NORM: Kernel = Kernel {
+    spec: "NORM=1",
+    ..TILED_SG_XTEX
+};
 /// Rows per subgroup tile of matmul_sg / matmul_xtex_sg (8 lanes x RTL rows).
 const SG_ROWS: u32 = 32;
 /// Outputs per subgroup tile (8 lanes x 4 loads).
@@ -136,7 +141,7 @@ pub fn matmul_using(
     match kernel {
         MatmulKernel::MatVec => matvec(rec, rows, x, w, &bias, y, flags, ldk),
         MatmulKernel::TiledPortable => tiled_portable(rec, rows, x, w, &bias, y, flags),
-        _ => tiled_xtex(rec, rows, x, w, &bias, y, flags),
+        _ => tiled_xtex(rec, rows, x, w, &bias, y, flags, None),
     }
 }
 
@@ -178,6 +183,60 @@ pub fn matvec_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, group
         && w.blocks.iter().all(|b| !b.is_f16())
         && rows < MATVEC_MAX_ROWS
         && matvec_x_fits(ctx, rows, w)
+}
+
+/// Whether [`matmul_normed`] runs: below [`MATVEC_MAX_ROWS`] rows as [`matvec_normed`]; from
+/// there the subgroup tiled product (8-wide subgroups, one norm group, f32 blocks, a row of X
+/// within a texture).
+pub fn matmul_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, groups: u32) -> bool {
+    if rows < MATVEC_MAX_ROWS {
+        return matvec_normed_supported(ctx, rows, w, groups);
+    }
+    groups == 1
+        && ctx.has_subgroup8()
+        && w.blocks.iter().all(|b| !b.is_f16())
+        && (w.cols as u32).div_ceil(4) <= ctx.limits.max_texture_dimension_2d
+}
+
+/// [`matvec_normed`] for any number of rows: `y[t, o] (+)= sum_k n(x)[t, k] * w[o, k]
+/// (+ bias[o])` with n the RMSNorm without its weight (folded into `w`'s columns). Prefill
+/// (rows >= [`MATVEC_MAX_ROWS`]) runs matmul_xtex_sg's NORM variant, which sums each row's
+/// squares in its own loop: no norm dispatch, no normalised copy of X. Errors unless
+/// [`matmul_normed_supported`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_normed(
+    rec: &mut Recorder,
+    rows: u32,
+    x: View,
+    groups: u32,
+    eps: f32,
+    w: &GpuMatrix,
+    bias: Option<&GpuBuffer>,
+    y: View,
+    accumulate: bool,
+    conv: Option<ConvStep>,
+) -> GpuResult<()> {
+    const OP: &str = "matmul_normed";
+    if rows < MATVEC_MAX_ROWS {
+        return matvec_normed(rec, rows, x, groups, eps, w, bias, y, accumulate, conv);
+    }
+    check_product(OP, rows, x, w, bias, y)?;
+    ensure(OP, conv.is_none(), || {
+        format!("the conv step takes one row, not {rows}")
+    })?;
+    if !matmul_normed_supported(rec.ctx(), rows, w, groups) {
+        return Err(GpuError::Shape {
+            op: OP,
+            detail: format!(
+                "{rows} rows of K = {} in {groups} groups: needs one group, f32 weights, \
+                 8-wide subgroups and a row of X within a texture",
+                w.cols
+            ),
+        });
+    }
+    let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
+    let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
+    tiled_xtex(rec, rows, x, w, &bias, y, flags, Some(eps))
 }
 
 /// X's `rows` rows of `k` values in the activation texture (texel (i, t) = x[t, 4i..4i+4], zero
@@ -388,7 +447,9 @@ fn tiled_portable(
 
 /// The subgroup tiled product with X packed into a texture first (rows_to_texture, then
 /// matmul_xtex_sg), in chunks of rows that fit a texture; matmul_sg (X from storage) when a
-/// row of X is wider than a texture.
+/// row of X is wider than a texture. `norm`: the eps of the RMSNorm applied to X's rows inside
+/// the product (needs the texture).
+#[allow(clippy::too_many_arguments)]
 fn tiled_xtex(
     rec: &mut Recorder,
     rows: u32,
@@ -397,6 +458,7 @@ fn tiled_xtex(
     bias: &GpuBuffer,
     y: View,
     flags: u32,
+    norm: Option<f32>,
 ) -> GpuResult<()> {
     let k = w.cols as u32;
     let ldk4 = k.div_ceil(4);
@@ -405,7 +467,14 @@ fn tiled_xtex(
     let xtex = if ldk4 <= maxd {
         Some(rec.ctx().x_texture(ldk4, chunk)?)
     } else {
+        ensure("matmul_normed", norm.is_none(), || {
+            format!("a row of {k} values is wider than a texture")
+        })?;
         None
+    };
+    let (kernel, eps) = match norm {
+        Some(eps) => (&TILED_SG_XTEX_NORM, eps),
+        None => (&TILED_SG_XTEX, 0.0),
     };
     let mut t0 = 0;
     while t0 < rows {
@@ -419,12 +488,13 @@ fn tiled_xtex(
             rows_to_texture(rec, n, k, xc, xt, 0, 0)?;
         }
         for b in &w.blocks {
-            let params = block_params(n, w.cols, b, xc, yc, flags);
+            let p = block_params(n, w.cols, b, xc, yc, flags);
+            let params: Vec<u32> = p.iter().copied().chain([eps.to_bits()]).collect();
             let (tiles_o, tiles_t) = ((b.rows as u32).div_ceil(SG_OUTS), n.div_ceil(SG_ROWS));
             match &xtex {
                 Some(xt) => {
                     let g = [tiles_t, tiles_o, 1];
-                    rec.dispatch(&TILED_SG_XTEX, &params, &[xt, &b.buffer, bias, yc.buf], g)?
+                    rec.dispatch(kernel, &params, &[xt, &b.buffer, bias, yc.buf], g)?
                 }
                 None => {
                     let g = [tiles_o, tiles_t, 1];

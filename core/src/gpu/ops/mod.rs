@@ -28,7 +28,8 @@ pub use dt::dt_softplus;
 pub use embedding::{embedding, embedding_of};
 pub use gated_rms_norm::gated_rms_norm;
 pub use matmul::{
-    matmul, matmul_using, matvec_normed, matvec_normed_supported, ConvStep, MatmulKernel,
+    matmul, matmul_normed, matmul_normed_supported, matmul_using, matvec_normed,
+    matvec_normed_supported, ConvStep, MatmulKernel,
 };
 pub use memory_converter::memory_converter;
 pub use rms_norm::rms_norm;
