@@ -617,6 +617,120 @@ fn copy_rows_and_swiglu() {
     assert_close("swiglu", &read(c, &ob), &want, 1e-5);
 }
 
+/// Prefill's steps 5-7 in two dispatches (gate while packing, norm inside the product) equal
+/// gate, norm and product done one after the other; what it does not take is an error.
+#[test]
+fn matmul_gated_normed_equals_gate_norm_product() {
+    let c = ctx();
+    if !c.has_subgroup8() {
+        return; // the prefill product it runs needs 8-wide subgroups (lavapipe has them)
+    }
+    let mut r = rng(41);
+    let eps = 1e-5f32;
+    // (rows, heads, P, outputs, gate from row, D skip, bias, accumulate)
+    for &(t, heads, p, o, gate, with_d, bias, acc) in &[
+        (
+            8usize,
+            2usize,
+            8usize,
+            20usize,
+            Some(3u32),
+            true,
+            false,
+            true,
+        ),
+        (37, 3, 16, 70, Some(0), false, true, false),
+        (40, 4, 64, 33, None, true, true, true),
+    ] {
+        let k = heads * p;
+        let y = randv(&mut r, t * k, 1.0);
+        let x = randv(&mut r, t * k, 1.0);
+        let z = randv(&mut r, t * k, 2.0);
+        let dsk = randv(&mut r, heads, 1.0);
+        let w = randv(&mut r, o * k, 1.0);
+        let b = randv(&mut r, o, 1.0);
+        let out0 = randv(&mut r, t * o, 1.0);
+        let yb = up(c, &y);
+        let xb = up(c, &pack(&mut r, &x, t, k, k + 8, 4));
+        let zb = up(c, &pack(&mut r, &z, t, k, k + 12, 8));
+        let (db, bb, ob) = (up(c, &dsk), up(c, &b), up(c, &out0));
+        let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
+        let g = GateInputs {
+            x: View::new(&xb, k as u32 + 8, 4),
+            z: View::new(&zb, k as u32 + 12, 8),
+            d_skip: with_d.then_some(&db),
+            head_dim: p as u32,
+            gate_from_row: gate,
+        };
+        let yv = View::dense(&yb, k as u32);
+        assert!(matmul_gated_normed_supported(c, t as u32, yv, &g, &m, 1));
+        let mut rec = Recorder::new(c);
+        let ov = View::dense(&ob, o as u32);
+        let bias_buf = bias.then_some(&bb);
+        matmul_gated_normed(&mut rec, t as u32, yv, &g, eps, &m, bias_buf, ov, acc).unwrap();
+        submit(rec);
+        let mut want = vec![0.0f64; t * o];
+        for i in 0..t {
+            let v: Vec<f64> = (0..k)
+                .map(|ch| {
+                    let mut a = y[i * k + ch] as f64;
+                    if with_d {
+                        a += dsk[ch / p] as f64 * x[i * k + ch] as f64;
+                    }
+                    if gate.is_some_and(|g| i as u32 >= g) {
+                        a *= silu(z[i * k + ch] as f64);
+                    }
+                    a
+                })
+                .collect();
+            let s = 1.0 / (v.iter().map(|a| a * a).sum::<f64>() / k as f64 + eps as f64).sqrt();
+            for j in 0..o {
+                let mut acc_v: f64 = (0..k).map(|q| v[q] * s * w[j * k + q] as f64).sum();
+                if bias {
+                    acc_v += b[j] as f64;
+                }
+                if acc {
+                    acc_v += out0[i * o + j] as f64;
+                }
+                want[i * o + j] = acc_v;
+            }
+        }
+        let what = format!("matmul_gated_normed T={t} H={heads} P={p} O={o} gate={gate:?}");
+        assert_close(&what, &read(c, &ob), &want, 2e-5);
+        // y itself is left as it was (the gated values only go to the texture).
+        assert_eq!(read(c, &yb), y, "{what} wrote y");
+    }
+    // Too few rows, P not a multiple of 4, several norm groups: errors, not wrong products.
+    let (k, o) = (24usize, 8usize);
+    let m = GpuMatrix::from_f32(c, "w", &randv(&mut r, o * k, 1.0), o, k).unwrap();
+    let (yb, xb, zb) = (
+        up(c, &randv(&mut r, 16 * k, 1.0)),
+        up(c, &randv(&mut r, 16 * k, 1.0)),
+        up(c, &randv(&mut r, 16 * k, 1.0)),
+    );
+    let ob = c.zeros("o", 16 * o).unwrap();
+    for (rows, p, groups) in [(4u32, 8u32, 1u32), (16, 6, 1), (16, 8, 2)] {
+        let g = GateInputs {
+            x: View::dense(&xb, k as u32),
+            z: View::dense(&zb, k as u32),
+            d_skip: None,
+            head_dim: p,
+            gate_from_row: None,
+        };
+        let yv = View::dense(&yb, k as u32);
+        assert!(!matmul_gated_normed_supported(c, rows, yv, &g, &m, groups));
+        if groups == 1 {
+            let mut rec = Recorder::new(c);
+            let ov = View::dense(&ob, o as u32);
+            let e = matmul_gated_normed(&mut rec, rows, yv, &g, 1e-5, &m, None, ov, false);
+            assert!(
+                matches!(e, Err(GpuError::Shape { .. })),
+                "{rows} {p}: {e:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn gated_rms_norm_matches() {
     let mut r = rng(8);

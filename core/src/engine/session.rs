@@ -350,20 +350,33 @@ impl<'m> GpuSession<'m> {
             ops::matvec_normed(rec, nr, y, g, eps, out, out_bias, h, true, None)?;
         } else {
             let gate_from = if c.attention_gate { 0 } else { n_att as u32 };
-            let gn_w = &w.gated_norm;
-            ops::gated_rms_norm(
-                rec,
-                dims,
-                nr,
-                y,
+            let gate = ops::GateInputs {
                 x,
-                zx,
-                Some(&w.d),
-                gn_w,
-                Some(gate_from),
-                eps,
-            )?;
-            ops::matmul(rec, nr, y, &w.out_proj, out_bias, h, true)?;
+                z: zx,
+                d_skip: Some(&w.d),
+                head_dim: dims.head_dim,
+                gate_from_row: Some(gate_from),
+            };
+            let (g, out) = (dims.groups, &w.out_proj);
+            if m.folded_norms && ops::matmul_gated_normed_supported(&m.ctx, nr, y, &gate, out, g) {
+                // Prefill: the gate applied as y is packed for the product, the norm inside it.
+                ops::matmul_gated_normed(rec, nr, y, &gate, eps, out, out_bias, h, true)?;
+            } else {
+                let gn_w = &w.gated_norm;
+                ops::gated_rms_norm(
+                    rec,
+                    dims,
+                    nr,
+                    y,
+                    x,
+                    zx,
+                    Some(&w.d),
+                    gn_w,
+                    Some(gate_from),
+                    eps,
+                )?;
+                ops::matmul(rec, nr, y, out, out_bias, h, true)?;
+            }
         }
 
         if let (Some(mlp), Some((vg, a))) = (&w.mlp, &act.mlp) {

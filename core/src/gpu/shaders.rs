@@ -32,6 +32,7 @@ shaders!(
     "embedding",
     "gated_rms_norm",
     "gated_rms_norm_vec4",
+    "gated_rows_to_texture",
     "matmul",
     "matmul_sg",
     "matmul_xtex_sg",

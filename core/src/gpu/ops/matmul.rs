@@ -4,7 +4,7 @@ use crate::gpu::recorder::Recorder;
 use crate::gpu::weights::{GpuMatrix, MatBlock};
 use crate::gpu::{GpuError, GpuResult};
 
-use super::rows_to_texture::rows_to_texture;
+use super::rows_to_texture::{gated_rows_to_texture, rows_to_texture, GateInputs};
 use super::{need_len, View};
 
 const TILED: Kernel = Kernel {
@@ -141,7 +141,7 @@ pub fn matmul_using(
     match kernel {
         MatmulKernel::MatVec => matvec(rec, rows, x, w, &bias, y, flags, ldk),
         MatmulKernel::TiledPortable => tiled_portable(rec, rows, x, w, &bias, y, flags),
-        _ => tiled_xtex(rec, rows, x, w, &bias, y, flags, None),
+        _ => tiled_xtex(rec, rows, x, w, &bias, y, flags, None, None),
     }
 }
 
@@ -236,7 +236,62 @@ pub fn matmul_normed(
     }
     let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
     let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
-    tiled_xtex(rec, rows, x, w, &bias, y, flags, Some(eps))
+    tiled_xtex(rec, rows, x, w, &bias, y, flags, Some(eps), None)
+}
+
+/// Whether [`matmul_gated_normed`] runs: [`matmul_normed_supported`] for prefill rows (one
+/// norm group) and inputs [`gated_rows_to_texture`] takes.
+pub fn matmul_gated_normed_supported(
+    ctx: &GpuContext,
+    rows: u32,
+    x: View,
+    gate: &GateInputs,
+    w: &GpuMatrix,
+    groups: u32,
+) -> bool {
+    rows >= MATVEC_MAX_ROWS
+        && matmul_normed_supported(ctx, rows, w, groups)
+        && gate.packs(w.cols as u32, x)
+}
+
+/// Prefill's MODEL.md steps 5-7 in two dispatches: `y[t, o] (+)= sum_k n(g(x))[t, k] * w[o, k]
+/// (+ bias[o])`, g the D skip and gate of [`GateInputs`] applied while X is packed into the
+/// product's texture, n the RMSNorm without its weight (folded into `w`'s columns) inside the
+/// product, as [`matmul_normed`]. Replaces gated_rms_norm + matmul. Errors unless
+/// [`matmul_gated_normed_supported`] (with one norm group).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_gated_normed(
+    rec: &mut Recorder,
+    rows: u32,
+    x: View,
+    gate: &GateInputs,
+    eps: f32,
+    w: &GpuMatrix,
+    bias: Option<&GpuBuffer>,
+    y: View,
+    accumulate: bool,
+) -> GpuResult<()> {
+    const OP: &str = "matmul_gated_normed";
+    check_product(OP, rows, x, w, bias, y)?;
+    let k = w.cols as u32;
+    gate.x.check(OP, "gate x", rows, k)?;
+    gate.z.check(OP, "gate z", rows, k)?;
+    if let Some(ds) = gate.d_skip {
+        need_len(OP, "D", ds, (k / gate.head_dim.max(1)) as u64)?;
+    }
+    if !matmul_gated_normed_supported(rec.ctx(), rows, x, gate, w, 1) {
+        return Err(GpuError::Shape {
+            op: OP,
+            detail: format!(
+                "{rows} rows of K = {k}, heads of {}: needs at least {MATVEC_MAX_ROWS} rows, \
+                 K and P multiples of 4, vec4-aligned views, f32 weights and 8-wide subgroups",
+                gate.head_dim
+            ),
+        });
+    }
+    let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
+    let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
+    tiled_xtex(rec, rows, x, w, &bias, y, flags, Some(eps), Some(gate))
 }
 
 /// X's `rows` rows of `k` values in the activation texture (texel (i, t) = x[t, 4i..4i+4], zero
@@ -448,7 +503,7 @@ fn tiled_portable(
 /// The subgroup tiled product with X packed into a texture first (rows_to_texture, then
 /// matmul_xtex_sg), in chunks of rows that fit a texture; matmul_sg (X from storage) when a
 /// row of X is wider than a texture. `norm`: the eps of the RMSNorm applied to X's rows inside
-/// the product (needs the texture).
+/// the product (needs the texture); `gate`: X is gated as it is packed (see [`GateInputs`]).
 #[allow(clippy::too_many_arguments)]
 fn tiled_xtex(
     rec: &mut Recorder,
@@ -459,6 +514,7 @@ fn tiled_xtex(
     y: View,
     flags: u32,
     norm: Option<f32>,
+    gate: Option<&GateInputs>,
 ) -> GpuResult<()> {
     let k = w.cols as u32;
     let ldk4 = k.div_ceil(4);
@@ -467,7 +523,7 @@ fn tiled_xtex(
     let xtex = if ldk4 <= maxd {
         Some(rec.ctx().x_texture(ldk4, chunk)?)
     } else {
-        ensure("matmul_normed", norm.is_none(), || {
+        ensure("matmul_normed", norm.is_none() && gate.is_none(), || {
             format!("a row of {k} values is wider than a texture")
         })?;
         None
@@ -484,8 +540,10 @@ fn tiled_xtex(
             rows
         };
         let (xc, yc) = (x.rows_from(t0), y.rows_from(t0));
-        if let Some(xt) = &xtex {
-            rows_to_texture(rec, n, k, xc, xt, 0, 0)?;
+        match (&xtex, gate) {
+            (Some(xt), Some(g)) => gated_rows_to_texture(rec, n, k, xc, &g.rows_from(t0), xt)?,
+            (Some(xt), None) => rows_to_texture(rec, n, k, xc, xt, 0, 0)?,
+            (None, _) => {}
         }
         for b in &w.blocks {
             let p = block_params(n, w.cols, b, xc, yc, flags);

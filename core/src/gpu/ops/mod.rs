@@ -16,6 +16,7 @@ mod matmul;
 mod memory_converter;
 mod rms_norm;
 mod rows_to_texture;
+pub use rows_to_texture::GateInputs;
 mod ssd;
 mod ssm_state;
 mod swiglu;
@@ -28,8 +29,9 @@ pub use dt::dt_softplus;
 pub use embedding::{embedding, embedding_of};
 pub use gated_rms_norm::gated_rms_norm;
 pub use matmul::{
-    matmul, matmul_normed, matmul_normed_supported, matmul_using, matvec_normed,
-    matvec_normed_supported, ConvStep, MatmulKernel,
+    matmul, matmul_gated_normed, matmul_gated_normed_supported, matmul_normed,
+    matmul_normed_supported, matmul_using, matvec_normed, matvec_normed_supported, ConvStep,
+    MatmulKernel,
 };
 pub use memory_converter::memory_converter;
 pub use rms_norm::rms_norm;

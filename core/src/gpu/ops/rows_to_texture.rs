@@ -41,3 +41,71 @@ pub(crate) fn rows_to_texture(
         grid64(rows as u64 * ldk4 as u64),
     )
 }
+
+const GATED: Kernel = Kernel {
+    shader: "gated_rows_to_texture",
+    entry: "main",
+    access: "rrrro",
+    spec: "",
+};
+
+/// MODEL.md steps 5-6 short of the norm for a prefill product: `y + D[h] x` (with `d_skip`),
+/// times `silu(z)` for rows `t >= gate_from_row`, over `head_dim`-wide heads.
+#[derive(Clone, Copy)]
+pub struct GateInputs<'a> {
+    pub x: View<'a>,
+    pub z: View<'a>,
+    pub d_skip: Option<&'a GpuBuffer>,
+    pub head_dim: u32,
+    pub gate_from_row: Option<u32>,
+}
+
+impl GateInputs<'_> {
+    /// Whether [`gated_rows_to_texture`] takes `k`-wide rows of `y` with these inputs: every
+    /// width, stride and offset in whole vec4s.
+    pub(crate) fn packs(&self, k: u32, y: View) -> bool {
+        k.is_multiple_of(4)
+            && self.head_dim > 0
+            && self.head_dim.is_multiple_of(4)
+            && [y, self.x, self.z].iter().all(View::vec4_aligned)
+    }
+
+    /// The same inputs from row `t0` on.
+    pub(crate) fn rows_from(&self, t0: u32) -> Self {
+        Self {
+            x: self.x.rows_from(t0),
+            z: self.z.rows_from(t0),
+            gate_from_row: self.gate_from_row.map(|g| g.saturating_sub(t0)),
+            ..*self
+        }
+    }
+}
+
+/// Packs `rows` rows of `k` values of the gated `y` (see [`GateInputs`]) into `tex` as
+/// [`rows_to_texture`] does (texel `(i, t)`); the caller checks [`GateInputs::packs`].
+pub(crate) fn gated_rows_to_texture(
+    rec: &mut Recorder,
+    rows: u32,
+    k: u32,
+    y: View,
+    g: &GateInputs,
+    tex: &GpuBuffer,
+) -> GpuResult<()> {
+    let ldk4 = k / 4;
+    let params = [
+        rows,
+        ldk4,
+        g.head_dim,
+        g.gate_from_row.unwrap_or(u32::MAX),
+        y.stride,
+        y.offset,
+        g.x.stride,
+        g.x.offset,
+        g.z.stride,
+        g.z.offset,
+        g.d_skip.is_some() as u32,
+    ];
+    let dummy = rec.ctx().dummy().clone();
+    let bufs = [y.buf, g.x.buf, g.z.buf, g.d_skip.unwrap_or(&dummy), tex];
+    rec.dispatch(&GATED, &params, &bufs, grid64(rows as u64 * ldk4 as u64))
+}
