@@ -139,8 +139,8 @@ enum Command {
         /// over the cache in textures (to compare the two).
         #[arg(long)]
         fused_attention: bool,
-        /// Decode with the norms, the conv step and the gate as dispatches of their own
-        /// instead of inside the products and the SSM step (to compare the two).
+        /// Run the norms (and in decode the conv step and the gate) as dispatches of their
+        /// own instead of inside the products and the SSM step (to compare the two).
         #[arg(long)]
         unfused_decode: bool,
         #[arg(long)]

@@ -44,9 +44,9 @@ pub struct EngineOptions {
     /// (`ops::attention_products`); `false`: the fused kernel over the cache buffers.
     pub attention_products: bool,
     /// Fold the norm weights into in_proj / out_proj (f32 weights) so that decode runs the
-    /// norms, the conv step and the gate inside the products and the SSM step: 3 dispatches a
-    /// layer instead of 6. `false` keeps them separate (same results within rounding; for
-    /// A/B measurements).
+    /// norms, the conv step and the gate inside the products and the SSM step (3 dispatches a
+    /// layer instead of 6) and prefill's products normalise their rows themselves. `false`
+    /// keeps them separate (same results within rounding; for A/B measurements).
     pub fused_decode: bool,
 }
 
@@ -73,8 +73,9 @@ pub struct GpuModel {
     pub(crate) norm_f: GpuBuffer,
     pub(crate) layers: Vec<GpuLayer>,
     /// Whether each layer's norm weights are folded into the matrices they feed (in_proj,
-    /// out_proj) and the uploaded norm weights are ones: then decode runs the norms inside
-    /// the products (`ops::matvec_normed`). See [`GpuModel::new`].
+    /// out_proj) and the uploaded norm weights are ones: then decode and prefill run the norms
+    /// inside the products (`ops::matmul_normed`, `ops::matmul_gated_normed`). See
+    /// [`GpuModel::new`].
     pub(crate) folded_norms: bool,
 }
 
@@ -94,8 +95,9 @@ impl GpuModel {
             )
         };
         // RMSNorm(x; g) . W^T = (x / rms(x)) . (W diag(g))^T: with g folded into W's columns the
-        // norms of decode need no dispatch of their own (matvec_normed accumulates the sum of
-        // squares in the product's loop; ~0.1 ms per dispatch on lavapipe). Only for f32
+        // norms need no dispatch of their own (the products accumulate each row's sum of
+        // squares in their loop; ~0.1 ms per dispatch on lavapipe, and prefill's gated norm
+        // was 8% of it). Only for f32
         // weights (rounding W g to f16 would add an error an f16 model does not have) and
         // shapes the fused kernel takes; the other paths normalise with unit weights.
         let c = &model.config;
