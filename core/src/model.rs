@@ -43,7 +43,7 @@ pub struct LayerWeights {
     pub dt_bias: Tensor,
     pub a_log: Tensor,
     pub d: Tensor,
-    /// Weight of the gated, grouped RMSNorm [Di].
+    /// Weight of the gated, grouped RMSNorm, `[Di]`.
     pub gated_norm: Tensor,
     pub out_proj: Tensor,
     pub out_proj_bias: Option<Tensor>,

@@ -20,7 +20,7 @@ const K_VEC4: Kernel = Kernel {
 
 /// MODEL.md steps 5-6 in place on `y` [rows, Di]: `y += D[h] * x` (when `d_skip` is given),
 /// then `y *= silu(z)` for rows `t >= gate_from_row` (`None`: no gate), then RMS-normalise each
-/// of the G groups of Di/G channels (`eps`) and multiply by `weight` [Di].
+/// of the G groups of Di/G channels (`eps`) and multiply by `weight` (`[Di]`).
 pub fn gated_rms_norm(
     rec: &mut Recorder,
     d: SsmDims,

@@ -240,7 +240,7 @@ pub fn matmul_normed(
 }
 
 /// Whether [`matmul_gated_normed`] runs: [`matmul_normed_supported`] for prefill rows (one
-/// norm group) and inputs [`gated_rows_to_texture`] takes.
+/// norm group) and inputs `gated_rows_to_texture.wgsl` takes.
 pub fn matmul_gated_normed_supported(
     ctx: &GpuContext,
     rows: u32,

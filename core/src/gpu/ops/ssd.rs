@@ -126,7 +126,8 @@ const SEQ: Kernel = Kernel {
 /// Rows per SSD segment at most (bounds the scratch memory; segments chain through the state).
 const MAX_SEGMENT: u32 = 2048;
 
-/// The per-token SSM inputs: x [T, H*P], B [T, G*N], C [T, G*N], dt [T, H], and A_log [H].
+/// The per-token SSM inputs: x `[T, H*P]`, B `[T, G*N]`, C `[T, G*N]`, dt `[T, H]`, and
+/// A_log `[H]`.
 #[derive(Clone, Copy, Debug)]
 pub struct SsmInputs<'a> {
     pub x: View<'a>,
@@ -391,7 +392,7 @@ pub struct RawDt<'a> {
 }
 
 /// MODEL.md steps 5-6 short of the norm, applied by [`ssm_step`] to its output:
-/// `y = (y + D[h] x) * silu(z)`, D [H], z row 0 of a [T, H*P] view.
+/// `y = (y + D[h] x) * silu(z)`, D `[H]`, z row 0 of a `[T, H*P]` view.
 pub struct StepGate<'a> {
     pub d: &'a GpuBuffer,
     pub z: View<'a>,
