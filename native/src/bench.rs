@@ -128,10 +128,7 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     if profiling {
         if let Some(g) = engine.gpu() {
             report["kernels"] = kernel_breakdown(&g.ctx, q)?;
-            report["profile_clock"] = json!(match g.ctx.profile_clock() {
-                ProfileClock::Timestamps => "timestamps",
-                ProfileClock::Host => "host",
-            });
+            report["profile_clock"] = json!(g.ctx.profile_clock().name());
         }
     }
 

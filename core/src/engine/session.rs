@@ -343,10 +343,9 @@ impl<'m> GpuSession<'m> {
         }
         // Steps 5-7: D skip, gate (SSM rows, or all with attention_gate), grouped norm, out_proj
         // added into the residual stream.
-        let out_bias = w.out_proj_bias.as_ref();
+        let (out, out_bias, g) = (&w.out_proj, w.out_proj_bias.as_ref(), dims.groups);
         if gated {
             // One SSM row, already gated by the step: the grouped norm rides in the product.
-            let (g, out) = (dims.groups, &w.out_proj);
             ops::matvec_normed(rec, nr, y, g, eps, out, out_bias, h, true, None)?;
         } else {
             let gate_from = if c.attention_gate { 0 } else { n_att as u32 };
@@ -357,7 +356,6 @@ impl<'m> GpuSession<'m> {
                 head_dim: dims.head_dim,
                 gate_from_row: Some(gate_from),
             };
-            let (g, out) = (dims.groups, &w.out_proj);
             if m.folded_norms && ops::matmul_gated_normed_supported(&m.ctx, nr, y, &gate, out, g) {
                 // Prefill: the gate applied as y is packed for the product, the norm inside it.
                 ops::matmul_gated_normed(rec, nr, y, &gate, eps, out, out_bias, h, true)?;

@@ -63,6 +63,16 @@ pub enum ProfileClock {
     Host,
 }
 
+impl ProfileClock {
+    /// Its name in `TM_PROFILE_CLOCK` and in `tm-run bench --json` (`profile_clock`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ProfileClock::Timestamps => "timestamps",
+            ProfileClock::Host => "host",
+        }
+    }
+}
+
 /// A storage buffer of 4-byte elements (f32 or u32). Cloning shares the buffer (same id).
 /// Weight matrices are instead texture-backed (see [`GpuContext::upload_texture`]): `texture`
 /// is set (with its format), `buffer` is a 16-byte placeholder, and only kernels whose access
@@ -306,16 +316,17 @@ impl GpuContext {
         #[cfg(not(target_arch = "wasm32"))]
         let profile_clock = {
             let env = std::env::var("TM_PROFILE_CLOCK").ok();
-            match (opts.profile_clock, env.as_deref()) {
-                (Some(c), _) => c,
-                (None, Some("timestamps")) => ProfileClock::Timestamps,
-                (None, Some("host")) => ProfileClock::Host,
-                _ if info.device_type == wgpu::DeviceType::Cpu
+            let named = [ProfileClock::Timestamps, ProfileClock::Host]
+                .into_iter()
+                .find(|c| env.as_deref() == Some(c.name()));
+            match opts.profile_clock.or(named) {
+                Some(c) => c,
+                None if info.device_type == wgpu::DeviceType::Cpu
                     || !features.contains(wgpu::Features::TIMESTAMP_QUERY) =>
                 {
                     ProfileClock::Host
                 }
-                _ => ProfileClock::Timestamps,
+                None => ProfileClock::Timestamps,
             }
         };
         #[cfg(target_arch = "wasm32")]

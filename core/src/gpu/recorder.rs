@@ -338,13 +338,8 @@ impl<'a> Recorder<'a> {
                     encode_dispatch(&mut pass, cmd, bg.as_ref());
                     pipe.name
                 }
-                Cmd::Copy { .. } => "copy",
-                Cmd::Clear { .. } => "clear",
-                Cmd::CopyToTexture { .. } => "copy_to_texture",
+                transfer => encode_transfer(&mut enc, transfer),
             };
-            if !matches!(cmd, Cmd::Dispatch { .. }) {
-                encode_transfer(&mut enc, cmd);
-            }
             ctx.queue.submit([enc.finish()]);
             ctx.wait_idle()?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -369,49 +364,59 @@ fn encode_dispatch(pass: &mut wgpu::ComputePass, cmd: &Cmd, bind_group: Option<&
     }
 }
 
-/// Records one copy or clear into `enc` (dispatches go through [`encode_dispatch`]).
-fn encode_transfer(enc: &mut wgpu::CommandEncoder, cmd: &Cmd) {
+/// Records one copy or clear into `enc` (dispatches go through [`encode_dispatch`] and record
+/// nothing here); returns the name the host-clock profiler files it under.
+fn encode_transfer(enc: &mut wgpu::CommandEncoder, cmd: &Cmd) -> &'static str {
     match cmd {
-        Cmd::Dispatch { .. } => {}
+        Cmd::Dispatch { .. } => "dispatch",
         Cmd::Copy {
             src,
             src_off,
             dst,
             dst_off,
             size,
-        } => enc.copy_buffer_to_buffer(&src.buffer, *src_off, &dst.buffer, *dst_off, *size),
-        Cmd::Clear { buf } => enc.clear_buffer(&buf.buffer, 0, None),
+        } => {
+            enc.copy_buffer_to_buffer(&src.buffer, *src_off, &dst.buffer, *dst_off, *size);
+            "copy"
+        }
+        Cmd::Clear { buf } => {
+            enc.clear_buffer(&buf.buffer, 0, None);
+            "clear"
+        }
         Cmd::CopyToTexture {
             src,
             src_off,
             tex,
             row,
             texels,
-        } => enc.copy_buffer_to_texture(
-            wgpu::TexelCopyBufferInfo {
-                buffer: &src.buffer,
-                layout: wgpu::TexelCopyBufferLayout {
-                    offset: *src_off,
-                    bytes_per_row: None,
-                    rows_per_image: None,
+        } => {
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &src.buffer,
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: *src_off,
+                        bytes_per_row: None,
+                        rows_per_image: None,
+                    },
                 },
-            },
-            wgpu::TexelCopyTextureInfo {
-                texture: tex,
-                mip_level: 0,
-                origin: wgpu::Origin3d {
-                    x: 0,
-                    y: *row,
-                    z: 0,
+                wgpu::TexelCopyTextureInfo {
+                    texture: tex,
+                    mip_level: 0,
+                    origin: wgpu::Origin3d {
+                        x: 0,
+                        y: *row,
+                        z: 0,
+                    },
+                    aspect: wgpu::TextureAspect::All,
                 },
-                aspect: wgpu::TextureAspect::All,
-            },
-            wgpu::Extent3d {
-                width: *texels,
-                height: 1,
-                depth_or_array_layers: 1,
-            },
-        ),
+                wgpu::Extent3d {
+                    width: *texels,
+                    height: 1,
+                    depth_or_array_layers: 1,
+                },
+            );
+            "copy_to_texture"
+        }
     }
 }
 

@@ -83,6 +83,12 @@ pub struct GpuMatrix {
 }
 
 impl GpuMatrix {
+    /// Whether any block holds packed f16 (kernels that read X differently for those, or do
+    /// not take them, ask).
+    pub fn has_f16(&self) -> bool {
+        self.blocks.iter().any(MatBlock::is_f16)
+    }
+
     /// Rows per block for a matrix with `cols` columns (a multiple of 4).
     pub fn rows_per_block(ctx: &GpuContext, label: &str, cols: usize) -> GpuResult<usize> {
         let row_bytes = (cols.div_ceil(4) as u64 * 16).max(16);

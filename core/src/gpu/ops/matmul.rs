@@ -124,7 +124,6 @@ pub fn matmul_using(
     if rows == 0 {
         return Ok(());
     }
-    let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
     let kernel = match kernel {
         MatmulKernel::Auto if rows < MATVEC_MAX_ROWS => MatmulKernel::MatVec,
         MatmulKernel::Auto => MatmulKernel::Tiled,
@@ -137,12 +136,19 @@ pub fn matmul_using(
         MatmulKernel::Tiled if !rec.ctx().has_subgroup8() => MatmulKernel::TiledPortable,
         k => k,
     };
-    let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
+    let (flags, bias) = product_flags(rec, bias, accumulate);
     match kernel {
         MatmulKernel::MatVec => matvec(rec, rows, x, w, &bias, y, flags, ldk),
         MatmulKernel::TiledPortable => tiled_portable(rec, rows, x, w, &bias, y, flags),
         _ => tiled_xtex(rec, rows, x, w, &bias, y, flags, None, None),
     }
+}
+
+/// The product kernels' flags (bit 0 = add bias, bit 1 = accumulate into Y) and the bias
+/// buffer to bind (the context's dummy without one).
+fn product_flags(rec: &Recorder, bias: Option<&GpuBuffer>, accumulate: bool) -> (u32, GpuBuffer) {
+    let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
+    (flags, bias.unwrap_or(rec.ctx().dummy()).clone())
 }
 
 /// `rows` rows of x [.., in] and y [.., out] for `w` [out, in], and the bias [out].
@@ -167,7 +173,7 @@ fn check_product(
 fn matvec_x_fits(ctx: &GpuContext, rows: u32, w: &GpuMatrix) -> bool {
     let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
     let maxd = ctx.limits.max_texture_dimension_2d as u64;
-    if w.blocks.iter().any(|b| b.is_f16()) {
+    if w.has_f16() {
         rows as u64 * ldk * 4 <= UNIFORM_STAGING_BYTES
     } else {
         ldk / 4 <= maxd && rows as u64 <= maxd
@@ -180,7 +186,7 @@ fn matvec_x_fits(ctx: &GpuContext, rows: u32, w: &GpuMatrix) -> bool {
 pub fn matvec_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, groups: u32) -> bool {
     groups > 0
         && (w.cols as u32).is_multiple_of(4 * groups)
-        && w.blocks.iter().all(|b| !b.is_f16())
+        && !w.has_f16()
         && rows < MATVEC_MAX_ROWS
         && matvec_x_fits(ctx, rows, w)
 }
@@ -194,7 +200,7 @@ pub fn matmul_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, group
     }
     groups == 1
         && ctx.has_subgroup8()
-        && w.blocks.iter().all(|b| !b.is_f16())
+        && !w.has_f16()
         && (w.cols as u32).div_ceil(4) <= ctx.limits.max_texture_dimension_2d
 }
 
@@ -234,8 +240,7 @@ pub fn matmul_normed(
             ),
         });
     }
-    let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
-    let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
+    let (flags, bias) = product_flags(rec, bias, accumulate);
     tiled_xtex(rec, rows, x, w, &bias, y, flags, Some(eps), None)
 }
 
@@ -289,8 +294,7 @@ pub fn matmul_gated_normed(
             ),
         });
     }
-    let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
-    let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
+    let (flags, bias) = product_flags(rec, bias, accumulate);
     tiled_xtex(rec, rows, x, w, &bias, y, flags, Some(eps), Some(gate))
 }
 
@@ -379,19 +383,14 @@ pub fn matvec_normed(
                  multiple of 4, f32 weights and fewer than {MATVEC_MAX_ROWS} rows that fit \
                  the staging texture",
                 w.cols,
-                if w.blocks.iter().any(|b| b.is_f16()) {
-                    "f16"
-                } else {
-                    "f32"
-                }
+                if w.has_f16() { "f16" } else { "f32" }
             ),
         });
     }
     if rows == 0 {
         return Ok(());
     }
-    let flags = bias.is_some() as u32 | (accumulate as u32) << 1;
-    let bias = bias.unwrap_or(rec.ctx().dummy()).clone();
+    let (flags, bias) = product_flags(rec, bias, accumulate);
     let st = stage_x_texture(rec, rows, w.cols as u32, x)?;
     let dummy = rec.ctx().dummy().clone();
     for b in &w.blocks {
