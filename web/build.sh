@@ -13,9 +13,30 @@ OUT="$ROOT/out/web"
 # 1. toolchain: the wasm target and wasm-bindgen-cli at the exact version of the crate in Cargo.lock.
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 WB_VERSION="$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)"
-if [[ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WB_VERSION" ]]; then
-  echo "build.sh: installing wasm-bindgen-cli $WB_VERSION" >&2
-  cargo install --locked -q wasm-bindgen-cli --version "$WB_VERSION"
+if [[ -z "$WB_VERSION" ]]; then
+  echo "build.sh: no wasm-bindgen entry in Cargo.lock" >&2
+  exit 1
+fi
+# Where `cargo install` puts binaries, first on PATH: a fresh CARGO_INSTALL_ROOT or a PATH
+# without ~/.cargo/bin must still find the CLI this script installs.
+export PATH="${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin:$PATH"
+wb_installed() { wasm-bindgen --version 2>/dev/null | awk '{print $2}'; }
+if [[ "$(wb_installed)" != "$WB_VERSION" ]]; then
+  # --locked first (the versions its authors tested); its lock file can pin a dependency version
+  # the registry no longer serves (seen: webpki-roots 1.0.11), so fall back to a fresh resolution.
+  # The CLI must equal the crate's version exactly: the glue and the wasm schema must match.
+  echo "build.sh: installing wasm-bindgen-cli $WB_VERSION (a few minutes on a fresh machine)" >&2
+  if ! cargo install --locked -q wasm-bindgen-cli --version "=$WB_VERSION"; then
+    echo "build.sh: the --locked install failed; retrying with dependencies resolved afresh" >&2
+    cargo install --force -q wasm-bindgen-cli --version "=$WB_VERSION"
+  fi
+  hash -r
+  if [[ "$(wb_installed)" != "$WB_VERSION" ]]; then
+    echo "build.sh: wasm-bindgen on PATH is '$(command -v wasm-bindgen || echo none)' at version" \
+      "'$(wb_installed)', not $WB_VERSION: put cargo's install bin directory" \
+      "(${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin) first on PATH" >&2
+    exit 1
+  fi
 fi
 
 # 2. the wasm module (profile wasm-release: size-optimised, no debug info).

@@ -88,7 +88,12 @@ export async function loadModel(source, options = {}) {
 /** A model living in its own Web Worker. Create it with {@link loadModel}. */
 export class TransMambaModel {
   constructor(workerUrl) {
-    this._worker = new Worker(workerUrl || new URL('./worker.js', import.meta.url), { type: 'module' });
+    // Bundlers (Vite, webpack 5, Parcel) bundle a worker, and the wasm it imports, only when
+    // they see `new Worker(new URL(<literal>, import.meta.url), ...)` written out: any other
+    // expression (such as `workerUrl || new URL(...)`) hides it, so the default keeps that form.
+    this._worker = workerUrl
+      ? new Worker(workerUrl, { type: 'module' })
+      : new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     this._next = 1;
     this._pending = new Map();
     this._disposed = false;
