@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/test"
 npm ci --silent --no-audit --no-fund
-node --test --test-concurrency=1 browser.test.mjs
+node --test --test-concurrency=1 browser.test.mjs bundlers.test.mjs

@@ -46,6 +46,22 @@ pub struct ModelConfig {
     pub chunk_size: usize,
 }
 
+/// Upper bounds on a config's sizes, checked before anything is allocated from them. They are
+/// far above any real model (mamba2-2.7b: 64 layers, D 2560) and keep every product below.
+pub mod limits {
+    /// Layers a config may declare (a per-layer schedule is allocated from it).
+    pub const MAX_LAYERS: usize = 1 << 16;
+    /// Any one width (hidden, heads, head_dim, state, groups, vocab, MLP): 2^24.
+    pub const MAX_DIM: usize = 1 << 24;
+    /// The depthwise conv's taps (4 in every known model).
+    pub const MAX_CONV_KERNEL: usize = 64;
+    /// Elements of any one weight tensor: kernels index them with u32 arithmetic, and on
+    /// wasm32 `usize` is 32 bits.
+    pub const MAX_TENSOR_ELEMENTS: u64 = u32::MAX as u64;
+    /// The SSD chunk-size hint.
+    pub const MAX_CHUNK: usize = 1 << 16;
+}
+
 impl ModelConfig {
     /// Di = H·P.
     pub fn d_inner(&self) -> usize {
@@ -100,10 +116,13 @@ impl ModelConfig {
         let head_dim = req_usize(o, "head_dim")?;
         let num_heads = match opt_usize(o, "num_heads")? {
             Some(h) => h,
-            None => opt_usize(o, "expand")?.unwrap_or(2) * hidden_size / head_dim.max(1),
+            None => {
+                let expand = opt_usize(o, "expand")?.unwrap_or(2);
+                checked_product("expand·hidden_size", &[expand, hidden_size])? / head_dim.max(1)
+            }
         };
         let state_size = req_usize(o, "state_size")?;
-        let num_layers = req_usize(o, "num_hidden_layers")?;
+        let num_layers = check_layers(req_usize(o, "num_hidden_layers")?, "num_hidden_layers")?;
         let transmamba = dialect == Dialect::TransMamba;
         let transpoints = match o.get("transpoints") {
             Some(v) if transmamba => parse_transpoints(v, num_layers)?,
@@ -188,14 +207,12 @@ impl ModelConfig {
         let expand = opt_usize(ssm, "expand")?.unwrap_or(2);
         let head_dim = opt_usize(ssm, "headdim")?.unwrap_or(64);
         let state_size = opt_usize(ssm, "d_state")?.unwrap_or(128);
-        let num_layers = req_usize(o, "n_layer")?;
-        if head_dim == 0 || (expand * d_model) % head_dim != 0 {
+        let num_layers = check_layers(req_usize(o, "n_layer")?, "n_layer")?;
+        let d_inner = checked_product("ssm_cfg.expand·d_model", &[expand, d_model])?;
+        if head_dim == 0 || d_inner % head_dim != 0 {
             return Err(Error::ConfigValue {
                 key: "ssm_cfg.headdim".into(),
-                reason: format!(
-                    "{head_dim} does not divide expand·d_model = {}",
-                    expand * d_model
-                ),
+                reason: format!("{head_dim} does not divide expand·d_model = {d_inner}"),
             });
         }
         Ok(Self {
@@ -203,7 +220,7 @@ impl ModelConfig {
             vocab_size: req_usize(o, "vocab_size")?,
             hidden_size: d_model,
             num_layers,
-            num_heads: expand * d_model / head_dim,
+            num_heads: d_inner / head_dim,
             head_dim,
             state_size,
             n_groups: opt_usize(ssm, "ngroups")?.unwrap_or(1),
@@ -244,6 +261,68 @@ impl ModelConfig {
                 });
             }
         }
+        let bounded = [
+            ("hidden_size", self.hidden_size, limits::MAX_DIM),
+            ("num_heads", self.num_heads, limits::MAX_DIM),
+            ("head_dim", self.head_dim, limits::MAX_DIM),
+            ("state_size", self.state_size, limits::MAX_DIM),
+            ("n_groups", self.n_groups, limits::MAX_DIM),
+            ("vocab_size", self.vocab_size, limits::MAX_DIM),
+            ("mlp_intermediate_size", self.mlp_intermediate_size, limits::MAX_DIM),
+            ("conv_kernel", self.conv_kernel, limits::MAX_CONV_KERNEL),
+            ("chunk_size", self.chunk_size, limits::MAX_CHUNK),
+        ];
+        for (key, v, max) in bounded {
+            if v > max {
+                return Err(Error::ConfigValue {
+                    key: key.into(),
+                    reason: format!("{v} is larger than this runtime supports ({max})"),
+                });
+            }
+        }
+        if self.chunk_size == 0 {
+            return Err(Error::ConfigValue {
+                key: "chunk_size".into(),
+                reason: "must be positive".into(),
+            });
+        }
+        // Every weight tensor's element count, in checked arithmetic, before any is allocated.
+        let (d, h, p, n, g) = (
+            self.hidden_size,
+            self.num_heads,
+            self.head_dim,
+            self.state_size,
+            self.n_groups,
+        );
+        let di = checked_product("num_heads·head_dim", &[h, p])?;
+        let gn2 = checked_product("2·n_groups·state_size", &[2, g, n])?;
+        let dc = checked_sum("d_inner + 2·n_groups·state_size", &[di, gn2])?;
+        let rows = checked_sum("in_proj rows", &[di, dc, h])?;
+        checked_product("in_proj (rows·hidden_size)", &[rows, d])?;
+        checked_product("out_proj (hidden_size·d_inner)", &[d, di])?;
+        checked_product("embedding (vocab_size·hidden_size)", &[self.vocab_size, d])?;
+        checked_product("conv1d (channels·conv_kernel)", &[dc, self.conv_kernel])?;
+        checked_product("mlp fc1 (2·mlp_intermediate_size·hidden_size)", &[2, self.mlp_intermediate_size, d])?;
+        let finite_positive = [
+            ("attention_scale", Some(self.attention_scale)),
+            ("rope_theta", self.rope_theta),
+        ];
+        for (key, v) in finite_positive {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(Error::ConfigValue {
+                        key: key.into(),
+                        reason: format!("{v} is not a finite number > 0"),
+                    });
+                }
+            }
+        }
+        if !(self.layer_norm_epsilon.is_finite() && self.layer_norm_epsilon >= 0.0) {
+            return Err(Error::ConfigValue {
+                key: "layer_norm_epsilon".into(),
+                reason: format!("{} is not a finite number >= 0", self.layer_norm_epsilon),
+            });
+        }
         if !self.num_heads.is_multiple_of(self.n_groups) {
             return Err(Error::ConfigValue {
                 key: "n_groups".into(),
@@ -260,7 +339,7 @@ impl ModelConfig {
             });
         }
         let (lo, hi) = self.time_step_limit;
-        if lo.is_nan() || hi.is_nan() || lo > hi {
+        if !lo.is_finite() || hi.is_nan() || lo > hi {
             return Err(Error::ConfigValue {
                 key: "time_step_limit".into(),
                 reason: format!("[{lo}, {hi}] is not an interval"),
@@ -268,6 +347,64 @@ impl ModelConfig {
         }
         Ok(())
     }
+}
+
+impl ModelConfig {
+    /// The number of weights the config's tensors hold at least (the vocabulary may be padded
+    /// beyond `vocab_size`; a tied output matrix is not counted), in checked arithmetic: what
+    /// the files must back before anything is allocated from the config.
+    pub fn min_parameter_count(&self) -> Option<u64> {
+        let u = |x: usize| x as u64;
+        let (d, di, dc, h) = (u(self.hidden_size), u(self.d_inner()), u(self.d_conv()), u(self.num_heads));
+        let rows = di.checked_add(dc)?.checked_add(h)?;
+        let mut layer = rows.checked_mul(d)?; // in_proj
+        layer = layer.checked_add(d.checked_mul(di)?)?; // out_proj
+        layer = layer.checked_add(dc.checked_mul(u(self.conv_kernel))?)?;
+        layer = layer.checked_add(d.checked_add(di)?.checked_add(3 * h)?)?; // norms, dt_bias, A_log, D
+        let m = u(self.mlp_intermediate_size);
+        if m > 0 {
+            layer = layer.checked_add(m.checked_mul(3)?.checked_mul(d)?.checked_add(d)?)?;
+        }
+        let body = layer.checked_mul(u(self.num_layers))?;
+        body.checked_add(u(self.vocab_size).checked_mul(d)?)?.checked_add(d)
+    }
+}
+
+fn check_layers(n: usize, key: &str) -> Result<usize> {
+    if n > limits::MAX_LAYERS {
+        return Err(Error::ConfigValue {
+            key: key.into(),
+            reason: format!("{n} layers is more than this runtime supports ({})", limits::MAX_LAYERS),
+        });
+    }
+    Ok(n)
+}
+
+/// The product of `factors`, refused when it overflows or exceeds one tensor's limit.
+fn checked_product(what: &str, factors: &[usize]) -> Result<usize> {
+    let p = factors
+        .iter()
+        .try_fold(1u64, |acc, &f| acc.checked_mul(f as u64))
+        .filter(|&p| p <= limits::MAX_TENSOR_ELEMENTS);
+    p.map(|p| p as usize).ok_or_else(|| Error::ConfigValue {
+        key: what.into(),
+        reason: format!(
+            "{} overflows this runtime's limit of {} elements per tensor",
+            factors.iter().map(usize::to_string).collect::<Vec<_>>().join("·"),
+            limits::MAX_TENSOR_ELEMENTS
+        ),
+    })
+}
+
+fn checked_sum(what: &str, terms: &[usize]) -> Result<usize> {
+    let s = terms
+        .iter()
+        .try_fold(0u64, |acc, &t| acc.checked_add(t as u64))
+        .filter(|&s| s <= limits::MAX_TENSOR_ELEMENTS);
+    s.map(|s| s as usize).ok_or_else(|| Error::ConfigValue {
+        key: what.into(),
+        reason: format!("the sum overflows this runtime's limit of {} elements", limits::MAX_TENSOR_ELEMENTS),
+    })
 }
 
 /// transformers' older configs write a bare `Infinity`/`-Infinity`/`NaN`, which strict JSON rejects:
@@ -358,7 +495,8 @@ fn parse_transpoints(v: &Value, layers: usize) -> Result<Vec<TransPoint>> {
             Value::Null => Ok(TransPoint::Never),
             Value::Number(n) => n
                 .as_u64()
-                .map(|x| TransPoint::At(x as usize))
+                .and_then(|x| usize::try_from(x).ok())
+                .map(TransPoint::At)
                 .ok_or_else(|| bad(format!("{n} is not a non-negative integer"))),
             other => Err(bad(format!("{other} is not an integer or null"))),
         })
@@ -369,11 +507,13 @@ fn opt_usize(o: &Map<String, Value>, key: &str) -> Result<Option<usize>> {
     match o.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => {
+            // try_from: on wasm32 `usize` is 32 bits, and a larger value must not wrap.
             n.as_u64()
-                .map(|x| Some(x as usize))
+                .and_then(|x| usize::try_from(x).ok())
+                .map(Some)
                 .ok_or_else(|| Error::ConfigValue {
                     key: key.into(),
-                    reason: format!("{n} is not a non-negative integer"),
+                    reason: format!("{n} is not a non-negative integer this platform can index"),
                 })
         }
         Some(v) => Err(Error::ConfigValue {

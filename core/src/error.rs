@@ -52,6 +52,29 @@ pub enum Error {
     InvalidOption { name: &'static str, reason: String },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("tensor `{name}` in {file} holds a non-finite value ({value} at element {index}); the weights are corrupt")]
+    NonFiniteWeight {
+        file: String,
+        name: String,
+        index: usize,
+        value: f32,
+    },
+    #[error("tensor `{name}` is stored twice: in {first} and in {second}")]
+    DuplicateTensor {
+        name: String,
+        first: String,
+        second: String,
+    },
+    #[error("the config implies at least {params} weights ({min_bytes} bytes or more), but the model's files hold {file_bytes} bytes: the config does not match the files")]
+    ConfigExceedsFiles {
+        params: u64,
+        min_bytes: u64,
+        file_bytes: u64,
+    },
+    #[error("the sharded index {index} names `{file}`, which is not a regular file inside the model's directory")]
+    ShardOutsideModel { index: String, file: String },
+    #[error("the logits at position {position} are not finite ({value}): the computation overflowed or the weights are corrupt; generation stopped")]
+    NonFiniteLogits { position: usize, value: f32 },
     #[error("GPU: {0}")]
     Gpu(#[from] crate::gpu::GpuError),
 }

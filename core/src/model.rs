@@ -158,9 +158,28 @@ impl Model {
             .iter()
             .map(|f| SafeTensors::deserialize(f.bytes).map_err(|e| st_error(&f.name, e)))
             .collect::<Result<Vec<_>>>()?;
+        // The config's sizes must be backed by the files before anything is sized by them:
+        // every weight takes at least 2 bytes (F16/BF16).
+        let file_bytes: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
+        let params = config.min_parameter_count();
+        if params.is_none_or(|p| p.saturating_mul(2) > file_bytes) {
+            let params = params.unwrap_or(u64::MAX);
+            return Err(Error::ConfigExceedsFiles {
+                params,
+                min_bytes: params.saturating_mul(2),
+                file_bytes,
+            });
+        }
         let mut views: HashMap<String, (&str, TensorView)> = HashMap::new();
         for (file, st) in files.iter().zip(&parsed) {
             for (name, view) in st.tensors() {
+                if let Some((first, _)) = views.get(&name) {
+                    return Err(Error::DuplicateTensor {
+                        name,
+                        first: first.to_string(),
+                        second: file.name.clone(),
+                    });
+                }
                 views.insert(name, (file.name.as_str(), view));
             }
         }
@@ -376,6 +395,15 @@ impl Loader<'_, '_> {
                 })
             }
         };
+        // NaN or ±Inf in a weight poisons every logit downstream: refuse the file, naming it.
+        if let Some(index) = data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::NonFiniteWeight {
+                file: file.to_string(),
+                name: name.into(),
+                index,
+                value: data[index],
+            });
+        }
         self.dtypes.insert(format!("{:?}", view.dtype()));
         Ok(Tensor::new(view.shape().to_vec(), data))
     }
@@ -451,7 +479,10 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .collect::<Result<_>>()?;
         files.sort();
         files.dedup();
-        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+        return files
+            .into_iter()
+            .map(|f| shard_path(dir, &index, &f))
+            .collect();
     }
     let entries = std::fs::read_dir(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
@@ -466,4 +497,34 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         return Err(Error::ModelNotFound(dir.to_path_buf()));
     }
     Ok(files)
+}
+
+/// A shard the index names: a plain relative path (no root, no `..`) to a regular file that,
+/// with symbolic links resolved, stays inside the model's directory.
+#[cfg(not(target_arch = "wasm32"))]
+fn shard_path(dir: &Path, index: &Path, name: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let outside = || Error::ShardOutsideModel {
+        index: index.display().to_string(),
+        file: name.to_string(),
+    };
+    let rel = Path::new(name);
+    if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(outside());
+    }
+    let path = dir.join(rel);
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    let real = path.canonicalize().map_err(io)?;
+    let real_dir = dir.canonicalize().map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let meta = std::fs::metadata(&real).map_err(io)?;
+    if !real.starts_with(&real_dir) || !meta.is_file() {
+        return Err(outside());
+    }
+    Ok(path)
 }

@@ -2,8 +2,8 @@
 
 use crate::error::{Error, Result};
 
-/// Serialises a C-order little-endian f32 array.
-pub fn to_npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+/// The `.npy` header (magic, version, length, dict) for a C-order little-endian f32 array.
+fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(ToString::to_string).collect();
     let shape_txt = if shape.len() == 1 {
         format!("({},)", dims[0])
@@ -16,14 +16,33 @@ pub fn to_npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
         header.push(' ');
     }
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 4 * data.len());
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
     out
+}
+
+/// Serialises a C-order little-endian f32 array.
+pub fn to_npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_npy_f32(&mut out, shape, data).expect("writing to a Vec cannot fail");
+    out
+}
+
+/// Streams a C-order little-endian f32 array as `.npy` into `w` without a second copy of it
+/// (long inputs' logits are large).
+pub fn write_npy_f32(w: &mut impl std::io::Write, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+    w.write_all(&npy_header(shape))?;
+    let mut chunk = Vec::with_capacity(4 * 4096);
+    for block in data.chunks(4096) {
+        chunk.clear();
+        for v in block {
+            chunk.extend_from_slice(&v.to_le_bytes());
+        }
+        w.write_all(&chunk)?;
+    }
+    w.flush()
 }
 
 /// Parses a C-order little-endian f32 `.npy` (format versions 1–3) into (shape, data).

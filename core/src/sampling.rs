@@ -51,8 +51,23 @@ impl Sampler {
         Ok(Self { opts, rng })
     }
 
-    /// The next token for one row of logits.
-    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+    /// The next token for one row of logits, the model's output at sequence `position`. Logits
+    /// that are not all finite (an overflow, corrupt weights) are an error naming the position:
+    /// argmax over NaN would otherwise pick token 0 forever.
+    pub fn sample(&mut self, logits: &[f32], position: usize) -> Result<u32> {
+        if let Some(&value) = logits.iter().find(|x| !x.is_finite()) {
+            return Err(Error::NonFiniteLogits { position, value });
+        }
+        if logits.is_empty() {
+            return Err(Error::InvalidOption {
+                name: "logits",
+                reason: "an empty row of logits has no token to choose".into(),
+            });
+        }
+        Ok(self.sample_finite(logits))
+    }
+
+    fn sample_finite(&mut self, logits: &[f32]) -> u32 {
         if self.opts.temperature == 0.0 {
             return argmax(logits);
         }
@@ -112,7 +127,7 @@ mod tests {
     fn greedy_and_seeded() {
         let logits = [0.1, 3.0, 2.9, -1.0];
         let mut s = Sampler::new(SamplingOptions::default()).unwrap();
-        assert_eq!(s.sample(&logits), 1);
+        assert_eq!(s.sample(&logits, 0).unwrap(), 1);
         let opts = SamplingOptions {
             temperature: 1.0,
             seed: 7,
@@ -120,7 +135,7 @@ mod tests {
         };
         let run = |o: &SamplingOptions| {
             let mut s = Sampler::new(o.clone()).unwrap();
-            (0..50).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+            (0..50).map(|i| s.sample(&logits, i).unwrap()).collect::<Vec<_>>()
         };
         assert_eq!(run(&opts), run(&opts));
         assert!(
@@ -137,6 +152,23 @@ mod tests {
             ..opts
         };
         assert!(run(&nucleus).iter().all(|&t| t == 1));
+    }
+
+    #[test]
+    fn non_finite_logits_stop_with_the_position() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for temperature in [0.0, 1.0] {
+                let mut s = Sampler::new(SamplingOptions {
+                    temperature,
+                    ..Default::default()
+                })
+                .unwrap();
+                match s.sample(&[0.5, bad, 0.1], 17) {
+                    Err(Error::NonFiniteLogits { position: 17, .. }) => {}
+                    other => panic!("expected NonFiniteLogits at 17, got {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -87,31 +87,64 @@ impl TextCodec {
 
 /// Streams text as tokens arrive: each call returns only the newly completed text, so a
 /// multi-token character or a merge-dependent space is printed once it is final.
+///
+/// Each push decodes a short window of recent tokens, not the whole output, so a step costs
+/// O(1) however long the run (re-decoding everything made 20,000 tokens O(n²)). The window
+/// starts at the token before the last completed piece: decoding `window` and `window + new`
+/// from the same start cancels any start-of-text effect of the decoder (a dropped leading
+/// space), and their difference is the new text.
 pub struct TextStream<'c> {
     codec: &'c TextCodec,
-    tokens: Vec<u32>,
-    printed: usize,
+    /// The window: tokens from the last completed piece's start on.
+    window: Vec<u32>,
+    /// How many of `window`'s tokens were already printed.
+    read: usize,
 }
+
+/// A window this long is flushed even if its text still ends in a replacement character
+/// (a model emitting invalid UTF-8 forever must not grow it without bound).
+const MAX_PENDING_TOKENS: usize = 16;
 
 impl<'c> TextStream<'c> {
     pub fn new(codec: &'c TextCodec) -> Self {
         Self {
             codec,
-            tokens: Vec::new(),
-            printed: 0,
+            window: Vec::new(),
+            read: 0,
         }
     }
 
+    /// Tokens a push decodes now (bounded: the cost of a step does not grow with the output).
+    pub fn window_len(&self) -> usize {
+        self.window.len()
+    }
+
     pub fn push(&mut self, token: u32) -> Result<String> {
-        self.tokens.push(token);
-        let text = self.codec.decode(&self.tokens)?;
+        self.window.push(token);
+        let before = self.codec.decode(&self.window[..self.read])?;
+        let text = self.codec.decode(&self.window)?;
         // Hold back a trailing replacement character: it may be half of a UTF-8 sequence.
-        let ready = text.trim_end_matches('\u{FFFD}');
-        if ready.len() <= self.printed || !ready.is_char_boundary(self.printed) {
+        let pending = self.window.len() - self.read;
+        let complete = !text.ends_with('\u{FFFD}') || pending >= MAX_PENDING_TOKENS;
+        if !complete {
             return Ok(String::new());
         }
-        let new = ready[self.printed..].to_string();
-        self.printed = ready.len();
+        let new = if text.starts_with(before.as_str()) {
+            text[before.len()..].to_string()
+        } else if pending >= MAX_PENDING_TOKENS {
+            // The decoder rewrote earlier text (never seen with BPE): print past the common part.
+            let common = before
+                .char_indices()
+                .zip(text.chars())
+                .find(|((_, a), b)| a != b)
+                .map_or(before.len().min(text.len()), |((i, _), _)| i);
+            text[common..].to_string()
+        } else {
+            return Ok(String::new());
+        };
+        // The next window starts at this piece's tokens.
+        self.window.drain(..self.read);
+        self.read = self.window.len();
         Ok(new)
     }
 }
@@ -149,5 +182,10 @@ mod tests {
         let mut s = TextStream::new(&c);
         let pieces: Vec<String> = ids.iter().map(|&t| s.push(t).unwrap()).collect();
         assert_eq!(pieces, vec!["h", "", "é", "l", "l", "o"]);
+        // Invalid UTF-8 forever: flushed every MAX_PENDING_TOKENS, never held without bound.
+        let mut s = TextStream::new(&c);
+        let out: String = (0..100).map(|_| s.push(0xFF).unwrap()).collect();
+        assert!(out.chars().filter(|&ch| ch == '\u{FFFD}').count() >= 90, "{out:?}");
+        assert!(s.window.len() <= 2 * MAX_PENDING_TOKENS);
     }
 }

@@ -29,7 +29,8 @@ pub fn generate(
     let mut logits = session.forward(&args.prompt_tokens, Logits::Last)?;
     let prefill = start.elapsed();
     let mut stream = TextStream::new(codec);
-    let mut out_tokens = Vec::with_capacity(args.max_tokens);
+    // Grows as tokens come: --max-tokens may be huge (a run stopped by hand).
+    let mut out_tokens = Vec::new();
     let mut stdout = std::io::stdout().lock();
     if !args.json {
         write!(stdout, "{}", codec.decode(&args.prompt_tokens)?)?;
@@ -38,7 +39,8 @@ pub fn generate(
     let decode_start = Instant::now();
     let mut peak_cache = session.cache_bytes();
     for i in 0..args.max_tokens {
-        let next = sampler.sample(&logits);
+        // The logits are the model's output at the last position fed so far.
+        let next = sampler.sample(&logits, args.prompt_tokens.len().saturating_sub(1) + i)?;
         out_tokens.push(next);
         if !args.json {
             write!(stdout, "{}", stream.push(next)?)?;

@@ -71,6 +71,9 @@ enum Command {
         /// Prompt as token ids `1,2,3` or `@FILE`.
         #[arg(long)]
         tokens: Option<String>,
+        /// Tokens to generate. Memory grows with them only until the last TransPoint (attention
+        /// cache) and by 4 bytes a token for the list of tokens; any number is accepted, and
+        /// Ctrl-C stops a long run.
         #[arg(long, default_value_t = 64)]
         max_tokens: usize,
         /// 0 = greedy.
@@ -441,8 +444,10 @@ fn forward(
     let name = engine.name();
     match out {
         Some(path) => {
-            std::fs::write(path, npy::to_npy_f32(&[t, v], &logits))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+            let file = std::fs::File::create(path).map_err(cannot)?;
+            npy::write_npy_f32(&mut std::io::BufWriter::new(file), &[t, v], &logits)
+                .map_err(cannot)?;
             eprintln!(
                 "wrote logits [{t}, {v}] to {} ({:.1} ms, {name}, transpoints {schedule})",
                 path.display(),

@@ -400,3 +400,53 @@ fn the_embedded_demo_model_generates_and_is_trained() {
     let ppl = v["perplexity"].as_f64().unwrap();
     assert!(ppl < 400.0, "held-out perplexity {ppl}");
 }
+
+/// Issue 15's hostile inputs as a user meets them: a corrupt (NaN) weight is a one-line message
+/// naming the tensor, and a huge `--max-tokens` streams tokens instead of aborting on an
+/// up-front allocation.
+#[test]
+fn hostile_model_and_runaway_length() {
+    use std::io::Read;
+    use transmamba::synthetic::{random_model, write_single_file, RandomSpec, StoreAs};
+    let dir = temp_dir("cli-hostile");
+    let mut m = random_model(&RandomSpec::default(), 3);
+    m.layers[0].in_proj.data[7] = f32::NAN;
+    let path = dir.join("nan.safetensors");
+    write_single_file(&m, &path, StoreAs::F32).unwrap();
+    let r = tm_run(&["forward", "--model", path.to_str().unwrap(), "--tokens", "1,2"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        err.contains("backbone.layers.0.mixer.in_proj.weight") && err.contains("non-finite"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tm-run"))
+        .args(["generate", "--tokens", "1,2,3", "--max-tokens", "1000000000000", "--backend", "cpu"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read until a few generated tokens' text has arrived (or the process ends, a failure).
+    let mut stdout = child.stdout.take().unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while got.len() < 64 && std::time::Instant::now() < deadline {
+        match stdout.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        still_running && got.len() >= 64,
+        "generation with a huge --max-tokens should stream: {} bytes, stderr {}",
+        got.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -84,3 +84,29 @@ fn gpu_logits_equal_the_training_scripts_forward() {
             .unwrap()
     });
 }
+
+/// The streaming decoder prints, piece by piece, exactly the text of the whole sequence, with
+/// the demo model's byte-level BPE: on the held-out text's tokens and on random ids (which
+/// split UTF-8 sequences across tokens); and a step's cost does not grow with the output.
+#[test]
+fn streamed_text_equals_the_whole_decode() {
+    use transmamba::text::TextStream;
+    let m = demo();
+    let codec = TextCodec::for_model(&m, None).unwrap();
+    let heldout = std::fs::read_to_string(demo_dir().join("reference/heldout.txt")).unwrap();
+    let text_ids = codec.encode(&heldout[..20_000.min(heldout.len())]).unwrap();
+    let random_ids = transmamba::synthetic::random_tokens(m.vocab, 3000, 9);
+    for ids in [&text_ids, &random_ids] {
+        let mut stream = TextStream::new(&codec);
+        let streamed: String = ids.iter().map(|&t| stream.push(t).unwrap()).collect();
+        assert_eq!(streamed, codec.decode(ids).unwrap());
+    }
+    // O(1) a token: the window it decodes stays short over 20,000 tokens.
+    let mut stream = TextStream::new(&codec);
+    let mut widest = 0;
+    for &id in text_ids.iter().cycle().take(20_000) {
+        stream.push(id).unwrap();
+        widest = widest.max(stream.window_len());
+    }
+    assert!(widest <= 2 * 16, "the decode window grew to {widest} tokens");
+}

@@ -347,11 +347,14 @@ impl Engine {
                 .map_err(js_val)?;
             let prefill_ms = now_ms() - t0;
             let mut stream = TextStream::new(&inner.codec);
-            let mut out = Vec::with_capacity(opts.max_tokens);
+            // Grows as tokens come: maxTokens may be huge (a run the page stops).
+            let mut out = Vec::new();
             let t1 = now_ms();
             let mut stopped = false;
             for i in 0..opts.max_tokens {
-                let next = sampler.sample(&logits);
+                let next = sampler
+                    .sample(&logits, tokens.len().saturating_sub(1) + i)
+                    .map_err(js_val)?;
                 out.push(next);
                 let text = stream.push(next).map_err(js_val)?;
                 let cache = cache_snapshot(cfg, &session);

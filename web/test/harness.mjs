@@ -60,11 +60,14 @@ const TYPES = {
   '.png': 'image/png',
 };
 
-/** Serves demo/ at / and out/web/test/ at /__test/ on 127.0.0.1 (a random port). */
-export async function serve() {
+/**
+ * A plain static server on 127.0.0.1 (a random port): by default demo/ at / and out/web/test/
+ * at /__test/; `root` replaces demo/ (a bundler's output directory).
+ */
+export async function serve(root = DEMO) {
   const mounts = [
     ['/__test/', OUT],
-    ['/', DEMO],
+    ['/', root],
   ];
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);

@@ -466,6 +466,15 @@ impl GpuContext {
         let bytes: &[u8] = match format {
             WeightFormat::F32 => bytemuck::cast_slice(data),
             WeightFormat::F16 => {
+                // Rounding to f16 must not turn a large finite weight into ±Inf.
+                let f16_max = half::f16::MAX.to_f32();
+                if let Some(index) = data.iter().position(|v| !(v.abs() <= f16_max)) {
+                    return Err(GpuError::F16Overflow {
+                        label: label.to_string(),
+                        index,
+                        value: data[index],
+                    });
+                }
                 halves = data.iter().map(|&v| half::f16::from_f32(v)).collect();
                 bytemuck::cast_slice(&halves)
             }

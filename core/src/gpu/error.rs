@@ -15,6 +15,12 @@ pub enum GpuError {
         bytes: u64,
         limit: u64,
     },
+    #[error("{label}: the weight {value} (element {index}) is outside f16's range (±65504) and would become infinite: store the weights in f32 (--weights f32)")]
+    F16Overflow {
+        label: String,
+        index: usize,
+        value: f32,
+    },
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
     #[error("GPU buffer map failed: {0}")]
