@@ -90,7 +90,13 @@ export async function serve(root = DEMO) {
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address();
-  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((r) => server.close(r)) };
+  // close() also drops the browser's idle keep-alive connections, which would hold it open.
+  const close = () =>
+    new Promise((r) => {
+      server.close(r);
+      server.closeAllConnections();
+    });
+  return { url: `http://127.0.0.1:${port}`, close };
 }
 
 /** Headless Chromium with WebGPU (SwiftShader on a machine without a GPU), fresh profile. */
