@@ -460,25 +460,7 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
             path: index.clone(),
             source,
         })?;
-        let bad = |reason: String| Error::ConfigJson {
-            source_name: index.display().to_string(),
-            reason,
-        };
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| bad("no `weight_map` object".into()))?;
-        let mut files: Vec<String> = map
-            .values()
-            .map(|f| {
-                f.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad(format!("weight_map value {f} is not a file name")))
-            })
-            .collect::<Result<_>>()?;
-        files.sort();
-        files.dedup();
+        let files = shard_names(&text, &index.display().to_string())?;
         return files
             .into_iter()
             .map(|f| shard_path(dir, &index, &f))
@@ -496,6 +478,31 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if files.is_empty() {
         return Err(Error::ModelNotFound(dir.to_path_buf()));
     }
+    Ok(files)
+}
+
+/// The files a sharded index (`model.safetensors.index.json`) names in its `weight_map`,
+/// sorted and without repeats; `name` names the index in errors.
+pub fn shard_names(index_json: &str, name: &str) -> Result<Vec<String>> {
+    let bad = |reason: String| Error::ConfigJson {
+        source_name: name.to_string(),
+        reason,
+    };
+    let v: serde_json::Value = serde_json::from_str(index_json).map_err(|e| bad(e.to_string()))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("no `weight_map` object".into()))?;
+    let mut files: Vec<String> = map
+        .values()
+        .map(|f| {
+            f.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("weight_map value {f} is not a file name")))
+        })
+        .collect::<Result<_>>()?;
+    files.sort();
+    files.dedup();
     Ok(files)
 }
 

@@ -49,9 +49,13 @@ impl TextCodec {
     }
 
     pub fn from_tokenizer_json(bytes: &[u8], name: &str) -> Result<Self> {
-        tokenizers::Tokenizer::from_bytes(bytes)
-            .map(|t| TextCodec::Tokenizer(Box::new(t)))
-            .map_err(|e| Error::Tokenizer(format!("{name}: {e}")))
+        let bad = |e: serde_json::Error| Error::Tokenizer(format!("{name}: {e}"));
+        // Parse the JSON first, then build the tokenizer from the parsed value: tokenizers
+        // 0.22 panics (an `expect` in its decoder deserializer) on a syntax error inside
+        // `decoder` when it reads the text itself (found by fuzzing; fuzz/regressions).
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad)?;
+        let tokenizer: tokenizers::Tokenizer = serde_json::from_value(value).map_err(bad)?;
+        Ok(TextCodec::Tokenizer(Box::new(tokenizer)))
     }
 
     pub fn name(&self) -> &'static str {
