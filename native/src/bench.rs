@@ -20,6 +20,7 @@ pub struct BenchArgs {
     pub gen: usize,
     pub positions: Vec<usize>,
     pub sweep: Vec<usize>,
+    pub long: Option<usize>,
     pub scan_compare: Option<usize>,
     pub matmul: bool,
     pub repeats: usize,
@@ -192,6 +193,10 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
         report["prefill_sweep"] = json!(rows);
     }
 
+    if let Some(n) = args.long {
+        report["long_run"] = long_run(engine, schedule, args.prompt_len, n, q)?;
+    }
+
     if let Some(g) = engine.gpu() {
         if let Some(t) = args.scan_compare {
             report["scan_compare"] = scan_compare(&g.ctx, g.dims(), t, args.repeats, q)?;
@@ -343,4 +348,66 @@ fn matmul_bench(
         rows_out.push(json!({"rows": rows, "in": k, "out": n, "gpu_gflops": g, "cpu_gflops": cp}));
     }
     Ok(json!(rows_out))
+}
+
+/// `n` greedy tokens after a `prompt_len` prompt, each streamed to text as `generate` does;
+/// at every tenth: tokens/s over that tenth, the session's cache, GPU memory (buffers,
+/// textures, bind groups) and the process's resident memory. After the last TransPoint all
+/// of them should stay flat: the SSM state is fixed-size, the text stream decodes a bounded
+/// window, and nothing grows per token but the 4-byte token list.
+fn long_run(engine: &Engine, schedule: &Schedule, prompt_len: usize, n: usize, q: bool) -> AnyResult<Value> {
+    let codec = transmamba::text::TextCodec::Bytes;
+    let mut stream = transmamba::text::TextStream::new(&codec);
+    let mut sampler = transmamba::sampling::Sampler::new(Default::default())?;
+    let mut s = engine.session(schedule.clone())?;
+    let prompt = random_tokens(engine.vocab(), prompt_len.max(1), 5);
+    let mut logits = s.forward(&prompt, Logits::Last)?;
+    let every = (n / 10).max(1);
+    say!(q, "long run: {n} tokens after a {}-token prompt:", prompt.len());
+    let mut rows = Vec::new();
+    let mut t0 = Instant::now();
+    let mut text_bytes = 0usize;
+    for i in 0..n {
+        let next = sampler.sample(&logits, prompt.len() - 1 + i)?;
+        text_bytes += stream.push(next)?.len();
+        logits = s.forward(&[next], Logits::Last)?;
+        if (i + 1) % every == 0 || i + 1 == n {
+            let window = (i + 1) - rows.last().map_or(0, |r: &Value| r["tokens"].as_u64().unwrap_or(0) as usize);
+            let tps = window as f64 / t0.elapsed().as_secs_f64();
+            let gpu = engine.gpu().and_then(|g| g.ctx.memory());
+            let rss = resident_bytes();
+            say!(
+                q,
+                "  {:>7} tokens: {tps:>8.1} tokens/s, cache {}, GPU {}, process {}",
+                i + 1,
+                format_bytes(s.cache_bytes()),
+                gpu.map_or("-".into(), |m| format!(
+                    "{} in {} bind groups",
+                    format_bytes((m.buffer_bytes + m.texture_bytes) as usize),
+                    m.bind_groups
+                )),
+                rss.map_or("-".into(), |b| format_bytes(b as usize)),
+            );
+            rows.push(json!({
+                "tokens": i + 1,
+                "tokens_per_s": tps,
+                "cache_bytes": s.cache_bytes(),
+                "gpu_buffer_bytes": gpu.map(|m| m.buffer_bytes),
+                "gpu_texture_bytes": gpu.map(|m| m.texture_bytes),
+                "gpu_bind_groups": gpu.map(|m| m.bind_groups),
+                "resident_bytes": rss,
+                "text_bytes": text_bytes,
+            }));
+            t0 = Instant::now();
+        }
+    }
+    Ok(json!(rows))
+}
+
+/// The process's resident memory (Linux: VmRSS), if the platform says.
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }

@@ -122,6 +122,10 @@ enum Command {
         /// Prefill time for each of these prompt lengths, e.g. `512,1024,2048`.
         #[arg(long, value_delimiter = ',')]
         sweep: Vec<usize>,
+        /// A long run: generate this many tokens (greedy, streamed to text as `generate` does)
+        /// and print, at each tenth, tokens/s, the cache, GPU memory and the process's memory.
+        #[arg(long)]
+        long: Option<usize>,
         /// Time the chunked SSD scan against a one-token-at-a-time scan over T tokens.
         #[arg(long)]
         scan_compare: Option<usize>,
@@ -316,6 +320,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             weights,
             positions,
             sweep,
+            long,
             scan_compare,
             matmul,
             profile,
@@ -341,6 +346,7 @@ fn run(cli: Cli) -> AnyResult<()> {
                 gen,
                 positions,
                 sweep,
+                long,
                 scan_compare,
                 matmul,
                 repeats: repeats.max(1),

@@ -450,3 +450,27 @@ fn hostile_model_and_runaway_length() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A long run (issue 15, part 4) at a size CI affords: after the TransPoint, the cache, the
+/// GPU's memory and bind groups stay exactly flat, and the process's memory about flat.
+#[test]
+fn long_run_memory_is_flat_after_the_transpoint() {
+    let v = json_of(&tm_run(&[
+        "bench", "--preset", "tiny", "--backend", "gpu", "--prompt-len", "4", "--gen", "2",
+        "--repeats", "1", "--transpoints", "8", "--long", "400", "--json",
+    ]));
+    let rows = v["long_run"].as_array().expect("long_run rows");
+    assert_eq!(rows.len(), 10);
+    let first = &rows[0];
+    assert_eq!(first["tokens"], 40);
+    for r in rows {
+        for key in ["cache_bytes", "gpu_buffer_bytes", "gpu_texture_bytes", "gpu_bind_groups"] {
+            assert_eq!(r[key], first[key], "{key} grew: {r}");
+        }
+        assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(first["gpu_buffer_bytes"].as_u64().unwrap() > 0, "GPU memory is counted");
+    let rss = |r: &serde_json::Value| r["resident_bytes"].as_u64().unwrap() as f64;
+    let (a, b) = (rss(first), rss(&rows[9]));
+    assert!(b <= a * 1.05 + 8e6, "process memory grew from {a} to {b} bytes");
+}

@@ -73,6 +73,14 @@ impl ProfileClock {
     }
 }
 
+/// Device memory in use (see [`GpuContext::memory`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuMemory {
+    pub buffer_bytes: u64,
+    pub texture_bytes: u64,
+    pub bind_groups: u64,
+}
+
 /// A storage buffer of 4-byte elements (f32 or u32). Cloning shares the buffer (same id).
 /// Weight matrices are instead texture-backed (see [`GpuContext::upload_texture`]): `texture`
 /// is set (with its format), `buffer` is a 16-byte placeholder, and only kernels whose access
@@ -952,6 +960,25 @@ impl GpuContext {
 
     pub fn profiling(&self) -> bool {
         self.profiling.load(Ordering::Relaxed)
+    }
+
+    /// What the device holds now: bytes in buffers and textures, and live bind groups, from
+    /// wgpu's internal counters (native only; `None` in the browser, where the WebGPU
+    /// implementation keeps them).
+    pub fn memory(&self) -> Option<GpuMemory> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let hal = self.device.get_internal_counters().hal;
+            Some(GpuMemory {
+                buffer_bytes: hal.buffer_memory.read().max(0) as u64,
+                texture_bytes: hal.texture_memory.read().max(0) as u64,
+                bind_groups: hal.bind_groups.read().max(0) as u64,
+            })
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            None
+        }
     }
 
     /// How the profiler times dispatches on this adapter (`TM_PROFILE_CLOCK=timestamps|host`
