@@ -146,10 +146,10 @@ async function generate() {
         break;
       }
       tokens.push(value.token);
-      $('out-text').textContent += value.text;
-      $('tokens').textContent = tokens.join(',');
+      appendText('out-text', value.text);
+      appendText('tokens', tokens.length > 1 ? `,${value.token}` : `${value.token}`);
       $('stats').textContent = `${tokens.length} tokens · ${value.tokensPerS.toFixed(1)} tokens/s · position ${value.cache.position}`;
-      state.history.push(value.cache);
+      pushHistory(value.cache);
       renderLayers(value.cache);
     }
     const s = state.summary;
@@ -158,7 +158,7 @@ async function generate() {
         `${s.tokens.length} tokens · ${s.decodeTokensPerS.toFixed(1)} tokens/s decode · ` +
         `prefill ${s.promptTokens.length} tokens in ${s.prefillMs.toFixed(0)} ms · schedule ${s.transpoints}` +
         (s.stopped ? ' · stopped' : '');
-      state.history.push(s.cache);
+      pushHistory(s.cache);
       renderLayers(s.cache);
     }
   } catch (e) {
@@ -170,6 +170,23 @@ async function generate() {
     setState('ready');
     document.body.dataset.generations = String(Number(document.body.dataset.generations || 0) + 1);
   }
+}
+
+// A long generation (20,000 tokens) must cost the page the same per token at the end as at the
+// start: text is appended to one text node (not re-set), and the memory chart keeps at most
+// HISTORY_MAX points, thinned to every other one when full, so it still spans the whole run.
+const HISTORY_MAX = 1024;
+
+function appendText(id, text) {
+  const el = $(id);
+  if (!el.firstChild) el.appendChild(document.createTextNode(''));
+  el.firstChild.appendData(text);
+}
+
+function pushHistory(cache) {
+  const h = state.history;
+  h.push(cache);
+  if (h.length > HISTORY_MAX) state.history = h.filter((_, i) => i % 2 === 0 || i === h.length - 1);
 }
 
 function renderLayers(cache) {

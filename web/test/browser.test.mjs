@@ -139,6 +139,20 @@ describe('demo page', () => {
     }
   });
 
+  test('a long generation keeps the page bounded: chart history thinned, every token shown', async () => {
+    const { page, log } = await openDemo('?model=/__test/tiny.safetensors');
+    try {
+      const n = 1500;
+      const { error, ids } = await demoGenerate(page, { tokens: PROMPT, transpoints: '8', maxTokens: n });
+      assert.equal(error, null, log.join('\n'));
+      assert.equal(ids.length, n);
+      const h = await page.evaluate(() => window.transmambaDemo.history.length);
+      assert.ok(h > 256 && h <= 1025, `chart history of ${h} points`);
+    } finally {
+      await page.close();
+    }
+  });
+
   test('says clearly when the browser has no WebGPU', async () => {
     const page = await browser.context.newPage();
     await page.addInitScript(() => {
