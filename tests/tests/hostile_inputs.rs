@@ -263,3 +263,40 @@ fn metadata_config_is_checked_too() {
         Err(Error::ConfigExceedsFiles { .. })
     ));
 }
+
+/// Issue 15, part 3: a buffer whose last handle is dropped leaves the bind-group cache at the
+/// next bind, and its device memory is freed then (a grown attention cache's old buffers were
+/// kept alive until the cache filled).
+#[test]
+fn a_freed_buffer_leaves_the_bind_group_cache_at_once() {
+    use transmamba::gpu::{ops, ops::View, Recorder};
+    let ctx = gpu_context();
+    let (rows, m) = (4u32, 64u32);
+    let out = ctx.zeros("out", (rows * m) as usize).unwrap();
+    let run = |input: &transmamba::gpu::GpuBuffer| {
+        let mut rec = Recorder::new(&ctx);
+        ops::swiglu(&mut rec, rows, m, View::dense(input, 2 * m), View::dense(&out, m)).unwrap();
+        rec.submit().unwrap();
+    };
+    let keep = ctx.zeros("kept input", (rows * 2 * m) as usize).unwrap();
+    run(&keep);
+    let before = ctx.memory().unwrap();
+    let cached = ctx.bind_group_cache_len();
+    let big = ctx.zeros("freed input", 1 << 20).unwrap(); // 4 MiB
+    run(&big);
+    let with_big = ctx.memory().unwrap();
+    // (within 1 MiB: small staging buffers come and go around it)
+    let big_bytes = 4u64 << 20;
+    assert!(with_big.buffer_bytes + (1 << 20) >= before.buffer_bytes + big_bytes, "{before:?} -> {with_big:?}");
+    assert_eq!(ctx.bind_group_cache_len(), cached + 1);
+    drop(big);
+    run(&keep);
+    let after = ctx.memory().unwrap();
+    assert_eq!(ctx.bind_group_cache_len(), cached, "the freed buffer's bind group left the cache");
+    assert!(
+        after.buffer_bytes + big_bytes <= with_big.buffer_bytes + (1 << 20),
+        "its memory was freed: {} -> {} bytes",
+        with_big.buffer_bytes,
+        after.buffer_bytes
+    );
+}

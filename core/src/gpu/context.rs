@@ -88,9 +88,25 @@ pub struct GpuMemory {
 #[derive(Clone, Debug)]
 pub struct GpuBuffer {
     pub(crate) buffer: wgpu::Buffer,
-    pub(crate) id: u64,
+    id: Arc<BufferId>,
     len: usize,
     pub(crate) texture: Option<(wgpu::TextureView, WeightFormat)>,
+}
+
+/// A buffer's identity, shared by its clones. When the last clone goes, the id is queued so
+/// that the cached bind groups holding the buffer leave the cache at the next bind, and its
+/// memory is freed then, not whenever the cache next fills (a grown attention cache's old
+/// buffers were kept alive that way).
+#[derive(Debug)]
+pub(crate) struct BufferId {
+    id: u64,
+    freed: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Drop for BufferId {
+    fn drop(&mut self) {
+        lock(&self.freed).push(self.id);
+    }
 }
 
 impl GpuBuffer {
@@ -103,7 +119,7 @@ impl GpuBuffer {
     }
     /// Unique id of the underlying buffer (keys the bind-group cache).
     pub fn id(&self) -> u64 {
-        self.id
+        self.id.id
     }
     pub fn raw(&self) -> &wgpu::Buffer {
         &self.buffer
@@ -232,6 +248,8 @@ pub struct GpuContext {
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     next_id: AtomicU64,
+    /// Ids of buffers whose last handle was dropped, not yet evicted from the bind-group cache.
+    freed: Arc<Mutex<Vec<u64>>>,
     profiling: AtomicBool,
     profile_clock: ProfileClock,
     unchecked_shaders: bool,
@@ -308,9 +326,14 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
+        let freed = Arc::new(Mutex::new(Vec::new()));
+        // Id 0: the placeholder every texture-backed GpuBuffer shares (never evicted).
         let dummy = GpuBuffer {
             buffer: dummy_buf,
-            id: 0,
+            id: Arc::new(BufferId {
+                id: 0,
+                freed: Arc::clone(&freed),
+            }),
             len: 4,
             texture: None,
         };
@@ -352,6 +375,7 @@ impl GpuContext {
             error,
             lost,
             next_id: AtomicU64::new(1),
+            freed,
             profiling: AtomicBool::new(false),
             profile_clock,
             unchecked_shaders,
@@ -436,7 +460,7 @@ impl GpuContext {
         });
         Ok(GpuBuffer {
             buffer,
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id: self.new_buffer_id(),
             len,
             texture: None,
         })
@@ -536,7 +560,7 @@ impl GpuContext {
         });
         let buffer = GpuBuffer {
             buffer: self.dummy.buffer.clone(),
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            id: self.new_buffer_id(),
             len: width as usize * height as usize * format.values_per_texel(),
             texture: Some((tex.create_view(&Default::default()), format)),
         };
@@ -838,9 +862,10 @@ impl GpuContext {
             access: pipe.access,
             f16: pipe.f16,
             arena: generation,
-            buffers: buffers.iter().map(|b| b.id).collect(),
+            buffers: buffers.iter().map(GpuBuffer::id).collect(),
         };
         let mut st = lock(&self.state);
+        self.evict_freed(&mut st);
         if let Some(bg) = st.bind_groups.get(&key) {
             return bg.clone();
         }
@@ -882,7 +907,25 @@ impl GpuContext {
 
     /// Number of cached bind groups (tests check that steady-state decode creates none).
     pub fn bind_group_cache_len(&self) -> usize {
-        lock(&self.state).bind_groups.len()
+        let mut st = lock(&self.state);
+        self.evict_freed(&mut st);
+        st.bind_groups.len()
+    }
+
+    fn new_buffer_id(&self) -> Arc<BufferId> {
+        Arc::new(BufferId {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            freed: self.freed.clone(),
+        })
+    }
+
+    /// Drops the cached bind groups that bind a buffer whose last handle is gone.
+    fn evict_freed(&self, st: &mut State) {
+        let freed: Vec<u64> = std::mem::take(&mut *lock(&self.freed));
+        if !freed.is_empty() {
+            st.bind_groups
+                .retain(|k, _| !k.buffers.iter().any(|id| freed.contains(id)));
+        }
     }
 
     /// A scratch buffer named `name` of at least `len` elements, reused across calls.
@@ -912,7 +955,7 @@ impl GpuContext {
                     usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 }),
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+                id: self.new_buffer_id(),
                 len: (UNIFORM_STAGING_BYTES / 4) as usize,
                 texture: None,
             })
@@ -966,6 +1009,7 @@ impl GpuContext {
     /// wgpu's internal counters (native only; `None` in the browser, where the WebGPU
     /// implementation keeps them).
     pub fn memory(&self) -> Option<GpuMemory> {
+        self.evict_freed(&mut lock(&self.state));
         #[cfg(not(target_arch = "wasm32"))]
         {
             let hal = self.device.get_internal_counters().hal;

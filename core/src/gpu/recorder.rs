@@ -97,7 +97,7 @@ impl<'a> Recorder<'a> {
         }
         for (i, (a, ca)) in buffers.iter().zip(k.access.chars()).enumerate() {
             for (b, cb) in buffers.iter().zip(k.access.chars()).skip(i + 1) {
-                if a.id == b.id && a.id != 0 && (ca == 'w' || cb == 'w') {
+                if a.id() == b.id() && a.id() != 0 && (ca == 'w' || cb == 'w') {
                     return Err(GpuError::Shape {
                         op: k.shader,
                         detail: "the same buffer is bound twice and one binding writes it".into(),
@@ -142,7 +142,7 @@ impl<'a> Recorder<'a> {
         dst_off: usize,
         len: usize,
     ) -> GpuResult<()> {
-        if src_off + len > src.len() || dst_off + len > dst.len() || src.id == dst.id {
+        if src_off + len > src.len() || dst_off + len > dst.len() || src.id() == dst.id() {
             return Err(GpuError::Shape {
                 op: "copy",
                 detail: format!(
