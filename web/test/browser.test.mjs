@@ -190,6 +190,9 @@ describe('package API', () => {
         }
         // break also stops the worker's loop; the next call still works
         for await (const step of m.generate(prompt, { maxTokens: 200 })) { if (step.index === 1) break; }
+        // a runaway maxTokens streams (nothing is allocated from it up front) and stops on break
+        let runaway = 0;
+        for await (const step of m.generate(prompt, { maxTokens: 1e9 })) { runaway += 1; if (step.index === 2) break; }
         const after = [];
         for await (const step of m.generate(prompt, { maxTokens: 2 })) after.push(step.token);
         m.dispose();
@@ -199,7 +202,7 @@ describe('package API', () => {
         let rangeError = null;
         try { await m2.forward([70]); } catch (e) { rangeError = `${e instanceof Error} ${e.message}`; }
         m2.dispose();
-        return { logits: Array.from(logits), info, progress, got: got.length, after: after.length, fromCache: info2.loadedFromCache, rangeError };
+        return { logits: Array.from(logits), info, progress, got: got.length, after: after.length, runaway, fromCache: info2.loadedFromCache, rangeError };
       }, PROMPT);
       assert.equal(r.logits.length, native.length, log.join('\n'));
       let maxDiff = 0;
@@ -214,6 +217,7 @@ describe('package API', () => {
       assert.ok(r.progress.includes('download') && r.progress.includes('upload'), r.progress.join());
       assert.ok(r.got >= 3 && r.got < 10, `abort stopped after ${r.got} tokens`);
       assert.equal(r.after, 2);
+      assert.equal(r.runaway, 3);
       assert.equal(r.fromCache, true);
       assert.match(r.rangeError, /^true token id 70 at position 0 is out of range/);
       console.log(`# adapter: ${JSON.stringify(r.info.adapter.web)}; max logit diff ${maxDiff.toExponential(2)}`);
