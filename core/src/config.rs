@@ -268,7 +268,11 @@ impl ModelConfig {
             ("state_size", self.state_size, limits::MAX_DIM),
             ("n_groups", self.n_groups, limits::MAX_DIM),
             ("vocab_size", self.vocab_size, limits::MAX_DIM),
-            ("mlp_intermediate_size", self.mlp_intermediate_size, limits::MAX_DIM),
+            (
+                "mlp_intermediate_size",
+                self.mlp_intermediate_size,
+                limits::MAX_DIM,
+            ),
             ("conv_kernel", self.conv_kernel, limits::MAX_CONV_KERNEL),
             ("chunk_size", self.chunk_size, limits::MAX_CHUNK),
         ];
@@ -302,7 +306,10 @@ impl ModelConfig {
         checked_product("out_proj (hidden_size·d_inner)", &[d, di])?;
         checked_product("embedding (vocab_size·hidden_size)", &[self.vocab_size, d])?;
         checked_product("conv1d (channels·conv_kernel)", &[dc, self.conv_kernel])?;
-        checked_product("mlp fc1 (2·mlp_intermediate_size·hidden_size)", &[2, self.mlp_intermediate_size, d])?;
+        checked_product(
+            "mlp fc1 (2·mlp_intermediate_size·hidden_size)",
+            &[2, self.mlp_intermediate_size, d],
+        )?;
         let finite_positive = [
             ("attention_scale", Some(self.attention_scale)),
             ("rope_theta", self.rope_theta),
@@ -355,7 +362,12 @@ impl ModelConfig {
     /// the files must back before anything is allocated from the config.
     pub fn min_parameter_count(&self) -> Option<u64> {
         let u = |x: usize| x as u64;
-        let (d, di, dc, h) = (u(self.hidden_size), u(self.d_inner()), u(self.d_conv()), u(self.num_heads));
+        let (d, di, dc, h) = (
+            u(self.hidden_size),
+            u(self.d_inner()),
+            u(self.d_conv()),
+            u(self.num_heads),
+        );
         let rows = di.checked_add(dc)?.checked_add(h)?;
         let mut layer = rows.checked_mul(d)?; // in_proj
         layer = layer.checked_add(d.checked_mul(di)?)?; // out_proj
@@ -366,7 +378,8 @@ impl ModelConfig {
             layer = layer.checked_add(m.checked_mul(3)?.checked_mul(d)?.checked_add(d)?)?;
         }
         let body = layer.checked_mul(u(self.num_layers))?;
-        body.checked_add(u(self.vocab_size).checked_mul(d)?)?.checked_add(d)
+        body.checked_add(u(self.vocab_size).checked_mul(d)?)?
+            .checked_add(d)
     }
 }
 
@@ -374,7 +387,10 @@ fn check_layers(n: usize, key: &str) -> Result<usize> {
     if n > limits::MAX_LAYERS {
         return Err(Error::ConfigValue {
             key: key.into(),
-            reason: format!("{n} layers is more than this runtime supports ({})", limits::MAX_LAYERS),
+            reason: format!(
+                "{n} layers is more than this runtime supports ({})",
+                limits::MAX_LAYERS
+            ),
         });
     }
     Ok(n)
@@ -390,7 +406,11 @@ fn checked_product(what: &str, factors: &[usize]) -> Result<usize> {
         key: what.into(),
         reason: format!(
             "{} overflows this runtime's limit of {} elements per tensor",
-            factors.iter().map(usize::to_string).collect::<Vec<_>>().join("·"),
+            factors
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join("·"),
             limits::MAX_TENSOR_ELEMENTS
         ),
     })
@@ -403,7 +423,10 @@ fn checked_sum(what: &str, terms: &[usize]) -> Result<usize> {
         .filter(|&s| s <= limits::MAX_TENSOR_ELEMENTS);
     s.map(|s| s as usize).ok_or_else(|| Error::ConfigValue {
         key: what.into(),
-        reason: format!("the sum overflows this runtime's limit of {} elements", limits::MAX_TENSOR_ELEMENTS),
+        reason: format!(
+            "the sum overflows this runtime's limit of {} elements",
+            limits::MAX_TENSOR_ELEMENTS
+        ),
     })
 }
 

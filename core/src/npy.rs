@@ -25,14 +25,21 @@ fn npy_header(shape: &[usize]) -> Vec<u8> {
 
 /// Serialises a C-order little-endian f32 array.
 pub fn to_npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_npy_f32(&mut out, shape, data).expect("writing to a Vec cannot fail");
+    let mut out = npy_header(shape);
+    out.reserve(4 * data.len());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
     out
 }
 
 /// Streams a C-order little-endian f32 array as `.npy` into `w` without a second copy of it
 /// (long inputs' logits are large).
-pub fn write_npy_f32(w: &mut impl std::io::Write, shape: &[usize], data: &[f32]) -> std::io::Result<()> {
+pub fn write_npy_f32(
+    w: &mut impl std::io::Write,
+    shape: &[usize],
+    data: &[f32],
+) -> std::io::Result<()> {
     w.write_all(&npy_header(shape))?;
     let mut chunk = Vec::with_capacity(4 * 4096);
     for block in data.chunks(4096) {

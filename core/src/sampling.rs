@@ -135,7 +135,9 @@ mod tests {
         };
         let run = |o: &SamplingOptions| {
             let mut s = Sampler::new(o.clone()).unwrap();
-            (0..50).map(|i| s.sample(&logits, i).unwrap()).collect::<Vec<_>>()
+            (0..50)
+                .map(|i| s.sample(&logits, i).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(&opts), run(&opts));
         assert!(

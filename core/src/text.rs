@@ -189,7 +189,10 @@ mod tests {
         // Invalid UTF-8 forever: flushed every MAX_PENDING_TOKENS, never held without bound.
         let mut s = TextStream::new(&c);
         let out: String = (0..100).map(|_| s.push(0xFF).unwrap()).collect();
-        assert!(out.chars().filter(|&ch| ch == '\u{FFFD}').count() >= 90, "{out:?}");
+        assert!(
+            out.chars().filter(|&ch| ch == '\u{FFFD}').count() >= 90,
+            "{out:?}"
+        );
         assert!(s.window.len() <= 2 * MAX_PENDING_TOKENS);
     }
 }

@@ -355,7 +355,13 @@ fn matmul_bench(
 /// textures, bind groups) and the process's resident memory. After the last TransPoint all
 /// of them should stay flat: the SSM state is fixed-size, the text stream decodes a bounded
 /// window, and nothing grows per token but the 4-byte token list.
-fn long_run(engine: &Engine, schedule: &Schedule, prompt_len: usize, n: usize, q: bool) -> AnyResult<Value> {
+fn long_run(
+    engine: &Engine,
+    schedule: &Schedule,
+    prompt_len: usize,
+    n: usize,
+    q: bool,
+) -> AnyResult<Value> {
     let codec = transmamba::text::TextCodec::Bytes;
     let mut stream = transmamba::text::TextStream::new(&codec);
     let mut sampler = transmamba::sampling::Sampler::new(Default::default())?;
@@ -363,17 +369,21 @@ fn long_run(engine: &Engine, schedule: &Schedule, prompt_len: usize, n: usize, q
     let prompt = random_tokens(engine.vocab(), prompt_len.max(1), 5);
     let mut logits = s.forward(&prompt, Logits::Last)?;
     let every = (n / 10).max(1);
-    say!(q, "long run: {n} tokens after a {}-token prompt:", prompt.len());
+    say!(
+        q,
+        "long run: {n} tokens after a {}-token prompt:",
+        prompt.len()
+    );
     let mut rows = Vec::new();
     let mut t0 = Instant::now();
+    let mut last_mark = 0;
     let mut text_bytes = 0usize;
     for i in 0..n {
         let next = sampler.sample(&logits, prompt.len() - 1 + i)?;
         text_bytes += stream.push(next)?.len();
         logits = s.forward(&[next], Logits::Last)?;
         if (i + 1) % every == 0 || i + 1 == n {
-            let window = (i + 1) - rows.last().map_or(0, |r: &Value| r["tokens"].as_u64().unwrap_or(0) as usize);
-            let tps = window as f64 / t0.elapsed().as_secs_f64();
+            let tps = (i + 1 - last_mark) as f64 / t0.elapsed().as_secs_f64();
             let gpu = engine.gpu().and_then(|g| g.ctx.memory());
             let rss = resident_bytes();
             say!(
@@ -398,6 +408,7 @@ fn long_run(engine: &Engine, schedule: &Schedule, prompt_len: usize, n: usize, q
                 "resident_bytes": rss,
                 "text_bytes": text_bytes,
             }));
+            last_mark = i + 1;
             t0 = Instant::now();
         }
     }

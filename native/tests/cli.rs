@@ -413,7 +413,13 @@ fn hostile_model_and_runaway_length() {
     m.layers[0].in_proj.data[7] = f32::NAN;
     let path = dir.join("nan.safetensors");
     write_single_file(&m, &path, StoreAs::F32).unwrap();
-    let r = tm_run(&["forward", "--model", path.to_str().unwrap(), "--tokens", "1,2"]);
+    let r = tm_run(&[
+        "forward",
+        "--model",
+        path.to_str().unwrap(),
+        "--tokens",
+        "1,2",
+    ]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success());
     assert!(
@@ -424,7 +430,15 @@ fn hostile_model_and_runaway_length() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_tm-run"))
-        .args(["generate", "--tokens", "1,2,3", "--max-tokens", "1000000000000", "--backend", "cpu"])
+        .args([
+            "generate",
+            "--tokens",
+            "1,2,3",
+            "--max-tokens",
+            "1000000000000",
+            "--backend",
+            "cpu",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -456,21 +470,46 @@ fn hostile_model_and_runaway_length() {
 #[test]
 fn long_run_memory_is_flat_after_the_transpoint() {
     let v = json_of(&tm_run(&[
-        "bench", "--preset", "tiny", "--backend", "gpu", "--prompt-len", "4", "--gen", "2",
-        "--repeats", "1", "--transpoints", "8", "--long", "400", "--json",
+        "bench",
+        "--preset",
+        "tiny",
+        "--backend",
+        "gpu",
+        "--prompt-len",
+        "4",
+        "--gen",
+        "2",
+        "--repeats",
+        "1",
+        "--transpoints",
+        "8",
+        "--long",
+        "400",
+        "--json",
     ]));
     let rows = v["long_run"].as_array().expect("long_run rows");
     assert_eq!(rows.len(), 10);
     let first = &rows[0];
     assert_eq!(first["tokens"], 40);
     for r in rows {
-        for key in ["cache_bytes", "gpu_buffer_bytes", "gpu_texture_bytes", "gpu_bind_groups"] {
+        for key in [
+            "cache_bytes",
+            "gpu_buffer_bytes",
+            "gpu_texture_bytes",
+            "gpu_bind_groups",
+        ] {
             assert_eq!(r[key], first[key], "{key} grew: {r}");
         }
         assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0);
     }
-    assert!(first["gpu_buffer_bytes"].as_u64().unwrap() > 0, "GPU memory is counted");
+    assert!(
+        first["gpu_buffer_bytes"].as_u64().unwrap() > 0,
+        "GPU memory is counted"
+    );
     let rss = |r: &serde_json::Value| r["resident_bytes"].as_u64().unwrap() as f64;
     let (a, b) = (rss(first), rss(&rows[9]));
-    assert!(b <= a * 1.05 + 8e6, "process memory grew from {a} to {b} bytes");
+    assert!(
+        b <= a * 1.05 + 8e6,
+        "process memory grew from {a} to {b} bytes"
+    );
 }
