@@ -146,3 +146,42 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A small random model with an MLP and a mixed schedule (one layer converts at 3, one stays
+/// attention): the loading tests' subject.
+pub fn mlp_model(seed: u64) -> transmamba::Model {
+    random_model(
+        &RandomSpec {
+            mlp: 16,
+            transpoints: vec![transmamba::TransPoint::At(3), transmamba::TransPoint::Never],
+            ..RandomSpec::default()
+        },
+        seed,
+    )
+}
+
+/// Writes `model`'s tensors (f32) into `dir` as two shards named `files`, split at the middle of
+/// the sorted tensor names, and returns the index's `weight_map` (tensor name -> file).
+pub fn write_two_shards(
+    model: &transmamba::Model,
+    dir: &Path,
+    files: [&str; 2],
+) -> serde_json::Map<String, serde_json::Value> {
+    let bytes = safetensors_bytes(model, StoreAs::F32, None).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
+    names.sort();
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [(files[0], a), (files[1], b)] {
+        let views: Vec<_> = part
+            .iter()
+            .map(|n| (n.clone(), st.tensor(n).unwrap()))
+            .collect();
+        std::fs::write(dir.join(file), safetensors::serialize(views, None).unwrap()).unwrap();
+        for n in part {
+            weight_map.insert(n.clone(), file.into());
+        }
+    }
+    weight_map
+}

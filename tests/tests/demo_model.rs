@@ -108,5 +108,8 @@ fn streamed_text_equals_the_whole_decode() {
         stream.push(id).unwrap();
         widest = widest.max(stream.window_len());
     }
-    assert!(widest <= 2 * 16, "the decode window grew to {widest} tokens");
+    assert!(
+        widest <= 2 * 16,
+        "the decode window grew to {widest} tokens"
+    );
 }

@@ -9,7 +9,9 @@ mod fuzz_entries;
 use std::path::Path;
 
 fn replay(kind: &str) -> usize {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(kind);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz")
+        .join(kind);
     let mut count = 0;
     for (target, run) in fuzz_entries::TARGETS {
         let dir = root.join(target);
@@ -29,7 +31,10 @@ fn replay(kind: &str) -> usize {
 
 #[test]
 fn crashes_found_by_fuzzing_stay_fixed() {
-    assert!(replay("regressions") >= 2, "the regression corpus is missing");
+    assert!(
+        replay("regressions") >= 2,
+        "the regression corpus is missing"
+    );
 }
 
 #[test]

@@ -11,14 +11,7 @@ use transmamba::{Error, Model, ModelConfig, TransPoint};
 use transmamba_tests::*;
 
 fn model() -> Model {
-    random_model(
-        &RandomSpec {
-            mlp: 16,
-            transpoints: vec![TransPoint::At(3), TransPoint::Never],
-            ..RandomSpec::default()
-        },
-        11,
-    )
+    mlp_model(11)
 }
 
 fn from_bytes(config: ModelConfig, bytes: &[u8]) -> Result<Model, Error> {
@@ -114,7 +107,10 @@ fn huge_sizes_are_refused_before_allocating() {
         }
         other => panic!("expected ConfigExceedsFiles, got {other:?}"),
     }
-    assert!(started.elapsed().as_secs() < 5, "refusals must not allocate or loop");
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "refusals must not allocate or loop"
+    );
 }
 
 #[test]
@@ -122,8 +118,14 @@ fn invalid_numeric_settings_are_refused() {
     let m = model();
     let cases: Vec<(&str, serde_json::Value)> = vec![
         ("layer_norm_epsilon", serde_json::json!(-1e-5)),
-        ("layer_norm_epsilon", serde_json::json!({"__float__": "NaN"})),
-        ("layer_norm_epsilon", serde_json::json!({"__float__": "Infinity"})),
+        (
+            "layer_norm_epsilon",
+            serde_json::json!({"__float__": "NaN"}),
+        ),
+        (
+            "layer_norm_epsilon",
+            serde_json::json!({"__float__": "Infinity"}),
+        ),
         ("attention_scale", serde_json::json!(0.0)),
         ("attention_scale", serde_json::json!(-0.5)),
         ("attention_scale", serde_json::json!({"__float__": "NaN"})),
@@ -148,22 +150,16 @@ fn invalid_numeric_settings_are_refused() {
 }
 
 /// A directory with a two-shard index whose `weight_map` the test rewrites.
-fn sharded_dir(name: &str, m: &Model) -> (std::path::PathBuf, serde_json::Map<String, serde_json::Value>) {
+fn sharded_dir(
+    name: &str,
+    m: &Model,
+) -> (
+    std::path::PathBuf,
+    serde_json::Map<String, serde_json::Value>,
+) {
     let dir = temp_dir(name);
     std::fs::write(dir.join("config.json"), config_json(m)).unwrap();
-    let bytes = safetensors_bytes(m, StoreAs::F32, None).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
-    names.sort();
-    let (a, b) = names.split_at(names.len() / 2);
-    let mut weight_map = serde_json::Map::new();
-    for (file, part) in [("a.safetensors", a), ("b.safetensors", b)] {
-        let views: Vec<_> = part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
-        std::fs::write(dir.join(file), safetensors::serialize(views, None).unwrap()).unwrap();
-        for n in part {
-            weight_map.insert(n.clone(), file.into());
-        }
-    }
+    let weight_map = write_two_shards(m, &dir, ["a.safetensors", "b.safetensors"]);
     (dir, weight_map)
 }
 
@@ -179,7 +175,10 @@ fn a_sharded_index_cannot_reach_outside_the_model() {
     write_index(&dir, &map);
     assert!(Model::load(&dir).is_ok(), "the well-formed index loads");
     // A copy of a shard outside the directory, reachable by `..`, an absolute path and a link.
-    let outside = dir.parent().unwrap().join("hostile-index-outside.safetensors");
+    let outside = dir
+        .parent()
+        .unwrap()
+        .join("hostile-index-outside.safetensors");
     std::fs::copy(dir.join("b.safetensors"), &outside).unwrap();
     let _ = std::fs::remove_file(dir.join("link.safetensors"));
     std::os::unix::fs::symlink(&outside, dir.join("link.safetensors")).unwrap();
@@ -193,7 +192,12 @@ fn a_sharded_index_cannot_reach_outside_the_model() {
         String::new(),
     ] {
         let mut bad = map.clone();
-        let first = bad.iter().find(|(_, f)| *f == "b.safetensors").unwrap().0.clone();
+        let first = bad
+            .iter()
+            .find(|(_, f)| *f == "b.safetensors")
+            .unwrap()
+            .0
+            .clone();
         bad.insert(first, target.clone().into());
         write_index(&dir, &bad);
         match Model::load(&dir) {
@@ -210,15 +214,27 @@ fn a_tensor_in_two_shards_is_refused() {
     // Shard b also carries one of a's tensors (with other values).
     let bytes = safetensors_bytes(&m, StoreAs::F32, None).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let stolen = map.iter().find(|(_, f)| *f == "a.safetensors").unwrap().0.clone();
+    let stolen = map
+        .iter()
+        .find(|(_, f)| *f == "a.safetensors")
+        .unwrap()
+        .0
+        .clone();
     let mut names: Vec<String> = map
         .iter()
         .filter(|(_, f)| *f == "b.safetensors")
         .map(|(n, _)| n.clone())
         .collect();
     names.push(stolen.clone());
-    let views: Vec<_> = names.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
-    std::fs::write(dir.join("b.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+    let views: Vec<_> = names
+        .iter()
+        .map(|n| (n.clone(), st.tensor(n).unwrap()))
+        .collect();
+    std::fs::write(
+        dir.join("b.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
     write_index(&dir, &map);
     match Model::load(&dir) {
         Err(Error::DuplicateTensor { name, .. }) => assert_eq!(name, stolen),
@@ -275,7 +291,14 @@ fn a_freed_buffer_leaves_the_bind_group_cache_at_once() {
     let out = ctx.zeros("out", (rows * m) as usize).unwrap();
     let run = |input: &transmamba::gpu::GpuBuffer| {
         let mut rec = Recorder::new(&ctx);
-        ops::swiglu(&mut rec, rows, m, View::dense(input, 2 * m), View::dense(&out, m)).unwrap();
+        ops::swiglu(
+            &mut rec,
+            rows,
+            m,
+            View::dense(input, 2 * m),
+            View::dense(&out, m),
+        )
+        .unwrap();
         rec.submit().unwrap();
     };
     let keep = ctx.zeros("kept input", (rows * 2 * m) as usize).unwrap();
@@ -287,12 +310,19 @@ fn a_freed_buffer_leaves_the_bind_group_cache_at_once() {
     let with_big = ctx.memory().unwrap();
     // (within 1 MiB: small staging buffers come and go around it)
     let big_bytes = 4u64 << 20;
-    assert!(with_big.buffer_bytes + (1 << 20) >= before.buffer_bytes + big_bytes, "{before:?} -> {with_big:?}");
+    assert!(
+        with_big.buffer_bytes + (1 << 20) >= before.buffer_bytes + big_bytes,
+        "{before:?} -> {with_big:?}"
+    );
     assert_eq!(ctx.bind_group_cache_len(), cached + 1);
     drop(big);
     run(&keep);
     let after = ctx.memory().unwrap();
-    assert_eq!(ctx.bind_group_cache_len(), cached, "the freed buffer's bind group left the cache");
+    assert_eq!(
+        ctx.bind_group_cache_len(),
+        cached,
+        "the freed buffer's bind group left the cache"
+    );
     assert!(
         after.buffer_bytes + big_bytes <= with_big.buffer_bytes + (1 << 20),
         "its memory was freed: {} -> {} bytes",

@@ -4,18 +4,11 @@ use std::collections::HashMap;
 
 use transmamba::cpu::CpuSession;
 use transmamba::model::SafetensorsFile;
-use transmamba::{Error, Logits, Model, ModelConfig, ScheduleSpec, TransPoint};
+use transmamba::{Error, Logits, Model, ModelConfig, ScheduleSpec};
 use transmamba_tests::*;
 
 fn model() -> Model {
-    random_model(
-        &RandomSpec {
-            mlp: 16,
-            transpoints: vec![TransPoint::At(3), TransPoint::Never],
-            ..RandomSpec::default()
-        },
-        5,
-    )
+    mlp_model(5)
 }
 
 fn logits(m: &Model) -> Vec<f32> {
@@ -81,25 +74,14 @@ fn sharded_directory_with_index() {
     let dir = temp_dir("sharded");
     std::fs::write(dir.join("config.json"), config_json(&m)).unwrap();
     // Split the tensors over two files and describe them in the index, as transformers does.
-    let bytes = safetensors_bytes(&m, StoreAs::F32, None).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut names: Vec<String> = st.names().into_iter().map(String::from).collect();
-    names.sort();
-    let (a, b) = names.split_at(names.len() / 2);
-    let mut weight_map = serde_json::Map::new();
-    for (file, part) in [
-        ("model-00001-of-00002.safetensors", a),
-        ("model-00002-of-00002.safetensors", b),
-    ] {
-        let views: Vec<_> = part
-            .iter()
-            .map(|n| (n.clone(), st.tensor(n).unwrap()))
-            .collect();
-        std::fs::write(dir.join(file), safetensors::serialize(views, None).unwrap()).unwrap();
-        for n in part {
-            weight_map.insert(n.clone(), file.into());
-        }
-    }
+    let weight_map = write_two_shards(
+        &m,
+        &dir,
+        [
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+        ],
+    );
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
     assert_eq!(logits(&Model::load(&dir).unwrap()), logits(&m));
