@@ -39,14 +39,20 @@ function setBusy(busy) {
   $('stop').disabled = !busy;
   $('load-url').disabled = busy;
   $('model-file').disabled = busy;
+  $('device').disabled = busy;
 }
 
 function describeModel(info) {
   const m = info.model;
   const a = info.adapter;
-  const web = a.web || {};
-  const adapter = [web.vendor, web.architecture, web.description || a.name].filter(Boolean).join(' / ') || a.name || 'unknown';
-  $('gpu-status').textContent = `WebGPU: ${adapter} · shader-f16 ${info.shaderF16 ? 'used' : 'not used'}`;
+  if (a) {
+    const web = a.web || {};
+    const adapter = [web.vendor, web.architecture, web.description || a.name].filter(Boolean).join(' / ') || a.name || 'unknown';
+    $('gpu-status').textContent = `WebGPU: ${adapter} · shader-f16 ${info.shaderF16 ? 'used' : 'not used'}`;
+  } else {
+    $('gpu-status').textContent = `CPU engine (wasm SIMD, ${info.threads} thread) · ${info.engine.reason}`;
+  }
+  document.body.dataset.engine = info.engine.kind;
   $('model-info').textContent =
     `${m.name.split('/').pop()} — ${fmtCount(m.parameters)} parameters (${m.dtype}), ${m.layers} layers, ` +
     `d ${m.hiddenSize}, ${m.heads} heads × ${m.headDim}, state ${m.stateSize}, groups ${m.groups}` +
@@ -63,7 +69,14 @@ async function load(source, label) {
   bar.removeAttribute('value');
   const tokUrl = $('tokenizer-url').value.trim();
   try {
+    const device = $('device').value;
+    if (device === 'webgpu' && !hasWebGPU()) {
+      $('no-webgpu').hidden = false;
+      throw new Error('this browser has no WebGPU');
+    }
+    $('no-webgpu').hidden = true;
     const model = await loadModel(source, {
+      device,
       cache: $('use-cache').checked,
       tokenizer: tokUrl || undefined,
       onProgress: (p) => {
@@ -73,7 +86,7 @@ async function load(source, label) {
         } else {
           bar.removeAttribute('value');
         }
-        $('model-info').textContent = `${p.phase === 'upload' ? 'uploading to the GPU' : p.phase} ${p.file}` +
+        $('model-info').textContent = `${p.phase === 'upload' ? 'loading into the engine' : p.phase} ${p.file}` +
           (p.total ? `: ${fmtBytes(p.loaded)} of ${fmtBytes(p.total)}` : '');
       },
     });
@@ -267,15 +280,14 @@ function wire() {
 
 async function main() {
   wire();
-  if (!hasWebGPU()) {
+  const params = new URLSearchParams(location.search);
+  if (['auto', 'webgpu', 'cpu'].includes(params.get('device'))) $('device').value = params.get('device');
+  $('gpu-status').textContent = hasWebGPU() ? 'WebGPU: available' : 'WebGPU: not available (the CPU engine runs)';
+  if (!hasWebGPU() && $('device').value === 'webgpu') {
     $('no-webgpu').hidden = false;
-    $('gpu-status').textContent = 'WebGPU: not available';
-    $('model-card').querySelectorAll('input, button').forEach((el) => (el.disabled = true));
     setState('no-webgpu');
     return;
   }
-  $('gpu-status').textContent = 'WebGPU: available';
-  const params = new URLSearchParams(location.search);
   const url = params.get('model') || $('model-url').value;
   $('model-url').value = url;
   if (params.get('autoload') !== '0') await load(url, url);

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod cpu;
 pub mod engine;
+pub mod engine_choice;
 pub mod error;
 pub mod gpu;
 pub mod memory;

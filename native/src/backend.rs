@@ -1,20 +1,34 @@
-//! Choosing and driving a backend: the GPU engine when an adapter exists, the CPU reference
-//! otherwise (or on request).
+//! Choosing and driving a backend: the GPU engine on a real GPU, the CPU engine when there is
+//! no adapter or only a software one (or on request).
 
 use std::sync::Arc;
 
 use clap::ValueEnum;
 use transmamba::cpu::CpuSession;
 use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
+use transmamba::engine_choice::{choose, AdapterFacts, EngineChoice, EngineKind, EnginePreference};
+use transmamba::gpu::context::probe_adapter;
 use transmamba::gpu::{GpuContext, GpuOptions, WeightFormat};
 use transmamba::{Logits, Model, Result, Schedule};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// The GPU when an adapter exists, else the CPU (with a note on stderr).
+    /// The fastest engine for the device: the GPU on a real GPU; the CPU engine when there is
+    /// no adapter or only a software one (lavapipe, llvmpipe, SwiftShader, WARP).
     Auto,
     Cpu,
+    /// The GPU engine, on whatever adapter exists (CI forces lavapipe this way).
     Gpu,
+}
+
+impl Backend {
+    fn preference(self) -> EnginePreference {
+        match self {
+            Backend::Auto => EnginePreference::Auto,
+            Backend::Cpu => EnginePreference::Cpu,
+            Backend::Gpu => EnginePreference::Gpu,
+        }
+    }
 }
 
 /// How weight matrices are stored on the GPU.
@@ -38,78 +52,98 @@ impl Weights {
     }
 }
 
-/// A loaded model on its backend.
-pub enum Engine {
+/// The engine `--backend auto` runs on this machine, and why.
+pub fn auto_choice() -> EngineChoice {
+    let probe = pollster::block_on(probe_adapter(GpuOptions::default().power_preference))
+        .map(|info| AdapterFacts::from_wgpu(&info))
+        .map_err(|e| e.to_string());
+    choose(
+        EnginePreference::Auto,
+        probe.as_ref().map_err(String::as_str),
+    )
+}
+
+/// A loaded model on its engine, and why that engine.
+pub struct Engine {
+    imp: Imp,
+    pub choice: EngineChoice,
+}
+
+enum Imp {
     Cpu(Box<Model>),
     Gpu(Box<GpuModel>),
 }
 
 impl Engine {
-    /// Puts `model` on the requested backend. `Auto` falls back to the CPU with a note.
+    /// Puts `model` on the engine `backend` resolves to for this machine's adapter
+    /// ([`transmamba::engine_choice::choose`]).
     pub fn new(
         model: Model,
         backend: Backend,
         options: EngineOptions,
         profile: bool,
     ) -> Result<Self> {
-        if backend == Backend::Cpu {
-            return Ok(Engine::Cpu(Box::new(model)));
-        }
         let gpu_opts = GpuOptions {
             profiling: profile,
             ..GpuOptions::default()
         };
-        match GpuContext::new_blocking(gpu_opts) {
-            Ok(ctx) => Ok(Engine::Gpu(Box::new(GpuModel::new(
-                Arc::new(ctx),
-                &model,
-                options,
-            )?))),
-            Err(e) if backend == Backend::Auto => {
-                eprintln!("note: {e}; using the CPU backend");
-                Ok(Engine::Cpu(Box::new(model)))
+        let choice = match backend {
+            Backend::Auto => auto_choice(),
+            _ => choose(backend.preference(), Err("not looked for")),
+        };
+        let imp = match choice.kind {
+            EngineKind::Cpu => Imp::Cpu(Box::new(model)),
+            EngineKind::Gpu => {
+                let ctx = GpuContext::new_blocking(gpu_opts)?;
+                Imp::Gpu(Box::new(GpuModel::new(Arc::new(ctx), &model, options)?))
             }
-            Err(e) => Err(e.into()),
-        }
+        };
+        Ok(Self { imp, choice })
     }
 
+    /// The engine, its device and why it was chosen, for status lines and JSON.
     pub fn name(&self) -> String {
-        match self {
-            Engine::Cpu(_) => "cpu".into(),
-            Engine::Gpu(g) => format!(
-                "gpu ({}, {:?}, {} weights)",
+        match &self.imp {
+            Imp::Cpu(_) => format!(
+                "cpu ({} threads; {})",
+                rayon::current_num_threads(),
+                self.choice.reason
+            ),
+            Imp::Gpu(g) => format!(
+                "gpu ({}, {:?}, {} weights; {})",
                 g.ctx.info.name,
                 g.ctx.info.backend,
-                g.options.weights.name()
+                g.options.weights.name(),
+                self.choice.reason
             ),
         }
     }
 
     pub fn vocab(&self) -> usize {
-        match self {
-            Engine::Cpu(m) => m.vocab,
-            Engine::Gpu(g) => g.vocab,
+        match &self.imp {
+            Imp::Cpu(m) => m.vocab,
+            Imp::Gpu(g) => g.vocab,
         }
     }
 
     pub fn config(&self) -> &transmamba::ModelConfig {
-        match self {
-            Engine::Cpu(m) => &m.config,
-            Engine::Gpu(g) => &g.config,
+        match &self.imp {
+            Imp::Cpu(m) => &m.config,
+            Imp::Gpu(g) => &g.config,
         }
     }
 
     pub fn session(&self, schedule: Schedule) -> Result<Session<'_>> {
-        Ok(match self {
-            Engine::Cpu(m) => Session::Cpu(CpuSession::new(m, schedule)?),
-            Engine::Gpu(g) => Session::Gpu(Box::new(GpuSession::new(g, schedule)?)),
+        Ok(match &self.imp {
+            Imp::Cpu(m) => Session::Cpu(CpuSession::new(m, schedule)?),
+            Imp::Gpu(g) => Session::Gpu(Box::new(GpuSession::new(g, schedule)?)),
         })
     }
 
     pub fn gpu(&self) -> Option<&GpuModel> {
-        match self {
-            Engine::Gpu(g) => Some(g),
-            Engine::Cpu(_) => None,
+        match &self.imp {
+            Imp::Gpu(g) => Some(g),
+            Imp::Cpu(_) => None,
         }
     }
 }

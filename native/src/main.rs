@@ -541,6 +541,7 @@ fn inspect(model_path: Option<&Path>, transpoints: &str) -> AnyResult<()> {
         format_bytes(4 * params)
     );
     out!("  transpoints        {schedule}  (spec `{spec}`)");
+    out!("  engine (auto)      {}", backend::auto_choice());
     out!("cache memory per sequence (conv state + attention cache until each TransPoint, then SSM state):");
     for len in [1usize, 128, 512, 1024, 4096, 8192, 32768] {
         out!(

@@ -206,6 +206,46 @@ fn generate_is_the_same_on_cpu_and_gpu_and_reproducible() {
     assert!(String::from_utf8_lossy(&r.stderr).contains("top-p"));
 }
 
+/// `auto` runs the CPU engine where the only adapter is a software one (CI's is lavapipe, whose
+/// device type is Cpu) and says so; `--backend gpu` still gets lavapipe.
+#[test]
+fn auto_picks_the_cpu_engine_on_a_software_adapter_and_says_why() {
+    let dir = temp_dir("cli-auto");
+    let model = dir.join("tiny.safetensors");
+    let r = tm_run(&[
+        "make-model",
+        "--preset",
+        "tiny",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let m = model.to_str().unwrap();
+    let auto = generate_json(m, "auto", &[]);
+    let backend = auto["backend"].as_str().unwrap();
+    assert!(
+        backend.starts_with("cpu (") && backend.contains("software"),
+        "{backend}"
+    );
+    let gpu = generate_json(m, "gpu", &[]);
+    let backend = gpu["backend"].as_str().unwrap();
+    assert!(
+        backend.starts_with("gpu (") && backend.contains("requested"),
+        "{backend}"
+    );
+    assert_eq!(auto["tokens"], gpu["tokens"]);
+    let r = tm_run(&["inspect", "--model", m]);
+    let text = String::from_utf8_lossy(&r.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("engine (auto)"))
+        .unwrap_or_else(|| panic!("no engine line in {text}"));
+    assert!(
+        line.contains("cpu (auto: the only adapter") && line.contains("software"),
+        "{line}"
+    );
+}
+
 #[test]
 fn bench_prints_its_figures() {
     let r = tm_run(&[
@@ -228,6 +268,8 @@ fn bench_prints_its_figures() {
         "--profile",
         "--transpoints",
         "12",
+        "--backend",
+        "gpu",
         "--json",
     ]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));

@@ -40,6 +40,11 @@ export interface LoadOptions {
   signal?: AbortSignal;
   /** Where worker.js lives, if a bundler moved it. */
   workerUrl?: string | URL;
+  /** Which engine runs the model: 'auto' (default: WebGPU on a real GPU; the CPU engine when
+   * WebGPU is missing or its adapter is a software one — `isFallbackAdapter`, SwiftShader),
+   * 'webgpu' (fails with a clear Error where WebGPU is missing) or 'cpu'. `info().engine` says
+   * which runs and why. */
+  device?: 'auto' | 'webgpu' | 'cpu';
 }
 
 export interface LayerCache {
@@ -91,6 +96,11 @@ export interface ModelInfo {
     ropeTheta: number | null;
     attentionGate: boolean;
   };
+  /** The engine running the model and why ('cpu': the wasm CPU engine, one thread, SIMD128). */
+  engine: { kind: 'gpu' | 'cpu'; reason: string };
+  /** What the browser's WebGPU offered (null when it was not asked: device 'cpu', or missing). */
+  webgpu: { vendor: string; architecture: string; device: string; description: string; isFallbackAdapter: boolean; features: string[] } | null;
+  /** The GPU adapter the engine runs on; null on the CPU engine. */
   adapter: {
     name: string;
     vendor: number;
@@ -100,13 +110,13 @@ export interface ModelInfo {
     backend: string;
     deviceType: string;
     /** What the browser's GPUAdapter.info says. */
-    web: { vendor: string; architecture: string; device: string; description: string; features: string[] } | null;
-  };
+    web: { vendor: string; architecture: string; device: string; description: string; isFallbackAdapter: boolean; features: string[] } | null;
+  } | null;
   /** Whether the shaders use f16 (only with preferF16 and an adapter that has shader-f16). */
   shaderF16: boolean;
   /** How the weight matrices are stored on the GPU. */
   weights: 'f32' | 'f16';
-  limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; bindingSizeUsed: number };
+  limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; bindingSizeUsed: number } | null;
   /** 'tokenizer.json' or 'bytes'. */
   tokenizer: string;
   /** Cache state of the latest sequence (generate or forward), null before the first. */

@@ -1,4 +1,5 @@
-// transmamba-web: TransMamba / Mamba2 inference on WebGPU, run in a Web Worker.
+// transmamba-web: TransMamba / Mamba2 inference on WebGPU, or on the CPU engine compiled into
+// the wasm module where WebGPU is missing or a software fallback, run in a Web Worker.
 // The page-side API: every call posts a request to the worker and awaits its answer, so the
 // page's main thread never runs the model.
 
@@ -49,16 +50,23 @@ function describeSource(source) {
   throw new TypeError('a model source must be a URL string, a URL, a File/Blob, an ArrayBuffer or a Uint8Array');
 }
 
+const DEVICES = ['auto', 'webgpu', 'cpu'];
+
 /**
  * Loads a model (one .safetensors file with its config in `__metadata__.config`) into a new
- * worker and GPU device. Resolves to a {@link TransMambaModel}.
+ * worker, on a WebGPU device or the CPU engine (option `device`). Resolves to a
+ * {@link TransMambaModel}.
  */
 export async function loadModel(source, options = {}) {
-  if (!hasWebGPU()) throw new Error(NO_WEBGPU);
+  const device = options.device ?? 'auto';
+  if (!DEVICES.includes(device)) {
+    throw new TypeError(`option device must be 'auto', 'webgpu' or 'cpu', not ${JSON.stringify(device)}`);
+  }
+  if (device === 'webgpu' && !hasWebGPU()) throw new Error(NO_WEBGPU);
   const model = new TransMambaModel(options.workerUrl);
   const { onProgress, signal, tokenizer, cache = false } = options;
   const loadOptions = {};
-  for (const k of ['preferF16', 'maxBindingSize', 'chunkSize', 'maxRows', 'weights']) {
+  for (const k of ['preferF16', 'maxBindingSize', 'chunkSize', 'maxRows', 'weights', 'device']) {
     if (options[k] !== undefined) loadOptions[k] = options[k];
   }
   const onAbort = () => model.dispose();

@@ -1,4 +1,4 @@
-// transmamba-web worker: owns the wasm module, the WebGPU device and one model.
+// transmamba-web worker: owns the wasm module, the WebGPU device (or the CPU engine) and one model.
 //
 // Protocol (page -> worker): { id, type: 'load' | 'info' | 'generate' | 'forward' | 'encode' |
 // 'decode' | 'abort', ... }. Worker -> page: { id, type: 'progress' | 'step' | 'result' |
@@ -48,8 +48,32 @@ async function ensureWebGPU() {
     architecture: i.architecture || '',
     device: i.device || '',
     description: i.description || '',
+    isFallbackAdapter: !!(i.isFallbackAdapter ?? adapter.isFallbackAdapter),
     features: [...adapter.features].sort(),
   };
+}
+
+// What the engine choice (core's engine_choice) needs of WebGPU, as createEngine takes it.
+async function adapterFacts(device) {
+  if (device === 'cpu') return { error: 'not looked for' };
+  try {
+    await ensureWebGPU();
+  } catch (e) {
+    if (device === 'webgpu') throw e;
+    return { error: errorMessage(e) };
+  }
+  const w = webAdapter;
+  return { name: [w.architecture, w.description, w.vendor].filter(Boolean).join(' '), fallback: w.isFallbackAdapter };
+}
+
+// Settles after a macrotask: between two generated tokens the worker then handles messages
+// (an abort), even when the engine computed the step without awaiting anything.
+function nextTask() {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => resolve();
+    channel.port2.postMessage(null);
+  });
 }
 
 let wasmReady = null;
@@ -156,7 +180,8 @@ async function readSource(src, what, id, cacheName) {
 
 function parsedInfo() {
   const info = JSON.parse(engine.info());
-  info.adapter.web = webAdapter;
+  if (info.adapter) info.adapter.web = webAdapter;
+  info.webgpu = webAdapter;
   info.loadedFromCache = loadedFromCache;
   return info;
 }
@@ -170,13 +195,19 @@ function requireEngine() {
 const handlers = {
   async load(msg) {
     if (engine) throw new Error('this worker already holds a model; create a new one');
-    await ensureWebGPU();
+    const facts = await adapterFacts((msg.options && msg.options.device) || 'auto');
     await ensureWasm();
     const cacheName = msg.cache ? (typeof msg.cache === 'string' ? msg.cache : 'transmamba-models') : null;
     const model = await readSource(msg.model, 'model', msg.id, cacheName);
     const tok = msg.tokenizer ? await readSource(msg.tokenizer, 'tokenizer', msg.id, cacheName) : null;
     post({ id: msg.id, type: 'progress', progress: { file: 'model', phase: 'upload', loaded: 0, total: 0 } });
-    engine = await wasm.createEngine(model.bytes, model.name, tok ? tok.bytes : undefined, JSON.stringify(msg.options || {}));
+    engine = await wasm.createEngine(
+      model.bytes,
+      model.name,
+      tok ? tok.bytes : undefined,
+      JSON.stringify(msg.options || {}),
+      JSON.stringify(facts),
+    );
     await model.commit();
     if (tok) await tok.commit();
     loadedFromCache = !!model.fromCache;
@@ -203,8 +234,9 @@ const handlers = {
   async generate(msg) {
     const e = requireEngine();
     const tokens = msg.text != null ? e.encode(msg.text) : Uint32Array.from(msg.tokens);
-    const onStep = (json) => {
+    const onStep = async (json) => {
       post({ id: msg.id, type: 'step', step: JSON.parse(json) });
+      await nextTask();
       return !aborted.has(msg.id);
     };
     const summary = JSON.parse(await e.generate(tokens, JSON.stringify(msg.options || {}), onStep));

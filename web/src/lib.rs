@@ -17,14 +17,16 @@ use std::sync::{Arc, Mutex};
 use js_sys::{Float32Array, Function, Promise};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use transmamba::cpu::CpuSession;
 use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
+use transmamba::engine_choice::{choose, AdapterFacts, EngineChoice, EngineKind, EnginePreference};
 use transmamba::gpu::{GpuContext, GpuOptions, WeightFormat};
 use transmamba::sampling::{Sampler, SamplingOptions};
 use transmamba::schedule::{Schedule, ScheduleSpec, TransPoint};
 use transmamba::text::{TextCodec, TextStream};
 use transmamba::{Logits, Model, ModelConfig};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
 static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
 
@@ -67,6 +69,18 @@ struct LoadOptions {
     max_rows: Option<u32>,
     /// Weight storage: "auto" (f16 for a model stored in f16, else f32), "f32" or "f16".
     weights: Option<String>,
+    /// "auto" (WebGPU on a real GPU, the CPU engine on a software or missing adapter),
+    /// "webgpu" or "cpu".
+    device: Option<String>,
+}
+
+/// What the worker found of WebGPU (JSON): `{ "name", "fallback" }`, or `{ "error" }`.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct WebAdapter {
+    name: String,
+    fallback: bool,
+    error: Option<String>,
 }
 
 /// Options of `generate` (JSON, camelCase).
@@ -104,8 +118,15 @@ fn parse_options<T: for<'de> Deserialize<'de> + Default>(
     serde_json::from_str(json).map_err(|e| format!("invalid {what} options: {e}"))
 }
 
+/// The model on the engine that runs it.
+enum Backend {
+    Gpu(GpuModel),
+    Cpu(Model),
+}
+
 struct Inner {
-    model: GpuModel,
+    backend: Backend,
+    choice: EngineChoice,
     codec: TextCodec,
     name: String,
     parameters: usize,
@@ -114,22 +135,120 @@ struct Inner {
     last_cache: RefCell<Value>,
 }
 
-/// A model on the GPU, with its text codec.
+impl Inner {
+    fn config(&self) -> &ModelConfig {
+        match &self.backend {
+            Backend::Gpu(g) => &g.config,
+            Backend::Cpu(m) => &m.config,
+        }
+    }
+
+    fn vocab(&self) -> usize {
+        match &self.backend {
+            Backend::Gpu(g) => g.vocab,
+            Backend::Cpu(m) => m.vocab,
+        }
+    }
+
+    fn session(&self, schedule: Schedule) -> transmamba::Result<Session<'_>> {
+        Ok(match &self.backend {
+            Backend::Gpu(g) => Session::Gpu(Box::new(GpuSession::new(g, schedule)?)),
+            Backend::Cpu(m) => Session::Cpu(CpuSession::new(m, schedule)?),
+        })
+    }
+}
+
+/// One sequence on either engine.
+enum Session<'a> {
+    Gpu(Box<GpuSession<'a>>),
+    Cpu(CpuSession<'a>),
+}
+
+impl Session<'_> {
+    async fn forward(&mut self, tokens: &[u32], which: Logits) -> transmamba::Result<Vec<f32>> {
+        match self {
+            Session::Gpu(s) => s.forward(tokens, which).await,
+            Session::Cpu(s) => s.forward(tokens, which),
+        }
+    }
+    fn position(&self) -> usize {
+        match self {
+            Session::Gpu(s) => s.position(),
+            Session::Cpu(s) => s.position(),
+        }
+    }
+    fn schedule(&self) -> &Schedule {
+        match self {
+            Session::Gpu(s) => s.schedule(),
+            Session::Cpu(s) => s.schedule(),
+        }
+    }
+    fn cache_bytes(&self) -> usize {
+        match self {
+            Session::Gpu(s) => s.cache_bytes(),
+            Session::Cpu(s) => s.cache_bytes(),
+        }
+    }
+    fn layer_states(&self) -> Vec<(usize, bool)> {
+        match self {
+            Session::Gpu(s) => s.layer_states(),
+            Session::Cpu(s) => s.layer_states(),
+        }
+    }
+}
+
+/// A model on its engine (WebGPU or the CPU engine), with its text codec.
 #[wasm_bindgen]
 pub struct Engine {
     inner: Rc<Inner>,
 }
 
 /// Loads a model from the bytes of one `.safetensors` file (config in `__metadata__.config`),
-/// with its tokenizer (given, or carried in `__metadata__.tokenizer`), and uploads it to a new WebGPU device.
+/// with its tokenizer (given, or carried in `__metadata__.tokenizer`), and puts it on the engine
+/// the `device` option and the adapter the worker found (`adapter_json`, see [`WebAdapter`])
+/// resolve to: a new WebGPU device, or the CPU engine in this module.
 #[wasm_bindgen(js_name = createEngine)]
 pub async fn create_engine(
     model_bytes: Vec<u8>,
     name: String,
     tokenizer_json: Option<Vec<u8>>,
     options_json: String,
+    adapter_json: String,
 ) -> Result<Engine, JsError> {
     let opts: LoadOptions = parse_options(&options_json, "load").map_err(js_err)?;
+    let adapter: WebAdapter = parse_options(&adapter_json, "adapter").map_err(js_err)?;
+    let pref = match opts.device.as_deref().unwrap_or("auto") {
+        "auto" => EnginePreference::Auto,
+        "webgpu" => EnginePreference::Gpu,
+        "cpu" => EnginePreference::Cpu,
+        other => {
+            return Err(JsError::new(&format!(
+                "load option `device` must be \"auto\", \"webgpu\" or \"cpu\", not {other:?}"
+            )))
+        }
+    };
+    let facts = AdapterFacts {
+        name: adapter.name.clone(),
+        cpu_device_type: false,
+        fallback: adapter.fallback,
+    };
+    let choice = match &adapter.error {
+        Some(e) => choose(pref, Err(e.as_str())),
+        None => choose(pref, Ok(&facts)),
+    };
+    if let (EngineKind::Gpu, Some(e)) = (choice.kind, &adapter.error) {
+        return Err(JsError::new(e));
+    }
+    let weights = match opts.weights.as_deref().unwrap_or("auto") {
+        "auto" => None,
+        "f32" => Some(WeightFormat::F32),
+        "f16" => Some(WeightFormat::F16),
+        other => {
+            return Err(JsError::new(&format!(
+                "load option `weights` must be \"auto\", \"f32\" or \"f16\", not {other:?}"
+            )))
+        }
+    };
     let model = Model::from_safetensors_bytes(&model_bytes, &name).map_err(js_err)?;
     // A tokenizer given by the caller wins over the one the file carries in its metadata.
     let codec = match tokenizer_json {
@@ -139,38 +258,36 @@ pub async fn create_engine(
             .unwrap_or(TextCodec::Bytes),
     };
     drop(model_bytes);
-    let ctx = GpuContext::new(GpuOptions {
-        max_binding_size: opts.max_binding_size,
-        prefer_f16: opts.prefer_f16,
-        ..GpuOptions::default()
-    })
-    .await
-    .map_err(js_err)?;
-    let weights = match opts.weights.as_deref().unwrap_or("auto") {
-        "auto" => WeightFormat::auto_for(&model),
-        "f32" => WeightFormat::F32,
-        "f16" => WeightFormat::F16,
-        other => {
-            return Err(JsError::new(&format!(
-                "load option `weights` must be \"auto\", \"f32\" or \"f16\", not {other:?}"
-            )))
+    let (parameters, dtype) = (model.parameter_count(), model.stored_dtype.clone());
+    let backend = match choice.kind {
+        EngineKind::Cpu => Backend::Cpu(model),
+        EngineKind::Gpu => {
+            let ctx = GpuContext::new(GpuOptions {
+                max_binding_size: opts.max_binding_size,
+                prefer_f16: opts.prefer_f16,
+                ..GpuOptions::default()
+            })
+            .await
+            .map_err(js_err)?;
+            let defaults = EngineOptions::default();
+            let engine_opts = EngineOptions {
+                chunk_size: opts.chunk_size.unwrap_or(defaults.chunk_size),
+                max_rows: opts.max_rows.unwrap_or(defaults.max_rows),
+                weights: weights.unwrap_or_else(|| WeightFormat::auto_for(&model)),
+                ..defaults
+            };
+            let gpu = GpuModel::new(Arc::new(ctx), &model, engine_opts).map_err(js_err)?;
+            // Surface validation errors of the uploads now rather than at the first forward.
+            gpu.ctx.check().map_err(js_err)?;
+            Backend::Gpu(gpu)
         }
     };
-    let defaults = EngineOptions::default();
-    let engine_opts = EngineOptions {
-        chunk_size: opts.chunk_size.unwrap_or(defaults.chunk_size),
-        max_rows: opts.max_rows.unwrap_or(defaults.max_rows),
-        weights,
-        ..defaults
-    };
-    let gpu = GpuModel::new(Arc::new(ctx), &model, engine_opts).map_err(js_err)?;
-    // Surface validation errors of the uploads now rather than at the first forward.
-    gpu.ctx.check().map_err(js_err)?;
     Ok(Engine {
         inner: Rc::new(Inner {
-            parameters: model.parameter_count(),
-            dtype: model.stored_dtype.clone(),
-            model: gpu,
+            backend,
+            choice,
+            parameters,
+            dtype,
             codec,
             name,
             last_cache: RefCell::new(Value::Null),
@@ -184,7 +301,7 @@ fn schedule_string(s: &[TransPoint]) -> String {
 
 /// Cache state of a session: totals and, per layer, attention positions vs SSM positions and
 /// the bytes of each part.
-fn cache_snapshot(cfg: &ModelConfig, session: &GpuSession<'_>) -> Value {
+fn cache_snapshot(cfg: &ModelConfig, session: &Session<'_>) -> Value {
     let pos = session.position();
     let per_token = cfg.n_groups * cfg.state_size + cfg.d_inner() + cfg.num_heads;
     let conv = 4 * (cfg.conv_kernel - 1) * cfg.d_conv();
@@ -238,54 +355,71 @@ fn now_ms() -> f64 {
 impl Engine {
     /// Model shape, adapter, features and cache in use, as a JSON string.
     pub fn info(&self) -> String {
-        let m = &self.inner.model;
-        let c = &m.config;
-        let ctx = &m.ctx;
-        let a = &ctx.info;
-        json!({
-            "model": {
-                "name": self.inner.name,
-                "dialect": format!("{:?}", c.dialect),
-                "layers": c.num_layers,
-                "hiddenSize": c.hidden_size,
-                "heads": c.num_heads,
-                "headDim": c.head_dim,
-                "stateSize": c.state_size,
-                "groups": c.n_groups,
-                "convKernel": c.conv_kernel,
-                "mlpSize": c.mlp_intermediate_size,
-                "vocab": m.vocab,
-                "parameters": self.inner.parameters,
-                "dtype": self.inner.dtype,
-                "transpoints": schedule_string(&c.transpoints),
-                "ropeTheta": c.rope_theta,
-                "attentionGate": c.attention_gate,
-            },
-            "adapter": {
-                "name": a.name,
-                "vendor": a.vendor,
-                "device": a.device,
-                "driver": a.driver,
-                "driverInfo": a.driver_info,
-                "backend": format!("{:?}", a.backend),
-                "deviceType": format!("{:?}", a.device_type),
-            },
-            "shaderF16": ctx.has_f16(),
-            "weights": self.inner.model.options.weights.name(),
-            "limits": {
-                "maxStorageBufferBindingSize": ctx.limits.max_storage_buffer_binding_size,
-                "maxBufferSize": ctx.limits.max_buffer_size,
-                "bindingSizeUsed": ctx.max_binding_size(),
-            },
-            "tokenizer": self.inner.codec.name(),
-            "cache": *self.inner.last_cache.borrow(),
-        })
-        .to_string()
+        let inner = &self.inner;
+        let c = inner.config();
+        let model = json!({
+            "name": inner.name,
+            "dialect": format!("{:?}", c.dialect),
+            "layers": c.num_layers,
+            "hiddenSize": c.hidden_size,
+            "heads": c.num_heads,
+            "headDim": c.head_dim,
+            "stateSize": c.state_size,
+            "groups": c.n_groups,
+            "convKernel": c.conv_kernel,
+            "mlpSize": c.mlp_intermediate_size,
+            "vocab": inner.vocab(),
+            "parameters": inner.parameters,
+            "dtype": inner.dtype,
+            "transpoints": schedule_string(&c.transpoints),
+            "ropeTheta": c.rope_theta,
+            "attentionGate": c.attention_gate,
+        });
+        let engine = json!({
+            "kind": inner.choice.kind.name(),
+            "reason": inner.choice.reason,
+        });
+        let mut info = match &inner.backend {
+            Backend::Gpu(m) => {
+                let (ctx, a) = (&m.ctx, &m.ctx.info);
+                json!({
+                    "adapter": {
+                        "name": a.name,
+                        "vendor": a.vendor,
+                        "device": a.device,
+                        "driver": a.driver,
+                        "driverInfo": a.driver_info,
+                        "backend": format!("{:?}", a.backend),
+                        "deviceType": format!("{:?}", a.device_type),
+                    },
+                    "shaderF16": ctx.has_f16(),
+                    "weights": m.options.weights.name(),
+                    "limits": {
+                        "maxStorageBufferBindingSize": ctx.limits.max_storage_buffer_binding_size,
+                        "maxBufferSize": ctx.limits.max_buffer_size,
+                        "bindingSizeUsed": ctx.max_binding_size(),
+                    },
+                })
+            }
+            // The CPU engine: one thread (no SharedArrayBuffer threads in this build), SIMD128.
+            Backend::Cpu(_) => json!({
+                "adapter": null,
+                "shaderF16": false,
+                "weights": "f32",
+                "limits": null,
+                "threads": 1,
+            }),
+        };
+        info["engine"] = engine;
+        info["model"] = model;
+        info["tokenizer"] = json!(inner.codec.name());
+        info["cache"] = inner.last_cache.borrow().clone();
+        info.to_string()
     }
 
     /// The vocabulary size (token ids must be below it).
     pub fn vocab(&self) -> usize {
-        self.inner.model.vocab
+        self.inner.vocab()
     }
 
     /// Text to token ids (the model's tokenizer.json, or bytes).
@@ -301,7 +435,7 @@ impl Engine {
     /// Checks a schedule against the model and returns it resolved (`"8,inf"`).
     #[wasm_bindgen(js_name = resolveTranspoints)]
     pub fn resolve_transpoints(&self, spec: &str) -> Result<String, JsError> {
-        resolve_schedule(&self.inner.model.config, spec)
+        resolve_schedule(self.inner.config(), spec)
             .map(|s| s.to_string())
             .map_err(js_err)
     }
@@ -311,11 +445,11 @@ impl Engine {
     pub fn forward(&self, tokens: Vec<u32>, transpoints: String, all: bool) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let schedule = resolve_schedule(&inner.model.config, &transpoints).map_err(js_val)?;
-            let mut session = GpuSession::new(&inner.model, schedule).map_err(js_val)?;
+            let schedule = resolve_schedule(inner.config(), &transpoints).map_err(js_val)?;
+            let mut session = inner.session(schedule).map_err(js_val)?;
             let which = if all { Logits::All } else { Logits::Last };
             let logits = session.forward(&tokens, which).await.map_err(js_val)?;
-            *inner.last_cache.borrow_mut() = cache_snapshot(&inner.model.config, &session);
+            *inner.last_cache.borrow_mut() = cache_snapshot(inner.config(), &session);
             Ok(Float32Array::from(&logits[..]).into())
         })
     }
@@ -330,7 +464,7 @@ impl Engine {
         let inner = self.inner.clone();
         future_to_promise(async move {
             let opts: GenerateOptions = parse_options(&options_json, "generate").map_err(js_val)?;
-            let cfg = &inner.model.config;
+            let cfg = inner.config();
             let schedule = resolve_schedule(cfg, &opts.transpoints).map_err(js_val)?;
             let mut sampler = Sampler::new(SamplingOptions {
                 temperature: opts.temperature,
@@ -339,7 +473,7 @@ impl Engine {
                 seed: opts.seed,
             })
             .map_err(js_val)?;
-            let mut session = GpuSession::new(&inner.model, schedule.clone()).map_err(js_val)?;
+            let mut session = inner.session(schedule.clone()).map_err(js_val)?;
             let t0 = now_ms();
             let mut logits = session
                 .forward(&tokens, Logits::Last)
@@ -366,7 +500,14 @@ impl Engine {
                     "cache": cache,
                 });
                 *inner.last_cache.borrow_mut() = cache;
-                let keep = on_step.call1(&JsValue::NULL, &JsValue::from_str(&step.to_string()))?;
+                // The worker answers with a promise that settles after a macrotask, so an
+                // abort message reaches it between steps even when the engine never awaits
+                // anything itself (the CPU engine computes synchronously).
+                let mut keep =
+                    on_step.call1(&JsValue::NULL, &JsValue::from_str(&step.to_string()))?;
+                if let Some(p) = keep.dyn_ref::<Promise>() {
+                    keep = JsFuture::from(p.clone()).await?;
+                }
                 if keep == JsValue::FALSE {
                     stopped = true;
                     break;

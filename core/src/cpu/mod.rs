@@ -1,8 +1,11 @@
-//! The CPU reference backend: the whole forward pass of MODEL.md and its streaming decode.
+//! The CPU engine: the whole forward pass of MODEL.md and its streaming decode.
 //!
-//! It is the oracle every GPU kernel is tested against and the fallback when no adapter exists.
-//! Clarity first (it follows the spec's formulas one by one), speed second (f32 storage,
-//! f64 where long sums accumulate, rayon across heads and output rows).
+//! It runs where there is no GPU or only a software one (see [`crate::engine_choice`]),
+//! natively and in the browser's wasm module, and the GPU tests compare against it; it is itself
+//! tested against the formula-by-formula f64 oracle (`tests/src/reference64.rs`). Speed:
+//! prefill products through a packed GEMM (`ops::matmul`), decode products as bandwidth-bound
+//! row dots, the SSM scan with AVX2/FMA where the CPU has them, rayon across heads and output
+//! blocks; f32 storage, f64 where long sums accumulate.
 
 pub mod mixer;
 pub mod ops;
@@ -44,6 +47,10 @@ impl<'m> CpuSession<'m> {
     /// Number of tokens seen so far.
     pub fn position(&self) -> usize {
         self.position
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     /// Bytes held by the per-layer caches now.

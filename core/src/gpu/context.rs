@@ -258,6 +258,27 @@ pub struct GpuContext {
     submit_lock: Mutex<()>,
 }
 
+/// The adapter `GpuContext::new` would pick, without creating a device: what engine choices
+/// (see [`crate::engine_choice`]) look at.
+pub async fn probe_adapter(
+    power_preference: wgpu::PowerPreference,
+) -> GpuResult<wgpu::AdapterInfo> {
+    let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    let backends = format!("{:?}", desc.backends);
+    let instance = wgpu::Instance::new(desc);
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference,
+            ..Default::default()
+        })
+        .await
+        .map(|a| a.get_info())
+        .map_err(|e| GpuError::NoAdapter {
+            backends,
+            reason: e.to_string(),
+        })
+}
+
 impl GpuContext {
     /// Finds an adapter and creates a device with the adapter's own limits.
     pub async fn new(opts: GpuOptions) -> GpuResult<Self> {
