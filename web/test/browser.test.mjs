@@ -9,6 +9,7 @@ import { DEMO, OUT, ROOT, launch, nativeGenerate, prepare, readNpy, serve, tmRun
 const PROMPT = [1, 2, 3, 4, 5];
 const MAX_TOKENS = 32;
 let models;
+const decodeRates = {};
 let server;
 let browser;
 
@@ -48,35 +49,46 @@ async function demoGenerate(page, { tokens, text, transpoints, maxTokens = MAX_T
 }
 
 describe('demo page', () => {
-  test('generates the same tokens as tm-run (demo model, TransPoint 8 crossed while decoding)', async () => {
-    const expected = nativeGenerate(models.demoModel, PROMPT, '8', MAX_TOKENS);
-    const { page, log } = await openDemo();
-    try {
-      assert.equal(await page.getAttribute('body', 'data-state'), 'ready', log.join('\n'));
-      const { error, ids } = await demoGenerate(page, { tokens: PROMPT, transpoints: '8' });
-      assert.equal(error, null, log.join('\n'));
-      assert.equal(ids.length, MAX_TOKENS);
-      assert.deepEqual(ids, expected.tokens);
-      // Every layer crossed TransPoint 8: no attention entries left, SSM state present.
-      const cache = await page.evaluate(() => window.transmambaDemo.summary.cache);
-      assert.equal(cache.position, PROMPT.length + MAX_TOKENS - 1);
-      for (const l of cache.layers) {
-        assert.equal(l.attentionPositions, 8);
-        assert.equal(l.attentionEntries, 0);
-        assert.equal(l.ssmState, true);
+  // auto picks the CPU engine here (the adapter is SwiftShader, a software one); the WebGPU
+  // engine is forced with ?device=webgpu. Both must equal tm-run token for token.
+  for (const [device, kind] of [['auto', 'cpu'], ['webgpu', 'gpu']]) {
+    test(`generates the same tokens as tm-run (demo model, TransPoint 8 crossed while decoding; device ${device} runs ${kind})`, async () => {
+      const expected = nativeGenerate(models.demoModel, PROMPT, '8', MAX_TOKENS);
+      const { page, log } = await openDemo(`?device=${device}`);
+      try {
+        assert.equal(await page.getAttribute('body', 'data-state'), 'ready', log.join('\n'));
+        assert.equal(await page.getAttribute('body', 'data-engine'), kind);
+        const { error, ids } = await demoGenerate(page, { tokens: PROMPT, transpoints: '8' });
+        assert.equal(error, null, log.join('\n'));
+        assert.equal(ids.length, MAX_TOKENS);
+        assert.deepEqual(ids, expected.tokens);
+        // Every layer crossed TransPoint 8: no attention entries left, SSM state present.
+        const cache = await page.evaluate(() => window.transmambaDemo.summary.cache);
+        assert.equal(cache.position, PROMPT.length + MAX_TOKENS - 1);
+        for (const l of cache.layers) {
+          assert.equal(l.attentionPositions, 8);
+          assert.equal(l.attentionEntries, 0);
+          assert.equal(l.ssmState, true);
+        }
+        const stats = await page.textContent('#stats');
+        assert.match(stats, /tokens\/s/);
+        if (device === 'auto') await page.screenshot({ path: join(ROOT, 'out/web/demo.png'), fullPage: true });
+        const s = await page.evaluate(() => window.transmambaDemo.summary);
+        decodeRates[device] = s.decodeTokensPerS;
+        if (device === 'webgpu') {
+          const gpu = nativeGenerate(models.demoModel, PROMPT, '8', MAX_TOKENS, 'gpu');
+          console.log(
+            `# demo model decode, tokens/s: browser CPU engine ${decodeRates.auto?.toFixed(1)}, ` +
+              `browser WebGPU (SwiftShader) ${decodeRates.webgpu.toFixed(1)}; ` +
+              `native CPU engine ${expected.decode_tokens_per_s.toFixed(1)}, ` +
+              `native GPU engine (lavapipe) ${gpu.decode_tokens_per_s.toFixed(1)}`,
+          );
+        }
+      } finally {
+        await page.close();
       }
-      const stats = await page.textContent('#stats');
-      assert.match(stats, /tokens\/s/);
-      await page.screenshot({ path: join(ROOT, 'out/web/demo.png'), fullPage: true });
-      const s = await page.evaluate(() => window.transmambaDemo.summary);
-      console.log(
-        `# demo model: browser decode ${s.decodeTokensPerS.toFixed(1)} tokens/s, ` +
-          `native (${expected.backend}) ${expected.decode_tokens_per_s.toFixed(1)} tokens/s`,
-      );
-    } finally {
-      await page.close();
-    }
-  });
+    });
+  }
 
   test('tiny model with schedule 8,inf (one layer converts, one stays attention) matches tm-run', async () => {
     const expected = nativeGenerate(models.tiny, PROMPT, '8,inf', MAX_TOKENS);
@@ -153,16 +165,49 @@ describe('demo page', () => {
     }
   });
 
-  test('says clearly when the browser has no WebGPU', async () => {
+  test('without WebGPU the page runs the CPU engine; forced to WebGPU it says clearly why not', async () => {
+    const expected = nativeGenerate(models.tiny, PROMPT, '8', MAX_TOKENS);
     const page = await browser.context.newPage();
-    await page.addInitScript(() => {
-      delete Navigator.prototype.gpu;
-    });
-    await page.goto(`${server.url}/index.html`);
-    await page.waitForFunction(() => document.body.dataset.state === 'no-webgpu');
-    assert.equal(await page.isVisible('#no-webgpu'), true);
-    assert.match(await page.textContent('#no-webgpu'), /This browser has no WebGPU/);
-    await page.close();
+    const log = watch(page);
+    try {
+      // The page's navigator loses WebGPU (init scripts do not reach the worker, whose adapter
+      // is SwiftShader here: auto picks the CPU engine either way).
+      await page.addInitScript(() => {
+        delete Navigator.prototype.gpu;
+      });
+      await page.goto(`${server.url}/index.html?model=/__test/tiny.safetensors`);
+      await page.waitForFunction(() => document.body.dataset.state === 'ready', null, { timeout: 120_000 });
+      assert.equal(await page.getAttribute('body', 'data-engine'), 'cpu');
+      assert.match(await page.textContent('#gpu-status'), /^CPU engine \(wasm SIMD, 1 thread\) · auto: /);
+      const { error, ids } = await demoGenerate(page, { tokens: PROMPT, transpoints: '8' });
+      assert.equal(error, null, log.join('\n'));
+      assert.deepEqual(ids, expected.tokens);
+      await page.goto(`${server.url}/index.html?device=webgpu`);
+      await page.waitForFunction(() => document.body.dataset.state === 'no-webgpu');
+      assert.equal(await page.isVisible('#no-webgpu'), true);
+      assert.match(await page.textContent('#no-webgpu'), /This browser has no WebGPU/);
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('in Chromium without --enable-unsafe-webgpu the demo model generates on the CPU engine', async () => {
+    const expected = nativeGenerate(models.demoModel, PROMPT, '8', MAX_TOKENS);
+    const plain = await launch({ webgpu: false });
+    try {
+      const page = await plain.context.newPage();
+      const log = watch(page);
+      await page.goto(`${server.url}/index.html`);
+      await page.waitForFunction(() => ['ready', 'empty'].includes(document.body.dataset.state), null, { timeout: 120_000 });
+      assert.equal(await page.getAttribute('body', 'data-engine'), 'cpu', log.join('\n'));
+      const { error, ids } = await demoGenerate(page, { tokens: PROMPT, transpoints: '8' });
+      assert.equal(error, null, log.join('\n'));
+      assert.deepEqual(ids, expected.tokens);
+      const reason = await page.evaluate(() => window.transmambaDemo.info.engine.reason);
+      console.log(`# Chromium without WebGPU flag: engine cpu (${reason})`);
+    } finally {
+      await plain.close();
+    }
   });
 });
 
@@ -181,6 +226,12 @@ describe('package API', () => {
         const m = await loadModel(url, { cache: 'tm-test', onProgress: (p) => progress.push(p.phase) });
         const logits = await m.forward(prompt, { transpoints: 3, all: true });
         const info = await m.info();
+        const g = await loadModel(url, { device: 'webgpu' });
+        const gpuLogits = await g.forward(prompt, { transpoints: 3, all: true });
+        const gpuInfo = await g.info();
+        g.dispose();
+        let deviceError = null;
+        try { await loadModel(url, { device: 'tpu' }); } catch (e) { deviceError = `${e instanceof TypeError} ${e.message}`; }
         // Abort after 3 tokens: the iterator just ends.
         const ctrl = new AbortController();
         const got = [];
@@ -202,25 +253,36 @@ describe('package API', () => {
         let rangeError = null;
         try { await m2.forward([70]); } catch (e) { rangeError = `${e instanceof Error} ${e.message}`; }
         m2.dispose();
-        return { logits: Array.from(logits), info, progress, got: got.length, after: after.length, runaway, fromCache: info2.loadedFromCache, rangeError };
+        return { logits: Array.from(logits), gpuLogits: Array.from(gpuLogits), info, gpuInfo, deviceError, progress, got: got.length, after: after.length, runaway, fromCache: info2.loadedFromCache, rangeError };
       }, PROMPT);
       assert.equal(r.logits.length, native.length, log.join('\n'));
       let maxDiff = 0;
       for (let i = 0; i < native.length; i++) maxDiff = Math.max(maxDiff, Math.abs(r.logits[i] - native[i]));
       assert.ok(maxDiff < 1e-3, `max |browser - native| = ${maxDiff}`);
+      let gpuDiff = 0;
+      for (let i = 0; i < native.length; i++) gpuDiff = Math.max(gpuDiff, Math.abs(r.gpuLogits[i] - native[i]));
+      assert.ok(gpuDiff < 1e-3, `max |browser WebGPU - native| = ${gpuDiff}`);
+      assert.equal(r.info.engine.kind, 'cpu');
+      assert.match(r.info.engine.reason, /software/);
+      assert.equal(r.info.adapter, null);
+      assert.equal(r.gpuInfo.engine.kind, 'gpu');
+      assert.ok(r.gpuInfo.adapter.web, 'adapter info');
+      assert.match(r.deviceError, /^true option device must be 'auto', 'webgpu' or 'cpu'/);
       assert.equal(r.info.model.layers, 2);
       assert.equal(r.info.model.vocab, 64);
       assert.equal(r.info.shaderF16, false);
       assert.equal(r.info.cache.position, PROMPT.length);
       assert.equal(r.info.cache.layers[0].attentionPositions, 3);
-      assert.ok(r.info.adapter.web, 'adapter info');
       assert.ok(r.progress.includes('download') && r.progress.includes('upload'), r.progress.join());
       assert.ok(r.got >= 3 && r.got < 10, `abort stopped after ${r.got} tokens`);
       assert.equal(r.after, 2);
       assert.equal(r.runaway, 3);
       assert.equal(r.fromCache, true);
       assert.match(r.rangeError, /^true token id 70 at position 0 is out of range/);
-      console.log(`# adapter: ${JSON.stringify(r.info.adapter.web)}; max logit diff ${maxDiff.toExponential(2)}`);
+      console.log(
+        `# WebGPU adapter: ${JSON.stringify(r.info.webgpu)}; max logit diff: CPU engine ` +
+          `${maxDiff.toExponential(2)}, WebGPU engine ${gpuDiff.toExponential(2)}`,
+      );
     } finally {
       await page.close();
     }

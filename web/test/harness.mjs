@@ -31,10 +31,10 @@ export function tmRun(args) {
 }
 
 /** `tm-run generate --json`'s result for the same model, prompt and schedule. */
-export function nativeGenerate(model, tokens, transpoints, maxTokens) {
+export function nativeGenerate(model, tokens, transpoints, maxTokens, backend = 'auto') {
   const out = tmRun([
     'generate', '--json', '--model', model, '--tokens', tokens.join(','),
-    '--transpoints', transpoints, '--max-tokens', String(maxTokens),
+    '--transpoints', transpoints, '--max-tokens', String(maxTokens), '--backend', backend,
   ]);
   return JSON.parse(out.trim().split('\n').pop());
 }
@@ -99,8 +99,11 @@ export async function serve(root = DEMO) {
   return { url: `http://127.0.0.1:${port}`, close };
 }
 
-/** Headless Chromium with WebGPU (SwiftShader on a machine without a GPU), fresh profile. */
-export async function launch() {
+/**
+ * Headless Chromium, fresh profile: with WebGPU (SwiftShader on a machine without a GPU), or,
+ * with `webgpu: false`, as shipped without `--enable-unsafe-webgpu` (no usable WebGPU there).
+ */
+export async function launch({ webgpu = true } = {}) {
   const profile = mkdtempSync(join(tmpdir(), 'tm-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -110,7 +113,7 @@ export async function launch() {
     args: [
       '--headless',
       '--no-sandbox',
-      '--enable-unsafe-webgpu',
+      ...(webgpu ? ['--enable-unsafe-webgpu'] : []),
       '--no-first-run',
       '--disable-background-networking',
       '--disable-component-update',
