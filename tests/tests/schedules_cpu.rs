@@ -110,3 +110,49 @@ fn cache_is_freed_at_the_transpoint_and_stays_flat() {
         transmamba::memory::cache_bytes(&model.config, &Schedule(vec![At(tau), Never]), 14)
     );
 }
+
+/// Real-model head sizes (P 64, N 128, and a ragged N of 40 = 32 + 8) over a prompt long enough
+/// for the packed GEMM (rows >= 8) with output blocks on several threads, then decode steps
+/// (the matrix-vector path) across the TransPoint; the AVX2/FMA scan and the portable one
+/// (forced) both against the f64 oracle. Wide random models give logits in the hundreds: the
+/// bound is f32's relative one (2e-6 of the largest logit), at least 1e-4.
+#[test]
+fn cpu_engine_at_real_head_sizes_matches_f64() {
+    for (state, groups) in [(128, 1), (40, 2)] {
+        let spec = RandomSpec {
+            vocab: 96,
+            d: 128,
+            heads: 4,
+            head_dim: 64,
+            state,
+            groups,
+            ..RandomSpec::default()
+        };
+        let model = random_model(&spec, 21);
+        let tokens = random_tokens(spec.vocab, 75, 4);
+        let prompt = 70;
+        for tps in [vec![At(0), At(0)], vec![At(33), At(72)], vec![Never, At(0)]] {
+            let schedule = Schedule(tps.clone());
+            let want: Vec<f32> = forward_f64(&model, &schedule, &tokens)
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let tol = TOL.max(2e-6 * scale);
+            for portable in [false, true] {
+                transmamba::cpu::force_portable_kernels(portable);
+                let mut s = CpuSession::new(&model, schedule.clone()).unwrap();
+                let mut got = s.forward(&tokens[..prompt], Logits::All).unwrap();
+                for &t in &tokens[prompt..] {
+                    got.extend(s.forward(&[t], Logits::Last).unwrap());
+                }
+                transmamba::cpu::force_portable_kernels(false);
+                let err = max_abs_diff(&got, &want);
+                assert!(
+                    err < tol,
+                    "N {state} G {groups} {tps:?} portable {portable}: |Δ| = {err} (bound {tol}, largest logit {scale})"
+                );
+            }
+        }
+    }
+}

@@ -361,7 +361,9 @@ mod simd {
             "ssm scan: operand sizes"
         );
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if !crate::cpu::portable_kernels_forced()
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has AVX2 and FMA (checked just above); sizes asserted above.
             return unsafe { avx2::scan_head(head, s, out, p_n, n_n) };

@@ -10,6 +10,22 @@
 pub mod mixer;
 pub mod ops;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static PORTABLE: AtomicBool = AtomicBool::new(false);
+
+/// Runs the portable loops instead of the x86-64 AVX2/FMA intrinsics from now on (process-wide):
+/// what the wasm build and CPUs without AVX2 run, so tests cover it on any machine, and for A/B
+/// timings. Both give the same results within f32 rounding.
+pub fn force_portable_kernels(on: bool) {
+    PORTABLE.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`force_portable_kernels`] is on.
+pub fn portable_kernels_forced() -> bool {
+    PORTABLE.load(Ordering::Relaxed)
+}
+
 use crate::error::Result;
 use crate::model::Model;
 use crate::schedule::Schedule;
