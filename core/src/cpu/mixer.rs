@@ -82,7 +82,7 @@ pub fn mixer(
         .map(|i| w.conv_weight.data[(i % dc) * k_n + i / dc])
         .collect();
     let mut xbc = vec![0f32; t_n * dc];
-    for (t, out) in xbc.chunks_exact_mut(dc).enumerate() {
+    xbc.par_chunks_mut(dc).enumerate().for_each(|(t, out)| {
         match &w.conv_bias {
             Some(b) => out.copy_from_slice(&b.data[..dc]),
             None => out.fill(0.0),
@@ -96,7 +96,7 @@ pub fn mixer(
         for v in out.iter_mut() {
             *v = silu(*v);
         }
-    }
+    });
     state.conv_state = history[t_n * dc..].to_vec();
     let x_of = |t: usize| &xbc[t * dc..t * dc + di];
     let b_of = |t: usize| &xbc[t * dc + di..t * dc + di + g_n * n_n];
@@ -153,9 +153,9 @@ pub fn mixer(
     }
 
     // 5–6. D skip, gate, grouped RMSNorm.
+    // Per token and independent: rows in parallel (sequential, this was a fifth of prefill).
     let group = di / g_n;
-    for t in 0..t_n {
-        let row = &mut y[t * di..(t + 1) * di];
+    y.par_chunks_mut(di).enumerate().for_each(|(t, row)| {
         let x = x_of(t);
         for i in 0..di {
             row[i] += w.d.data[i / p_n] * x[i];
@@ -172,7 +172,7 @@ pub fn mixer(
                 *v *= inv * w.gated_norm.data[gi * group + j];
             }
         }
-    }
+    });
 
     // 7. out_proj.
     matmul(&y, t_n, &w.out_proj, w.out_proj_bias.as_ref())
@@ -318,7 +318,7 @@ fn ssm_scan(
                 bs: bs.iter().map(|b| &b[g * n_n..(g + 1) * n_n]).collect(),
                 cs: cs.iter().map(|c| &c[g * n_n..(g + 1) * n_n]).collect(),
             };
-            simd::scan_head(&head, sh, &mut out);
+            super::simd::scan_head(&head, sh, &mut out);
             out
         })
         .collect();
@@ -337,105 +337,4 @@ pub(crate) struct ScanHead<'a> {
     pub xs: Vec<&'a [f32]>,
     pub bs: Vec<&'a [f32]>,
     pub cs: Vec<&'a [f32]>,
-}
-
-/// The scan's inner loops: portable Rust (which the compiler vectorises for the build's target:
-/// SSE2 on x86-64, SIMD128 in the browser build) and, on x86-64 CPUs with AVX2 and FMA (checked
-/// at run time), intrinsics that update a state row and read it out in one pass, 8 lanes wide,
-/// with four accumulators so the readout is not bound by the FMA latency.
-mod simd {
-    use super::ScanHead;
-    use crate::cpu::ops::dot;
-
-    /// `S ← exp(dt·A)·S + dt·x ⊗ B`, `y[t] = S · C[t]` for every t of `head`.
-    pub(crate) fn scan_head(head: &ScanHead, s: &mut [f32], out: &mut [f32]) {
-        let n_n = head.bs.first().map_or(1, |b| b.len()).max(1);
-        let p_n = s.len() / n_n;
-        let t_n = head.dt.len();
-        assert!(
-            head.xs.len() == t_n
-                && head.cs.len() == t_n
-                && out.len() >= t_n * p_n
-                && head.xs.iter().all(|x| x.len() >= p_n)
-                && head.bs.iter().chain(&head.cs).all(|v| v.len() == n_n),
-            "ssm scan: operand sizes"
-        );
-        #[cfg(target_arch = "x86_64")]
-        if !crate::cpu::portable_kernels_forced()
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above); sizes asserted above.
-            return unsafe { avx2::scan_head(head, s, out, p_n, n_n) };
-        }
-        for t in 0..t_n {
-            let d = head.dt[t];
-            let decay = (d * head.a).exp();
-            let (x, b, c) = (head.xs[t], head.bs[t], head.cs[t]);
-            for (p, row) in s.chunks_exact_mut(n_n).enumerate() {
-                let dx = d * x[p];
-                for (r, &bn) in row.iter_mut().zip(b) {
-                    *r = decay * *r + dx * bn;
-                }
-                out[t * p_n + p] = dot(row, c);
-            }
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    mod avx2 {
-        use super::ScanHead;
-        use std::arch::x86_64::*;
-
-        /// SAFETY: the caller checked AVX2+FMA and that every operand holds what `p_n`, `n_n`
-        /// and `head.dt.len()` promise.
-        #[target_feature(enable = "avx2,fma")]
-        pub(super) unsafe fn scan_head(
-            head: &ScanHead,
-            s: &mut [f32],
-            out: &mut [f32],
-            p_n: usize,
-            n_n: usize,
-        ) {
-            let vec_n = n_n - n_n % 32;
-            for t in 0..head.dt.len() {
-                let d = head.dt[t];
-                let decay = (d * head.a).exp();
-                let (x, b, c) = (head.xs[t], head.bs[t], head.cs[t]);
-                let vdecay = _mm256_set1_ps(decay);
-                for p in 0..p_n {
-                    let dx = d * x[p];
-                    let vdx = _mm256_set1_ps(dx);
-                    let row = s.as_mut_ptr().add(p * n_n);
-                    let mut acc = [_mm256_setzero_ps(); 4];
-                    let mut n = 0;
-                    while n < vec_n {
-                        for (j, a) in acc.iter_mut().enumerate() {
-                            let at = n + 8 * j;
-                            let r = _mm256_loadu_ps(row.add(at));
-                            let r = _mm256_fmadd_ps(
-                                vdx,
-                                _mm256_loadu_ps(b.as_ptr().add(at)),
-                                _mm256_mul_ps(vdecay, r),
-                            );
-                            _mm256_storeu_ps(row.add(at), r);
-                            *a = _mm256_fmadd_ps(r, _mm256_loadu_ps(c.as_ptr().add(at)), *a);
-                        }
-                        n += 32;
-                    }
-                    let sum =
-                        _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-                    let mut lanes = [0f32; 8];
-                    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
-                    let mut total: f64 = lanes.iter().map(|&v| v as f64).sum();
-                    for n in vec_n..n_n {
-                        let r = row.add(n);
-                        *r = decay * *r + dx * b[n];
-                        total += *r as f64 * c[n] as f64;
-                    }
-                    out[t * p_n + p] = total as f32;
-                }
-            }
-        }
-    }
 }

@@ -9,6 +9,7 @@
 
 pub mod mixer;
 pub mod ops;
+mod simd;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

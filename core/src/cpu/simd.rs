@@ -1,0 +1,178 @@
+//! The CPU engine's vector kernels: the dot product under every decode product and the SSM
+//! scan's inner loops. Each has a portable form (which the compiler vectorises for the build's
+//! target: SSE2 on x86-64, SIMD128 in the browser build, NEON on arm64) and, on x86-64 CPUs with
+//! AVX2 and FMA (checked at run time, cached by std), an intrinsics form: 8 lanes, fused
+//! multiply-adds, four accumulators so a sum is not bound by the FMA latency.
+//! [`crate::cpu::force_portable_kernels`] makes the portable forms run everywhere (tests, A/B).
+
+use super::mixer::ScanHead;
+
+fn use_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !crate::cpu::portable_kernels_forced()
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `a · b` over the shorter length: f32 lanes, their total summed in f64.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: AVX2 and FMA are present (use_avx2); the slices have equal length n.
+        return unsafe { avx2::dot(a, b) };
+    }
+    dot_portable(a, b)
+}
+
+/// Sixteen independent lanes (two 8-wide or four 4-wide vectors): vectorises without
+/// reassociating, and bounds the rounding of a long sum better than one running total.
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let mut ca = a.chunks_exact(16);
+    let mut cb = b.chunks_exact(16);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut total: f64 = acc.iter().map(|&v| v as f64).sum();
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        total += (*x as f64) * (*y as f64);
+    }
+    total as f32
+}
+
+/// `S ← exp(dt·A)·S + dt·x ⊗ B`, `y[t] = S · C[t]` for every t of `head`; `s` is the head's
+/// `[P, N]` state, `out` its `[T, P]` outputs.
+pub(crate) fn scan_head(head: &ScanHead, s: &mut [f32], out: &mut [f32]) {
+    let n_n = head.bs.first().map_or(1, |b| b.len()).max(1);
+    let p_n = s.len() / n_n;
+    let t_n = head.dt.len();
+    assert!(
+        head.xs.len() == t_n
+            && head.cs.len() == t_n
+            && out.len() >= t_n * p_n
+            && head.xs.iter().all(|x| x.len() >= p_n)
+            && head.bs.iter().chain(&head.cs).all(|v| v.len() == n_n),
+        "ssm scan: operand sizes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: AVX2 and FMA are present (use_avx2); sizes asserted above.
+        return unsafe { avx2::scan_head(head, s, out, p_n, n_n) };
+    }
+    for t in 0..t_n {
+        let d = head.dt[t];
+        let decay = (d * head.a).exp();
+        let (x, b, c) = (head.xs[t], head.bs[t], head.cs[t]);
+        for (p, row) in s.chunks_exact_mut(n_n).enumerate() {
+            let dx = d * x[p];
+            for (r, &bn) in row.iter_mut().zip(b) {
+                *r = decay * *r + dx * bn;
+            }
+            out[t * p_n + p] = dot_portable(row, c);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::ScanHead;
+    use std::arch::x86_64::*;
+
+    /// The f64 total of a vector's 8 lanes.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn total(v: __m256) -> f64 {
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+        lanes.iter().map(|&l| l as f64).sum()
+    }
+
+    /// SAFETY: the caller checked AVX2+FMA; `a` and `b` have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let at = i + 8 * j;
+                *s = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(at)), _mm256_loadu_ps(pb.add(at)), *s);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            acc[0] = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i)),
+                _mm256_loadu_ps(pb.add(i)),
+                acc[0],
+            );
+            i += 8;
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut t = total(sum);
+        while i < n {
+            t += a[i] as f64 * b[i] as f64;
+            i += 1;
+        }
+        t as f32
+    }
+
+    /// SAFETY: the caller checked AVX2+FMA and that every operand holds what `p_n`, `n_n`
+    /// and `head.dt.len()` promise.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scan_head(
+        head: &ScanHead,
+        s: &mut [f32],
+        out: &mut [f32],
+        p_n: usize,
+        n_n: usize,
+    ) {
+        let vec_n = n_n - n_n % 32;
+        for t_row in 0..head.dt.len() {
+            let d = head.dt[t_row];
+            let decay = (d * head.a).exp();
+            let (x, b, c) = (head.xs[t_row], head.bs[t_row], head.cs[t_row]);
+            let vdecay = _mm256_set1_ps(decay);
+            for p in 0..p_n {
+                let dx = d * x[p];
+                let vdx = _mm256_set1_ps(dx);
+                let row = s.as_mut_ptr().add(p * n_n);
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut n = 0;
+                while n < vec_n {
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        let at = n + 8 * j;
+                        let r = _mm256_loadu_ps(row.add(at));
+                        let r = _mm256_fmadd_ps(
+                            vdx,
+                            _mm256_loadu_ps(b.as_ptr().add(at)),
+                            _mm256_mul_ps(vdecay, r),
+                        );
+                        _mm256_storeu_ps(row.add(at), r);
+                        *a = _mm256_fmadd_ps(r, _mm256_loadu_ps(c.as_ptr().add(at)), *a);
+                    }
+                    n += 32;
+                }
+                let sum =
+                    _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+                let mut t = total(sum);
+                for n in vec_n..n_n {
+                    let r = row.add(n);
+                    *r = decay * *r + dx * b[n];
+                    t += *r as f64 * c[n] as f64;
+                }
+                out[t_row * p_n + p] = t as f32;
+            }
+        }
+    }
+}
