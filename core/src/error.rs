@@ -59,6 +59,14 @@ pub enum Error {
         index: usize,
         value: f32,
     },
+    #[error("{name}: the weight {value} (element {index}) is outside f16's range (±65504) and would become infinite: store the weights in f32 (--weights f32)")]
+    F16Overflow {
+        name: String,
+        index: usize,
+        value: f32,
+    },
+    #[error("these f16 weights were made for another model ({detail})")]
+    WeightsMismatch { detail: String },
     #[error("tensor `{name}` is stored twice: in {first} and in {second}")]
     DuplicateTensor {
         name: String,

@@ -122,6 +122,21 @@ impl Model {
         Self::from_parts(config, &named)
     }
 
+    /// Bytes the tensors of a `.safetensors` image take once loaded (every element as f32), from
+    /// its header alone; `None` if the header does not parse or the sum overflows (the loader
+    /// then reports why). The browser checks it against what its wasm heap can still grow to
+    /// before loading, so a model too big is a clear error, not an abort.
+    pub fn f32_bytes_needed(bytes: &[u8]) -> Option<u64> {
+        let (_, meta) = SafeTensors::read_metadata(bytes).ok()?;
+        meta.tensors().values().try_fold(0u64, |total, info| {
+            let elements = info
+                .shape
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
+            total.checked_add(elements.checked_mul(4)?)
+        })
+    }
+
     /// One `.safetensors` whose `__metadata__` holds the config JSON under the key `config`.
     pub fn from_safetensors_bytes(bytes: &[u8], name: &str) -> Result<Model> {
         let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| st_error(name, e))?;

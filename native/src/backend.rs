@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use clap::ValueEnum;
-use transmamba::cpu::CpuSession;
+use transmamba::cpu::{CpuSession, F16Weights};
 use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
 use transmamba::engine_choice::{choose, AdapterFacts, EngineChoice, EngineKind, EnginePreference};
 use transmamba::gpu::context::probe_adapter;
@@ -70,7 +70,8 @@ pub struct Engine {
 }
 
 enum Imp {
-    Cpu(Box<Model>),
+    /// The model, and f16 copies of its large matrices when the weights are f16.
+    Cpu(Box<Model>, Option<Box<F16Weights>>),
     Gpu(Box<GpuModel>),
 }
 
@@ -92,7 +93,13 @@ impl Engine {
             _ => choose(backend.preference(), Err("not looked for")),
         };
         let imp = match choice.kind {
-            EngineKind::Cpu => Imp::Cpu(Box::new(model)),
+            EngineKind::Cpu => {
+                let f16 = match options.weights {
+                    WeightFormat::F16 => Some(Box::new(F16Weights::new(&model)?)),
+                    WeightFormat::F32 => None,
+                };
+                Imp::Cpu(Box::new(model), f16)
+            }
             EngineKind::Gpu => {
                 let ctx = GpuContext::new_blocking(gpu_opts)?;
                 Imp::Gpu(Box::new(GpuModel::new(Arc::new(ctx), &model, options)?))
@@ -104,9 +111,10 @@ impl Engine {
     /// The engine, its device and why it was chosen, for status lines and JSON.
     pub fn name(&self) -> String {
         match &self.imp {
-            Imp::Cpu(_) => format!(
-                "cpu ({} threads; {})",
+            Imp::Cpu(_, f16) => format!(
+                "cpu ({} threads, {} weights; {})",
                 rayon::current_num_threads(),
+                if f16.is_some() { "f16" } else { "f32" },
                 self.choice.reason
             ),
             Imp::Gpu(g) => format!(
@@ -121,21 +129,22 @@ impl Engine {
 
     pub fn vocab(&self) -> usize {
         match &self.imp {
-            Imp::Cpu(m) => m.vocab,
+            Imp::Cpu(m, _) => m.vocab,
             Imp::Gpu(g) => g.vocab,
         }
     }
 
     pub fn config(&self) -> &transmamba::ModelConfig {
         match &self.imp {
-            Imp::Cpu(m) => &m.config,
+            Imp::Cpu(m, _) => &m.config,
             Imp::Gpu(g) => &g.config,
         }
     }
 
     pub fn session(&self, schedule: Schedule) -> Result<Session<'_>> {
         Ok(match &self.imp {
-            Imp::Cpu(m) => Session::Cpu(CpuSession::new(m, schedule)?),
+            Imp::Cpu(m, None) => Session::Cpu(CpuSession::new(m, schedule)?),
+            Imp::Cpu(m, Some(f16)) => Session::Cpu(CpuSession::with_f16(m, f16, schedule)?),
             Imp::Gpu(g) => Session::Gpu(Box::new(GpuSession::new(g, schedule)?)),
         })
     }
@@ -143,7 +152,7 @@ impl Engine {
     pub fn gpu(&self) -> Option<&GpuModel> {
         match &self.imp {
             Imp::Gpu(g) => Some(g),
-            Imp::Cpu(_) => None,
+            Imp::Cpu(..) => None,
         }
     }
 }

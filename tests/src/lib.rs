@@ -185,3 +185,27 @@ pub fn write_two_shards(
     }
     weight_map
 }
+
+/// `model` with the matrices f16 weight storage rounds (embedding, output, in/out projections,
+/// MLP) rounded to f16 and kept in f32: what an engine storing them in f16 computes.
+pub fn with_f16_matrices(model: &transmamba::Model) -> transmamba::Model {
+    let round = |t: &mut transmamba::model::Tensor| {
+        for v in &mut t.data {
+            *v = half::f16::from_f32(*v).to_f32();
+        }
+    };
+    let mut m = model.clone();
+    round(&mut m.embedding);
+    if let Some(h) = &mut m.lm_head {
+        round(h);
+    }
+    for l in &mut m.layers {
+        round(&mut l.in_proj);
+        round(&mut l.out_proj);
+        if let Some(mlp) = &mut l.mlp {
+            round(&mut mlp.fc1);
+            round(&mut mlp.fc2);
+        }
+    }
+    m
+}

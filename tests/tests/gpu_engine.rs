@@ -172,28 +172,6 @@ fn long_prompt_runs_in_pieces() {
 }
 
 /// The model with every matrix the GPU stores as a texture rounded to f16.
-fn with_f16_matrices(model: &Model) -> Model {
-    let round = |t: &mut transmamba::model::Tensor| {
-        for v in &mut t.data {
-            *v = half::f16::from_f32(*v).to_f32();
-        }
-    };
-    let mut m = model.clone();
-    round(&mut m.embedding);
-    if let Some(h) = &mut m.lm_head {
-        round(h);
-    }
-    for l in &mut m.layers {
-        round(&mut l.in_proj);
-        round(&mut l.out_proj);
-        if let Some(mlp) = &mut l.mlp {
-            round(&mut mlp.fc1);
-            round(&mut mlp.fc2);
-        }
-    }
-    m
-}
-
 /// f16 weight storage (rgba16float textures, f32 compute) computes the model whose matrices are
 /// rounded to f16: the same bound as f32 against the CPU on those weights; and against the
 /// unrounded model it stays within the looser bound the f16 path is held to.

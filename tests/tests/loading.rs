@@ -259,3 +259,16 @@ fn bad_tokens_and_schedules() {
     .to_string();
     assert!(msg.contains("64") && msg.contains("vocabulary"));
 }
+
+/// What the browser reserves before loading: every tensor as f32, from the header alone, for
+/// f32 and f16 files alike; nothing for bytes that are not a safetensors image.
+#[test]
+fn f32_bytes_needed_counts_every_tensor_as_f32() {
+    let m = model();
+    let want = 4 * m.parameter_count() as u64;
+    for store in [StoreAs::F32, StoreAs::F16] {
+        let bytes = safetensors_bytes(&m, store, None).unwrap();
+        assert_eq!(Model::f32_bytes_needed(&bytes), Some(want), "{store:?}");
+    }
+    assert_eq!(Model::f32_bytes_needed(b"not a model"), None);
+}

@@ -5,7 +5,9 @@ use transmamba::cpu::CpuSession;
 use transmamba::schedule::TransPoint::{self, At, Never};
 use transmamba::{Logits, Schedule};
 use transmamba_tests::reference64::forward_f64;
-use transmamba_tests::{max_abs_diff, model_variants, random_model, random_tokens, RandomSpec};
+use transmamba_tests::{
+    max_abs_diff, model_variants, random_model, random_tokens, with_f16_matrices, RandomSpec,
+};
 
 const TOL: f32 = 1e-4;
 
@@ -155,4 +157,72 @@ fn cpu_engine_at_real_head_sizes_matches_f64() {
             }
         }
     }
+}
+
+/// f16 weight storage (products widen f16 as they read) computes the model whose matrices are
+/// rounded to f16, within the f32 bound of the f64 oracle on those weights: every model variant
+/// (MLP, tied output, biases, RoPE) and real head sizes, prefill (the GEMM path) then decode (the
+/// matrix-vector path) across the TransPoint, AVX2/F16C and portable loops. Values beyond f16's
+/// range are refused, naming the matrix.
+#[test]
+fn f16_weights_compute_the_f16_rounded_model() {
+    let wide = RandomSpec {
+        vocab: 96,
+        d: 128,
+        heads: 4,
+        head_dim: 64,
+        state: 128,
+        groups: 1,
+        mlp: 64,
+        ..RandomSpec::default()
+    };
+    let mut cases = model_variants();
+    cases.push(("wide-mlp", wide));
+    for (name, spec) in cases {
+        let model = random_model(&spec, 23);
+        let rounded = with_f16_matrices(&model);
+        let f16 = transmamba::cpu::F16Weights::new(&model).unwrap();
+        let tokens = random_tokens(spec.vocab, 40, 6);
+        let schedule = Schedule(vec![At(30); spec.layers]);
+        let want: Vec<f32> = forward_f64(&rounded, &schedule, &tokens)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let tol = TOL.max(2e-6 * scale);
+        for portable in [false, true] {
+            transmamba::cpu::force_portable_kernels(portable);
+            let mut s = CpuSession::with_f16(&model, &f16, schedule.clone()).unwrap();
+            let mut got = s.forward(&tokens[..36], Logits::All).unwrap();
+            for &t in &tokens[36..] {
+                got.extend(s.forward(&[t], Logits::Last).unwrap());
+            }
+            transmamba::cpu::force_portable_kernels(false);
+            let err = max_abs_diff(&got, &want);
+            assert!(
+                err < tol,
+                "{name} portable {portable}: |Δ| = {err} (bound {tol})"
+            );
+        }
+    }
+    let mut big = random_model(&RandomSpec::default(), 1);
+    big.layers[1].out_proj.data[5] = 1e6;
+    let e = transmamba::cpu::F16Weights::new(&big)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("layer 1 out_proj") && e.contains("element 5"),
+        "{e}"
+    );
+    // Copies made for another model are refused.
+    let other = random_model(
+        &RandomSpec {
+            layers: 3,
+            ..RandomSpec::default()
+        },
+        1,
+    );
+    let f16 = transmamba::cpu::F16Weights::new(&other).unwrap();
+    assert!(CpuSession::with_f16(&big, &f16, Schedule(vec![At(0); 2])).is_err());
 }

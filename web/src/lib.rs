@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use js_sys::{Float32Array, Function, Promise};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use transmamba::cpu::CpuSession;
+use transmamba::cpu::{CpuSession, F16Weights};
 use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
 use transmamba::engine_choice::{choose, AdapterFacts, EngineChoice, EngineKind, EnginePreference};
 use transmamba::gpu::{GpuContext, GpuOptions, WeightFormat};
@@ -121,7 +121,8 @@ fn parse_options<T: for<'de> Deserialize<'de> + Default>(
 /// The model on the engine that runs it.
 enum Backend {
     Gpu(GpuModel),
-    Cpu(Model),
+    /// The model, and f16 copies of its large matrices when the weights are f16.
+    Cpu(Model, Option<F16Weights>),
 }
 
 struct Inner {
@@ -139,21 +140,22 @@ impl Inner {
     fn config(&self) -> &ModelConfig {
         match &self.backend {
             Backend::Gpu(g) => &g.config,
-            Backend::Cpu(m) => &m.config,
+            Backend::Cpu(m, _) => &m.config,
         }
     }
 
     fn vocab(&self) -> usize {
         match &self.backend {
             Backend::Gpu(g) => g.vocab,
-            Backend::Cpu(m) => m.vocab,
+            Backend::Cpu(m, _) => m.vocab,
         }
     }
 
     fn session(&self, schedule: Schedule) -> transmamba::Result<Session<'_>> {
         Ok(match &self.backend {
             Backend::Gpu(g) => Session::Gpu(Box::new(GpuSession::new(g, schedule)?)),
-            Backend::Cpu(m) => Session::Cpu(CpuSession::new(m, schedule)?),
+            Backend::Cpu(m, None) => Session::Cpu(CpuSession::new(m, schedule)?),
+            Backend::Cpu(m, Some(f16)) => Session::Cpu(CpuSession::with_f16(m, f16, schedule)?),
         })
     }
 }
@@ -249,6 +251,7 @@ pub async fn create_engine(
             )))
         }
     };
+    reserve_model_memory(&model_bytes)?;
     let model = Model::from_safetensors_bytes(&model_bytes, &name).map_err(js_err)?;
     // A tokenizer given by the caller wins over the one the file carries in its metadata.
     let codec = match tokenizer_json {
@@ -260,7 +263,13 @@ pub async fn create_engine(
     drop(model_bytes);
     let (parameters, dtype) = (model.parameter_count(), model.stored_dtype.clone());
     let backend = match choice.kind {
-        EngineKind::Cpu => Backend::Cpu(model),
+        EngineKind::Cpu => {
+            let f16 = match weights.unwrap_or_else(|| WeightFormat::auto_for(&model)) {
+                WeightFormat::F16 => Some(F16Weights::new(&model).map_err(js_err)?),
+                WeightFormat::F32 => None,
+            };
+            Backend::Cpu(model, f16)
+        }
         EngineKind::Gpu => {
             let ctx = GpuContext::new(GpuOptions {
                 max_binding_size: opts.max_binding_size,
@@ -293,6 +302,29 @@ pub async fn create_engine(
             last_cache: RefCell::new(Value::Null),
         }),
     })
+}
+
+/// Grows the wasm heap to what the weights will take as f32 (beside the file's bytes, still held)
+/// before loading, then frees it for the loader: a model too big for the heap (at most 4 GiB in
+/// wasm32, often less) is then this error naming the sizes, not an abort mid-load.
+fn reserve_model_memory(model_bytes: &[u8]) -> Result<(), JsError> {
+    let Some(need) = Model::f32_bytes_needed(model_bytes) else {
+        return Ok(()); // a malformed header: the loader says what is wrong with it
+    };
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let too_big = || {
+        JsError::new(&format!(
+            "the model needs {:.0} MiB of memory for its weights as f32, beside the {:.0} MiB \
+             of the file itself, and the browser's WebAssembly memory cannot grow that far \
+             (at most 4 GiB, often less): use a smaller model or one stored in fewer bits",
+            mib(need),
+            mib(model_bytes.len() as u64)
+        ))
+    };
+    let need = usize::try_from(need).map_err(|_| too_big())?;
+    let mut probe: Vec<u8> = Vec::new();
+    probe.try_reserve_exact(need).map_err(|_| too_big())?;
+    Ok(())
 }
 
 fn schedule_string(s: &[TransPoint]) -> String {
@@ -402,10 +434,10 @@ impl Engine {
                 })
             }
             // The CPU engine: one thread (no SharedArrayBuffer threads in this build), SIMD128.
-            Backend::Cpu(_) => json!({
+            Backend::Cpu(_, f16) => json!({
                 "adapter": null,
                 "shaderF16": false,
-                "weights": "f32",
+                "weights": if f16.is_some() { "f16" } else { "f32" },
                 "limits": null,
                 "threads": 1,
             }),

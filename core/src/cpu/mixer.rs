@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::ops::{dot, inv_rms, matmul, rope_in_place, silu, softplus};
+use super::weights::LayerMatrices;
 use crate::config::ModelConfig;
 use crate::model::LayerWeights;
 use crate::schedule::TransPoint;
@@ -55,9 +56,10 @@ impl LayerState {
 }
 
 /// Runs the mixer on `u` (`[T, D]`, already RMS-normalised) and returns `[T, D]`.
-pub fn mixer(
+pub(crate) fn mixer(
     cfg: &ModelConfig,
     w: &LayerWeights,
+    mats: &LayerMatrices,
     transpoint: TransPoint,
     state: &mut LayerState,
     p0: usize,
@@ -69,7 +71,7 @@ pub fn mixer(
     let width = cfg.d_in_proj();
 
     // 1. in_proj: rows [z | xBC | dt_raw].
-    let zxbcdt = matmul(u, t_n, &w.in_proj, w.in_proj_bias.as_ref());
+    let zxbcdt = matmul(u, t_n, mats.in_proj, w.in_proj_bias.as_ref());
 
     // 2. causal depthwise conv over [conv_state ; new rows], then SiLU.
     let k_n = cfg.conv_kernel;
@@ -175,7 +177,7 @@ pub fn mixer(
     });
 
     // 7. out_proj.
-    matmul(&y, t_n, &w.out_proj, w.out_proj_bias.as_ref())
+    matmul(&y, t_n, mats.out_proj, w.out_proj_bias.as_ref())
 }
 
 /// Causal softmax attention for queries at positions `p0..p0+len(queries)` over every cached

@@ -10,6 +10,7 @@
 pub mod mixer;
 pub mod ops;
 mod simd;
+pub mod weights;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,18 +33,32 @@ use crate::model::Model;
 use crate::schedule::Schedule;
 use crate::Logits;
 use mixer::LayerState;
+pub use weights::F16Weights;
 
 /// One sequence being processed: per-layer caches and the position of the next token.
 pub struct CpuSession<'m> {
     model: &'m Model,
+    /// f16 copies of the large matrices, read instead of the model's f32 ones.
+    f16: Option<&'m F16Weights>,
     schedule: Schedule,
     layers: Vec<LayerState>,
     position: usize,
 }
 
 impl<'m> CpuSession<'m> {
-    /// A fresh sequence under `schedule` (resolved for this model).
+    /// A fresh sequence over the model's f32 weights under `schedule` (resolved for this model).
     pub fn new(model: &'m Model, schedule: Schedule) -> Result<Self> {
+        Self::build(model, None, schedule)
+    }
+
+    /// A fresh sequence whose products read `f16` (made from this model by
+    /// [`F16Weights::new`]): half the bytes per decode step.
+    pub fn with_f16(model: &'m Model, f16: &'m F16Weights, schedule: Schedule) -> Result<Self> {
+        f16.check(model)?;
+        Self::build(model, Some(f16), schedule)
+    }
+
+    fn build(model: &'m Model, f16: Option<&'m F16Weights>, schedule: Schedule) -> Result<Self> {
         if schedule.len() != model.config.num_layers {
             return Err(crate::Error::ScheduleLength {
                 got: schedule.len(),
@@ -55,6 +70,7 @@ impl<'m> CpuSession<'m> {
             .collect();
         Ok(Self {
             model,
+            f16,
             schedule,
             layers,
             position: 0,
@@ -96,23 +112,39 @@ impl<'m> CpuSession<'m> {
         let t_n = tokens.len();
         let mut h = Vec::with_capacity(t_n * d);
         for &tok in tokens {
-            h.extend_from_slice(&model.embedding.data[tok as usize * d..(tok as usize + 1) * d]);
+            let row = &model.embedding.data[tok as usize * d..(tok as usize + 1) * d];
+            if self.f16.is_some() {
+                // The embedding is an f16 weight too (it is the output matrix when tied): the
+                // f16 model reads it rounded, as the GPU engine's f16 storage does.
+                h.extend(row.iter().map(|&v| half::f16::from_f32(v).to_f32()));
+            } else {
+                h.extend_from_slice(row);
+            }
         }
         for (i, (w, state)) in model.layers.iter().zip(&mut self.layers).enumerate() {
+            let mats = weights::layer_matrices(model, self.f16, i);
             let u = ops::rms_norm(&h, &w.norm.data, cfg.layer_norm_epsilon);
-            let out = mixer::mixer(cfg, w, self.schedule.layer(i), state, self.position, &u);
+            let out = mixer::mixer(
+                cfg,
+                w,
+                &mats,
+                self.schedule.layer(i),
+                state,
+                self.position,
+                &u,
+            );
             add_in_place(&mut h, &out);
-            if let Some(mlp) = &w.mlp {
+            if let (Some(mlp), Some(fc1), Some(fc2)) = (&w.mlp, mats.fc1, mats.fc2) {
                 let m = cfg.mlp_intermediate_size;
                 let u = ops::rms_norm(&h, &mlp.norm2.data, cfg.layer_norm_epsilon);
-                let vg = ops::matmul(&u, t_n, &mlp.fc1, None);
+                let vg = ops::matmul(&u, t_n, fc1, None);
                 let act: Vec<f32> = (0..t_n * m)
                     .map(|i| {
                         let (t, j) = (i / m, i % m);
                         vg[t * 2 * m + j] * ops::silu(vg[t * 2 * m + m + j])
                     })
                     .collect();
-                add_in_place(&mut h, &ops::matmul(&act, t_n, &mlp.fc2, None));
+                add_in_place(&mut h, &ops::matmul(&act, t_n, fc2, None));
             }
         }
         self.position += t_n;
@@ -124,7 +156,7 @@ impl<'m> CpuSession<'m> {
         Ok(ops::matmul(
             &normed,
             rows.len() / d,
-            model.output_matrix(),
+            weights::output_matrix(model, self.f16),
             None,
         ))
     }

@@ -4,20 +4,43 @@ use rayon::prelude::*;
 
 use crate::model::Tensor;
 
-pub use super::simd::dot;
+pub use super::simd::{dot, dot_f16};
+use super::weights::Matrix;
+use half::slice::HalfFloatSliceExt;
 
 /// Below this many rows a product is a matrix-vector pass (each weight row read once, straight
 /// from memory: decode is bandwidth-bound); from it on, a packed GEMM (prefill is compute-bound).
 pub const GEMM_MIN_ROWS: usize = 8;
 
-/// `Y[rows, out] = X[rows, in] · Wᵀ (+ bias)` with W stored `[out, in]` as in the checkpoints.
-pub fn matmul(x: &[f32], rows: usize, w: &Tensor, bias: Option<&Tensor>) -> Vec<f32> {
-    let (n_out, k) = (w.shape[0], w.shape[1]);
+impl<'a> From<&'a Tensor> for Matrix<'a> {
+    fn from(t: &'a Tensor) -> Self {
+        Matrix::F32(t)
+    }
+}
+
+/// `Y[rows, out] = X[rows, in] · Wᵀ (+ bias)` with W stored `[out, in]` as in the checkpoints,
+/// in f32 or f16 ([`Matrix`]).
+pub fn matmul<'a>(
+    x: &[f32],
+    rows: usize,
+    w: impl Into<Matrix<'a>>,
+    bias: Option<&Tensor>,
+) -> Vec<f32> {
+    let w = w.into();
+    let (n_out, k) = (w.rows(), w.cols());
     assert_eq!(x.len(), rows * k, "matmul: input is not [rows, in]");
-    let mut y = if rows >= GEMM_MIN_ROWS {
-        gemm_xwt(x, rows, &w.data, n_out, k)
-    } else {
-        gemv_rows(x, rows, &w.data, n_out, k)
+    let mut y = match w {
+        Matrix::F32(t) if rows >= GEMM_MIN_ROWS => gemm_xwt(x, rows, &t.data, n_out, k),
+        Matrix::F32(t) => gemv_rows(x, rows, &t.data, n_out, k, dot),
+        // Prefill: widen once (a small cost beside the GEMM's 2·rows FLOPs per weight).
+        Matrix::F16 { data, .. } if rows >= GEMM_MIN_ROWS => {
+            let mut wide = vec![0f32; data.len()];
+            wide.par_chunks_mut(k.max(1))
+                .zip(data.par_chunks(k.max(1)))
+                .for_each(|(o, h)| h.convert_to_f32_slice(o));
+            gemm_xwt(x, rows, &wide, n_out, k)
+        }
+        Matrix::F16 { data, .. } => gemv_rows(x, rows, data, n_out, k, dot_f16),
     };
     if let Some(b) = bias {
         for row in y.chunks_exact_mut(n_out) {
@@ -77,7 +100,14 @@ fn gemm_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
 
 /// A few input rows against every weight row: one rayon task per block of weight rows, so each
 /// weight row is read from memory once and meets every input row while it is in cache.
-fn gemv_rows(x: &[f32], rows: usize, w: &[f32], n_out: usize, k: usize) -> Vec<f32> {
+fn gemv_rows<W: Sync>(
+    x: &[f32],
+    rows: usize,
+    w: &[W],
+    n_out: usize,
+    k: usize,
+    dot: impl Fn(&[f32], &[W]) -> f32 + Sync,
+) -> Vec<f32> {
     let mut yt = vec![0f32; n_out * rows];
     yt.par_chunks_mut(rows.max(1))
         // One contiguous run of rows per task, a few per thread: long sequential streams for the

@@ -7,17 +7,11 @@
 
 use super::mixer::ScanHead;
 
+#[cfg(target_arch = "x86_64")]
 fn use_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        !crate::cpu::portable_kernels_forced()
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    !crate::cpu::portable_kernels_forced()
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// `a · b` over the shorter length: f32 lanes, their total summed in f64.
@@ -30,6 +24,30 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         return unsafe { avx2::dot(a, b) };
     }
     dot_portable(a, b)
+}
+
+/// `x · w` with `w` in f16, widened as it is read (decode products over f16 weights).
+pub fn dot_f16(x: &[f32], w: &[half::f16]) -> f32 {
+    let n = x.len().min(w.len());
+    let (x, w) = (&x[..n], &w[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() && std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: AVX2, FMA and F16C are present; the slices have equal length n.
+        return unsafe { avx2::dot_f16(x, w) };
+    }
+    let mut acc = [0f32; 16];
+    let mut cx = x.chunks_exact(16);
+    let mut cw = w.chunks_exact(16);
+    for (a, b) in (&mut cx).zip(&mut cw) {
+        for i in 0..16 {
+            acc[i] += a[i] * b[i].to_f32();
+        }
+    }
+    let mut total: f64 = acc.iter().map(|&v| v as f64).sum();
+    for (a, b) in cx.remainder().iter().zip(cw.remainder()) {
+        total += *a as f64 * b.to_f64();
+    }
+    total as f32
 }
 
 /// Sixteen independent lanes (two 8-wide or four 4-wide vectors): vectorises without
@@ -122,6 +140,35 @@ mod avx2 {
         let mut t = total(sum);
         while i < n {
             t += a[i] as f64 * b[i] as f64;
+            i += 1;
+        }
+        t as f32
+    }
+
+    /// SAFETY: the caller checked AVX2+FMA+F16C; `x` and `w` have the same length.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_f16(x: &[f32], w: &[half::f16]) -> f32 {
+        let n = x.len().min(w.len());
+        let (px, pw) = (x.as_ptr(), w.as_ptr() as *const __m128i);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (j, s) in acc.iter_mut().enumerate() {
+                let at = i + 8 * j;
+                let wv = _mm256_cvtph_ps(_mm_loadu_si128(pw.add(at / 8)));
+                *s = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(at)), wv, *s);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            let wv = _mm256_cvtph_ps(_mm_loadu_si128(pw.add(i / 8)));
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(i)), wv, acc[0]);
+            i += 8;
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut t = total(sum);
+        while i < n {
+            t += x[i] as f64 * w[i].to_f64();
             i += 1;
         }
         t as f32
