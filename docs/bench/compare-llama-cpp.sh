@@ -4,7 +4,9 @@
 # engines RUNS times (default 3) and printing the medians. Not part of the build or of CI.
 #
 #   docs/bench/compare-llama-cpp.sh [RUNS]      env: WORK (scratch, /tmp/tm-vs-llama),
-#                                                THREADS (2), OUTTYPE (f32 | f16 | q8_0)
+#                                                THREADS (2), OUTTYPE (f32 | f16)
+#
+# OUTTYPE f16 converts the GGUF to f16 and runs tm-run with `--weights f16` (same rounding).
 #
 # It fetches llama.cpp the way the issue measured it: the llama-cpp-python sdist from PyPI
 # (which vendors llama.cpp), built with CMake (GGML_NATIVE) — about 25 min on 2 cores, once.
@@ -69,14 +71,14 @@ llama_run() {
     | python3 -c 'import json,sys; r=json.load(sys.stdin); p=[x for x in r if x["n_prompt"]>0][0]; g=[x for x in r if x["n_gen"]>0][0]; print(p["avg_ts"], g["avg_ts"])'
 }
 tm_run() {
-  RAYON_NUM_THREADS="$THREADS" "$TM_RUN" bench --model model --prompt-len 512 --gen 128 --repeats 1 --json "$@" 2>/dev/null \
+  RAYON_NUM_THREADS="$THREADS" "$TM_RUN" bench --model model --prompt-len 512 --gen 128 --repeats 1 --json --weights "$OUTTYPE" 2>/dev/null \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["prefill"]["tokens_per_s"], r["decode"]["tokens_per_s"], "|", r["backend"])'
 }
 for i in $(seq "$RUNS"); do
   echo "run $i llama.cpp   $(llama_run)"
   echo "run $i tm-run      $(tm_run)"
-done | tee runs.txt
-python3 - runs.txt <<'PY'
+done | tee "runs-$OUTTYPE.txt"
+python3 - "runs-$OUTTYPE.txt" <<'PY'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):

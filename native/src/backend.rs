@@ -31,7 +31,7 @@ impl Backend {
     }
 }
 
-/// How weight matrices are stored on the GPU.
+/// How weight matrices are stored (GPU and CPU engines alike).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Weights {
     /// f16 for a model stored in f16 (lossless), f32 otherwise.

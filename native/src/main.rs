@@ -53,7 +53,7 @@ enum Command {
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Weight storage on the GPU: `auto` keeps f16 for a model stored in f16, else f32.
+        /// Weight matrix storage (either engine): `auto` keeps f16 for a model stored in f16, else f32.
         #[arg(long, value_enum, default_value_t = Weights::Auto)]
         weights: Weights,
         /// Write the logits here (.npy); without it, print a summary.
@@ -90,7 +90,7 @@ enum Command {
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Weight storage on the GPU: `auto` keeps f16 for a model stored in f16, else f32.
+        /// Weight matrix storage (either engine): `auto` keeps f16 for a model stored in f16, else f32.
         #[arg(long, value_enum, default_value_t = Weights::Auto)]
         weights: Weights,
         /// Print the tokens, text and timings as one JSON object.
@@ -113,7 +113,7 @@ enum Command {
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Weight storage on the GPU: `auto` keeps f16 for a model stored in f16, else f32.
+        /// Weight matrix storage (either engine): `auto` keeps f16 for a model stored in f16, else f32.
         #[arg(long, value_enum, default_value_t = Weights::Auto)]
         weights: Weights,
         /// Decode time per token after prompts of these lengths, e.g. `1000,8000`.
@@ -171,7 +171,7 @@ enum Command {
         max_tokens: usize,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Weight storage on the GPU: `auto` keeps f16 for a model stored in f16, else f32.
+        /// Weight matrix storage (either engine): `auto` keeps f16 for a model stored in f16, else f32.
         #[arg(long, value_enum, default_value_t = Weights::Auto)]
         weights: Weights,
         #[arg(long)]

@@ -235,7 +235,9 @@ describe('package API', () => {
         // Abort after 3 tokens: the iterator just ends.
         const ctrl = new AbortController();
         const got = [];
-        for await (const step of m.generate(prompt, { maxTokens: 200, signal: ctrl.signal })) {
+        // (The CPU engine generates this tiny model's tokens in microseconds: the abort message
+        // takes a few of them to arrive, so "stops" means long before maxTokens.)
+        for await (const step of m.generate(prompt, { maxTokens: 100000, signal: ctrl.signal })) {
           got.push(step.token);
           if (got.length === 3) ctrl.abort();
         }
@@ -274,7 +276,7 @@ describe('package API', () => {
       assert.equal(r.info.cache.position, PROMPT.length);
       assert.equal(r.info.cache.layers[0].attentionPositions, 3);
       assert.ok(r.progress.includes('download') && r.progress.includes('upload'), r.progress.join());
-      assert.ok(r.got >= 3 && r.got < 10, `abort stopped after ${r.got} tokens`);
+      assert.ok(r.got >= 3 && r.got < 1000, `abort stopped after ${r.got} tokens`);
       assert.equal(r.after, 2);
       assert.equal(r.runaway, 3);
       assert.equal(r.fromCache, true);

@@ -4,9 +4,8 @@ use rayon::prelude::*;
 
 use crate::model::Tensor;
 
-pub use super::simd::{dot, dot_f16};
+pub use super::simd::{dot, dot_f16, widen_f16};
 use super::weights::Matrix;
-use half::slice::HalfFloatSliceExt;
 
 /// Below this many rows a product is a matrix-vector pass (each weight row read once, straight
 /// from memory: decode is bandwidth-bound); from it on, a packed GEMM (prefill is compute-bound).
@@ -37,7 +36,11 @@ pub fn matmul<'a>(
             let mut wide = vec![0f32; data.len()];
             wide.par_chunks_mut(k.max(1))
                 .zip(data.par_chunks(k.max(1)))
-                .for_each(|(o, h)| h.convert_to_f32_slice(o));
+                .for_each(|(o, h)| {
+                    for (o, &h) in o.iter_mut().zip(h) {
+                        *o = widen_f16(h);
+                    }
+                });
             gemm_xwt(x, rows, &wide, n_out, k)
         }
         Matrix::F16 { data, .. } => gemv_rows(x, rows, data, n_out, k, dot_f16),

@@ -40,7 +40,7 @@ pub fn dot_f16(x: &[f32], w: &[half::f16]) -> f32 {
     let mut cw = w.chunks_exact(16);
     for (a, b) in (&mut cx).zip(&mut cw) {
         for i in 0..16 {
-            acc[i] += a[i] * b[i].to_f32();
+            acc[i] += a[i] * widen_f16(b[i]);
         }
     }
     let mut total: f64 = acc.iter().map(|&v| v as f64).sum();
@@ -48,6 +48,19 @@ pub fn dot_f16(x: &[f32], w: &[half::f16]) -> f32 {
         total += *a as f64 * b.to_f64();
     }
     total as f32
+}
+
+/// f16 → f32 for finite values, in integer and float lane operations that vectorise (SIMD128 has
+/// no f16 conversion, and `half`'s portable one is a branchy scalar routine): the magnitude's
+/// bits moved into f32 position, then the exponent rebased by an exact multiply by 2^112 (which
+/// also turns f16 subnormals into the right normal f32), then the sign. Weights are finite by
+/// construction (checked at load and by [`crate::cpu::F16Weights::new`]).
+#[inline(always)]
+pub fn widen_f16(h: half::f16) -> f32 {
+    const REBIAS: f32 = 5.192_297e33; // 2^112 = 2^(127 - 15)
+    let b = h.to_bits() as u32;
+    let magnitude = f32::from_bits((b & 0x7fff) << 13) * REBIAS;
+    f32::from_bits(magnitude.to_bits() | ((b & 0x8000) << 16))
 }
 
 /// Sixteen independent lanes (two 8-wide or four 4-wide vectors): vectorises without
@@ -219,6 +232,21 @@ mod avx2 {
                     t += *r as f64 * c[n] as f64;
                 }
                 out[t_row * p_n + p] = t as f32;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every finite f16 (normals, subnormals, zeros of both signs) widens exactly as `half` does.
+    #[test]
+    fn widen_f16_is_exact_for_every_finite_value() {
+        for bits in 0..=u16::MAX {
+            let h = half::f16::from_bits(bits);
+            if h.is_finite() {
+                let (got, want) = (super::widen_f16(h), h.to_f32());
+                assert_eq!(got.to_bits(), want.to_bits(), "{bits:#06x}");
             }
         }
     }
