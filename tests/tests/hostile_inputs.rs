@@ -317,6 +317,9 @@ fn a_freed_buffer_leaves_the_bind_group_cache_at_once() {
     assert_eq!(ctx.bind_group_cache_len(), cached + 1);
     drop(big);
     run(&keep);
+    // wgpu releases a dropped buffer's memory once the device is done with the submissions
+    // that used it, at a poll: wait for that before reading the counters (it raced otherwise).
+    ctx.wait_idle().unwrap();
     let after = ctx.memory().unwrap();
     assert_eq!(
         ctx.bind_group_cache_len(),

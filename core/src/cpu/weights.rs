@@ -45,7 +45,7 @@ struct F16Matrix {
 impl F16Matrix {
     fn new(name: &str, t: &Tensor) -> Result<Self> {
         let max = f16::MAX.to_f32();
-        if let Some(index) = t.data.iter().position(|v| !(v.abs() <= max)) {
+        if let Some(index) = t.data.iter().position(|v| !v.is_finite() || v.abs() > max) {
             return Err(Error::F16Overflow {
                 name: name.to_string(),
                 index,
