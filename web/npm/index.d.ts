@@ -114,9 +114,11 @@ export interface ModelInfo {
   } | null;
   /** Whether the shaders use f16 (only with preferF16 and an adapter that has shader-f16). */
   shaderF16: boolean;
-  /** How the weight matrices are stored on the GPU. */
+  /** How the weight matrices are stored (either engine; 'auto' keeps an f16 model in f16). */
   weights: 'f32' | 'f16';
   limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; bindingSizeUsed: number } | null;
+  /** The CPU engine's threads (1: the wasm build has no threads); absent on the GPU engine. */
+  threads?: number;
   /** 'tokenizer.json' or 'bytes'. */
   tokenizer: string;
   /** Cache state of the latest sequence (generate or forward), null before the first. */
