@@ -341,6 +341,21 @@ fn run(cli: Cli) -> AnyResult<()> {
             };
             let opts = weights.options(&m, opts);
             let engine = Engine::new(m, backend, opts, profile)?;
+            // These measure the GPU engine only: say so rather than print nothing for them.
+            let gpu_only = [
+                ("--profile", profile),
+                ("--scan-compare", scan_compare.is_some()),
+                ("--matmul", matmul),
+                ("--fused-attention", fused_attention),
+                ("--unfused-decode", unfused_decode),
+            ];
+            if let (None, Some((flag, _))) = (engine.gpu(), gpu_only.iter().find(|(_, on)| *on)) {
+                return Err(format!(
+                    "{flag} measures the GPU engine, but the engine here is {}: add --backend gpu",
+                    engine.name()
+                )
+                .into());
+            }
             let args = bench::BenchArgs {
                 prompt_len,
                 gen,

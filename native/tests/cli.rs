@@ -244,6 +244,23 @@ fn auto_picks_the_cpu_engine_on_a_software_adapter_and_says_why() {
         line.contains("cpu (auto: the only adapter") && line.contains("software"),
         "{line}"
     );
+    // GPU-only measurements on the CPU engine: a message, not a silently shorter report.
+    let r = tm_run(&[
+        "bench",
+        "--preset",
+        "tiny",
+        "--gen",
+        "2",
+        "--prompt-len",
+        "8",
+        "--matmul",
+    ]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("--matmul measures the GPU engine") && err.contains("--backend gpu"),
+        "{err}"
+    );
 }
 
 #[test]
