@@ -55,7 +55,8 @@ pub fn matmul<'a>(
     y
 }
 
-/// `X[rows, k] · W[n, k]ᵀ` through the `gemm` crate's packed f32 GEMM (its AVX2/FMA, AVX-512 or
+/// `X[rows, k] · W[n, k]ᵀ` through the `gemm` crates' packed f32 GEMM (`gemm-f32`: only the f32
+/// kernels are compiled) (its AVX2/FMA, AVX-512 or
 /// NEON kernel picked at run time; SIMD128 in the browser build), threads through rayon. W needs
 /// no transposed copy: it is read as a `[k, n]` matrix with strides (1, k). Measured at the
 /// mamba2-130m prefill sizes (512 rows, `core/examples/cpu_gemm.rs`, 2 cores, alternating):
@@ -72,7 +73,7 @@ fn gemm_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
     // `rows × k` row-major inside `x`; rhs is Wᵀ, `k × n` with column stride k and row stride 1,
     // inside `w` (both by the assert above). `read_dst` false: y is only written.
     unsafe {
-        gemm::gemm(
+        gemm_f32::gemm::f32::get_gemm_fn()(
             rows,
             n,
             k,
@@ -92,9 +93,9 @@ fn gemm_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
             false,
             false,
             if threads > 1 {
-                gemm::Parallelism::Rayon(threads)
+                gemm_common::Parallelism::Rayon(threads)
             } else {
-                gemm::Parallelism::None
+                gemm_common::Parallelism::None
             },
         );
     }
