@@ -83,6 +83,13 @@ pub struct SafetensorsFile<'a> {
     pub bytes: &'a [u8],
 }
 
+/// The first value f16 cannot hold (non-finite, or beyond ±65504, which would round to ±Inf):
+/// what f16 weight storage refuses, on the GPU and the CPU alike.
+pub fn first_beyond_f16(data: &[f32]) -> Option<usize> {
+    let max = half::f16::MAX.to_f32();
+    data.iter().position(|v| !v.is_finite() || v.abs() > max)
+}
+
 impl Model {
     /// Loads a model directory (config.json plus safetensors, sharded or not) or a single
     /// `.safetensors` file whose metadata holds the config.

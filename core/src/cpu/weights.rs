@@ -44,8 +44,7 @@ struct F16Matrix {
 
 impl F16Matrix {
     fn new(name: &str, t: &Tensor) -> Result<Self> {
-        let max = f16::MAX.to_f32();
-        if let Some(index) = t.data.iter().position(|v| !v.is_finite() || v.abs() > max) {
+        if let Some(index) = crate::model::first_beyond_f16(&t.data) {
             return Err(Error::F16Overflow {
                 name: name.to_string(),
                 index,
@@ -134,22 +133,6 @@ impl F16Weights {
                 ),
             })
         }
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        let layer: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.in_proj.data.len()
-                    + l.out_proj.data.len()
-                    + l.mlp
-                        .as_ref()
-                        .map_or(0, |(a, b)| a.data.len() + b.data.len())
-            })
-            .sum();
-        2 * (layer + self.output.data.len())
     }
 }
 

@@ -520,8 +520,7 @@ impl GpuContext {
             WeightFormat::F32 => bytemuck::cast_slice(data),
             WeightFormat::F16 => {
                 // Rounding to f16 must not turn a large finite weight into ±Inf.
-                let f16_max = half::f16::MAX.to_f32();
-                if let Some(index) = data.iter().position(|v| !(v.abs() <= f16_max)) {
+                if let Some(index) = crate::model::first_beyond_f16(data) {
                     return Err(GpuError::F16Overflow {
                         label: label.to_string(),
                         index,
