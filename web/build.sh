@@ -47,7 +47,7 @@ WASM="$TARGET_DIR/wasm32-unknown-unknown/wasm-release/transmamba_web.wasm"
 rm -rf "$OUT/package"
 mkdir -p "$OUT/package/wasm"
 wasm-bindgen --target web --no-typescript --out-dir "$OUT/package/wasm" "$WASM"
-cp web/npm/package.json web/npm/index.js web/npm/index.d.ts web/npm/worker.js "$OUT/package/"
+cp web/npm/package.json web/npm/index.js web/npm/index.d.ts web/npm/worker.js web/npm/storage.js "$OUT/package/"
 cp web/README.md "$OUT/package/README.md"
 
 # 4. npm pack (prints the tarball name).

@@ -83,6 +83,12 @@ pub enum Error {
     ShardOutsideModel { index: String, file: String },
     #[error("the logits at position {position} are not finite ({value}): the computation overflowed or the weights are corrupt; generation stopped")]
     NonFiniteLogits { position: usize, value: f32 },
+    #[error("malformed session state {file}: {reason}")]
+    StateFile { file: String, reason: String },
+    #[error("the session state {file} does not fit this model: {reason}")]
+    StateMismatch { file: String, reason: String },
+    #[error("the session is unusable: {0}; start a new session or restore a saved state")]
+    SessionPoisoned(String),
     #[error("GPU: {0}")]
     Gpu(#[from] crate::gpu::GpuError),
 }

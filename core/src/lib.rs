@@ -17,6 +17,7 @@ pub mod npy;
 pub mod perplexity;
 pub mod sampling;
 pub mod schedule;
+pub mod session;
 pub mod synthetic;
 pub mod text;
 pub mod tokens;

@@ -30,7 +30,6 @@ impl Default for SamplingOptions {
 
 pub struct Sampler {
     opts: SamplingOptions,
-    rng: StdRng,
 }
 
 impl Sampler {
@@ -47,11 +46,12 @@ impl Sampler {
                 reason: format!("{} is not in (0, 1]", opts.top_p),
             });
         }
-        let rng = StdRng::seed_from_u64(opts.seed);
-        Ok(Self { opts, rng })
+        Ok(Self { opts })
     }
 
-    /// The next token for one row of logits, the model's output at sequence `position`. Logits
+    /// The next token for one row of logits, the model's output at sequence `position`. The
+    /// random draw depends only on the seed and `position` (not on earlier draws), so a sequence
+    /// saved and continued samples what one uninterrupted run would. Logits
     /// that are not all finite (an overflow, corrupt weights) are an error naming the position:
     /// argmax over NaN would otherwise pick token 0 forever.
     pub fn sample(&mut self, logits: &[f32], position: usize) -> Result<u32> {
@@ -64,10 +64,10 @@ impl Sampler {
                 reason: "an empty row of logits has no token to choose".into(),
             });
         }
-        Ok(self.sample_finite(logits))
+        Ok(self.sample_finite(logits, position))
     }
 
-    fn sample_finite(&mut self, logits: &[f32]) -> u32 {
+    fn sample_finite(&mut self, logits: &[f32], position: usize) -> u32 {
         if self.opts.temperature == 0.0 {
             return argmax(logits);
         }
@@ -97,7 +97,8 @@ impl Sampler {
             order.truncate(keep);
         }
         let total: f64 = probs.iter().sum();
-        let mut r = self.rng.random::<f64>() * total;
+        let mut rng = StdRng::seed_from_u64(draw_seed(self.opts.seed, position as u64));
+        let mut r = rng.random::<f64>() * total;
         for (p, &tok) in probs.iter().zip(&order) {
             r -= p;
             if r <= 0.0 {
@@ -106,6 +107,15 @@ impl Sampler {
         }
         order[order.len() - 1]
     }
+}
+
+/// The generator seed of the draw at `position`: splitmix64 of the pair, so neighbouring
+/// positions and seeds give unrelated streams.
+fn draw_seed(seed: u64, position: u64) -> u64 {
+    let mut z = seed ^ position.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Index of the largest logit (the first one on ties).
@@ -154,6 +164,34 @@ mod tests {
             ..opts
         };
         assert!(run(&nucleus).iter().all(|&t| t == 1));
+    }
+
+    #[test]
+    fn a_draw_depends_on_seed_and_position_only() {
+        let logits = [0.3, 0.2, 0.1, 0.0, -0.1];
+        let opts = SamplingOptions {
+            temperature: 1.0,
+            seed: 11,
+            ..Default::default()
+        };
+        let mut whole = Sampler::new(opts.clone()).unwrap();
+        let want: Vec<u32> = (0..40).map(|i| whole.sample(&logits, i).unwrap()).collect();
+        // A fresh sampler (a restored session) from position 25 on continues the same stream.
+        let mut resumed = Sampler::new(opts.clone()).unwrap();
+        let tail: Vec<u32> = (25..40)
+            .map(|i| resumed.sample(&logits, i).unwrap())
+            .collect();
+        assert_eq!(tail, want[25..]);
+        let other = Sampler::new(SamplingOptions { seed: 12, ..opts })
+            .unwrap()
+            .sample_many(&logits, 40);
+        assert_ne!(other, want, "another seed gives another stream");
+    }
+
+    impl Sampler {
+        fn sample_many(mut self, logits: &[f32], n: usize) -> Vec<u32> {
+            (0..n).map(|i| self.sample(logits, i).unwrap()).collect()
+        }
     }
 
     #[test]

@@ -2,9 +2,16 @@
 //! (`fuzz_targets/`) and the regression test that replays `fuzz/regressions/` in `cargo test`
 //! (`tests/tests/fuzz_regressions.rs`). Each takes any bytes and must return, never panic.
 
+use std::sync::OnceLock;
+
+use transmamba::engine_choice::{choose, EnginePreference};
+use transmamba::gpu::WeightFormat;
 use transmamba::model::{check_token_range, shard_names, SafetensorsFile};
+use transmamba::session::Engine;
+use transmamba::synthetic::{random_model, RandomSpec};
 use transmamba::text::{TextCodec, TextStream};
 use transmamba::tokens::parse_token_list;
+use transmamba::Logits;
 use transmamba::{Model, ModelConfig, ScheduleSpec, TransPoint};
 
 /// One `.safetensors` with the config (and a tokenizer) in its `__metadata__`: what a browser
@@ -97,8 +104,35 @@ pub fn schedule_and_tokens(data: &[u8]) {
     }
 }
 
+/// The model the session-state target restores onto: three layers converting at 4 and 7 and
+/// never, on the CPU engine.
+pub fn session_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let spec = RandomSpec {
+            layers: 3,
+            transpoints: vec![TransPoint::At(4), TransPoint::At(7), TransPoint::Never],
+            ..RandomSpec::default()
+        };
+        let choice = choose(EnginePreference::Cpu, Err("fuzzing"));
+        Engine::cpu(random_model(&spec, 41), WeightFormat::F32, choice).expect("a valid model")
+    })
+}
+
+/// A saved session state (`tm-run generate --state`, JS `model.restore`): restored, then
+/// continued by a token and saved again.
+pub fn session_state(data: &[u8]) {
+    if let Ok(mut session) = session_engine().restore(data, "fuzz.state") {
+        let _ = session.forward_blocking(&[1], Logits::Last);
+        let _ = session.save_blocking();
+    }
+}
+
+type Target = (&'static str, fn(&[u8]));
+
 /// The targets by name, for the regression replay.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [Target; 5] = [
+    ("session_state", session_state),
     ("safetensors_file", safetensors_file),
     ("model_dir", model_dir),
     ("tokenizer_json", tokenizer_json),

@@ -12,8 +12,8 @@ use transmamba::memory::format_bytes;
 use transmamba::synthetic::random_tokens;
 use transmamba::{Logits, Schedule};
 
-use crate::backend::Engine;
 use crate::AnyResult;
+use transmamba::session::Engine;
 
 pub struct BenchArgs {
     pub prompt_len: usize,
@@ -73,7 +73,7 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     let tokens = random_tokens(vocab, args.prompt_len.max(1), 1);
     engine
         .session(schedule.clone())?
-        .forward(&tokens[..tokens.len().min(8)], Logits::Last)?;
+        .forward_blocking(&tokens[..tokens.len().min(8)], Logits::Last)?;
     if let Some(g) = engine.gpu() {
         g.ctx.profile_reset();
     }
@@ -87,13 +87,13 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     for _ in 0..args.repeats {
         let mut s = engine.session(schedule.clone())?;
         let t0 = Instant::now();
-        let mut logits = s.forward(&tokens, Logits::Last)?;
+        let mut logits = s.forward_blocking(&tokens, Logits::Last)?;
         prefill.push(t0.elapsed());
         let t1 = Instant::now();
         for _ in 0..args.gen {
             let t = Instant::now();
             let next = transmamba::sampling::argmax(&logits);
-            logits = s.forward(&[next], Logits::Last)?;
+            logits = s.forward_blocking(&[next], Logits::Last)?;
             per_token.push(t.elapsed());
             peak = peak.max(s.cache_bytes());
         }
@@ -144,12 +144,12 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
         for &pos in &args.positions {
             let mut s = engine.session(schedule.clone())?;
             let prompt = random_tokens(vocab, pos.max(1), 2);
-            let mut logits = s.forward(&prompt, Logits::Last)?;
+            let mut logits = s.forward_blocking(&prompt, Logits::Last)?;
             let mut times = Vec::new();
             for _ in 0..8 {
                 let next = transmamba::sampling::argmax(&logits);
                 let t = Instant::now();
-                logits = s.forward(&[next], Logits::Last)?;
+                logits = s.forward_blocking(&[next], Logits::Last)?;
                 times.push(t.elapsed());
             }
             let per = ms(median(times));
@@ -177,7 +177,7 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
             for _ in 0..args.repeats.min(3) {
                 let mut s = engine.session(schedule.clone())?;
                 let t0 = Instant::now();
-                s.forward(&toks, Logits::Last)?;
+                s.forward_blocking(&toks, Logits::Last)?;
                 times.push(t0.elapsed());
             }
             let m = ms(median(times));
@@ -367,7 +367,7 @@ fn long_run(
     let mut sampler = transmamba::sampling::Sampler::new(Default::default())?;
     let mut s = engine.session(schedule.clone())?;
     let prompt = random_tokens(engine.vocab(), prompt_len.max(1), 5);
-    let mut logits = s.forward(&prompt, Logits::Last)?;
+    let mut logits = s.forward_blocking(&prompt, Logits::Last)?;
     let every = (n / 10).max(1);
     say!(
         q,
@@ -381,7 +381,7 @@ fn long_run(
     for i in 0..n {
         let next = sampler.sample(&logits, prompt.len() - 1 + i)?;
         text_bytes += stream.push(next)?.len();
-        logits = s.forward(&[next], Logits::Last)?;
+        logits = s.forward_blocking(&[next], Logits::Last)?;
         if (i + 1) % every == 0 || i + 1 == n {
             let tps = (i + 1 - last_mark) as f64 / t0.elapsed().as_secs_f64();
             let gpu = engine.gpu().and_then(|g| g.ctx.memory());

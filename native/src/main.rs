@@ -2,6 +2,7 @@
 
 mod backend;
 mod bench;
+mod chat;
 mod demo_model;
 mod generate;
 mod perplexity;
@@ -21,7 +22,7 @@ use transmamba::text::TextCodec;
 use transmamba::{npy, tokens::parse_token_list};
 use transmamba::{Logits, Model, ScheduleSpec};
 
-use backend::{Backend, Engine, Weights};
+use backend::{Backend, Weights};
 
 #[derive(Parser)]
 #[command(
@@ -96,6 +97,43 @@ enum Command {
         /// Print the tokens, text and timings as one JSON object.
         #[arg(long)]
         json: bool,
+        /// Continue the sequence saved in this state file (by `--save-state` or chat's `/save`):
+        /// its schedule and position are used, and the prompt, if given, is appended.
+        #[arg(long, conflicts_with = "transpoints")]
+        state: Option<PathBuf>,
+        /// Save the sequence's state after the last generated token to this file (safetensors;
+        /// its size stops growing at the last TransPoint).
+        #[arg(long)]
+        save_state: Option<PathBuf>,
+    },
+    /// A conversation on stdin: each line is appended to one session and answered (streamed);
+    /// the session keeps its state between turns. /save FILE, /load FILE, /reset, /stats, /quit.
+    Chat {
+        /// Model path; without it, the embedded demo model.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Tokens per answer.
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// 0 = off.
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "config", help = SPEC_HELP)]
+        transpoints: String,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        #[arg(long, value_enum, default_value_t = Weights::Auto)]
+        weights: Weights,
+        /// Start from this saved state instead of an empty conversation.
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
     /// Measure prefill/decode speed, scaling, cache memory and per-kernel GPU time.
     Bench {
@@ -285,18 +323,24 @@ fn run(cli: Cli) -> AnyResult<()> {
             backend,
             weights,
             json,
+            state,
+            save_state,
         } => {
             let spec: ScheduleSpec = transpoints.parse()?;
             let (m, codec) = demo_model::load_with_codec(model.as_deref())?;
             let prompt_tokens = match (prompt, tokens) {
                 (Some(text), None) => codec.encode(&text)?,
                 (None, Some(list)) => read_tokens(&list)?,
+                // Continuing a saved state: the prompt is optional.
+                (None, None) if state.is_some() => Vec::new(),
                 _ => return Err("give the prompt as --prompt TEXT or --tokens LIST".into()),
             };
-            m.check_tokens(&prompt_tokens)?;
+            if !prompt_tokens.is_empty() {
+                m.check_tokens(&prompt_tokens)?;
+            }
             let schedule = spec.resolve(&m.config.transpoints)?;
             let opts = weights.options(&m, EngineOptions::default());
-            let engine = Engine::new(m, backend, opts, false)?;
+            let engine = backend::load_engine(m, backend, opts, false)?;
             let args = generate::GenerateArgs {
                 prompt_tokens,
                 max_tokens,
@@ -307,8 +351,39 @@ fn run(cli: Cli) -> AnyResult<()> {
                     seed,
                 },
                 json,
+                state,
+                save_state,
             };
             generate::generate(&engine, &codec, schedule, args)
+        }
+        Command::Chat {
+            model,
+            max_tokens,
+            temperature,
+            top_k,
+            top_p,
+            seed,
+            transpoints,
+            backend,
+            weights,
+            state,
+        } => {
+            let spec: ScheduleSpec = transpoints.parse()?;
+            let (m, codec) = demo_model::load_with_codec(model.as_deref())?;
+            let schedule = spec.resolve(&m.config.transpoints)?;
+            let opts = weights.options(&m, EngineOptions::default());
+            let engine = backend::load_engine(m, backend, opts, false)?;
+            let gen = transmamba::session::GenerateOptions {
+                max_tokens,
+                sampling: SamplingOptions {
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed,
+                },
+                stop_tokens: Vec::new(),
+            };
+            chat::chat(&engine, &codec, schedule, state.as_deref(), gen)
         }
         Command::Bench {
             model,
@@ -340,7 +415,7 @@ fn run(cli: Cli) -> AnyResult<()> {
                 ..EngineOptions::default()
             };
             let opts = weights.options(&m, opts);
-            let engine = Engine::new(m, backend, opts, profile)?;
+            let engine = backend::load_engine(m, backend, opts, profile)?;
             // These measure the GPU engine only: say so rather than print nothing for them.
             let gpu_only = [
                 ("--profile", profile),
@@ -390,7 +465,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             m.check_token_range(&tokens, 0)?;
             let schedule = spec.resolve(&m.config.transpoints)?;
             let opts = weights.options(&m, EngineOptions::default());
-            let engine = Engine::new(m, backend, opts, false)?;
+            let engine = backend::load_engine(m, backend, opts, false)?;
             let args = perplexity::PerplexityArgs {
                 model_name: demo_model::display(model.as_deref()),
                 tokens,
@@ -456,10 +531,10 @@ fn forward(
     let schedule = spec.resolve(&model.config.transpoints)?;
     model.check_tokens(&tokens)?;
     let opts = weights.options(&model, EngineOptions::default());
-    let engine = Engine::new(model, backend, opts, false)?;
+    let engine = backend::load_engine(model, backend, opts, false)?;
     let mut session = engine.session(schedule.clone())?;
     let start = Instant::now();
-    let logits = session.forward(&tokens, Logits::All)?;
+    let logits = session.forward_blocking(&tokens, Logits::All)?;
     let elapsed = start.elapsed();
     let (t, v) = (tokens.len(), engine.vocab());
     let name = engine.name();

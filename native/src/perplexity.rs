@@ -12,8 +12,8 @@ use transmamba::memory::{cache_bytes, format_bytes};
 use transmamba::perplexity::NllSum;
 use transmamba::{Logits, Schedule};
 
-use crate::backend::Engine;
 use crate::{out, AnyResult};
+use transmamba::session::Engine;
 
 /// Tokens per forward call inside a window.
 const PIECE: usize = 256;
@@ -60,7 +60,7 @@ pub fn perplexity(engine: &Engine, schedule: &Schedule, args: &PerplexityArgs) -
         windows += 1;
         let mut session = engine.session(schedule.clone())?;
         for (i, piece) in window.chunks(PIECE).enumerate() {
-            let logits = session.forward(piece, Logits::All)?;
+            let logits = session.forward_blocking(piece, Logits::All)?;
             let next = &window[(i * PIECE + 1).min(window.len())..];
             total.push_rows(&logits, vocab, next);
             peak_cache = peak_cache.max(session.cache_bytes());

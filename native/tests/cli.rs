@@ -572,3 +572,171 @@ fn long_run_memory_is_flat_after_the_transpoint() {
         "process memory grew from {a} to {b} bytes"
     );
 }
+
+/// `generate --save-state` then `--state` continues the sequence: the tokens of one run, with
+/// the state saved on one engine and continued on the other; `chat` keeps its session across
+/// turns and its `/save` file continues with `generate --state`; bad state files are one-line
+/// errors.
+#[test]
+fn saved_states_continue_on_either_engine_and_in_chat() {
+    let dir = temp_dir("cli-state");
+    let model = dir.join("tiny.safetensors");
+    let m = model.to_str().unwrap();
+    let r = tm_run(&[
+        "make-model",
+        "--preset",
+        "tiny",
+        "--transpoints",
+        "8,inf",
+        "--out",
+        m,
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    // One run: 5 prompt tokens, 24 generated (crossing the TransPoint at 8).
+    let whole = generate_json(m, "cpu", &["--temperature", "0.8", "--seed", "9"]);
+    let want = whole["tokens"].as_array().unwrap().clone();
+    for (first, second) in [("cpu", "gpu"), ("gpu", "cpu")] {
+        let state = dir.join(format!("{first}.state"));
+        let s = state.to_str().unwrap();
+        let head = tm_run(&[
+            "generate",
+            "--model",
+            m,
+            "--tokens",
+            "1,2,3,4,5",
+            "--max-tokens",
+            "6",
+            "--transpoints",
+            "8,inf",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "9",
+            "--backend",
+            first,
+            "--json",
+            "--save-state",
+            s,
+        ]);
+        assert!(
+            head.status.success(),
+            "{}",
+            String::from_utf8_lossy(&head.stderr)
+        );
+        let head = json_of(&head);
+        assert!(head["state_file_bytes"].as_u64().unwrap() > 0);
+        let tail = tm_run(&[
+            "generate",
+            "--model",
+            m,
+            "--state",
+            s,
+            "--max-tokens",
+            "18",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "9",
+            "--backend",
+            second,
+            "--json",
+        ]);
+        assert!(
+            tail.status.success(),
+            "{}",
+            String::from_utf8_lossy(&tail.stderr)
+        );
+        let tail = json_of(&tail);
+        assert_eq!(tail["resumed_at"], 11);
+        let mut got = head["tokens"].as_array().unwrap().clone();
+        got.extend(tail["tokens"].as_array().unwrap().iter().cloned());
+        assert_eq!(got, want, "saved on {first}, continued on {second}");
+    }
+    // Chat: two turns, /save, then generate --state continues the conversation.
+    let saved = dir.join("chat.state");
+    // "é" is outside this 64-id byte vocabulary: that turn is an error and the chat goes on.
+    let script = format!("!?\n/stats\né\n+-\n/save {}\n/quit\n", saved.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tm-run"))
+        .args([
+            "chat",
+            "--model",
+            m,
+            "--max-tokens",
+            "4",
+            "--backend",
+            "cpu",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let r = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    // Turn 1: "!?\n" (3) + 4 answered + "\n" = 8; turn 2: "+-\n" + 4 + "\n" = 16.
+    assert!(err.contains("position 8 "), "{err}");
+    assert!(
+        err.contains("[error: token id 195 at position 8 is out of range"),
+        "{err}"
+    );
+    assert!(err.contains("saved 16 tokens"), "{err}");
+    let r = tm_run(&[
+        "generate",
+        "--model",
+        m,
+        "--state",
+        saved.to_str().unwrap(),
+        "--max-tokens",
+        "2",
+        "--json",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(json_of(&r)["resumed_at"], 16);
+    // The same conversation as plain generate calls: chat's answers are greedy continuations.
+    // Bad state files: one line naming the problem, no panic.
+    let junk = dir.join("junk.state");
+    std::fs::write(&junk, b"not a state").unwrap();
+    let other = dir.join("other.safetensors");
+    let r = tm_run(&[
+        "make-model",
+        "--preset",
+        "tiny",
+        "--seed",
+        "77",
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for (model, state, needle) in [
+        (m, junk.to_str().unwrap(), "malformed session state"),
+        (
+            other.to_str().unwrap(),
+            saved.to_str().unwrap(),
+            "another model",
+        ),
+        (m, model.to_str().unwrap(), "malformed session state"),
+        (m, "/nonexistent.state", "cannot read the state file"),
+    ] {
+        let r = tm_run(&[
+            "generate",
+            "--model",
+            model,
+            "--state",
+            state,
+            "--max-tokens",
+            "2",
+        ]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success());
+        assert!(err.contains(needle) && err.lines().count() == 1, "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

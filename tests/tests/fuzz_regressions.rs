@@ -55,3 +55,31 @@ fn seeds_are_valid_models() {
         transmamba::text::TextCodec::from_tokenizer_json(&bytes, f).unwrap();
     }
 }
+
+/// The session-state seeds are states of the fuzz target's model at positions before, at and
+/// after its TransPoints. `TM_WRITE_SEEDS=1 cargo test -p transmamba-tests --test
+/// fuzz_regressions` rewrites them (after a change of the state format).
+#[test]
+fn session_state_seeds_restore() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/session_state");
+    let engine = fuzz_entries::session_engine();
+    let positions = [0usize, 3, 4, 5, 7, 8, 12];
+    if std::env::var_os("TM_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for n in positions {
+            let mut s = engine
+                .session(transmamba::Schedule(engine.config().transpoints.clone()))
+                .unwrap();
+            if n > 0 {
+                let t: Vec<u32> = (0..n as u32).map(|i| (i * 5 + 1) % 64).collect();
+                s.forward_blocking(&t, transmamba::Logits::Last).unwrap();
+            }
+            std::fs::write(dir.join(format!("at-{n}")), s.save_blocking().unwrap()).unwrap();
+        }
+    }
+    for n in positions {
+        let bytes = std::fs::read(dir.join(format!("at-{n}"))).unwrap();
+        let s = engine.restore(&bytes, "seed").unwrap();
+        assert_eq!(s.position(), n);
+    }
+}

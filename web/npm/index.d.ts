@@ -10,7 +10,7 @@ export type ModelSource = string | URL | Blob | File | ArrayBuffer | ArrayBuffer
 export interface LoadProgress {
   /** 'model' or 'tokenizer'. */
   file: string;
-  /** 'download' (fetching), 'cache' (served from the Cache API), 'read' (File/bytes), 'upload' (to the GPU). */
+  /** 'download' (fetching), 'cache' (served from the browser's storage), 'read' (File/bytes), 'upload' (to the GPU). */
   phase: 'download' | 'cache' | 'read' | 'upload';
   loaded: number;
   /** Total bytes; 0 when unknown. */
@@ -20,8 +20,10 @@ export interface LoadProgress {
 export interface LoadOptions {
   /** Called while the files download / load. */
   onProgress?: (p: LoadProgress) => void;
-  /** Keep downloads in the Cache API so a reload does not fetch them again: `true` uses the
-   * cache named 'transmamba-models', a string names another. Default false. */
+  /** Keep downloads in the browser's storage (the Origin Private File System where available,
+   * else the Cache API) so a reload does not fetch them again; `listCached()` lists them,
+   * `deleteCached(url)` deletes one. A string is accepted as `true`. Default false. If keeping
+   * the model fails (quota), the load still succeeds and `info().cacheError` says why. */
   cache?: boolean | string;
   /** A tokenizer.json for text prompts; without it text is encoded as UTF-8 bytes. */
   tokenizer?: ModelSource;
@@ -123,8 +125,10 @@ export interface ModelInfo {
   tokenizer: string;
   /** Cache state of the latest sequence (generate or forward), null before the first. */
   cache: CacheState | null;
-  /** Set by loadModel: whether the model came from the Cache API. */
+  /** Whether the model came from the browser's storage (`cache` option). */
   loadedFromCache?: boolean;
+  /** Why keeping the model in storage failed (e.g. the quota), or null. */
+  cacheError?: string | null;
 }
 
 export interface GenerateOptions {
@@ -158,6 +162,10 @@ export interface GenerateStep {
 
 export interface GenerateSummary {
   transpoints: string;
+  /** The sequence's length before this call (0 for a fresh one). */
+  resumedAt: number;
+  /** The sequence's length after it (the last generated token included). */
+  position: number;
   promptTokens: number[];
   tokens: number[];
   text: string;
@@ -178,11 +186,51 @@ export declare class TransMambaModel {
   resolveTranspoints(transpoints: Transpoints): Promise<string>;
   /** Logits of a fresh sequence: the last row [vocab], or every row with `all`. */
   forward(tokens: ArrayLike<number>, options?: { transpoints?: Transpoints; all?: boolean }): Promise<Float32Array>;
-  /** Streams generated tokens; the generator's return value is the summary (null if aborted before starting). */
+  /** Streams generated tokens of a fresh sequence; the generator's return value is the summary (null if aborted before starting). */
   generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<GenerateStep, GenerateSummary | null, undefined>;
+  /** A sequence that lasts across calls (a conversation). */
+  session(options?: { transpoints?: Transpoints }): Promise<TransMambaSession>;
+  /** A session continuing from saved state bytes (`session.save()`, `tm-run generate --save-state`);
+   * rejects with an Error naming what does not fit (another model, truncated, altered). */
+  restore(state: Uint8Array | ArrayBuffer | Blob): Promise<TransMambaSession>;
+  /** A session continuing from a state kept by `session.store(name)`. */
+  restoreCached(name: string): Promise<TransMambaSession>;
   /** Terminates the worker and frees the GPU device. */
   dispose(): void;
 }
+
+/** One sequence that lasts: each `generate` continues it. */
+export declare class TransMambaSession {
+  private constructor();
+  /** Position, schedule and cache bytes per layer, as of the last call. */
+  readonly stats: CacheState;
+  /** Appends `prompt` ('' or [] continues from the last token) and streams the answer. The
+   * options are GenerateOptions without `transpoints` (the session keeps its schedule). */
+  generate(prompt: string | ArrayLike<number>, options?: Omit<GenerateOptions, 'transpoints'>): AsyncGenerator<GenerateStep, GenerateSummary | null, undefined>;
+  /** The state file's bytes (safetensors; the same format tm-run writes and reads). */
+  save(): Promise<Uint8Array>;
+  /** Keeps the state in the browser under `name` (OPFS, else the Cache API); resolves to its
+   * size. Rejects with an Error named QuotaExceededError when the site's quota is exceeded. */
+  store(name: string): Promise<number>;
+  /** An independent copy (a branch of the conversation). */
+  fork(): Promise<TransMambaSession>;
+  /** Frees the session in the worker. */
+  dispose(): void;
+}
+
+export interface CachedItem {
+  /** A model's URL, or a session's name. */
+  name: string;
+  kind: 'model' | 'session';
+  bytes: number;
+  /** Where it is kept. */
+  storage: 'opfs' | 'cache' | null;
+}
+
+/** Models and sessions this browser keeps for this site. */
+export declare function listCached(): Promise<CachedItem[]>;
+/** Deletes a cached model (by URL) or a stored session (by name); resolves to whether one was deleted. */
+export declare function deleteCached(name: string): Promise<boolean>;
 
 /** Whether navigator.gpu exists. */
 export declare function hasWebGPU(): boolean;

@@ -3,6 +3,8 @@
 // The page-side API: every call posts a request to the worker and awaits its answer, so the
 // page's main thread never runs the model.
 
+import { openStore, SESSION_PREFIX } from './storage.js';
+
 /** Whether this browser exposes WebGPU at all (an adapter may still be missing). */
 export function hasWebGPU() {
   return typeof navigator !== 'undefined' && !!navigator.gpu;
@@ -140,7 +142,7 @@ export class TransMambaModel {
     const promise = new Promise((resolve, reject) => {
       this._pending.set(id, { resolve, reject, ...hooks });
     });
-    this._worker.postMessage({ ...body, id, type });
+    this._worker.postMessage({ ...body, id, type }, hooks.transfer || []);
     hooks.onId?.(id);
     return promise;
   }
@@ -180,22 +182,84 @@ export class TransMambaModel {
   }
 
   /**
-   * Generates tokens after `prompt` (a string, or token ids). An async iterator of steps
-   * `{ index, token, text, elapsedMs, tokensPerS, cache }`; it ends after `maxTokens` tokens,
-   * when `signal` aborts, or when the loop breaks. Its return value is the run's summary.
+   * Generates tokens after `prompt` (a string, or token ids) in a fresh sequence. An async
+   * iterator of steps `{ index, token, text, elapsedMs, tokensPerS, cache }`; it ends after
+   * `maxTokens` tokens, when `signal` aborts, or when the loop breaks. Its return value is the
+   * run's summary. For a conversation that continues, use {@link TransMambaModel#session}.
    */
-  async *generate(prompt, options = {}) {
+  generate(prompt, options = {}) {
+    return this._generate(null, prompt, options, true);
+  }
+
+  /**
+   * A sequence that lasts: each `generate` continues it, `save()` gives its state (a few
+   * hundred KiB once every layer is past its TransPoint, whatever the length), `fork()` branches
+   * it. Option `transpoints` (default: the model's).
+   */
+  async session(options = {}) {
+    const unknown = Object.keys(options).filter((k) => k !== 'transpoints');
+    if (unknown.length) throw new TypeError(`unknown session option(s): ${unknown.join(', ')}`);
+    const sid = this._nextSession();
+    const stats = await this._request('newSession', { sid, transpoints: transpointsToString(options.transpoints) });
+    return new TransMambaSession(this, sid, stats);
+  }
+
+  /**
+   * A session continuing from a saved state: bytes (`Uint8Array`, `ArrayBuffer`, a `Blob` such
+   * as an uploaded file) from `session.save()` or `tm-run generate --save-state`, saved on
+   * either engine. Rejects with an Error naming what does not fit (another model, a truncated
+   * or altered file).
+   */
+  async restore(source) {
+    let bytes;
+    let name = 'session state';
+    if (typeof Blob !== 'undefined' && source instanceof Blob) {
+      bytes = new Uint8Array(await source.arrayBuffer());
+      name = source.name || name;
+    } else if (source instanceof ArrayBuffer) {
+      bytes = new Uint8Array(source.slice(0));
+    } else if (ArrayBuffer.isView(source)) {
+      bytes = new Uint8Array(source.buffer.slice(source.byteOffset, source.byteOffset + source.byteLength));
+    } else {
+      throw new TypeError('restore() takes the bytes of a saved state: a Uint8Array, an ArrayBuffer or a Blob');
+    }
+    const sid = this._nextSession();
+    const stats = await this._request('restore', { sid, bytes, name }, { transfer: [bytes.buffer] });
+    return new TransMambaSession(this, sid, stats);
+  }
+
+  /** A session continuing from a state kept in the browser by `session.store(name)`. */
+  async restoreCached(name) {
+    const store = await openStore();
+    const bytes = await store.get(SESSION_PREFIX + name);
+    if (!bytes) throw new Error(`no saved session named ${JSON.stringify(name)} in this browser's storage`);
+    return this.restore(bytes);
+  }
+
+  _nextSession() {
+    this._sessions = (this._sessions || 0) + 1;
+    return this._sessions;
+  }
+
+  _generate(sid, prompt, options, fresh) {
     const { signal, ...rest } = options;
     const opts = {};
     const map = { maxTokens: 'maxTokens', temperature: 'temperature', topK: 'topK', topP: 'topP', seed: 'seed' };
     for (const [k, v] of Object.entries(map)) if (rest[k] !== undefined) opts[v] = rest[k];
-    const unknown = Object.keys(rest).filter((k) => !(k in map) && k !== 'transpoints');
-    if (unknown.length) throw new TypeError(`unknown generate option(s): ${unknown.join(', ')}`);
-    opts.transpoints = transpointsToString(rest.transpoints);
-    const body = { options: opts };
+    const allowed = (k) => k in map || (fresh && k === 'transpoints');
+    const unknown = Object.keys(rest).filter((k) => !allowed(k));
+    if (unknown.length) {
+      const why = !fresh && unknown.includes('transpoints') ? ' (a session keeps the schedule it was made with)' : '';
+      throw new TypeError(`unknown generate option(s): ${unknown.join(', ')}${why}`);
+    }
+    if (fresh) opts.transpoints = transpointsToString(rest.transpoints);
+    const body = { options: opts, sid };
     if (typeof prompt === 'string') body.text = prompt;
     else body.tokens = toTokenArray(prompt, 'prompt');
+    return this._stream(body, signal);
+  }
 
+  async *_stream(body, signal) {
     const queue = [];
     let wake = null;
     let finished = false;
@@ -262,6 +326,105 @@ export class TransMambaModel {
     this._worker.terminate();
     this._failAll(new Error('this model was disposed'));
   }
+}
+
+/**
+ * One sequence of a model that lasts across calls. Make it with `model.session()`,
+ * `model.restore(bytes)` or `model.restoreCached(name)`.
+ */
+export class TransMambaSession {
+  constructor(model, sid, stats) {
+    this._model = model;
+    this._sid = sid;
+    this._stats = stats;
+    this._disposed = false;
+  }
+
+  /** Position, schedule and cache bytes (per layer) as of the last call. */
+  get stats() {
+    return this._stats;
+  }
+
+  _check() {
+    if (this._disposed) throw new Error('this session was disposed');
+  }
+
+  /**
+   * Continues the sequence: appends `prompt` (a string or token ids; '' or [] continues from the
+   * last token) and streams generated steps, as `model.generate` does. The summary's `position`
+   * is the sequence's length after the call.
+   */
+  async *generate(prompt, options = {}) {
+    this._check();
+    const summary = yield* this._model._generate(this._sid, prompt, options, false);
+    if (summary) this._stats = summary.cache;
+    return summary;
+  }
+
+  /** The state as bytes (a `.safetensors` file): restore it with `model.restore(bytes)`. */
+  async save() {
+    this._check();
+    return this._model._request('save', { sid: this._sid });
+  }
+
+  /**
+   * Keeps the state in the browser (Origin Private File System, else the Cache API) under
+   * `name`; `model.restoreCached(name)` continues it later, even after a reload. Rejects with a
+   * QuotaExceededError naming the size when the site's storage quota is exceeded.
+   */
+  async store(name) {
+    const bytes = await this.save();
+    const store = await openStore();
+    await store.put(SESSION_PREFIX + String(name), bytes);
+    return bytes.byteLength;
+  }
+
+  /** An independent copy (a branch of the conversation). */
+  async fork() {
+    this._check();
+    const sid = this._model._nextSession();
+    const stats = await this._model._request('fork', { sid, from: this._sid });
+    return new TransMambaSession(this._model, sid, stats);
+  }
+
+  /** Frees the session's memory in the worker (its GPU buffers or CPU state). */
+  dispose() {
+    if (this._disposed) return;
+    this._disposed = true;
+    this._model._request('disposeSession', { sid: this._sid }).catch(() => {});
+  }
+}
+
+/**
+ * What this browser keeps for this site (models cached by `loadModel(url, { cache: true })`,
+ * sessions kept by `session.store(name)`): `[{ name, kind: 'model' | 'session', bytes }]`, and
+ * where (`storage`: 'opfs' or 'cache').
+ */
+export async function listCached() {
+  const store = await openStore();
+  const items = await store.list();
+  return items.map(({ name, bytes }) =>
+    name.startsWith(SESSION_PREFIX)
+      ? { name: name.slice(SESSION_PREFIX.length), kind: 'session', bytes, storage: store.kind }
+      : { name, kind: 'model', bytes, storage: store.kind },
+  );
+}
+
+/**
+ * Deletes a cached model (by its URL) or a stored session (by its name); resolves to whether
+ * something was deleted.
+ */
+export async function deleteCached(name) {
+  const store = await openStore();
+  if (await store.delete(SESSION_PREFIX + name)) return true;
+  const url = (() => {
+    try {
+      return new URL(String(name), typeof location !== 'undefined' ? location.href : undefined).href;
+    } catch {
+      return String(name);
+    }
+  })();
+  return (await store.delete(url)) || (await store.delete(String(name)));
 }
 
 export default loadModel;

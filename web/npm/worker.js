@@ -1,13 +1,18 @@
 // transmamba-web worker: owns the wasm module, the WebGPU device (or the CPU engine) and one model.
 //
 // Protocol (page -> worker): { id, type: 'load' | 'info' | 'generate' | 'forward' | 'encode' |
-// 'decode' | 'abort', ... }. Worker -> page: { id, type: 'progress' | 'step' | 'result' |
-// 'error', ... }. Requests run one at a time in arrival order; 'abort' is handled at once.
+// 'decode' | 'newSession' | 'restore' | 'fork' | 'save' | 'sessionStats' | 'disposeSession' |
+// 'abort', ... }. Worker -> page: { id, type: 'progress' | 'step' | 'result' | 'error', ... }.
+// Requests run one at a time in arrival order; 'abort' is handled at once. Sessions are named by
+// ids the page picks (`sid`), so the page can use one before the worker has answered.
 
 import init, * as wasm from './wasm/transmamba_web.js';
+import { openStore } from './storage.js';
 
 let engine = null;
 let loadedFromCache = false;
+let cacheError = null;
+const sessions = new Map();
 let webAdapter = null;
 let poisoned = null;
 let chain = Promise.resolve();
@@ -95,8 +100,9 @@ function concat(chunks, length) {
 }
 
 // Reads a source: { url } | { blob } | { bytes }. Returns { bytes, name, commit } where commit()
-// stores a fresh download in the Cache API (called only once the model loaded fine).
-async function readSource(src, what, id, cacheName) {
+// keeps a fresh download in the browser's storage (storage.js; called only once the model
+// loaded fine).
+async function readSource(src, what, id, cache) {
   const progress = (phase, loaded, total) =>
     post({ id, type: 'progress', progress: { file: what, phase, loaded, total } });
   if (src.bytes) {
@@ -116,20 +122,12 @@ async function readSource(src, what, id, cacheName) {
     return { bytes, name: src.blob.name || what, commit: async () => {} };
   }
   const url = src.url;
-  let store = null;
-  if (cacheName && self.caches) {
-    try {
-      store = await self.caches.open(cacheName);
-    } catch {
-      store = null; // opaque origins and some private modes have no Cache API
-    }
-  }
-  if (store) {
-    const hit = await store.match(url);
+  const store = cache ? await openStore() : null;
+  if (store && store.kind) {
+    const hit = await store.get(url);
     if (hit) {
-      const bytes = new Uint8Array(await hit.arrayBuffer());
-      progress('cache', bytes.length, bytes.length);
-      return { bytes, name: url, fromCache: true, commit: async () => {} };
+      progress('cache', hit.length, hit.length);
+      return { bytes: hit, name: url, fromCache: true, commit: async () => {} };
     }
   }
   let resp;
@@ -168,11 +166,12 @@ async function readSource(src, what, id, cacheName) {
   progress('download', loaded, Math.max(total, loaded));
   const bytes = concat(chunks, loaded);
   const commit = async () => {
-    if (!store) return;
+    if (!store || !store.kind) return;
     try {
-      await store.put(url, new Response(bytes, { headers: { 'content-type': 'application/octet-stream' } }));
-    } catch {
-      // Quota exceeded or storage disabled: caching is best effort.
+      await store.put(url, bytes);
+    } catch (e) {
+      // The model loaded; only keeping it failed (quota): info().cacheError says why.
+      cacheError = errorMessage(e);
     }
   };
   return { bytes, name: url, fromCache: false, commit };
@@ -183,6 +182,7 @@ function parsedInfo() {
   if (info.adapter) info.adapter.web = webAdapter;
   info.webgpu = webAdapter;
   info.loadedFromCache = loadedFromCache;
+  info.cacheError = cacheError;
   return info;
 }
 
@@ -197,9 +197,9 @@ const handlers = {
     if (engine) throw new Error('this worker already holds a model; create a new one');
     const facts = await adapterFacts((msg.options && msg.options.device) || 'auto');
     await ensureWasm();
-    const cacheName = msg.cache ? (typeof msg.cache === 'string' ? msg.cache : 'transmamba-models') : null;
-    const model = await readSource(msg.model, 'model', msg.id, cacheName);
-    const tok = msg.tokenizer ? await readSource(msg.tokenizer, 'tokenizer', msg.id, cacheName) : null;
+    const cache = !!msg.cache;
+    const model = await readSource(msg.model, 'model', msg.id, cache);
+    const tok = msg.tokenizer ? await readSource(msg.tokenizer, 'tokenizer', msg.id, cache) : null;
     post({ id: msg.id, type: 'progress', progress: { file: 'model', phase: 'upload', loaded: 0, total: 0 } });
     engine = await wasm.createEngine(
       model.bytes,
@@ -239,10 +239,48 @@ const handlers = {
       await nextTask();
       return !aborted.has(msg.id);
     };
-    const summary = JSON.parse(await e.generate(tokens, JSON.stringify(msg.options || {}), onStep));
-    return summary;
+    // With a session id the sequence continues; without, a fresh one runs and is dropped.
+    const target = msg.sid != null ? requireSession(msg.sid) : e;
+    return JSON.parse(await target.generate(tokens, JSON.stringify(msg.options || {}), onStep));
+  },
+  async newSession(msg) {
+    const s = requireEngine().createSession(msg.transpoints);
+    sessions.set(msg.sid, s);
+    return JSON.parse(s.stats());
+  },
+  async restore(msg) {
+    const s = requireEngine().restoreSession(msg.bytes, msg.name || 'session state');
+    sessions.set(msg.sid, s);
+    return JSON.parse(s.stats());
+  },
+  async fork(msg) {
+    const s = await requireSession(msg.from).fork();
+    sessions.set(msg.sid, s);
+    return JSON.parse(s.stats());
+  },
+  async save(msg) {
+    const bytes = await requireSession(msg.sid).save();
+    return { transfer: bytes, transferList: [bytes.buffer] };
+  },
+  async sessionStats(msg) {
+    return JSON.parse(requireSession(msg.sid).stats());
+  },
+  async disposeSession(msg) {
+    const s = sessions.get(msg.sid);
+    if (s) {
+      sessions.delete(msg.sid);
+      s.free();
+    }
+    return null;
   },
 };
+
+function requireSession(sid) {
+  requireEngine();
+  const s = sessions.get(sid);
+  if (!s) throw new Error('this session was disposed, or its creation failed');
+  return s;
+}
 
 self.onmessage = (ev) => {
   const msg = ev.data;

@@ -14,16 +14,17 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
+use js_sys::Uint8Array;
 use js_sys::{Float32Array, Function, Promise};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use transmamba::cpu::{CpuSession, F16Weights};
-use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
-use transmamba::engine_choice::{choose, AdapterFacts, EngineChoice, EngineKind, EnginePreference};
+use transmamba::engine::EngineOptions;
+use transmamba::engine_choice::{choose, AdapterFacts, EngineKind, EnginePreference};
 use transmamba::gpu::{GpuContext, GpuOptions, WeightFormat};
-use transmamba::sampling::{Sampler, SamplingOptions};
+use transmamba::sampling::SamplingOptions;
 use transmamba::schedule::{Schedule, ScheduleSpec, TransPoint};
-use transmamba::text::{TextCodec, TextStream};
+use transmamba::session::{self, Generator, Session};
+use transmamba::text::TextCodec;
 use transmamba::{Logits, Model, ModelConfig};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
@@ -118,16 +119,8 @@ fn parse_options<T: for<'de> Deserialize<'de> + Default>(
     serde_json::from_str(json).map_err(|e| format!("invalid {what} options: {e}"))
 }
 
-/// The model on the engine that runs it.
-enum Backend {
-    Gpu(GpuModel),
-    /// The model, and f16 copies of its large matrices when the weights are f16.
-    Cpu(Model, Option<F16Weights>),
-}
-
 struct Inner {
-    backend: Backend,
-    choice: EngineChoice,
+    engine: session::Engine,
     codec: TextCodec,
     name: String,
     parameters: usize,
@@ -138,64 +131,11 @@ struct Inner {
 
 impl Inner {
     fn config(&self) -> &ModelConfig {
-        match &self.backend {
-            Backend::Gpu(g) => &g.config,
-            Backend::Cpu(m, _) => &m.config,
-        }
+        self.engine.config()
     }
 
     fn vocab(&self) -> usize {
-        match &self.backend {
-            Backend::Gpu(g) => g.vocab,
-            Backend::Cpu(m, _) => m.vocab,
-        }
-    }
-
-    fn session(&self, schedule: Schedule) -> transmamba::Result<Session<'_>> {
-        Ok(match &self.backend {
-            Backend::Gpu(g) => Session::Gpu(Box::new(GpuSession::new(g, schedule)?)),
-            Backend::Cpu(m, None) => Session::Cpu(CpuSession::new(m, schedule)?),
-            Backend::Cpu(m, Some(f16)) => Session::Cpu(CpuSession::with_f16(m, f16, schedule)?),
-        })
-    }
-}
-
-/// One sequence on either engine.
-enum Session<'a> {
-    Gpu(Box<GpuSession<'a>>),
-    Cpu(CpuSession<'a>),
-}
-
-impl Session<'_> {
-    async fn forward(&mut self, tokens: &[u32], which: Logits) -> transmamba::Result<Vec<f32>> {
-        match self {
-            Session::Gpu(s) => s.forward(tokens, which).await,
-            Session::Cpu(s) => s.forward(tokens, which),
-        }
-    }
-    fn position(&self) -> usize {
-        match self {
-            Session::Gpu(s) => s.position(),
-            Session::Cpu(s) => s.position(),
-        }
-    }
-    fn schedule(&self) -> &Schedule {
-        match self {
-            Session::Gpu(s) => s.schedule(),
-            Session::Cpu(s) => s.schedule(),
-        }
-    }
-    fn cache_bytes(&self) -> usize {
-        match self {
-            Session::Gpu(s) => s.cache_bytes(),
-            Session::Cpu(s) => s.cache_bytes(),
-        }
-    }
-    fn layer_states(&self) -> Vec<(usize, bool)> {
-        match self {
-            Session::Gpu(s) => s.layer_states(),
-            Session::Cpu(s) => s.layer_states(),
-        }
+        self.engine.vocab()
     }
 }
 
@@ -262,14 +202,9 @@ pub async fn create_engine(
     };
     drop(model_bytes);
     let (parameters, dtype) = (model.parameter_count(), model.stored_dtype.clone());
-    let backend = match choice.kind {
-        EngineKind::Cpu => {
-            let f16 = match weights.unwrap_or_else(|| WeightFormat::auto_for(&model)) {
-                WeightFormat::F16 => Some(F16Weights::new(&model).map_err(js_err)?),
-                WeightFormat::F32 => None,
-            };
-            Backend::Cpu(model, f16)
-        }
+    let weights = weights.unwrap_or_else(|| WeightFormat::auto_for(&model));
+    let engine = match choice.kind {
+        EngineKind::Cpu => session::Engine::cpu(model, weights, choice).map_err(js_err)?,
         EngineKind::Gpu => {
             let ctx = GpuContext::new(GpuOptions {
                 max_binding_size: opts.max_binding_size,
@@ -282,19 +217,22 @@ pub async fn create_engine(
             let engine_opts = EngineOptions {
                 chunk_size: opts.chunk_size.unwrap_or(defaults.chunk_size),
                 max_rows: opts.max_rows.unwrap_or(defaults.max_rows),
-                weights: weights.unwrap_or_else(|| WeightFormat::auto_for(&model)),
+                weights,
                 ..defaults
             };
-            let gpu = GpuModel::new(Arc::new(ctx), &model, engine_opts).map_err(js_err)?;
+            let engine = session::Engine::on_gpu(Arc::new(ctx), &model, engine_opts, choice)
+                .map_err(js_err)?;
+            drop(model);
             // Surface validation errors of the uploads now rather than at the first forward.
-            gpu.ctx.check().map_err(js_err)?;
-            Backend::Gpu(gpu)
+            if let Some(g) = engine.gpu() {
+                g.ctx.check().map_err(js_err)?;
+            }
+            engine
         }
     };
     Ok(Engine {
         inner: Rc::new(Inner {
-            backend,
-            choice,
+            engine,
             parameters,
             dtype,
             codec,
@@ -333,7 +271,7 @@ fn schedule_string(s: &[TransPoint]) -> String {
 
 /// Cache state of a session: totals and, per layer, attention positions vs SSM positions and
 /// the bytes of each part.
-fn cache_snapshot(cfg: &ModelConfig, session: &Session<'_>) -> Value {
+fn cache_snapshot(cfg: &ModelConfig, session: &Session) -> Value {
     let pos = session.position();
     let per_token = cfg.n_groups * cfg.state_size + cfg.d_inner() + cfg.num_heads;
     let conv = 4 * (cfg.conv_kernel - 1) * cfg.d_conv();
@@ -408,11 +346,11 @@ impl Engine {
             "attentionGate": c.attention_gate,
         });
         let engine = json!({
-            "kind": inner.choice.kind.name(),
-            "reason": inner.choice.reason,
+            "kind": inner.engine.choice().kind.name(),
+            "reason": inner.engine.choice().reason,
         });
-        let mut info = match &inner.backend {
-            Backend::Gpu(m) => {
+        let mut info = match inner.engine.gpu() {
+            Some(m) => {
                 let (ctx, a) = (&m.ctx, &m.ctx.info);
                 json!({
                     "adapter": {
@@ -434,10 +372,10 @@ impl Engine {
                 })
             }
             // The CPU engine: one thread (no SharedArrayBuffer threads in this build), SIMD128.
-            Backend::Cpu(_, f16) => json!({
+            None => json!({
                 "adapter": null,
                 "shaderF16": false,
-                "weights": if f16.is_some() { "f16" } else { "f32" },
+                "weights": inner.engine.weights().name(),
                 "limits": null,
                 "threads": 1,
             }),
@@ -478,7 +416,7 @@ impl Engine {
         let inner = self.inner.clone();
         future_to_promise(async move {
             let schedule = resolve_schedule(inner.config(), &transpoints).map_err(js_val)?;
-            let mut session = inner.session(schedule).map_err(js_val)?;
+            let mut session = inner.engine.session(schedule).map_err(js_val)?;
             let which = if all { Logits::All } else { Logits::Last };
             let logits = session.forward(&tokens, which).await.map_err(js_val)?;
             *inner.last_cache.borrow_mut() = cache_snapshot(inner.config(), &session);
@@ -486,88 +424,195 @@ impl Engine {
         })
     }
 
-    /// Generates from the prompt `tokens` with the options JSON (`maxTokens`, `temperature`,
-    /// `topK`, `topP`, `seed`, `transpoints`). Calls `on_step(stepJson)` for every token; a
-    /// return value of `false` stops. Resolves to a summary JSON string.
-    ///
-    /// The loop is `tm-run generate`'s: sample from the prompt's last logits, then feed each
-    /// sampled token back, so the same model, prompt, schedule and options give the same tokens.
+    /// Generates from the prompt `tokens` in a fresh sequence with the options JSON
+    /// (`maxTokens`, `temperature`, `topK`, `topP`, `seed`, `transpoints`). Calls
+    /// `on_step(stepJson)` for every token; a return value of `false` stops. Resolves to a
+    /// summary JSON string.
     pub fn generate(&self, tokens: Vec<u32>, options_json: String, on_step: Function) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
             let opts: GenerateOptions = parse_options(&options_json, "generate").map_err(js_val)?;
-            let cfg = inner.config();
-            let schedule = resolve_schedule(cfg, &opts.transpoints).map_err(js_val)?;
-            let mut sampler = Sampler::new(SamplingOptions {
-                temperature: opts.temperature,
-                top_k: opts.top_k,
-                top_p: opts.top_p,
-                seed: opts.seed,
-            })
-            .map_err(js_val)?;
-            let mut session = inner.session(schedule.clone()).map_err(js_val)?;
-            let t0 = now_ms();
-            let mut logits = session
-                .forward(&tokens, Logits::Last)
-                .await
-                .map_err(js_val)?;
-            let prefill_ms = now_ms() - t0;
-            let mut stream = TextStream::new(&inner.codec);
-            // Grows as tokens come: maxTokens may be huge (a run the page stops).
-            let mut out = Vec::new();
-            let t1 = now_ms();
-            let mut stopped = false;
-            for i in 0..opts.max_tokens {
-                let next = sampler
-                    .sample(&logits, tokens.len().saturating_sub(1) + i)
-                    .map_err(js_val)?;
-                out.push(next);
-                let text = stream.push(next).map_err(js_val)?;
-                let cache = cache_snapshot(cfg, &session);
-                let step = json!({
-                    "index": i,
-                    "token": next,
-                    "text": text,
-                    "elapsedMs": now_ms() - t1,
-                    "cache": cache,
-                });
-                *inner.last_cache.borrow_mut() = cache;
-                // The worker answers with a promise that settles after a macrotask, so an
-                // abort message reaches it between steps even when the engine never awaits
-                // anything itself (the CPU engine computes synchronously).
-                let mut keep =
-                    on_step.call1(&JsValue::NULL, &JsValue::from_str(&step.to_string()))?;
-                if let Some(p) = keep.dyn_ref::<Promise>() {
-                    keep = JsFuture::from(p.clone()).await?;
-                }
-                if keep == JsValue::FALSE {
-                    stopped = true;
-                    break;
-                }
-                if i + 1 < opts.max_tokens {
-                    logits = session
-                        .forward(&[next], Logits::Last)
-                        .await
-                        .map_err(js_val)?;
-                }
-            }
-            let decode_ms = now_ms() - t1;
-            let steps = out.len().saturating_sub(1);
-            let cache = cache_snapshot(cfg, &session);
-            *inner.last_cache.borrow_mut() = cache.clone();
-            let summary = json!({
-                "transpoints": schedule.to_string(),
-                "promptTokens": tokens,
-                "tokens": out,
-                "text": inner.codec.decode(&out).map_err(js_val)?,
-                "stopped": stopped,
-                "prefillMs": prefill_ms,
-                "prefillTokensPerS": tokens.len() as f64 / (prefill_ms.max(1e-3) / 1e3),
-                "decodeMs": decode_ms,
-                "decodeTokensPerS": if steps > 0 { steps as f64 / (decode_ms.max(1e-3) / 1e3) } else { 0.0 },
-                "cache": cache,
-            });
+            let schedule = resolve_schedule(inner.config(), &opts.transpoints).map_err(js_val)?;
+            let mut session = inner.engine.session(schedule).map_err(js_val)?;
+            let summary = run_generation(&inner, &mut session, &tokens, &opts, &on_step).await?;
             Ok(JsValue::from_str(&summary.to_string()))
         })
+    }
+
+    /// A new sequence that lasts across calls, under the schedule `transpoints`.
+    #[wasm_bindgen(js_name = createSession)]
+    pub fn create_session(&self, transpoints: &str) -> Result<WebSession, JsError> {
+        let schedule = resolve_schedule(self.inner.config(), transpoints).map_err(js_err)?;
+        let session = self.inner.engine.session(schedule).map_err(js_err)?;
+        Ok(WebSession::new(&self.inner, session))
+    }
+
+    /// A sequence continuing from a state file's bytes (saved here or by `tm-run`, on either
+    /// engine); an `Error` naming what does not fit otherwise.
+    #[wasm_bindgen(js_name = restoreSession)]
+    pub fn restore_session(&self, bytes: Vec<u8>, name: &str) -> Result<WebSession, JsError> {
+        let session = self.inner.engine.restore(&bytes, name).map_err(js_err)?;
+        Ok(WebSession::new(&self.inner, session))
+    }
+}
+
+/// The generation loop of `generate` and `Session.generate` (core's [`Generator`], as
+/// `tm-run generate` runs it, so the same state, prompt and options give the same tokens).
+async fn run_generation(
+    inner: &Inner,
+    session: &mut Session,
+    tokens: &[u32],
+    opts: &GenerateOptions,
+    on_step: &Function,
+) -> Result<Value, JsValue> {
+    let cfg = inner.config();
+    let gen_opts = session::GenerateOptions {
+        max_tokens: opts.max_tokens,
+        sampling: SamplingOptions {
+            temperature: opts.temperature,
+            top_k: opts.top_k,
+            top_p: opts.top_p,
+            seed: opts.seed,
+        },
+        stop_tokens: Vec::new(),
+    };
+    let mut generator = Generator::new(&inner.codec, &gen_opts).map_err(js_val)?;
+    let resumed_at = session.position();
+    let t0 = now_ms();
+    generator.start(session, tokens).await.map_err(js_val)?;
+    let prefill_ms = now_ms() - t0;
+    let t1 = now_ms();
+    let mut stopped = false;
+    while let Some(step) = generator.next(session).await.map_err(js_val)? {
+        let cache = cache_snapshot(cfg, session);
+        let json = json!({
+            "index": step.index,
+            "token": step.token,
+            "text": step.text,
+            "elapsedMs": now_ms() - t1,
+            "cache": cache,
+        });
+        *inner.last_cache.borrow_mut() = cache;
+        // The worker answers with a promise that settles after a macrotask, so an abort
+        // message reaches it between steps even when the engine never awaits anything itself
+        // (the CPU engine computes synchronously).
+        let mut keep = on_step.call1(&JsValue::NULL, &JsValue::from_str(&json.to_string()))?;
+        if let Some(p) = keep.dyn_ref::<Promise>() {
+            keep = JsFuture::from(p.clone()).await?;
+        }
+        if keep == JsValue::FALSE {
+            stopped = true;
+            break;
+        }
+    }
+    let decode_ms = now_ms() - t1;
+    let out = generator.tokens();
+    let steps = out.len().saturating_sub(1);
+    let cache = cache_snapshot(cfg, session);
+    *inner.last_cache.borrow_mut() = cache.clone();
+    Ok(json!({
+        "transpoints": session.schedule().to_string(),
+        "resumedAt": resumed_at,
+        "position": session.position(),
+        "promptTokens": tokens,
+        "tokens": out,
+        "text": inner.codec.decode(out).map_err(js_val)?,
+        "stopped": stopped,
+        "prefillMs": prefill_ms,
+        "prefillTokensPerS": tokens.len() as f64 / (prefill_ms.max(1e-3) / 1e3),
+        "decodeMs": decode_ms,
+        "decodeTokensPerS": if steps > 0 { steps as f64 / (decode_ms.max(1e-3) / 1e3) } else { 0.0 },
+        "cache": cache,
+    }))
+}
+
+/// A sequence that lasts across calls (JS `model.session()`): each `generate` continues it;
+/// `save` gives its state file's bytes; `fork` an independent copy.
+#[wasm_bindgen]
+pub struct WebSession {
+    inner: Rc<Inner>,
+    /// `None` while a call holds it (calls on one session must not overlap).
+    session: Rc<RefCell<Option<Session>>>,
+}
+
+impl WebSession {
+    fn new(inner: &Rc<Inner>, session: Session) -> Self {
+        Self {
+            inner: inner.clone(),
+            session: Rc::new(RefCell::new(Some(session))),
+        }
+    }
+}
+
+/// Takes a session out for one call and puts it back after, even when the call fails.
+struct Lease {
+    slot: Rc<RefCell<Option<Session>>>,
+    session: Option<Session>,
+}
+
+impl Lease {
+    fn take(slot: &Rc<RefCell<Option<Session>>>) -> Result<Self, JsValue> {
+        let session = slot.borrow_mut().take().ok_or_else(|| {
+            js_val("this session is busy with another call (await it first) or was disposed")
+        })?;
+        Ok(Self {
+            slot: slot.clone(),
+            session: Some(session),
+        })
+    }
+
+    fn get(&mut self) -> &mut Session {
+        self.session.as_mut().expect("held until drop")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        *self.slot.borrow_mut() = self.session.take();
+    }
+}
+
+#[wasm_bindgen]
+impl WebSession {
+    /// Continues the sequence: appends `tokens` (may be empty to continue from the last token)
+    /// and generates with the options JSON (`maxTokens`, `temperature`, `topK`, `topP`, `seed`;
+    /// the schedule is the session's). Resolves to the summary JSON string.
+    pub fn generate(&self, tokens: Vec<u32>, options_json: String, on_step: Function) -> Promise {
+        let (inner, slot) = (self.inner.clone(), self.session.clone());
+        future_to_promise(async move {
+            let opts: GenerateOptions = parse_options(&options_json, "generate").map_err(js_val)?;
+            let mut lease = Lease::take(&slot)?;
+            let summary = run_generation(&inner, lease.get(), &tokens, &opts, &on_step).await?;
+            Ok(JsValue::from_str(&summary.to_string()))
+        })
+    }
+
+    /// The state file's bytes (a `Uint8Array`): the position, schedule and per-layer state.
+    pub fn save(&self) -> Promise {
+        let slot = self.session.clone();
+        future_to_promise(async move {
+            let mut lease = Lease::take(&slot)?;
+            let bytes = lease.get().save().await.map_err(js_val)?;
+            Ok(Uint8Array::from(&bytes[..]).into())
+        })
+    }
+
+    /// An independent copy of the sequence (resolves to a `WebSession`).
+    pub fn fork(&self) -> Promise {
+        let (inner, slot) = (self.inner.clone(), self.session.clone());
+        future_to_promise(async move {
+            let mut lease = Lease::take(&slot)?;
+            let copy = lease.get().fork().await.map_err(js_val)?;
+            Ok(WebSession::new(&inner, copy).into())
+        })
+    }
+
+    /// Position, schedule and cache bytes per layer, as a JSON string.
+    pub fn stats(&self) -> Result<String, JsError> {
+        let slot = self.session.borrow();
+        let session = slot
+            .as_ref()
+            .ok_or_else(|| JsError::new("this session is busy with another call"))?;
+        Ok(cache_snapshot(self.inner.config(), session).to_string())
     }
 }

@@ -15,7 +15,7 @@ use crate::model::LayerWeights;
 use crate::schedule::TransPoint;
 
 /// What one layer remembers of the tokens it has seen.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerState {
     /// The last K-1 pre-conv xBC rows, oldest first, `[(K-1), Dc]` (zeros before position 0).
     pub conv_state: Vec<f32>,
@@ -25,7 +25,7 @@ pub struct LayerState {
     pub ssm_state: Option<Vec<f32>>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AttentionCache {
     /// `[len, G·N]`, unrotated.
     pub b: Vec<f32>,

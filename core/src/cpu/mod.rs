@@ -35,30 +35,19 @@ use crate::Logits;
 use mixer::LayerState;
 pub use weights::F16Weights;
 
-/// One sequence being processed: per-layer caches and the position of the next token.
-pub struct CpuSession<'m> {
-    model: &'m Model,
-    /// f16 copies of the large matrices, read instead of the model's f32 ones.
-    f16: Option<&'m F16Weights>,
-    schedule: Schedule,
-    layers: Vec<LayerState>,
-    position: usize,
+/// What a sequence remembers on the CPU engine, owned (no borrow of the model): the schedule,
+/// the per-layer caches and the position of the next token. [`CpuSession`] pairs it with a
+/// model; [`crate::session::Session`] keeps it between calls.
+#[derive(Clone, Debug)]
+pub struct CpuState {
+    pub(crate) schedule: Schedule,
+    pub(crate) layers: Vec<LayerState>,
+    pub(crate) position: usize,
 }
 
-impl<'m> CpuSession<'m> {
-    /// A fresh sequence over the model's f32 weights under `schedule` (resolved for this model).
-    pub fn new(model: &'m Model, schedule: Schedule) -> Result<Self> {
-        Self::build(model, None, schedule)
-    }
-
-    /// A fresh sequence whose products read `f16` (made from this model by
-    /// [`F16Weights::new`]): half the bytes per decode step.
-    pub fn with_f16(model: &'m Model, f16: &'m F16Weights, schedule: Schedule) -> Result<Self> {
-        f16.check(model)?;
-        Self::build(model, Some(f16), schedule)
-    }
-
-    fn build(model: &'m Model, f16: Option<&'m F16Weights>, schedule: Schedule) -> Result<Self> {
+impl CpuState {
+    /// A fresh sequence for `model` under `schedule` (resolved for this model).
+    pub fn new(model: &Model, schedule: Schedule) -> Result<Self> {
         if schedule.len() != model.config.num_layers {
             return Err(crate::Error::ScheduleLength {
                 got: schedule.len(),
@@ -69,8 +58,6 @@ impl<'m> CpuSession<'m> {
             .map(|_| LayerState::new(&model.config))
             .collect();
         Ok(Self {
-            model,
-            f16,
             schedule,
             layers,
             position: 0,
@@ -99,13 +86,22 @@ impl<'m> CpuSession<'m> {
             .collect()
     }
 
-    /// Feeds `tokens` (a prefill, a decode step, or a continuation) and returns the logits of
-    /// every fed token (`[T, V]`) or of the last one (`[V]`).
-    pub fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
-        let model = self.model;
+    /// Feeds `tokens` (a prefill, a decode step, or a continuation) through `model` (reading
+    /// `f16` copies of its large matrices when given) and returns the logits of every fed token
+    /// (`[T, V]`) or of the last one (`[V]`).
+    pub fn forward(
+        &mut self,
+        model: &Model,
+        f16: Option<&F16Weights>,
+        tokens: &[u32],
+        which: Logits,
+    ) -> Result<Vec<f32>> {
         let cfg = &model.config;
         if tokens.is_empty() {
             return Err(crate::Error::EmptyTokens);
+        }
+        if let Some(f16) = f16 {
+            f16.check(model)?;
         }
         model.check_token_range(tokens, self.position)?;
         let d = cfg.hidden_size;
@@ -113,7 +109,7 @@ impl<'m> CpuSession<'m> {
         let mut h = Vec::with_capacity(t_n * d);
         for &tok in tokens {
             let row = &model.embedding.data[tok as usize * d..(tok as usize + 1) * d];
-            if self.f16.is_some() {
+            if f16.is_some() {
                 // The embedding is an f16 weight too (it is the output matrix when tied): the
                 // f16 model reads it rounded, as the GPU engine's f16 storage does.
                 h.extend(row.iter().map(|&v| half::f16::from_f32(v).to_f32()));
@@ -122,7 +118,7 @@ impl<'m> CpuSession<'m> {
             }
         }
         for (i, (w, state)) in model.layers.iter().zip(&mut self.layers).enumerate() {
-            let mats = weights::layer_matrices(model, self.f16, i);
+            let mats = weights::layer_matrices(model, f16, i);
             let u = ops::rms_norm(&h, &w.norm.data, cfg.layer_norm_epsilon);
             let out = mixer::mixer(
                 cfg,
@@ -156,9 +152,64 @@ impl<'m> CpuSession<'m> {
         Ok(ops::matmul(
             &normed,
             rows.len() / d,
-            weights::output_matrix(model, self.f16),
+            weights::output_matrix(model, f16),
             None,
         ))
+    }
+}
+
+/// One sequence being processed on a model: [`CpuState`] with the weights it runs on.
+pub struct CpuSession<'m> {
+    model: &'m Model,
+    /// f16 copies of the large matrices, read instead of the model's f32 ones.
+    f16: Option<&'m F16Weights>,
+    state: CpuState,
+}
+
+impl<'m> CpuSession<'m> {
+    /// A fresh sequence over the model's f32 weights under `schedule` (resolved for this model).
+    pub fn new(model: &'m Model, schedule: Schedule) -> Result<Self> {
+        Ok(Self {
+            model,
+            f16: None,
+            state: CpuState::new(model, schedule)?,
+        })
+    }
+
+    /// A fresh sequence whose products read `f16` (made from this model by
+    /// [`F16Weights::new`]): half the bytes per decode step.
+    pub fn with_f16(model: &'m Model, f16: &'m F16Weights, schedule: Schedule) -> Result<Self> {
+        f16.check(model)?;
+        Ok(Self {
+            model,
+            f16: Some(f16),
+            state: CpuState::new(model, schedule)?,
+        })
+    }
+
+    /// Number of tokens seen so far.
+    pub fn position(&self) -> usize {
+        self.state.position
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.state.schedule
+    }
+
+    /// Bytes held by the per-layer caches now.
+    pub fn cache_bytes(&self) -> usize {
+        self.state.cache_bytes()
+    }
+
+    /// Per layer: `(attention cache entries, whether the SSM state exists)`.
+    pub fn layer_states(&self) -> Vec<(usize, bool)> {
+        self.state.layer_states()
+    }
+
+    /// Feeds `tokens` (a prefill, a decode step, or a continuation) and returns the logits of
+    /// every fed token (`[T, V]`) or of the last one (`[V]`).
+    pub fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
+        self.state.forward(self.model, self.f16, tokens, which)
     }
 }
 

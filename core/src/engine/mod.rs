@@ -5,4 +5,4 @@ mod model;
 mod session;
 
 pub use model::{EngineOptions, GpuModel};
-pub use session::GpuSession;
+pub use session::{GpuSession, GpuState};

@@ -7,6 +7,7 @@
 //! one-token SSM step in decode). A whole call is recorded into one command submission.
 
 use super::model::GpuModel;
+use crate::cpu::mixer::{AttentionCache as HostCache, LayerState as HostLayer};
 use crate::error::{Error, Result};
 use crate::gpu::ops::{self, AttentionTextures, SsmInputs, SsmState, View};
 use crate::gpu::{GpuBuffer, Recorder};
@@ -46,17 +47,20 @@ struct Activations {
     logit_rows: usize,
 }
 
-/// A sequence being processed on the GPU.
-pub struct GpuSession<'m> {
-    model: &'m GpuModel,
+/// What a sequence holds on the GPU, owned (no borrow of the model): the schedule, per-layer
+/// conv states, attention caches and SSM states, the position, reusable activations. Every call
+/// takes the [`GpuModel`] it was made for; [`GpuSession`] pairs the two.
+pub struct GpuState {
     schedule: Schedule,
+    /// f32 elements one attention-cache row holds (B, x and dt of a position).
+    per_token: usize,
     layers: Vec<LayerState>,
     position: usize,
     act: Option<Activations>,
 }
 
-impl<'m> GpuSession<'m> {
-    pub fn new(model: &'m GpuModel, schedule: Schedule) -> Result<Self> {
+impl GpuState {
+    pub fn new(model: &GpuModel, schedule: Schedule) -> Result<Self> {
         let c = &model.config;
         if schedule.len() != c.num_layers {
             return Err(Error::ScheduleLength {
@@ -76,7 +80,7 @@ impl<'m> GpuSession<'m> {
             })
             .collect::<Result<_>>()?;
         Ok(Self {
-            model,
+            per_token: c.n_groups * c.state_size + c.d_inner() + c.num_heads,
             schedule,
             layers,
             position: 0,
@@ -95,8 +99,7 @@ impl<'m> GpuSession<'m> {
     /// Bytes of cache in use (conv states, attention caches' filled rows, SSM states), counted
     /// as the CPU backend and [`crate::memory`] count them.
     pub fn cache_bytes(&self) -> usize {
-        let c = &self.model.config;
-        let per_token = c.n_groups * c.state_size + c.d_inner() + c.num_heads;
+        let per_token = self.per_token;
         self.layers
             .iter()
             .map(|l| {
@@ -115,12 +118,102 @@ impl<'m> GpuSession<'m> {
             .collect()
     }
 
+    /// The per-layer state as host data (the CPU engine's form), read back from the GPU: what
+    /// a saved session holds. The SSM states decode left in textures are copied out first.
+    pub async fn export(&mut self, m: &GpuModel) -> Result<Vec<HostLayer>> {
+        let c = &m.config;
+        let (gn, di, h) = (c.n_groups * c.state_size, c.d_inner(), c.num_heads);
+        let mut rec = Recorder::new(&m.ctx);
+        let mut ssm = Vec::with_capacity(self.layers.len());
+        for l in &mut self.layers {
+            ssm.push(match &mut l.ssm_state {
+                Some(s) => Some(s.buffer(&mut rec)?.clone()),
+                None => None,
+            });
+        }
+        rec.submit()?;
+        let ctx = &m.ctx;
+        let mut out = Vec::with_capacity(self.layers.len());
+        for (l, ssm) in self.layers.iter().zip(ssm) {
+            let attention_cache = match &l.cache {
+                Some(a) if a.len > 0 => HostCache {
+                    b: ctx.read_f32(&a.b, 0, a.len * gn).await?,
+                    x: ctx.read_f32(&a.x, 0, a.len * di).await?,
+                    dt: ctx.read_f32(&a.dt, 0, a.len * h).await?,
+                    len: a.len,
+                },
+                _ => HostCache::default(),
+            };
+            out.push(HostLayer {
+                conv_state: ctx.read_f32(&l.conv_state, 0, l.conv_state.len()).await?,
+                attention_cache,
+                ssm_state: match ssm {
+                    Some(b) => Some(ctx.read_f32(&b, 0, b.len()).await?),
+                    None => None,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// A state at `position` under `schedule` made from host data (see [`Self::export`]); the
+    /// shapes must have been checked against the model
+    /// ([`crate::session::SessionState::from_bytes`] does).
+    pub fn import(
+        m: &GpuModel,
+        position: usize,
+        schedule: Schedule,
+        layers: &[HostLayer],
+    ) -> Result<Self> {
+        let mut s = Self::new(m, schedule)?;
+        if layers.len() != s.layers.len() {
+            return Err(Error::ScheduleLength {
+                got: layers.len(),
+                layers: s.layers.len(),
+            });
+        }
+        let c = &m.config;
+        let (gn, di) = (c.n_groups * c.state_size, c.d_inner());
+        let mut rec = Recorder::new(&m.ctx);
+        for (i, l) in layers.iter().enumerate() {
+            m.ctx.write_f32(&s.layers[i].conv_state, 0, &l.conv_state)?;
+            let a = &l.attention_cache;
+            if a.len > 0 {
+                let cache = s.grow_cache(m, &mut rec, i, a.len)?;
+                m.ctx.write_f32(&cache.b, 0, &a.b)?;
+                m.ctx.write_f32(&cache.x, 0, &a.x)?;
+                m.ctx.write_f32(&cache.dt, 0, &a.dt)?;
+                cache.len = a.len;
+                if let Some(tex) = &cache.tex {
+                    // Queue writes land before the submission that reads them.
+                    let (kc, vc) = (
+                        View::dense(&cache.b, gn as u32),
+                        View::dense(&cache.x, di as u32),
+                    );
+                    tex.append(&mut rec, kc, vc, 0, a.len as u32)?;
+                }
+            }
+            if let Some(values) = &l.ssm_state {
+                let mut state = SsmState::zeros(&m.ctx, m.dims())?;
+                m.ctx.write_f32(state.buffer(&mut rec)?, 0, values)?;
+                s.layers[i].ssm_state = Some(state);
+            }
+        }
+        rec.submit()?;
+        s.position = position;
+        Ok(s)
+    }
+
     /// Feeds `tokens` from the current position and returns their logits (`[T, V]` or `[V]`).
-    pub async fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
+    pub async fn forward(
+        &mut self,
+        m: &GpuModel,
+        tokens: &[u32],
+        which: Logits,
+    ) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return Err(Error::EmptyTokens);
         }
-        let m = self.model;
         crate::model::check_token_range(tokens, self.position, m.vocab)?;
         // Pieces bound every activation buffer (and, for all logits, the [rows, V] output).
         let logit_cap = (m.ctx.max_binding_size() as usize / (4 * m.vocab)).max(1);
@@ -136,33 +229,38 @@ impl<'m> GpuSession<'m> {
                 Logits::Last if i + 1 == pieces.len() => 1,
                 Logits::Last => 0,
             };
-            out.extend(self.run(p, rows).await?);
+            out.extend(self.run(m, p, rows).await?);
         }
         Ok(out)
     }
 
     /// Blocking [`Self::forward`] (native).
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn forward_blocking(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
-        pollster::block_on(self.forward(tokens, which))
+    pub fn forward_blocking(
+        &mut self,
+        m: &GpuModel,
+        tokens: &[u32],
+        which: Logits,
+    ) -> Result<Vec<f32>> {
+        pollster::block_on(self.forward(m, tokens, which))
     }
 
     /// One submission: `tokens` through every layer; logits of the last `logit_rows` rows.
-    async fn run(&mut self, tokens: &[u32], logit_rows: usize) -> Result<Vec<f32>> {
+    async fn run(&mut self, m: &GpuModel, tokens: &[u32], logit_rows: usize) -> Result<Vec<f32>> {
         // Taken out of `self` while recording (layers borrow `self` mutably); put back after.
-        let act = self.take_activations(tokens.len(), logit_rows.max(1))?;
-        let result = self.run_with(&act, tokens, logit_rows).await;
+        let act = self.take_activations(m, tokens.len(), logit_rows.max(1))?;
+        let result = self.run_with(m, &act, tokens, logit_rows).await;
         self.act = Some(act);
         result
     }
 
     async fn run_with(
         &mut self,
+        m: &GpuModel,
         act: &Activations,
         tokens: &[u32],
         logit_rows: usize,
     ) -> Result<Vec<f32>> {
-        let m = self.model;
         let c = &m.config;
         let n = tokens.len();
         m.ctx.write_u32(&act.tokens, 0, tokens)?;
@@ -172,7 +270,7 @@ impl<'m> GpuSession<'m> {
         ops::embedding_of(&mut rec, &act.tokens, tokens, &m.embedding, h)?;
         let mut converted = Vec::new();
         for i in 0..self.layers.len() {
-            if self.record_layer(&mut rec, act, i, n)? {
+            if self.record_layer(m, &mut rec, act, i, n)? {
                 converted.push(i);
             }
         }
@@ -204,12 +302,12 @@ impl<'m> GpuSession<'m> {
     /// Records one layer for `n` new rows; returns whether its cache was converted.
     fn record_layer(
         &mut self,
+        m: &GpuModel,
         rec: &mut Recorder,
         act: &Activations,
         i: usize,
         n: usize,
     ) -> Result<bool> {
-        let m = self.model;
         let c = &m.config;
         let dims = m.dims();
         let (d, di, dc) = (c.hidden_size as u32, c.d_inner() as u32, c.d_conv() as u32);
@@ -271,7 +369,7 @@ impl<'m> GpuSession<'m> {
 
         // Step 4a: attention region (append to the cache, then attend over it).
         if n_att > 0 {
-            let cache = self.grow_cache(rec, i, p0 + n_att)?;
+            let cache = self.grow_cache(m, rec, i, p0 + n_att)?;
             let (na, at) = (n_att as u32, p0 as u32);
             ops::copy_rows(rec, na, gn, b, View::dense(&cache.b, gn).rows_from(at))?;
             ops::copy_rows(rec, na, di, x, View::dense(&cache.x, di).rows_from(at))?;
@@ -393,11 +491,11 @@ impl<'m> GpuSession<'m> {
     /// the TransPoint so a layer never holds more than τ entries).
     fn grow_cache(
         &mut self,
+        m: &GpuModel,
         rec: &mut Recorder,
         i: usize,
         needed: usize,
     ) -> Result<&mut AttentionCache> {
-        let m = self.model;
         let c = &m.config;
         let tp = self.schedule.layer(i);
         let st = &mut self.layers[i];
@@ -441,8 +539,12 @@ impl<'m> GpuSession<'m> {
     }
 
     /// The activation buffers, reallocated (larger) only when `rows` or `logit_rows` outgrow them.
-    fn take_activations(&mut self, rows: usize, logit_rows: usize) -> Result<Activations> {
-        let m = self.model;
+    fn take_activations(
+        &mut self,
+        m: &GpuModel,
+        rows: usize,
+        logit_rows: usize,
+    ) -> Result<Activations> {
         let (rows, logit_rows) = match self.act.take() {
             Some(a) if a.rows >= rows && a.logit_rows >= logit_rows => return Ok(a),
             // Grow to cover the old and the new request; cached bind groups hold the old buffers.
@@ -474,5 +576,49 @@ impl<'m> GpuSession<'m> {
             logits: ctx.zeros("logits", logit_rows * m.vocab)?,
             logit_rows,
         })
+    }
+}
+
+/// One sequence on a GPU model: [`GpuState`] with the model it runs on.
+pub struct GpuSession<'m> {
+    model: &'m GpuModel,
+    state: GpuState,
+}
+
+impl<'m> GpuSession<'m> {
+    pub fn new(model: &'m GpuModel, schedule: Schedule) -> Result<Self> {
+        Ok(Self {
+            model,
+            state: GpuState::new(model, schedule)?,
+        })
+    }
+
+    pub fn position(&self) -> usize {
+        self.state.position()
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        self.state.schedule()
+    }
+
+    /// See [`GpuState::cache_bytes`].
+    pub fn cache_bytes(&self) -> usize {
+        self.state.cache_bytes()
+    }
+
+    /// Per layer: `(attention cache entries, whether the SSM state exists)`.
+    pub fn layer_states(&self) -> Vec<(usize, bool)> {
+        self.state.layer_states()
+    }
+
+    /// Feeds `tokens` from the current position and returns their logits (`[T, V]` or `[V]`).
+    pub async fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
+        self.state.forward(self.model, tokens, which).await
+    }
+
+    /// Blocking [`Self::forward`] (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_blocking(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
+        self.state.forward_blocking(self.model, tokens, which)
     }
 }

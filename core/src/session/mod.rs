@@ -1,0 +1,384 @@
+//! Sequences on either engine, for as long as a user keeps them: a model on its engine
+//! ([`Engine`]), a sequence that continues across calls ([`Session`]), its state saved to bytes
+//! and restored on either engine ([`SessionState`]), and text generation over it
+//! ([`Generator`]). The CLI and the wasm module both drive models through this module.
+
+mod generator;
+mod state;
+
+use std::sync::Arc;
+
+pub use generator::{GenerateOptions, Generator, Step};
+pub use state::{fingerprint, SessionState, STATE_FORMAT, STATE_VERSION};
+
+use crate::config::ModelConfig;
+use crate::cpu::{CpuState, F16Weights};
+use crate::engine::{EngineOptions, GpuModel, GpuState};
+use crate::engine_choice::{EngineChoice, EngineKind};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, WeightFormat};
+use crate::model::Model;
+use crate::schedule::Schedule;
+use crate::Logits;
+
+/// A model on the engine that runs it: cheap to clone (shared), so sessions own a handle.
+#[derive(Clone)]
+pub struct Engine(Arc<EngineInner>);
+
+struct EngineInner {
+    imp: Imp,
+    choice: EngineChoice,
+    fingerprint: u64,
+}
+
+enum Imp {
+    /// The model, and f16 copies of its large matrices when the weights are f16.
+    Cpu(Model, Option<F16Weights>),
+    Gpu(GpuModel),
+}
+
+impl Engine {
+    /// `model` on the CPU engine, its large matrices stored as `weights`.
+    pub fn cpu(model: Model, weights: WeightFormat, choice: EngineChoice) -> Result<Self> {
+        let fingerprint = fingerprint(&model);
+        let f16 = match weights {
+            WeightFormat::F16 => Some(F16Weights::new(&model)?),
+            WeightFormat::F32 => None,
+        };
+        Ok(Self(Arc::new(EngineInner {
+            imp: Imp::Cpu(model, f16),
+            choice,
+            fingerprint,
+        })))
+    }
+
+    /// `model` uploaded to the GPU of `ctx`.
+    pub fn on_gpu(
+        ctx: Arc<GpuContext>,
+        model: &Model,
+        options: EngineOptions,
+        choice: EngineChoice,
+    ) -> Result<Self> {
+        let gpu = GpuModel::new(ctx, model, options)?;
+        Ok(Self(Arc::new(EngineInner {
+            imp: Imp::Gpu(gpu),
+            choice,
+            fingerprint: fingerprint(model),
+        })))
+    }
+
+    pub fn kind(&self) -> EngineKind {
+        match self.0.imp {
+            Imp::Cpu(..) => EngineKind::Cpu,
+            Imp::Gpu(_) => EngineKind::Gpu,
+        }
+    }
+
+    /// Which engine runs and why (`auto`'s reasoning, or the user's request).
+    pub fn choice(&self) -> &EngineChoice {
+        &self.0.choice
+    }
+
+    /// How the large matrices are stored.
+    pub fn weights(&self) -> WeightFormat {
+        match &self.0.imp {
+            Imp::Cpu(_, Some(_)) => WeightFormat::F16,
+            Imp::Cpu(_, None) => WeightFormat::F32,
+            Imp::Gpu(g) => g.options.weights,
+        }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        match &self.0.imp {
+            Imp::Cpu(m, _) => &m.config,
+            Imp::Gpu(g) => &g.config,
+        }
+    }
+
+    pub fn vocab(&self) -> usize {
+        match &self.0.imp {
+            Imp::Cpu(m, _) => m.vocab,
+            Imp::Gpu(g) => g.vocab,
+        }
+    }
+
+    /// The model's [`fingerprint`]: state files carry it, and restoring checks it.
+    pub fn fingerprint(&self) -> u64 {
+        self.0.fingerprint
+    }
+
+    pub fn gpu(&self) -> Option<&GpuModel> {
+        match &self.0.imp {
+            Imp::Gpu(g) => Some(g),
+            Imp::Cpu(..) => None,
+        }
+    }
+
+    /// The engine, its device and why it was chosen, for status lines and JSON.
+    pub fn name(&self) -> String {
+        match &self.0.imp {
+            Imp::Cpu(_, f16) => format!(
+                "cpu ({} threads, {} weights; {})",
+                rayon::current_num_threads(),
+                if f16.is_some() { "f16" } else { "f32" },
+                self.0.choice.reason
+            ),
+            Imp::Gpu(g) => format!(
+                "gpu ({}, {:?}, {} weights; {})",
+                g.ctx.info.name,
+                g.ctx.info.backend,
+                g.options.weights.name(),
+                self.0.choice.reason
+            ),
+        }
+    }
+
+    /// A fresh sequence under `schedule` (resolved for this model).
+    pub fn session(&self, schedule: Schedule) -> Result<Session> {
+        let state = match &self.0.imp {
+            Imp::Cpu(m, _) => EngineState::Cpu(CpuState::new(m, schedule)?),
+            Imp::Gpu(g) => EngineState::Gpu(Box::new(GpuState::new(g, schedule)?)),
+        };
+        Ok(Session {
+            engine: self.clone(),
+            state,
+            pending: Vec::new(),
+            logits: None,
+            poisoned: None,
+        })
+    }
+
+    /// A session continuing from a state file's bytes (`file` names it in errors), on this
+    /// engine whichever engine saved it.
+    pub fn restore(&self, bytes: &[u8], file: &str) -> Result<Session> {
+        let state =
+            SessionState::from_bytes(bytes, file, self.config(), self.vocab(), self.fingerprint())?;
+        self.session_from(state)
+    }
+
+    /// A session continuing from `state` (checked against the model by
+    /// [`SessionState::from_bytes`], or exported from a session of this model).
+    pub fn session_from(&self, state: SessionState) -> Result<Session> {
+        let engine_state = match &self.0.imp {
+            Imp::Cpu(m, _) => {
+                let mut s = CpuState::new(m, state.schedule)?;
+                s.layers = state.layers;
+                s.position = state.position;
+                EngineState::Cpu(s)
+            }
+            Imp::Gpu(g) => EngineState::Gpu(Box::new(GpuState::import(
+                g,
+                state.position,
+                state.schedule,
+                &state.layers,
+            )?)),
+        };
+        Ok(Session {
+            engine: self.clone(),
+            state: engine_state,
+            pending: Vec::new(),
+            logits: state.logits,
+            poisoned: None,
+        })
+    }
+}
+
+enum EngineState {
+    Cpu(CpuState),
+    // Boxed: a GPU state (per-layer buffers, caches) is much larger than a CPU one.
+    Gpu(Box<GpuState>),
+}
+
+/// One sequence that lasts: it keeps its state between calls, so new tokens extend it without
+/// re-running what came before; it saves to bytes, restores and forks.
+///
+/// Tokens sampled by a [`Generator`] are held as *pending* and fed with the next call that
+/// needs their logits (the next step, a continuation, [`Session::save`]), so a generation does
+/// no forward pass whose logits nobody reads.
+///
+/// If the engine fails in the middle of a call (a GPU fault after some layers were updated),
+/// the session is poisoned: every later call is [`Error::SessionPoisoned`] instead of a result
+/// from a half-updated state. Errors found before anything runs (bad token ids, an empty
+/// call) leave the session as it was.
+pub struct Session {
+    engine: Engine,
+    state: EngineState,
+    /// Tokens appended but not yet fed.
+    pending: Vec<u32>,
+    /// The logits of the last fed position.
+    logits: Option<Vec<f32>>,
+    poisoned: Option<String>,
+}
+
+impl Session {
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Tokens in the sequence (fed and pending).
+    pub fn position(&self) -> usize {
+        self.fed() + self.pending.len()
+    }
+
+    fn fed(&self) -> usize {
+        match &self.state {
+            EngineState::Cpu(s) => s.position(),
+            EngineState::Gpu(s) => s.position(),
+        }
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        match &self.state {
+            EngineState::Cpu(s) => s.schedule(),
+            EngineState::Gpu(s) => s.schedule(),
+        }
+    }
+
+    /// Bytes the per-layer caches hold now.
+    pub fn cache_bytes(&self) -> usize {
+        match &self.state {
+            EngineState::Cpu(s) => s.cache_bytes(),
+            EngineState::Gpu(s) => s.cache_bytes(),
+        }
+    }
+
+    /// Per layer: `(attention cache entries, whether the SSM state exists)`.
+    pub fn layer_states(&self) -> Vec<(usize, bool)> {
+        match &self.state {
+            EngineState::Cpu(s) => s.layer_states(),
+            EngineState::Gpu(s) => s.layer_states(),
+        }
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(why) => Err(Error::SessionPoisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends `tokens` and feeds them (after any pending ones); returns the logits of the
+    /// appended tokens (`[T, V]`) or of the last one (`[V]`).
+    pub async fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
+        self.check_usable()?;
+        if tokens.is_empty() {
+            return Err(Error::EmptyTokens);
+        }
+        crate::model::check_token_range(tokens, self.position(), self.engine.vocab())?;
+        let mut fed = std::mem::take(&mut self.pending);
+        let skip = fed.len();
+        fed.extend_from_slice(tokens);
+        let logits = self.run(&fed, which).await?;
+        let v = self.engine.vocab();
+        let logits = match which {
+            Logits::All if skip > 0 => logits[skip * v..].to_vec(),
+            _ => logits,
+        };
+        self.logits = Some(logits[logits.len() - v..].to_vec());
+        Ok(logits)
+    }
+
+    /// Blocking [`Self::forward`] (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn forward_blocking(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
+        pollster::block_on(self.forward(tokens, which))
+    }
+
+    /// Runs the engine; a failure poisons the session (its state may be half-updated).
+    async fn run(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
+        let result = match (&mut self.state, &self.engine.0.imp) {
+            (EngineState::Cpu(s), Imp::Cpu(m, f16)) => s.forward(m, f16.as_ref(), tokens, which),
+            (EngineState::Gpu(s), Imp::Gpu(g)) => s.forward(g, tokens, which).await,
+            _ => unreachable!("a session's state is made by its own engine"),
+        };
+        if let Err(e) = &result {
+            self.poisoned = Some(format!("a forward pass failed part-way ({e})"));
+        }
+        result
+    }
+
+    /// Appends `token` without feeding it yet: it is fed with the next call that needs logits.
+    pub fn push(&mut self, token: u32) -> Result<()> {
+        self.check_usable()?;
+        crate::model::check_token_range(&[token], self.position(), self.engine.vocab())?;
+        self.pending.push(token);
+        Ok(())
+    }
+
+    /// Feeds the pending tokens, if any.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.check_usable()?;
+        if !self.pending.is_empty() {
+            let fed = std::mem::take(&mut self.pending);
+            let logits = self.run(&fed, Logits::Last).await?;
+            self.logits = Some(logits);
+        }
+        Ok(())
+    }
+
+    /// The logits of the last token in the sequence (feeding pending tokens first): what the
+    /// next token is sampled from. An error on a session that has seen no token.
+    pub async fn next_logits(&mut self) -> Result<&[f32]> {
+        self.flush().await?;
+        self.logits.as_deref().ok_or(Error::EmptyTokens)
+    }
+
+    /// The state as host data (pending tokens fed first).
+    pub async fn state(&mut self) -> Result<SessionState> {
+        self.flush().await?;
+        let layers = match (&mut self.state, &self.engine.0.imp) {
+            (EngineState::Cpu(s), _) => s.layers.clone(),
+            (EngineState::Gpu(s), Imp::Gpu(g)) => s.export(g).await?,
+            _ => unreachable!("a session's state is made by its own engine"),
+        };
+        Ok(SessionState {
+            position: self.fed(),
+            schedule: self.schedule().clone(),
+            layers,
+            logits: self.logits.clone(),
+        })
+    }
+
+    /// The state file's bytes (see [`SessionState`]); the session goes on unchanged.
+    pub async fn save(&mut self) -> Result<Vec<u8>> {
+        let engine = self.engine.kind().name();
+        let state = self.state().await?;
+        state.to_bytes(self.engine.fingerprint(), engine)
+    }
+
+    /// An independent copy of this session (a branch of the conversation).
+    pub async fn fork(&mut self) -> Result<Session> {
+        let state = self.state().await?;
+        self.engine.session_from(state)
+    }
+
+    /// Starts the sequence over (same schedule); clears a poisoned session too.
+    pub fn reset(&mut self) -> Result<()> {
+        *self = self.engine.session(self.schedule().clone())?;
+        Ok(())
+    }
+
+    /// Blocking [`Self::save`] (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save_blocking(&mut self) -> Result<Vec<u8>> {
+        pollster::block_on(self.save())
+    }
+
+    /// Blocking [`Self::state`] (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn state_blocking(&mut self) -> Result<SessionState> {
+        pollster::block_on(self.state())
+    }
+
+    /// Blocking [`Self::next_logits`] (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn next_logits_blocking(&mut self) -> Result<Vec<f32>> {
+        pollster::block_on(self.next_logits()).map(<[f32]>::to_vec)
+    }
+
+    /// Blocking [`Self::fork`] (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn fork_blocking(&mut self) -> Result<Session> {
+        pollster::block_on(self.fork())
+    }
+}
