@@ -212,17 +212,17 @@ describe('demo page', () => {
 });
 
 describe('package API', () => {
-  test('forward() logits equal tm-run forward; info(), abort and the Cache API work', async () => {
+  test('forward() logits equal tm-run forward; info(), abort and the model cache work', async () => {
     const npy = join(OUT, 'tiny-forward.npy');
     tmRun(['forward', '--model', models.tiny, '--tokens', PROMPT.join(','), '--transpoints', '3', '--out', npy]);
     const native = readNpy(npy);
     const { page, log } = await openDemo('?autoload=0');
     try {
       const r = await page.evaluate(async (prompt) => {
-        const { loadModel } = await import('transmamba-web');
+        const { loadModel, deleteCached } = await import('transmamba-web');
         const progress = [];
         const url = '/__test/tiny.safetensors';
-        await caches.delete('tm-test');
+        await deleteCached(url);
         const m = await loadModel(url, { cache: 'tm-test', onProgress: (p) => progress.push(p.phase) });
         const logits = await m.forward(prompt, { transpoints: 3, all: true });
         const info = await m.info();
@@ -285,6 +285,111 @@ describe('package API', () => {
         `# WebGPU adapter: ${JSON.stringify(r.info.webgpu)}; max logit diff: CPU engine ` +
           `${maxDiff.toExponential(2)}, WebGPU engine ${gpuDiff.toExponential(2)}`,
       );
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('sessions continue, save and restore across engines and tm-run, fork, and stay in browser storage', async () => {
+    // tm-run: one run of 16 tokens; and 6 tokens saved, then continued by 10 from the file.
+    const whole = nativeGenerate(models.tiny, PROMPT, '8,inf', 16);
+    const stateFile = join(OUT, 'tiny-6.state');
+    tmRun(['generate', '--model', models.tiny, '--tokens', PROMPT.join(','), '--transpoints', '8,inf',
+      '--max-tokens', '6', '--save-state', stateFile, '--json']);
+    const { page, log } = await openDemo('?autoload=0');
+    try {
+      const r = await page.evaluate(async (prompt) => {
+        const { loadModel, listCached, deleteCached } = await import('transmamba-web');
+        const url = '/__test/tiny.safetensors';
+        const gen = async (session, p, maxTokens) => {
+          const out = [];
+          const it = session.generate(p, { maxTokens });
+          for (;;) {
+            const { value, done } = await it.next();
+            if (done) return { tokens: out, summary: value };
+            out.push(value.token);
+          }
+        };
+        const cpu = await loadModel(url, { device: 'cpu' });
+        const gpu = await loadModel(url, { device: 'webgpu' });
+        // 6 tokens, save, restore on each engine, 10 more.
+        const s = await cpu.session({ transpoints: '8,inf' });
+        const first = await gen(s, prompt, 6);
+        const bytes = await s.save();
+        const onCpu = await gen(await cpu.restore(bytes), [], 10);
+        const onGpu = await gen(await gpu.restore(bytes), [], 10);
+        // The state tm-run saved, continued here.
+        const nativeBytes = new Uint8Array(await (await fetch('/__test/tiny-6.state')).arrayBuffer());
+        const fromNative = await gen(await gpu.restore(nativeBytes), [], 10);
+        // A session continues across calls: 6 + 10 in two generate calls.
+        const t = await cpu.session({ transpoints: '8,inf' });
+        const a = await gen(t, prompt, 6);
+        const b = await gen(t, [], 10);
+        // Fork: the child and the parent continue independently, each as a fresh sequence would.
+        const parent = await gpu.session({ transpoints: '8,inf' });
+        await gen(parent, prompt, 3);
+        const child = await parent.fork();
+        const p1 = await gen(parent, [7], 4);
+        const c1 = await gen(child, [9], 4);
+        const c2 = await gen(child, [], 2);
+        const solo = await gpu.session({ transpoints: '8,inf' });
+        await gen(solo, prompt, 3);
+        const s1 = await gen(solo, [9], 6);
+        const solo2 = await gpu.session({ transpoints: '8,inf' });
+        await gen(solo2, prompt, 3);
+        const s2 = await gen(solo2, [7], 4);
+        // Browser storage: store, list, restore, delete.
+        await deleteCached('chat-1');
+        const stored = await s.store('chat-1');
+        const listed = (await listCached()).filter((c) => c.kind === 'session');
+        const fromStore = await gen(await cpu.restoreCached('chat-1'), [], 10);
+        const deleted = await deleteCached('chat-1');
+        const listedAfter = (await listCached()).filter((c) => c.name === 'chat-1');
+        let missing = null;
+        try { await cpu.restoreCached('chat-1'); } catch (e) { missing = e.message; }
+        // Bad states: Errors naming the problem.
+        const errors = {};
+        try { await cpu.restore(new Uint8Array([1, 2, 3])); } catch (e) { errors.junk = e.message; }
+        try { await cpu.restore(bytes.slice(0, bytes.length - 9)); } catch (e) { errors.truncated = e.message; }
+        const demo = await loadModel('/transmamba-demo.safetensors', { device: 'cpu' });
+        try { await demo.restore(bytes); } catch (e) { errors.other = e.message; }
+        try { await cpu.restore('not bytes'); } catch (e) { errors.type = `${e instanceof TypeError} ${e.message}`; }
+        let disposed = null;
+        t.dispose();
+        try { await gen(t, [], 1); } catch (e) { disposed = e.message; }
+        demo.dispose();
+        cpu.dispose();
+        gpu.dispose();
+        return {
+          first: first.tokens, firstPosition: first.summary.position, stateBytes: bytes.length,
+          onCpu: onCpu.tokens, onGpu: onGpu.tokens, fromNative: fromNative.tokens, resumedAt: onGpu.summary.resumedAt,
+          a: a.tokens, b: b.tokens, p1: p1.tokens, c1: c1.tokens, c2: c2.tokens, s1: s1.tokens, s2: s2.tokens,
+          stored, listed, fromStore: fromStore.tokens, deleted, listedAfter, missing, errors, disposed,
+          storage: listed[0] && listed[0].storage,
+        };
+      }, PROMPT);
+      const want = whole.tokens;
+      assert.deepEqual(r.first, want.slice(0, 6), log.join('\n'));
+      assert.equal(r.firstPosition, PROMPT.length + 6);
+      assert.deepEqual(r.onCpu, want.slice(6), 'saved on the CPU engine, continued on it');
+      assert.deepEqual(r.onGpu, want.slice(6), 'saved on the CPU engine, continued on WebGPU');
+      assert.deepEqual(r.fromNative, want.slice(6), 'saved by tm-run, continued on WebGPU');
+      assert.equal(r.resumedAt, PROMPT.length + 6);
+      assert.deepEqual([...r.a, ...r.b], want, 'one session, two calls');
+      assert.deepEqual([...r.c1, ...r.c2], r.s1, 'the fork continues as a fresh sequence would');
+      assert.deepEqual(r.p1, r.s2, 'the parent continues as if never forked');
+      assert.ok(r.stored === r.stateBytes, `stored ${r.stored} bytes`);
+      assert.ok(r.listed.some((c) => c.name === 'chat-1' && c.bytes === r.stateBytes), JSON.stringify(r.listed));
+      assert.deepEqual(r.fromStore, want.slice(6), 'restored from browser storage');
+      assert.equal(r.deleted, true);
+      assert.deepEqual(r.listedAfter, []);
+      assert.match(r.missing, /no saved session named "chat-1"/);
+      assert.match(r.errors.junk, /malformed session state/);
+      assert.match(r.errors.truncated, /malformed session state/);
+      assert.match(r.errors.other, /another model/);
+      assert.match(r.errors.type, /^true restore\(\) takes the bytes/);
+      assert.match(r.disposed, /disposed/);
+      console.log(`# session state of the tiny model after 11 tokens: ${r.stateBytes} bytes, kept in ${r.storage}`);
     } finally {
       await page.close();
     }
