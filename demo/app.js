@@ -1,8 +1,10 @@
 // The demo page: plain ES module over the transmamba-web package (no build step).
-import { hasWebGPU, loadModel } from 'transmamba-web';
+import { deleteCached, hasWebGPU, listCached, loadModel } from 'transmamba-web';
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, info: null, controller: null, history: [], summary: null };
+// `session`: the conversation (a transmamba session that each send continues), made on the
+// first send with the schedule in the TransPoints field; `sessionSchedule` is that schedule.
+const state = { model: null, info: null, controller: null, history: [], summary: null, session: null, sessionSchedule: null };
 window.transmambaDemo = state; // for the browser tests and the curious
 
 function setState(s) {
@@ -40,6 +42,13 @@ function setBusy(busy) {
   $('load-url').disabled = busy;
   $('model-file').disabled = busy;
   $('device').disabled = busy;
+  const noSession = busy || !state.session;
+  $('new-conversation').disabled = noSession;
+  $('save-state').disabled = noSession;
+  $('store-state').disabled = noSession;
+  $('restore-file').disabled = busy || !state.model;
+  $('restore-stored').disabled = busy || !state.model || !$('stored').value;
+  $('delete-stored').disabled = busy || !$('stored').value;
 }
 
 function describeModel(info) {
@@ -92,6 +101,9 @@ async function load(source, label) {
     });
     if (state.model) state.model.dispose();
     state.model = model;
+    state.session = null;
+    $('conversation').textContent = '';
+    showSessionSize(null);
     state.info = await model.info();
     describeModel(state.info);
     renderLayers(null);
@@ -120,6 +132,59 @@ function num(id, fallback) {
   return Number.isFinite(v) ? v : fallback;
 }
 
+function showSessionSize(cache) {
+  $('session-size').textContent = cache
+    ? `conversation state after ${cache.position} tokens: ${fmtBytes(cache.cacheBytes)} ` +
+      `(attention caches ${fmtBytes(cache.attentionBytes)}, SSM states ${fmtBytes(cache.ssmBytes)}, ` +
+      `conv states ${fmtBytes(cache.convBytes)}) · schedule ${cache.transpoints}`
+    : 'No conversation yet.';
+}
+
+function newTurn(promptLabel) {
+  const turn = document.createElement('div');
+  turn.className = 'turn';
+  const you = document.createElement('span');
+  you.className = 'you';
+  you.textContent = promptLabel;
+  const answer = document.createElement('span');
+  answer.className = 'answer';
+  answer.appendChild(document.createTextNode(''));
+  turn.append(you, answer);
+  $('conversation').appendChild(turn);
+  return answer;
+}
+
+function note(text) {
+  const div = document.createElement('div');
+  div.className = 'turn note';
+  div.textContent = text;
+  $('conversation').appendChild(div);
+}
+
+function endConversation() {
+  if (state.session) state.session.dispose();
+  state.session = null;
+  state.sessionSchedule = null;
+  state.history = [];
+  showSessionSize(null);
+}
+
+// The conversation to continue: the current one, or a new one under the TransPoints field's
+// schedule (a changed schedule starts a new conversation: a sequence keeps its schedule).
+async function conversation() {
+  const schedule = await state.model.resolveTranspoints($('transpoints').value.trim() || 'config');
+  if (state.session && state.sessionSchedule !== schedule) {
+    note(`(schedule changed to ${schedule}: a new conversation)`);
+    endConversation();
+  }
+  if (!state.session) {
+    state.session = await state.model.session({ transpoints: schedule });
+    state.sessionSchedule = schedule;
+    state.history = [];
+  }
+  return state.session;
+}
+
 async function generate() {
   if (!state.model) return;
   showError(null);
@@ -131,27 +196,34 @@ async function generate() {
     showError(e.message);
     return;
   }
+  const continuing = $('continue').checked;
   const controller = new AbortController();
   state.controller = controller;
-  state.history = [];
   state.summary = null;
   setBusy(true);
   setState('generating');
-  $('out-prompt').textContent = $('prompt-tokens').checked ? `[${prompt.join(',')}] ` : promptText;
-  $('out-text').textContent = '';
   $('tokens').textContent = '';
   $('stats').textContent = 'prefill…';
   const tokens = [];
-  const it = state.model.generate(prompt, {
+  const options = {
     maxTokens: Math.max(1, Math.floor(num('max-tokens', 64))),
     temperature: num('temperature', 0),
     topK: Math.floor(num('top-k', 0)),
     topP: num('top-p', 1),
     seed: Math.floor(num('seed', 0)),
-    transpoints: $('transpoints').value.trim() || 'config',
     signal: controller.signal,
-  });
+  };
   try {
+    let it;
+    if (continuing) {
+      const session = await conversation();
+      it = session.generate(prompt, options);
+    } else {
+      endConversation();
+      state.history = [];
+      it = state.model.generate(prompt, { ...options, transpoints: $('transpoints').value.trim() || 'config' });
+    }
+    const answer = newTurn($('prompt-tokens').checked ? `[${prompt.join(',')}] ` : promptText);
     for (;;) {
       const { value, done } = await it.next();
       if (done) {
@@ -159,11 +231,12 @@ async function generate() {
         break;
       }
       tokens.push(value.token);
-      appendText('out-text', value.text);
+      answer.firstChild.appendData(value.text);
       appendText('tokens', tokens.length > 1 ? `,${value.token}` : `${value.token}`);
       $('stats').textContent = `${tokens.length} tokens · ${value.tokensPerS.toFixed(1)} tokens/s · position ${value.cache.position}`;
       pushHistory(value.cache);
       renderLayers(value.cache);
+      if (continuing) showSessionSize(value.cache);
     }
     const s = state.summary;
     if (s) {
@@ -173,7 +246,9 @@ async function generate() {
         (s.stopped ? ' · stopped' : '');
       pushHistory(s.cache);
       renderLayers(s.cache);
+      if (continuing) showSessionSize(s.cache);
     }
+    $('conversation').scrollTop = $('conversation').scrollHeight;
   } catch (e) {
     showError(`Generation failed: ${e.message}`);
     $('stats').textContent = '';
@@ -183,6 +258,42 @@ async function generate() {
     setState('ready');
     document.body.dataset.generations = String(Number(document.body.dataset.generations || 0) + 1);
   }
+}
+
+// Save / restore of the conversation's state: a file download and upload, or the browser's
+// storage (listCached / deleteCached).
+async function withBusy(what, fn) {
+  showError(null);
+  setBusy(true);
+  try {
+    await fn();
+  } catch (e) {
+    showError(`${what} failed: ${e.message}`);
+  } finally {
+    setBusy(false);
+    document.body.dataset.stateOps = String(Number(document.body.dataset.stateOps || 0) + 1);
+  }
+}
+
+async function adopt(session, label) {
+  endConversation();
+  state.session = session;
+  state.sessionSchedule = session.stats.transpoints;
+  $('transpoints').value = session.stats.transpoints;
+  note(`(restored ${label}: ${session.stats.position} tokens; the next send continues it)`);
+  showSessionSize(session.stats);
+  renderLayers(session.stats);
+}
+
+async function refreshStored() {
+  const sel = $('stored');
+  const keep = sel.value;
+  const items = (await listCached()).filter((c) => c.kind === 'session');
+  sel.textContent = '';
+  if (!items.length) sel.appendChild(new Option('(nothing kept)', ''));
+  for (const c of items) sel.appendChild(new Option(`${c.name} (${fmtBytes(c.bytes)})`, c.name));
+  if (items.some((c) => c.name === keep)) sel.value = keep;
+  setBusy(false);
 }
 
 // A long generation (20,000 tokens) must cost the page the same per token at the end as at the
@@ -263,6 +374,52 @@ function wire() {
     if (f) load(f, f.name);
   });
   $('generate').addEventListener('click', generate);
+  $('new-conversation').addEventListener('click', () => {
+    endConversation();
+    $('conversation').textContent = '';
+    renderLayers(null);
+    setBusy(false);
+  });
+  $('save-state').addEventListener('click', () =>
+    withBusy('Saving the state', async () => {
+      const bytes = await state.session.save();
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
+      a.download = 'transmamba-session.safetensors';
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+    }),
+  );
+  $('restore-file').addEventListener('change', (e) => {
+    const f = e.target.files && e.target.files[0];
+    if (!f) return;
+    withBusy(`Restoring ${f.name}`, async () => adopt(await state.model.restore(f), f.name));
+    e.target.value = '';
+  });
+  $('store-state').addEventListener('click', () =>
+    withBusy('Keeping the state', async () => {
+      const name = $('store-name').value.trim() || 'conversation';
+      const bytes = await state.session.store(name);
+      await refreshStored();
+      $('stored').value = name;
+      note(`(kept as "${name}" in this browser: ${fmtBytes(bytes)})`);
+    }),
+  );
+  $('restore-stored').addEventListener('click', () =>
+    withBusy('Restoring', async () => {
+      const name = $('stored').value;
+      adopt(await state.model.restoreCached(name), `"${name}"`);
+    }),
+  );
+  $('delete-stored').addEventListener('click', () =>
+    withBusy('Deleting', async () => {
+      await deleteCached($('stored').value);
+      await refreshStored();
+    }),
+  );
+  $('stored').addEventListener('change', () => setBusy(false));
   $('stop').addEventListener('click', () => state.controller && state.controller.abort());
   $('tp-preset').addEventListener('change', (e) => {
     if (e.target.value !== 'custom') $('transpoints').value = e.target.value;
@@ -280,6 +437,7 @@ function wire() {
 
 async function main() {
   wire();
+  refreshStored().catch(() => {});
   const params = new URLSearchParams(location.search);
   if (['auto', 'webgpu', 'cpu'].includes(params.get('device'))) $('device').value = params.get('device');
   $('gpu-status').textContent = hasWebGPU() ? 'WebGPU: available' : 'WebGPU: not available (the CPU engine runs)';

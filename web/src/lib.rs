@@ -272,7 +272,8 @@ fn schedule_string(s: &[TransPoint]) -> String {
 /// Cache state of a session: totals and, per layer, attention positions vs SSM positions and
 /// the bytes of each part.
 fn cache_snapshot(cfg: &ModelConfig, session: &Session) -> Value {
-    let pos = session.position();
+    // The caches' position: tokens fed so far (a just-sampled token is fed with the next step).
+    let pos = session.fed();
     let per_token = cfg.n_groups * cfg.state_size + cfg.d_inner() + cfg.num_heads;
     let conv = 4 * (cfg.conv_kernel - 1) * cfg.d_conv();
     let ssm_len = 4 * cfg.d_inner() * cfg.state_size;

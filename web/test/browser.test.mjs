@@ -34,8 +34,9 @@ async function openDemo(query = '') {
   return { page, log };
 }
 
-async function demoGenerate(page, { tokens, text, transpoints, maxTokens = MAX_TOKENS }) {
+async function demoGenerate(page, { tokens, text, transpoints, maxTokens = MAX_TOKENS, continuing = false }) {
   const before = Number((await page.getAttribute('body', 'data-generations')) || 0);
+  await page.setChecked('#continue', continuing);
   await page.setChecked('#prompt-tokens', tokens != null);
   await page.fill('#prompt', tokens != null ? tokens.join(',') : text);
   await page.fill('#transpoints', transpoints);
@@ -146,6 +147,75 @@ describe('demo page', () => {
       r = await demoGenerate(page, { tokens: [1, 2], transpoints: 'inf', maxTokens: 4 });
       assert.equal(r.error, null);
       assert.equal(r.ids.length, 4);
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('a conversation continues one session; its state downloads, uploads and stays in the browser', async () => {
+    const dir = OUT;
+    const f1 = join(dir, 'demo-turn1.state');
+    const f2 = join(dir, 'demo-turn2.state');
+    const t1 = JSON.parse(tmRun(['generate', '--json', '--model', models.demoModel, '--tokens', PROMPT.join(','),
+      '--transpoints', '8', '--max-tokens', '6', '--save-state', f1]));
+    const t2 = JSON.parse(tmRun(['generate', '--json', '--model', models.demoModel, '--state', f1, '--tokens', '9,10',
+      '--max-tokens', '5', '--save-state', f2]));
+    const t3 = JSON.parse(tmRun(['generate', '--json', '--model', models.demoModel, '--state', f2, '--tokens', '11',
+      '--max-tokens', '3']));
+    const { page, log } = await openDemo();
+    try {
+      const turn = (tokens, maxTokens) => demoGenerate(page, { tokens, transpoints: '8', maxTokens, continuing: true });
+      const a = await turn(PROMPT, 6);
+      const b = await turn([9, 10], 5);
+      assert.equal(a.error, null, log.join('\n'));
+      assert.deepEqual(a.ids, t1.tokens);
+      assert.deepEqual(b.ids, t2.tokens, 'the second send continues the first');
+      // 5 + 6 + 2 + 5 tokens, the last sampled one not yet fed: the state covers 17; the demo
+      // model's schedule 8 has converted every layer, so the state is its fixed 840 KiB.
+      assert.match(await page.textContent('#session-size'), /state after 17 tokens: 840.0 KiB \(attention caches 0 B/);
+      assert.equal(await page.$$eval('#conversation .turn', (t) => t.length), 2);
+      // Download the state, start over, upload it: the next send continues where it was.
+      const ops = async () => Number((await page.getAttribute('body', 'data-state-ops')) || 0);
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('#save-state')]);
+      const saved = join(dir, 'demo-download.state');
+      await download.saveAs(saved);
+      await page.click('#new-conversation');
+      let n = await ops();
+      await page.setInputFiles('#restore-file', saved);
+      await page.waitForFunction((k) => Number(document.body.dataset.stateOps || 0) > k, n);
+      const c = await turn([11], 3);
+      assert.equal(c.error, null, log.join('\n'));
+      assert.deepEqual(c.ids, t3.tokens, 'restored from the downloaded file');
+      // The state file tm-run saved after turn 2 restores here too.
+      n = await ops();
+      await page.setInputFiles('#restore-file', f2);
+      await page.waitForFunction((k) => Number(document.body.dataset.stateOps || 0) > k, n);
+      assert.deepEqual((await turn([11], 3)).ids, t3.tokens, "restored from tm-run's file");
+      // Keep it in the browser, restore it from there.
+      n = await ops();
+      await page.setInputFiles('#restore-file', f2);
+      await page.waitForFunction((k) => Number(document.body.dataset.stateOps || 0) > k, n);
+      await page.fill('#store-name', 'demo-test');
+      n = await ops();
+      await page.click('#store-state');
+      await page.waitForFunction((k) => Number(document.body.dataset.stateOps || 0) > k, n);
+      await page.click('#new-conversation');
+      await page.selectOption('#stored', 'demo-test');
+      n = await ops();
+      await page.click('#restore-stored');
+      await page.waitForFunction((k) => Number(document.body.dataset.stateOps || 0) > k, n);
+      assert.deepEqual((await turn([11], 3)).ids, t3.tokens, 'restored from browser storage');
+      n = await ops();
+      await page.click('#delete-stored');
+      await page.waitForFunction((k) => Number(document.body.dataset.stateOps || 0) > k, n);
+      const left = await page.$$eval('#stored option', (o) => o.map((x) => x.value));
+      assert.ok(!left.includes('demo-test'), left.join());
+      // A file that is not a state: an error on the page, the conversation goes on.
+      n = await ops();
+      await page.setInputFiles('#restore-file', models.tiny);
+      await page.waitForFunction((k) => Number(document.body.dataset.stateOps || 0) > k, n);
+      assert.match(await page.textContent('#error'), /malformed session state|another model/);
+      assert.doesNotMatch(await page.textContent('footer'), /random/);
     } finally {
       await page.close();
     }

@@ -220,7 +220,8 @@ impl Session {
         self.fed() + self.pending.len()
     }
 
-    fn fed(&self) -> usize {
+    /// Tokens fed through the model so far (the caches' position; pending tokens excluded).
+    pub fn fed(&self) -> usize {
         match &self.state {
             EngineState::Cpu(s) => s.position(),
             EngineState::Gpu(s) => s.position(),
