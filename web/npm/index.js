@@ -375,7 +375,7 @@ export class TransMambaSession {
   async store(name) {
     const bytes = await this.save();
     const store = await openStore();
-    await store.put(SESSION_PREFIX + String(name), bytes);
+    await store.put(SESSION_PREFIX + String(name), bytes, `the session ${JSON.stringify(String(name))}`);
     return bytes.byteLength;
   }
 

@@ -13,9 +13,9 @@ const CACHE_PREFIX = '/__transmamba_store__/';
 export const SESSION_PREFIX = 'session:';
 
 function quotaError(e, name, bytes) {
-  const mb = (bytes / 1048576).toFixed(1);
+  const size = bytes >= 1048576 ? `${(bytes / 1048576).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;
   const err = new Error(
-    `the browser's storage quota for this site is exceeded: cannot store ${name} (${mb} MB); ` +
+    `the browser's storage quota for this site is exceeded: cannot store ${name} (${size}); ` +
       'free space with deleteCached(name) or in the browser settings',
   );
   err.name = 'QuotaExceededError';
@@ -75,7 +75,7 @@ async function open() {
           return null;
         }
       },
-      async put(name, bytes) {
+      async put(name, bytes, label = name) {
         let w = null;
         try {
           const h = await dir.getFileHandle(fileName(name), { create: true });
@@ -85,8 +85,8 @@ async function open() {
         } catch (e) {
           if (w) await w.abort().catch(() => {});
           await dir.removeEntry(fileName(name)).catch(() => {});
-          if (isQuota(e)) throw quotaError(e, name, bytes.byteLength);
-          throw new Error(`cannot store ${name}: ${e.message || e}`);
+          if (isQuota(e)) throw quotaError(e, label, bytes.byteLength);
+          throw new Error(`cannot store ${label}: ${e.message || e}`);
         }
       },
       async list() {
@@ -116,12 +116,12 @@ async function open() {
         const hit = await cache.match(cacheUrl(name));
         return hit ? new Uint8Array(await hit.arrayBuffer()) : null;
       },
-      async put(name, bytes) {
+      async put(name, bytes, label = name) {
         try {
           await cache.put(cacheUrl(name), new Response(bytes, { headers: { 'content-type': 'application/octet-stream' } }));
         } catch (e) {
-          if (isQuota(e)) throw quotaError(e, name, bytes.byteLength);
-          throw new Error(`cannot store ${name}: ${e.message || e}`);
+          if (isQuota(e)) throw quotaError(e, label, bytes.byteLength);
+          throw new Error(`cannot store ${label}: ${e.message || e}`);
         }
       },
       async list() {

@@ -417,6 +417,18 @@ describe('package API', () => {
         const listedAfter = (await listCached()).filter((c) => c.name === 'chat-1');
         let missing = null;
         try { await cpu.restoreCached('chat-1'); } catch (e) { missing = e.message; }
+        // A full quota: the browser's QuotaExceededError becomes an Error naming the size.
+        const proto = globalThis.FileSystemFileHandle && FileSystemFileHandle.prototype;
+        const original = proto && proto.createWritable;
+        let quota = null;
+        if (original) {
+          proto.createWritable = async function () {
+            throw new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+          };
+          try { await s.store('too-big'); } catch (e) { quota = `${e.name}: ${e.message}`; }
+          proto.createWritable = original;
+        }
+        const leftover = (await listCached()).some((c) => c.name === 'too-big');
         // Bad states: Errors naming the problem.
         const errors = {};
         try { await cpu.restore(new Uint8Array([1, 2, 3])); } catch (e) { errors.junk = e.message; }
@@ -435,7 +447,7 @@ describe('package API', () => {
           onCpu: onCpu.tokens, onGpu: onGpu.tokens, fromNative: fromNative.tokens, resumedAt: onGpu.summary.resumedAt,
           a: a.tokens, b: b.tokens, p1: p1.tokens, c1: c1.tokens, c2: c2.tokens, s1: s1.tokens, s2: s2.tokens,
           stored, listed, fromStore: fromStore.tokens, deleted, listedAfter, missing, errors, disposed,
-          storage: listed[0] && listed[0].storage,
+          storage: listed[0] && listed[0].storage, quota, leftover,
         };
       }, PROMPT);
       const want = whole.tokens;
@@ -459,6 +471,8 @@ describe('package API', () => {
       assert.match(r.errors.other, /another model/);
       assert.match(r.errors.type, /^true restore\(\) takes the bytes/);
       assert.match(r.disposed, /disposed/);
+      assert.match(r.quota, /^QuotaExceededError: the browser's storage quota for this site is exceeded: cannot store the session "too-big" \(\d+\.\d KiB\)/);
+      assert.equal(r.leftover, false, 'a failed store leaves nothing behind');
       console.log(`# session state of the tiny model after 11 tokens: ${r.stateBytes} bytes, kept in ${r.storage}`);
     } finally {
       await page.close();
