@@ -12,7 +12,8 @@ use crate::schedule::TransPoint;
 
 /// Rows are stored dense (`[capacity, G·N]`, `[capacity, H·P]`, `[capacity, H]`); without RoPE
 /// the keys and values are also kept as textures, for attention as two products
-/// (`ops::attention_products`).
+/// (`ops::attention_products`). Clones share the buffers (a step's rollback keeps one).
+#[derive(Clone)]
 pub(super) struct AttentionCache {
     b: GpuBuffer,
     x: GpuBuffer,

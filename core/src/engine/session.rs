@@ -46,7 +46,17 @@ pub struct GpuState {
     pub(super) layers: Vec<LayerState>,
     pub(super) position: usize,
     act: Option<Activations>,
+    /// Set when a step failed after the device ran part of it: the state is unknown.
+    poisoned: Option<String>,
 }
+
+/// How a step failed: before anything was submitted (the state was restored) or after.
+enum Step {
+    RolledBack(Error),
+    Failed(Error),
+}
+
+type StepResult = std::result::Result<Vec<f32>, Step>;
 
 impl GpuState {
     pub fn new(model: &GpuModel, schedule: Schedule) -> Result<Self> {
@@ -74,6 +84,7 @@ impl GpuState {
             layers,
             position: 0,
             act: None,
+            poisoned: None,
         })
     }
 
@@ -190,6 +201,9 @@ impl GpuState {
         tokens: &[u32],
         which: Logits,
     ) -> Result<Vec<f32>> {
+        if let Some(why) = &self.poisoned {
+            return Err(Error::SessionPoisoned(why.clone()));
+        }
         if tokens.is_empty() {
             return Err(Error::EmptyTokens);
         }
@@ -208,9 +222,23 @@ impl GpuState {
                 Logits::Last if i + 1 == pieces.len() => 1,
                 Logits::Last => 0,
             };
-            out.extend(self.run(m, p, rows).await?);
+            match self.run(m, p, rows).await {
+                Ok(logits) => out.extend(logits),
+                // Nothing of this call reached the device: the state is as it was.
+                Err(Step::RolledBack(e)) if i == 0 => return Err(e),
+                // Earlier pieces advanced the state, or the device ran part of this one.
+                Err(Step::RolledBack(e) | Step::Failed(e)) => {
+                    self.poisoned = Some(format!("a forward pass failed part-way ({e})"));
+                    return Err(e);
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Why this state refuses further use (a step failed after the device ran part of it).
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// Blocking [`Self::forward`] (native).
@@ -225,12 +253,38 @@ impl GpuState {
     }
 
     /// One submission: `tokens` through every layer; logits of the last `logit_rows` rows.
-    async fn run(&mut self, m: &GpuModel, tokens: &[u32], logit_rows: usize) -> Result<Vec<f32>> {
-        // Taken out of `self` while recording (layers borrow `self` mutably); put back after.
-        let act = self.take_activations(m, tokens.len(), logit_rows.max(1))?;
-        let result = self.run_with(m, &act, tokens, logit_rows).await;
-        self.act = Some(act);
-        result
+    /// The step runs inside an error scope, so an allocation or validation failure anywhere in
+    /// it — on the web reported asynchronously — is an error, never stale logits. A failure
+    /// before the submission restores the layers' caches and states as they were (recording
+    /// replaces them: a grown attention cache, a new SSM state) and leaves the position.
+    async fn run(&mut self, m: &GpuModel, tokens: &[u32], logit_rows: usize) -> StepResult {
+        let scope = m.ctx.error_scope();
+        let before: Vec<(Option<AttentionCache>, Option<SsmState>)> = self
+            .layers
+            .iter()
+            .map(|l| (l.cache.clone(), l.ssm_state.clone()))
+            .collect();
+        let result = match self.take_activations(m, tokens.len(), logit_rows.max(1)) {
+            // Taken out of `self` while recording (layers borrow `self` mutably); put back.
+            Ok(act) => {
+                let r = self.run_with(m, &act, tokens, logit_rows).await;
+                self.act = Some(act);
+                r
+            }
+            Err(e) => Err(Step::RolledBack(e)),
+        };
+        let scoped = scope.close(&m.ctx).await.map_err(Error::from);
+        match (result, scoped) {
+            (Ok(logits), Ok(())) => Ok(logits),
+            (Err(Step::RolledBack(e)), _) => {
+                for (l, (cache, ssm)) in self.layers.iter_mut().zip(before) {
+                    l.cache = cache;
+                    l.ssm_state = ssm;
+                }
+                Err(Step::RolledBack(e))
+            }
+            (Err(Step::Failed(e)), _) | (Ok(_), Err(e)) => Err(Step::Failed(e)),
+        }
     }
 
     async fn run_with(
@@ -239,7 +293,42 @@ impl GpuState {
         act: &Activations,
         tokens: &[u32],
         logit_rows: usize,
-    ) -> Result<Vec<f32>> {
+    ) -> StepResult {
+        let n = tokens.len();
+        let (rec, converted) = self
+            .record(m, act, tokens, logit_rows)
+            .map_err(Step::RolledBack)?;
+        // Errors that arrived while recording: nothing was submitted yet.
+        m.ctx.check().map_err(|e| Step::RolledBack(e.into()))?;
+        // From here the device runs the step: a failure leaves the state unknown.
+        let failed = |e: crate::gpu::GpuError| Step::Failed(e.into());
+        rec.submit().map_err(failed)?;
+        // The converter has consumed these caches: free them, memory stops growing here.
+        if !converted.is_empty() {
+            for i in converted {
+                self.layers[i].cache = None;
+            }
+            // Cached bind groups hold references to the freed buffers.
+            m.ctx.clear_caches();
+        }
+        self.position += n;
+        if logit_rows == 0 {
+            return Ok(Vec::new());
+        }
+        m.ctx
+            .read_f32(&act.logits, 0, logit_rows * m.vocab)
+            .await
+            .map_err(failed)
+    }
+
+    /// Records the step; returns the recorder and the layers whose caches it converts.
+    fn record<'a>(
+        &mut self,
+        m: &'a GpuModel,
+        act: &Activations,
+        tokens: &[u32],
+        logit_rows: usize,
+    ) -> Result<(Recorder<'a>, Vec<usize>)> {
         let c = &m.config;
         let n = tokens.len();
         m.ctx.write_u32(&act.tokens, 0, tokens)?;
@@ -262,20 +351,7 @@ impl GpuState {
             let logits = View::dense(&act.logits, m.vocab as u32);
             ops::matmul(&mut rec, rows, u, m.output_matrix(), None, logits, false)?;
         }
-        rec.submit()?;
-        // The converter has consumed these caches: free them, memory stops growing here.
-        if !converted.is_empty() {
-            for i in converted {
-                self.layers[i].cache = None;
-            }
-            // Cached bind groups hold references to the freed buffers.
-            m.ctx.clear_caches();
-        }
-        self.position += n;
-        if logit_rows == 0 {
-            return Ok(Vec::new());
-        }
-        Ok(m.ctx.read_f32(&act.logits, 0, logit_rows * m.vocab).await?)
+        Ok((rec, converted))
     }
 
     /// The activation buffers, reallocated (larger) only when `rows` or `logit_rows` outgrow them.

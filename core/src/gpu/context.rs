@@ -35,6 +35,10 @@ pub struct GpuOptions {
     /// Compile shaders without wgpu's injected bounds checks (faster; relies on the ops'
     /// host-side shape checks). Also enabled by the environment variable `TM_GPU_UNCHECKED=1`.
     pub unchecked_shaders: bool,
+    /// Test hook: pretend the device's largest buffer is this many bytes, so that every
+    /// allocation ([`GpuContext::zeros`]) beyond it fails as an out-of-memory would
+    /// (`TooLarge`): the way the tests force an allocation failure in the middle of a step.
+    pub max_buffer_size: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -46,6 +50,7 @@ impl Default for GpuOptions {
             profiling: false,
             profile_clock: None,
             unchecked_shaders: false,
+            max_buffer_size: None,
         }
     }
 }
@@ -247,6 +252,12 @@ pub struct GpuContext {
     state: Mutex<State>,
     error: Arc<Mutex<Option<String>>>,
     lost: Arc<Mutex<Option<String>>>,
+    /// Woken when the device is lost ([`GpuContext::lost`]).
+    lost_waker: Arc<Mutex<Option<Waker>>>,
+    /// [`GpuOptions::max_buffer_size`].
+    max_alloc: Option<u64>,
+    /// Test hook: the next submission is followed by a failing one ([`GpuContext::fail_next_submission`]).
+    fail_next: AtomicBool,
     next_id: AtomicU64,
     /// Ids of buffers whose last handle was dropped, not yet evicted from the bind-group cache.
     freed: Arc<Mutex<Vec<u64>>>,
@@ -331,8 +342,13 @@ impl GpuContext {
         }));
         let lost = Arc::new(Mutex::new(None::<String>));
         let lost2 = lost.clone();
+        let lost_waker = Arc::new(Mutex::new(None::<Waker>));
+        let waker2 = lost_waker.clone();
         device.set_device_lost_callback(move |reason, msg| {
             *lock(&lost2) = Some(format!("{reason:?}: {msg}"));
+            if let Some(w) = lock(&waker2).take() {
+                w.wake();
+            }
         });
 
         let mut max_binding = limits
@@ -395,6 +411,9 @@ impl GpuContext {
             state: Mutex::new(State::default()),
             error,
             lost,
+            lost_waker,
+            max_alloc: opts.max_buffer_size,
+            fail_next: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             freed,
             profiling: AtomicBool::new(false),
@@ -447,6 +466,68 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Why the device was lost, once it is.
+    pub fn lost_reason(&self) -> Option<String> {
+        lock(&self.lost).clone()
+    }
+
+    /// Resolves with the reason when the device is lost (never, while it lives): the browser
+    /// module turns it into the JS model's `lost` promise.
+    pub fn lost(&self) -> DeviceLostFuture {
+        DeviceLostFuture {
+            lost: self.lost.clone(),
+            waker: self.lost_waker.clone(),
+        }
+    }
+
+    /// Destroys the device, as a driver reset or the browser would lose it: every later call
+    /// fails with `DeviceLost`. For tests of that path (natively and in the browser).
+    pub fn destroy_device(&self) {
+        self.device.destroy();
+        // Natively the lost callback runs at the next poll.
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::Poll);
+    }
+
+    /// Test hook: after the next command submission, a second one that the device rejects
+    /// (a copy from a destroyed buffer) is submitted — a real validation error arriving after
+    /// the step's work was submitted, as an out-of-memory or an invalid buffer would on the
+    /// web. Tests use it to check that such a step is an error and what the session does.
+    pub fn fail_next_submission(&self) {
+        self.fail_next.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn after_submit(&self) {
+        if self.fail_next.swap(false, Ordering::Relaxed) {
+            let src = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("destroyed"),
+                size: 16,
+                usage: wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let dst = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("fault"),
+                size: 16,
+                usage: wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            src.destroy();
+            let mut enc = self.device.create_command_encoder(&Default::default());
+            enc.copy_buffer_to_buffer(&src, 0, &dst, 0, 16);
+            self.queue.submit([enc.finish()]);
+        }
+    }
+
+    /// Opens an error scope around a step (out-of-memory and validation errors): errors of
+    /// the step's allocations, recording and submission arrive in it — on the web
+    /// asynchronously — and [`ErrorScope::close`] returns them, so a read-back after a failed
+    /// submission is an error, never stale or zero data.
+    pub fn error_scope(&self) -> ErrorScope {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        ErrorScope { oom, validation }
+    }
+
     pub(crate) fn submit_guard(&self) -> MutexGuard<'_, ()> {
         lock(&self.submit_lock)
     }
@@ -459,11 +540,12 @@ impl GpuContext {
 
     /// A zero-filled storage buffer of `len` 4-byte elements.
     pub fn zeros(&self, label: &str, len: usize) -> GpuResult<GpuBuffer> {
-        let bytes = (len as u64 * 4).max(16);
+        let bytes = (len as u64).saturating_mul(4).max(16);
         let limit = self
             .limits
             .max_storage_buffer_binding_size
-            .min(self.limits.max_buffer_size);
+            .min(self.limits.max_buffer_size)
+            .min(self.max_alloc.unwrap_or(u64::MAX));
         if bytes > limit {
             return Err(GpuError::TooLarge {
                 what: label.to_string(),
@@ -692,6 +774,8 @@ impl GpuContext {
             .map_err(|e| GpuError::Map(e.to_string()))?
             .to_vec();
         staging.unmap();
+        // Errors of the work this read waited for (on the web they arrive asynchronously).
+        self.check()?;
         lock(&self.state).staging.push(staging);
         Ok(out)
     }
@@ -1171,6 +1255,48 @@ impl Future for MapFuture {
                 g.waker = Some(cx.waker().clone());
                 Poll::Pending
             }
+        }
+    }
+}
+
+/// The error scopes of one step ([`GpuContext::error_scope`]).
+pub struct ErrorScope {
+    oom: wgpu::ErrorScopeGuard,
+    validation: wgpu::ErrorScopeGuard,
+}
+
+impl ErrorScope {
+    /// Pops the scopes and returns the first error they caught (then a lost device, if any).
+    pub async fn close(self, ctx: &GpuContext) -> GpuResult<()> {
+        // Scopes pop in the reverse order of their pushes.
+        let validation = self.validation.pop();
+        let oom = self.oom.pop();
+        if let Some(e) = validation.await {
+            ctx.check()?;
+            return Err(GpuError::Validation(e.to_string()));
+        }
+        if let Some(e) = oom.await {
+            ctx.check()?;
+            return Err(GpuError::OutOfMemory(e.to_string()));
+        }
+        ctx.check()
+    }
+}
+
+/// See [`GpuContext::lost`].
+pub struct DeviceLostFuture {
+    lost: Arc<Mutex<Option<String>>>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+impl Future for DeviceLostFuture {
+    type Output = String;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<String> {
+        *lock(&self.waker) = Some(cx.waker().clone());
+        match lock(&self.lost).clone() {
+            Some(m) => Poll::Ready(m),
+            None => Poll::Pending,
         }
     }
 }

@@ -25,6 +25,8 @@ pub enum GpuError {
     DeviceLost(String),
     #[error("GPU buffer map failed: {0}")]
     Map(String),
+    #[error("GPU out of memory: {0}")]
+    OutOfMemory(String),
     #[error("GPU validation error: {0}")]
     Validation(String),
     #[error("not supported by this GPU layer: {0}")]

@@ -315,6 +315,7 @@ impl<'a> Recorder<'a> {
             staging = Some(st);
         }
         ctx.queue.submit([enc.finish()]);
+        ctx.after_submit();
         ctx.check()?;
         if let Some(st) = staging {
             ctx.push_profile(st, labels);

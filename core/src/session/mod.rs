@@ -196,10 +196,11 @@ enum EngineState {
 /// needs their logits (the next step, a continuation, [`Session::save`]), so a generation does
 /// no forward pass whose logits nobody reads.
 ///
-/// If the engine fails in the middle of a call (a GPU fault after some layers were updated),
-/// the session is poisoned: every later call is [`Error::SessionPoisoned`] instead of a result
-/// from a half-updated state. Errors found before anything runs (bad token ids, an empty
-/// call) leave the session as it was.
+/// A failed call leaves the session as it was when nothing reached the device (bad token ids,
+/// an allocation that fails while the step is recorded: the GPU engine restores the caches it
+/// replaced). If the device ran part of the step (a fault reported after submission, a lost
+/// device), the session is poisoned: every later call is [`Error::SessionPoisoned`] instead of
+/// a result from a half-updated state; [`Session::reset`] or a restore recovers.
 pub struct Session {
     engine: Engine,
     state: EngineState,
@@ -269,7 +270,15 @@ impl Session {
         let mut fed = std::mem::take(&mut self.pending);
         let skip = fed.len();
         fed.extend_from_slice(tokens);
-        let logits = self.run(&fed, which).await?;
+        let logits = match self.run(&fed, which).await {
+            Ok(l) => l,
+            Err(e) => {
+                // Rolled back (or poisoned): the pending tokens are still to be fed.
+                fed.truncate(skip);
+                self.pending = fed;
+                return Err(e);
+            }
+        };
         let v = self.engine.vocab();
         let logits = match which {
             Logits::All if skip > 0 => logits[skip * v..].to_vec(),
@@ -285,16 +294,21 @@ impl Session {
         pollster::block_on(self.forward(tokens, which))
     }
 
-    /// Runs the engine; a failure poisons the session (its state may be half-updated).
+    /// Runs the engine. A failure the engine rolled back leaves the session as it was; one
+    /// after the device ran part of the step poisons it (its state is unknown).
     async fn run(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
         let result = match (&mut self.state, &self.engine.0.imp) {
+            // The CPU engine checks everything before it changes anything.
             (EngineState::Cpu(s), Imp::Cpu(m, f16)) => s.forward(m, f16.as_ref(), tokens, which),
-            (EngineState::Gpu(s), Imp::Gpu(g)) => s.forward(g, tokens, which).await,
+            (EngineState::Gpu(s), Imp::Gpu(g)) => {
+                let r = s.forward(g, tokens, which).await;
+                if let (Err(_), Some(why)) = (&r, s.poisoned()) {
+                    self.poisoned = Some(why.to_string());
+                }
+                r
+            }
             _ => unreachable!("a session's state is made by its own engine"),
         };
-        if let Err(e) = &result {
-            self.poisoned = Some(format!("a forward pass failed part-way ({e})"));
-        }
         result
     }
 
@@ -311,8 +325,13 @@ impl Session {
         self.check_usable()?;
         if !self.pending.is_empty() {
             let fed = std::mem::take(&mut self.pending);
-            let logits = self.run(&fed, Logits::Last).await?;
-            self.logits = Some(logits);
+            match self.run(&fed, Logits::Last).await {
+                Ok(logits) => self.logits = Some(logits),
+                Err(e) => {
+                    self.pending = fed;
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }

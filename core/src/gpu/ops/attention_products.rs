@@ -33,6 +33,7 @@ const SOFTMAX: Kernel = Kernel {
 /// The attention cache's keys and values as textures, per group g: `keys[g]` texel `(j, s)` =
 /// `K_s[gN + 4j ..]` (capacity rows), `values_t[g]` texel `(c, r)` = `V[4c .. 4c+4, gHP/G + r]`
 /// (V^T: (H/G)*P rows, capacity/4 texel columns).
+#[derive(Clone)]
 pub struct AttentionTextures {
     dims: SsmDims,
     capacity: u32,

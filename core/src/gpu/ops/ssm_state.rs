@@ -30,7 +30,8 @@ enum Newest {
     Texture(usize),
 }
 
-/// One layer's SSM state on the GPU.
+/// One layer's SSM state on the GPU. Clones share the buffers (a step's rollback keeps one).
+#[derive(Clone)]
 pub struct SsmState {
     dims: SsmDims,
     buffer: GpuBuffer,
