@@ -101,6 +101,17 @@ async function load(source, label) {
     });
     if (state.model) state.model.dispose();
     state.model = model;
+    state.source = { source, label };
+    $('lost').hidden = true;
+    // A lost device (driver reset, GPU process gone): say so and offer to load again.
+    model.lost.then(({ message }) => {
+      if (state.model !== model) return;
+      state.session = null;
+      $('lost-reason').textContent = message;
+      $('lost').hidden = false;
+      setState('lost');
+      $('generate').disabled = true;
+    });
     state.session = null;
     $('conversation').textContent = '';
     showSessionSize(null);
@@ -374,6 +385,9 @@ function wire() {
     if (f) load(f, f.name);
   });
   $('generate').addEventListener('click', generate);
+  $('reload-model').addEventListener('click', () => {
+    if (state.source) load(state.source.source, state.source.label);
+  });
   $('new-conversation').addEventListener('click', () => {
     endConversation();
     $('conversation').textContent = '';

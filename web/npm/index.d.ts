@@ -195,6 +195,8 @@ export declare class TransMambaModel {
   restore(state: Uint8Array | ArrayBuffer | Blob): Promise<TransMambaSession>;
   /** A session continuing from a state kept by `session.store(name)`. */
   restoreCached(name: string): Promise<TransMambaSession>;
+  /** Resolves if the GPU device is lost; every call then rejects with its message. */
+  readonly lost: Promise<{ message: string }>;
   /** Terminates the worker and frees the GPU device. */
   dispose(): void;
 }

@@ -68,7 +68,7 @@ export async function loadModel(source, options = {}) {
   const model = new TransMambaModel(options.workerUrl);
   const { onProgress, signal, tokenizer, cache = false } = options;
   const loadOptions = {};
-  for (const k of ['preferF16', 'maxBindingSize', 'chunkSize', 'maxRows', 'weights', 'device']) {
+  for (const k of ['preferF16', 'maxBindingSize', 'maxBufferSize', 'chunkSize', 'maxRows', 'weights', 'device']) {
     if (options[k] !== undefined) loadOptions[k] = options[k];
   }
   const onAbort = () => model.dispose();
@@ -108,6 +108,14 @@ export class TransMambaModel {
     this._pending = new Map();
     this._disposed = false;
     this._info = null;
+    this._lost = null;
+    /**
+     * Resolves with `{ message }` if the GPU device is lost (a driver reset, the browser's GPU
+     * process gone); every call then rejects with that message. Load the model again to go on.
+     */
+    this.lost = new Promise((resolve) => {
+      this._resolveLost = resolve;
+    });
     this._worker.onmessage = (ev) => this._onMessage(ev.data);
     this._worker.onerror = (ev) => {
       ev.preventDefault?.();
@@ -116,6 +124,12 @@ export class TransMambaModel {
   }
 
   _onMessage(msg) {
+    if (msg.type === 'lost') {
+      this._lost = msg.message;
+      this._resolveLost({ message: msg.message });
+      this._failAll(new Error(msg.message));
+      return;
+    }
     const p = this._pending.get(msg.id);
     if (!p) return;
     if (msg.type === 'progress') {
@@ -138,6 +152,7 @@ export class TransMambaModel {
 
   _request(type, body = {}, hooks = {}) {
     if (this._disposed) return Promise.reject(new Error('this model was disposed'));
+    if (this._lost) return Promise.reject(new Error(this._lost));
     const id = this._next++;
     const promise = new Promise((resolve, reject) => {
       this._pending.set(id, { resolve, reject, ...hooks });
@@ -317,6 +332,11 @@ export class TransMambaModel {
       signal?.removeEventListener('abort', abort);
       abort(); // the consumer stopped early (break / return): stop the worker's loop too
     }
+  }
+
+  /** Test hook: `'loseDevice'` or `'failNextSubmission'` on the WebGPU engine. */
+  _debugFault(kind) {
+    return this._request('debugFault', { kind });
   }
 
   /** Terminates the worker and frees the GPU device. */

@@ -15,6 +15,7 @@ let cacheError = null;
 const sessions = new Map();
 let webAdapter = null;
 let poisoned = null;
+let lostReason = null;
 let chain = Promise.resolve();
 const aborted = new Set();
 
@@ -186,7 +187,12 @@ function parsedInfo() {
   return info;
 }
 
+function lostMessage(reason) {
+  return `the GPU device was lost (${reason}): load the model again`;
+}
+
 function requireEngine() {
+  if (lostReason) throw new Error(lostMessage(lostReason));
   if (poisoned) throw new Error(`${poisoned} (load the model again)`);
   if (!engine) throw new Error('no model is loaded');
   return engine;
@@ -208,6 +214,11 @@ const handlers = {
       JSON.stringify(msg.options || {}),
       JSON.stringify(facts),
     );
+    // A lost device (driver reset, GPU process crash): refuse every later call, tell the page.
+    engine.lost().then((reason) => {
+      lostReason = reason;
+      post({ type: 'lost', message: lostMessage(reason) });
+    });
     await model.commit();
     if (tok) await tok.commit();
     loadedFromCache = !!model.fromCache;
@@ -242,6 +253,10 @@ const handlers = {
     // With a session id the sequence continues; without, a fresh one runs and is dropped.
     const target = msg.sid != null ? requireSession(msg.sid) : e;
     return JSON.parse(await target.generate(tokens, JSON.stringify(msg.options || {}), onStep));
+  },
+  async debugFault(msg) {
+    requireEngine().debugFault(msg.kind);
+    return null;
   },
   async newSession(msg) {
     const s = requireEngine().createSession(msg.transpoints);

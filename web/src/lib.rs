@@ -64,6 +64,9 @@ struct LoadOptions {
     prefer_f16: bool,
     /// Pretend the storage-binding limit is at most this many bytes (splits weight matrices).
     max_binding_size: Option<u64>,
+    /// Test hook: pretend the device's largest buffer is this many bytes (allocations beyond
+    /// it fail, as out-of-memory would).
+    max_buffer_size: Option<u64>,
     /// SSD scan chunk size.
     chunk_size: Option<u32>,
     /// Most tokens one submission processes.
@@ -208,6 +211,7 @@ pub async fn create_engine(
         EngineKind::Gpu => {
             let ctx = GpuContext::new(GpuOptions {
                 max_binding_size: opts.max_binding_size,
+                max_buffer_size: opts.max_buffer_size,
                 prefer_f16: opts.prefer_f16,
                 ..GpuOptions::default()
             })
@@ -438,6 +442,36 @@ impl Engine {
             let summary = run_generation(&inner, &mut session, &tokens, &opts, &on_step).await?;
             Ok(JsValue::from_str(&summary.to_string()))
         })
+    }
+
+    /// Resolves with the reason when the GPU device is lost (never on the CPU engine): the
+    /// worker then refuses further calls and tells the page.
+    pub fn lost(&self) -> Promise {
+        let ctx = self.inner.engine.gpu().map(|g| g.ctx.clone());
+        future_to_promise(async move {
+            match ctx {
+                Some(ctx) => Ok(JsValue::from_str(&ctx.lost().await)),
+                None => std::future::pending().await,
+            }
+        })
+    }
+
+    /// Test hooks for the fault paths: `"loseDevice"` destroys the GPU device, as a driver
+    /// reset would; `"failNextSubmission"` makes the device reject a submission right after
+    /// the next step's.
+    #[wasm_bindgen(js_name = debugFault)]
+    pub fn debug_fault(&self, kind: &str) -> Result<(), JsError> {
+        let gpu = self
+            .inner
+            .engine
+            .gpu()
+            .ok_or_else(|| JsError::new("fault hooks need the WebGPU engine"))?;
+        match kind {
+            "loseDevice" => gpu.ctx.destroy_device(),
+            "failNextSubmission" => gpu.ctx.fail_next_submission(),
+            other => return Err(JsError::new(&format!("unknown fault {other:?}"))),
+        }
+        Ok(())
     }
 
     /// A new sequence that lasts across calls, under the schedule `transpoints`.

@@ -479,6 +479,73 @@ describe('package API', () => {
     }
   });
 
+  test('GPU faults: a failed allocation leaves the session usable, a failed submission is an Error, a lost device rejects every call and the demo offers a reload', async () => {
+    const { page, log } = await openDemo('?device=webgpu&model=/__test/tiny.safetensors');
+    try {
+      const r = await page.evaluate(async () => {
+        const { loadModel } = await import('transmamba-web');
+        const url = '/__test/tiny.safetensors';
+        const prompt = Array.from({ length: 10 }, (_, i) => (i * 7 + 2) % 64);
+        const run = async (session, p, maxTokens) => {
+          const out = [];
+          for await (const step of session.generate(p, { maxTokens })) out.push(step.token);
+          return out;
+        };
+        const attempt = async (f) => { try { await f(); return null; } catch (e) { return e.message; } };
+        // Allocation failure: the 64-row attention cache fits the pretend 15,000-byte limit,
+        // the 128-row one does not. The step fails, the session is as it was.
+        const small = await loadModel(url, { device: 'webgpu', maxBufferSize: 15000 });
+        const s = await small.session({ transpoints: 'inf' });
+        const head = await run(s, prompt, 54); // 63 positions fed, the 54th sampled token pending
+        // Appending 2 tokens feeds 3: 66 rows, so the cache must grow, and cannot.
+        const tooLarge = await attempt(() => run(s, [5, 6], 3));
+        const again = await attempt(() => run(s, [5, 6], 3));
+        const state = await s.save(); // feeds the pending token: 64 rows still fit
+        const roomy = await loadModel(url, { device: 'webgpu' });
+        const tail = await run(await roomy.restore(state), [5, 6], 3);
+        const one = await roomy.session({ transpoints: 'inf' });
+        const whole = [...(await run(one, prompt, 54)), ...(await run(one, [5, 6], 3))];
+        small.dispose();
+        // A rejected submission after a step: that call is an Error, the session refuses more.
+        const g = await loadModel(url, { device: 'webgpu' });
+        const t = await g.session({ transpoints: '8,inf' });
+        await run(t, prompt, 2);
+        await g._debugFault('failNextSubmission');
+        const failed = await attempt(() => run(t, [], 3));
+        const poisoned = await attempt(() => run(t, [], 3));
+        const fresh = await run(await g.session({ transpoints: '8,inf' }), prompt, 3);
+        // A lost device.
+        await g._debugFault('loseDevice');
+        const lost = await g.lost;
+        const afterLoss = await attempt(() => g.forward([1, 2, 3]));
+        g.dispose();
+        roomy.dispose();
+        return { head, tooLarge, again, tail, whole, failed, poisoned, fresh, lost: lost.message, afterLoss };
+      });
+      assert.match(r.tooLarge, /attention_cache.* exceeds the device limit of 15000 bytes/, log.join('\n'));
+      assert.match(r.again, /exceeds the device limit/);
+      assert.deepEqual([...r.head, ...r.tail], r.whole, 'the rolled-back state continues elsewhere as one run');
+      assert.match(r.failed, /GPU validation error/);
+      assert.match(r.poisoned, /session is unusable: a forward pass failed part-way/);
+      assert.equal(r.fresh.length, 3);
+      assert.match(r.lost, /GPU device was lost \(.*(estroy).*\): load the model again/i);
+      assert.match(r.afterLoss, /GPU device was lost/);
+      // The demo page: a lost device shows the banner, and reloading brings the model back.
+      await page.evaluate(() => window.transmambaDemo.model._debugFault('loseDevice'));
+      await page.waitForFunction(() => document.body.dataset.state === 'lost');
+      assert.equal(await page.isVisible('#lost'), true);
+      assert.match(await page.textContent('#lost'), /GPU device was lost/);
+      await page.click('#reload-model');
+      await page.waitForFunction(() => document.body.dataset.state === 'ready');
+      assert.equal(await page.isVisible('#lost'), false);
+      const { error, ids } = await demoGenerate(page, { tokens: PROMPT, transpoints: '8,inf', maxTokens: 4 });
+      assert.equal(error, null);
+      assert.equal(ids.length, 4);
+    } finally {
+      await page.close();
+    }
+  });
+
   test("the README's example runs", async () => {
     const readme = readFileSync(join(ROOT, 'web/README.md'), 'utf8');
     const m = readme.match(/<!-- example -->\s*```js\n([\s\S]*?)```/);
