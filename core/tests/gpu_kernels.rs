@@ -2951,3 +2951,39 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(subgroup_invocation_id) 
         );
     }
 }
+
+/// Shapes whose index arithmetic would pass u32 (kernels index in u32) are refused with a shape
+/// error, never wrapped into an aliasing offset (in debug builds a wrap would have panicked).
+#[test]
+fn index_arithmetic_past_u32_is_refused() {
+    let c = ctx();
+    let buf = up(c, &[0.0; 64]);
+    let dst = up(c, &[0.0; 64]);
+    let mut rec = Recorder::new(c);
+    // A row offset that would wrap u32 (rows_from saturates): refused, not aliased to row 0.
+    let far = View::dense(&buf, 1 << 16).rows_from(1 << 17);
+    let e = copy_rows(&mut rec, 1, 4, far, View::dense(&dst, 4)).unwrap_err();
+    assert!(matches!(e, GpuError::Shape { .. }), "{e}");
+    let far = View::dense(&buf, 4).cols_from(u32::MAX);
+    assert!(copy_rows(&mut rec, 1, 4, far, View::dense(&dst, 4)).is_err());
+    // Dims whose state H·P·N passes u32.
+    let huge = SsmDims {
+        heads: 1 << 12,
+        head_dim: 1 << 12,
+        state: 1 << 12,
+        groups: 1,
+    };
+    let view = View::dense(&buf, 1);
+    let e = attention(&mut rec, huge, 1, 0, view, view, view, view, 1.0, None).unwrap_err();
+    assert!(e.to_string().contains("u32"), "{e}");
+    let d = SsmDims {
+        heads: 2,
+        head_dim: 2,
+        state: 4,
+        groups: 1,
+    };
+    // Queries at a position where p0 + nq wraps.
+    let v4 = View::dense(&buf, 4);
+    let e = attention(&mut rec, d, 2, u32::MAX, v4, v4, v4, v4, 1.0, None).unwrap_err();
+    assert!(e.to_string().contains("u32"), "{e}");
+}

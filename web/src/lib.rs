@@ -224,8 +224,11 @@ pub async fn create_engine(
                 weights,
                 ..defaults
             };
-            let engine = session::Engine::on_gpu(Arc::new(ctx), &model, engine_opts, choice)
-                .map_err(js_err)?;
+            // The module is single-threaded: wgpu's web types are neither Send nor Sync.
+            #[allow(clippy::arc_with_non_send_sync)]
+            let ctx = Arc::new(ctx);
+            let engine =
+                session::Engine::on_gpu(ctx, &model, engine_opts, choice).map_err(js_err)?;
             drop(model);
             // Surface validation errors of the uploads now rather than at the first forward.
             if let Some(g) = engine.gpu() {

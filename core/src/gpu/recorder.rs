@@ -105,6 +105,17 @@ impl<'a> Recorder<'a> {
                 }
             }
         }
+        // Kernels compute invocation and element indices in u32 (a flat workgroup index times
+        // at most 64 lanes): a grid past 2^32 invocations would wrap, so it is refused.
+        let invocations = groups.iter().map(|&g| g as u64).product::<u64>() * 64;
+        if invocations > u32::MAX as u64 + 1 {
+            return Err(GpuError::Shape {
+                op: k.shader,
+                detail: format!(
+                    "a grid of {groups:?} workgroups is {invocations} invocations: the kernel's u32 index arithmetic would wrap"
+                ),
+            });
+        }
         let maxg = self.ctx.limits.max_compute_workgroups_per_dimension;
         if groups.iter().any(|&g| g > maxg) {
             return Err(GpuError::TooLarge {

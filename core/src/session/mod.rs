@@ -22,6 +22,7 @@ use crate::schedule::Schedule;
 use crate::Logits;
 
 /// A model on the engine that runs it: cheap to clone (shared), so sessions own a handle.
+/// (In wasm the wgpu types are neither Send nor Sync; the module is single-threaded.)
 #[derive(Clone)]
 pub struct Engine(Arc<EngineInner>);
 
@@ -45,6 +46,7 @@ impl Engine {
             WeightFormat::F16 => Some(F16Weights::new(&model)?),
             WeightFormat::F32 => None,
         };
+        #[allow(clippy::arc_with_non_send_sync)]
         Ok(Self(Arc::new(EngineInner {
             imp: Imp::Cpu(model, f16),
             choice,
@@ -60,6 +62,7 @@ impl Engine {
         choice: EngineChoice,
     ) -> Result<Self> {
         let gpu = GpuModel::new(ctx, model, options)?;
+        #[allow(clippy::arc_with_non_send_sync)]
         Ok(Self(Arc::new(EngineInner {
             imp: Imp::Gpu(gpu),
             choice,

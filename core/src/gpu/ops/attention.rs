@@ -56,8 +56,14 @@ pub fn attention(
         "RoPE needs an even state size".into()
     })?;
     q.check(OP, "q", nq, d.bc_width())?;
-    k.check(OP, "k cache", p0 + nq, d.bc_width())?;
-    v.check(OP, "v cache", p0 + nq, d.inner())?;
+    // Positions are u32 in the kernel: p0 + nq must not wrap.
+    let positions = p0.checked_add(nq);
+    ensure(OP, positions.is_some(), || {
+        format!("{nq} queries at position {p0} exceed u32 positions")
+    })?;
+    let positions = positions.unwrap_or(u32::MAX);
+    k.check(OP, "k cache", positions, d.bc_width())?;
+    v.check(OP, "v cache", positions, d.inner())?;
     y.check(OP, "y", nq, d.inner())?;
     let params = [
         nq,

@@ -139,7 +139,7 @@ pub fn attention_products(
     ensure(OP, cache.dims == d, || {
         format!("cache of {:?} for {d:?}", cache.dims)
     })?;
-    let t_len = p0 + nq;
+    let t_len = p0.saturating_add(nq);
     ensure(OP, t_len <= cache.capacity, || {
         format!("{t_len} positions in a cache of {}", cache.capacity)
     })?;

@@ -68,17 +68,18 @@ impl<'a> View<'a> {
             offset: 0,
         }
     }
-    /// The same view starting `rows` rows further down.
+    /// The same view starting `rows` rows further down. Saturates instead of wrapping: an
+    /// offset past u32 (kernels index in u32) then fails [`View::check`], never aliases.
     pub fn rows_from(self, rows: u32) -> Self {
         Self {
-            offset: self.offset + rows * self.stride,
+            offset: self.offset.saturating_add(rows.saturating_mul(self.stride)),
             ..self
         }
     }
-    /// The same view starting `cols` columns to the right.
+    /// The same view starting `cols` columns to the right (saturating, as [`View::rows_from`]).
     pub fn cols_from(self, cols: u32) -> Self {
         Self {
-            offset: self.offset + cols,
+            offset: self.offset.saturating_add(cols),
             ..self
         }
     }
@@ -108,7 +109,9 @@ impl<'a> View<'a> {
             return Ok(());
         }
         let end = self.offset as u64 + (rows as u64 - 1) * self.stride as u64 + width as u64;
-        if end > self.buf.len() as u64 || (rows > 1 && self.stride < width) {
+        // Kernels index in u32: the last element must be addressable (and inside the buffer).
+        if end > self.buf.len() as u64 || end > u32::MAX as u64 || (rows > 1 && self.stride < width)
+        {
             return Err(GpuError::Shape {
                 op,
                 detail: format!(
@@ -141,7 +144,15 @@ impl SsmDims {
             && self.heads.is_multiple_of(self.groups);
         super::error::ensure(op, ok, || {
             format!("invalid dims {self:?} (need H % G == 0, all > 0)")
-        })
+        })?;
+        // H·P·N (the state) and G·N, which kernels compute in u32, must not wrap.
+        let state = self.heads as u64 * self.head_dim as u64 * self.state as u64;
+        let bc = self.groups as u64 * self.state as u64;
+        super::error::ensure(
+            op,
+            state <= u32::MAX as u64 && bc <= u32::MAX as u64,
+            || format!("dims {self:?}: H·P·N = {state} exceeds the kernels' u32 indices"),
+        )
     }
     /// H * P.
     pub fn inner(&self) -> u32 {
