@@ -83,7 +83,14 @@ pub fn load_engine(
         EngineKind::Cpu => Engine::cpu(model, options.weights, choice),
         EngineKind::Gpu => {
             let ctx = GpuContext::new_blocking(gpu_opts)?;
-            Engine::on_gpu(Arc::new(ctx), &model, options, choice)
+            let engine = Engine::on_gpu(Arc::new(ctx), &model, options, choice)?;
+            // Test hook: lose the device once the model is on it (the lost-device path, end to end).
+            if std::env::var_os("TM_TEST_LOSE_DEVICE").is_some() {
+                if let Some(g) = engine.gpu() {
+                    g.ctx.destroy_device();
+                }
+            }
+            Ok(engine)
         }
     }
 }

@@ -740,3 +740,32 @@ fn saved_states_continue_on_either_engine_and_in_chat() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// A lost GPU device (forced with the test hook `TM_TEST_LOSE_DEVICE`): `tm-run` prints one
+/// line saying so and exits non-zero, for forward and generate alike.
+#[test]
+fn a_lost_device_is_one_line_and_a_failing_exit() {
+    for args in [
+        &["forward", "--tokens", "1,2,3", "--backend", "gpu"][..],
+        &[
+            "generate",
+            "--tokens",
+            "1,2,3",
+            "--max-tokens",
+            "4",
+            "--backend",
+            "gpu",
+        ][..],
+    ] {
+        let r = Command::new(env!("CARGO_BIN_EXE_tm-run"))
+            .args(args)
+            .env("TM_TEST_LOSE_DEVICE", "1")
+            .output()
+            .expect("tm-run runs");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{err}");
+        assert!(err.contains("GPU device lost"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
