@@ -345,7 +345,12 @@ impl GpuContext {
         let lost_waker = Arc::new(Mutex::new(None::<Waker>));
         let waker2 = lost_waker.clone();
         device.set_device_lost_callback(move |reason, msg| {
-            *lock(&lost2) = Some(format!("{reason:?}: {msg}"));
+            let why = if msg.is_empty() {
+                format!("{reason:?}")
+            } else {
+                format!("{reason:?}: {msg}")
+            };
+            *lock(&lost2) = Some(why);
             if let Some(w) = lock(&waker2).take() {
                 w.wake();
             }
