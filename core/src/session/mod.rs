@@ -300,7 +300,7 @@ impl Session {
     /// Runs the engine. A failure the engine rolled back leaves the session as it was; one
     /// after the device ran part of the step poisons it (its state is unknown).
     async fn run(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
-        let result = match (&mut self.state, &self.engine.0.imp) {
+        match (&mut self.state, &self.engine.0.imp) {
             // The CPU engine checks everything before it changes anything.
             (EngineState::Cpu(s), Imp::Cpu(m, f16)) => s.forward(m, f16.as_ref(), tokens, which),
             (EngineState::Gpu(s), Imp::Gpu(g)) => {
@@ -311,8 +311,7 @@ impl Session {
                 r
             }
             _ => unreachable!("a session's state is made by its own engine"),
-        };
-        result
+        }
     }
 
     /// Appends `token` without feeding it yet: it is fed with the next call that needs logits.
