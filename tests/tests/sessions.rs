@@ -104,6 +104,22 @@ fn save_restore_continue_equals_one_run() {
     }
 }
 
+/// A generator on a session with no tokens, or started with no prompt on one, is an error.
+#[test]
+fn generating_from_nothing_is_an_error() {
+    let (_, model) = models().remove(0);
+    let codec = TextCodec::Bytes;
+    for engine in [cpu(&model), gpu(&model)] {
+        let mut s = engine.session(schedule(&model)).unwrap();
+        let mut g = Generator::new(&codec, &options(3, false)).unwrap();
+        assert!(matches!(g.next_blocking(&mut s), Err(Error::EmptyTokens)));
+        assert!(matches!(g.start_blocking(&mut s, &[]), Err(Error::EmptyTokens)));
+        // And the session is still fine.
+        g.start_blocking(&mut s, &[1, 2]).unwrap();
+        assert!(g.next_blocking(&mut s).unwrap().is_some());
+    }
+}
+
 /// A state saved on one engine and continued on the other (and on the same one): the logits
 /// of the continuation equal those of one run on the continuing engine, for every split point.
 #[test]

@@ -79,8 +79,9 @@ impl<'c> Generator<'c> {
         if self.stopped || self.tokens.len() >= self.max_tokens {
             return Ok(None);
         }
-        // The logits are the model's output at the last position of the sequence.
-        let position = session.position() - 1;
+        // The logits are the model's output at the last position of the sequence (a session
+        // that has seen no token has none: `start` with a prompt first).
+        let position = session.position().checked_sub(1).ok_or(Error::EmptyTokens)?;
         let logits = session.next_logits().await?;
         let token = self.sampler.sample(logits, position)?;
         session.push(token)?;
