@@ -29,9 +29,14 @@ pub fn demo_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo")
 }
 
-/// `../shared/golden` beside the checkout (as CI lays it out).
+/// The golden cases: `TM_GOLDEN_DIR` when set (test binaries built here and run on another
+/// machine, such as the device kit's), else `../shared/golden` beside the checkout (as CI lays
+/// it out).
 pub fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden")
+    match std::env::var_os("TM_GOLDEN_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden"),
+    }
 }
 
 /// One golden case: a checkpoint and the logits transformers computed for it.
