@@ -113,7 +113,10 @@ fn generating_from_nothing_is_an_error() {
         let mut s = engine.session(schedule(&model)).unwrap();
         let mut g = Generator::new(&codec, &options(3, false)).unwrap();
         assert!(matches!(g.next_blocking(&mut s), Err(Error::EmptyTokens)));
-        assert!(matches!(g.start_blocking(&mut s, &[]), Err(Error::EmptyTokens)));
+        assert!(matches!(
+            g.start_blocking(&mut s, &[]),
+            Err(Error::EmptyTokens)
+        ));
         // And the session is still fine.
         g.start_blocking(&mut s, &[1, 2]).unwrap();
         assert!(g.next_blocking(&mut s).unwrap().is_some());

@@ -725,16 +725,6 @@ impl GpuContext {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
-    pub async fn read_u32(
-        &self,
-        buf: &GpuBuffer,
-        offset: usize,
-        len: usize,
-    ) -> GpuResult<Vec<u32>> {
-        let bytes = self.read_bytes(buf, offset, len).await?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
-    }
-
     /// Blocking whole-buffer read (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read_f32_blocking(&self, buf: &GpuBuffer) -> GpuResult<Vec<f32>> {

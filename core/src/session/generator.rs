@@ -81,7 +81,10 @@ impl<'c> Generator<'c> {
         }
         // The logits are the model's output at the last position of the sequence (a session
         // that has seen no token has none: `start` with a prompt first).
-        let position = session.position().checked_sub(1).ok_or(Error::EmptyTokens)?;
+        let position = session
+            .position()
+            .checked_sub(1)
+            .ok_or(Error::EmptyTokens)?;
         let logits = session.next_logits().await?;
         let token = self.sampler.sample(logits, position)?;
         session.push(token)?;
