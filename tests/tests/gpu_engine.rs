@@ -85,6 +85,63 @@ fn gpu_matches_cpu_over_models_schedules_and_chunk_sizes() {
     }
 }
 
+/// The portable kernels (no subgroups, no shader-f16: what an adapter without them runs, the
+/// browsers' floor), forced on lavapipe: prefill over models, schedules and chunk sizes, and
+/// prefill then decode, against the CPU; real head sizes (P 64, N 128) included, with f32's
+/// relative bound for their larger logits.
+#[test]
+fn portable_kernels_match_cpu() {
+    let pctx = Arc::new(
+        GpuContext::new_blocking(GpuOptions {
+            portable_kernels: true,
+            ..GpuOptions::default()
+        })
+        .unwrap(),
+    );
+    assert!(!pctx.has_subgroups() && !pctx.has_subgroup8() && !pctx.has_f16());
+    let mut variants = model_variants();
+    variants.push((
+        "wide-p64-n128",
+        RandomSpec {
+            d: 64,
+            heads: 2,
+            head_dim: 64,
+            state: 128,
+            groups: 1,
+            ..RandomSpec::default()
+        },
+    ));
+    for (name, spec) in variants {
+        let model = random_model(&spec, 23);
+        let tokens = random_tokens(spec.vocab, 30, 5);
+        for chunk in [1, 8] {
+            let opts = EngineOptions {
+                chunk_size: chunk,
+                ..EngineOptions::default()
+            };
+            let gm = GpuModel::new(pctx.clone(), &model, opts).unwrap();
+            for tps in schedules(spec.layers, 12) {
+                let sched = Schedule(tps.clone());
+                let want = cpu_logits(&model, &sched, &tokens);
+                let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+                let tol = TOL.max(2e-6 * scale);
+                let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
+                let err = max_abs_diff(&got, &want);
+                assert!(
+                    err < tol,
+                    "{name} chunk {chunk} {tps:?}: prefill |Δ| = {err}"
+                );
+                let got = gpu_prefill_then_decode(&gm, &sched, &tokens, 12);
+                let err = max_abs_diff(&got, &want);
+                assert!(
+                    err < tol,
+                    "{name} chunk {chunk} {tps:?}: decode |Δ| = {err}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn gpu_decode_equals_cpu_prefill() {
     for (name, spec) in model_variants() {

@@ -39,6 +39,11 @@ pub struct GpuOptions {
     /// allocation ([`GpuContext::zeros`]) beyond it fails as an out-of-memory would
     /// (`TooLarge`): the way the tests force an allocation failure in the middle of a step.
     pub max_buffer_size: Option<u64>,
+    /// Run the portable kernels only: the device is created without subgroups and without
+    /// shader-f16, as on an adapter that has neither (the floor every browser can run). Lets
+    /// the tests cover that path on lavapipe, whose subgroups would otherwise pick the
+    /// subgroup kernels.
+    pub portable_kernels: bool,
 }
 
 impl Default for GpuOptions {
@@ -51,6 +56,7 @@ impl Default for GpuOptions {
             profile_clock: None,
             unchecked_shaders: false,
             max_buffer_size: None,
+            portable_kernels: false,
         }
     }
 }
@@ -313,10 +319,11 @@ impl GpuContext {
         }
         // Subgroup broadcasts let one lane's load feed the others (much cheaper than a load on
         // CPU Vulkan); kernels that use them have a fallback when the adapter lacks them.
-        if offered.contains(wgpu::Features::SUBGROUP) {
+        if offered.contains(wgpu::Features::SUBGROUP) && !opts.portable_kernels {
             features |= wgpu::Features::SUBGROUP;
         }
-        if opts.prefer_f16 && offered.contains(wgpu::Features::SHADER_F16) {
+        if opts.prefer_f16 && !opts.portable_kernels && offered.contains(wgpu::Features::SHADER_F16)
+        {
             features |= wgpu::Features::SHADER_F16;
         }
         // The adapter's limits, not the WebGPU defaults: bigger bindings and workgroup storage.
