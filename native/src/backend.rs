@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use transmamba::engine::EngineOptions;
 use transmamba::engine_choice::{choose, AdapterFacts, EngineChoice, EngineKind, EnginePreference};
 use transmamba::gpu::context::probe_adapter;
-use transmamba::gpu::{GpuContext, GpuOptions, WeightFormat};
+use transmamba::gpu::{GpuContext, GpuOptions, KernelChoice, WeightFormat};
 use transmamba::session::Engine;
 use transmamba::{Model, Result};
 
@@ -27,6 +27,24 @@ impl Backend {
             Backend::Auto => EnginePreference::Auto,
             Backend::Cpu => EnginePreference::Cpu,
             Backend::Gpu => EnginePreference::Gpu,
+        }
+    }
+}
+
+/// Which GPU kernels run (see [`KernelChoice`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kernels {
+    Auto,
+    Portable,
+    CpuAdapter,
+}
+
+impl Kernels {
+    fn choice(self) -> KernelChoice {
+        match self {
+            Kernels::Auto => KernelChoice::Auto,
+            Kernels::Portable => KernelChoice::Portable,
+            Kernels::CpuAdapter => KernelChoice::CpuAdapter,
         }
     }
 }
@@ -70,9 +88,11 @@ pub fn load_engine(
     backend: Backend,
     options: EngineOptions,
     profile: bool,
+    kernels: Kernels,
 ) -> Result<Engine> {
     let gpu_opts = GpuOptions {
         profiling: profile,
+        kernels: kernels.choice(),
         ..GpuOptions::default()
     };
     let choice = match backend {

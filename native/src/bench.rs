@@ -64,6 +64,7 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     );
     let mut report = json!({
         "backend": engine.name(),
+        "kernels": engine.gpu().map(|g| g.ctx.kernels()),
         "transpoints": schedule.to_string(),
         "repeats": args.repeats,
         "method": "one warm-up run, then the median of `repeats` runs",
@@ -128,7 +129,7 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     report["peak_cache_bytes"] = json!(peak);
     if profiling {
         if let Some(g) = engine.gpu() {
-            report["kernels"] = kernel_breakdown(&g.ctx, q)?;
+            report["kernel_times"] = kernel_breakdown(&g.ctx, q)?;
             report["profile_clock"] = json!(g.ctx.profile_clock().name());
         }
     }

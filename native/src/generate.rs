@@ -97,6 +97,7 @@ pub fn generate(
     if args.json {
         let j = serde_json::json!({
             "backend": engine.name(),
+            "kernels": engine.gpu().map(|g| g.ctx.kernels()),
             "transpoints": schedule.to_string(),
             "resumed_at": resumed_at,
             "position": session.position(),

@@ -22,7 +22,7 @@ use transmamba::text::TextCodec;
 use transmamba::{npy, tokens::parse_token_list};
 use transmamba::{Logits, Model, ScheduleSpec};
 
-use backend::{Backend, Weights};
+use backend::{Backend, Kernels, Weights};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,11 @@ use backend::{Backend, Weights};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// GPU engine kernels: `auto` (the 8-wide subgroup kernels on adapters that have them,
+    /// such as lavapipe; else portable), `portable` (no subgroups, no shader-f16: what every
+    /// adapter runs) or `cpu-adapter` (the 8-wide subgroup kernels; an error elsewhere).
+    #[arg(long, global = true, value_enum, default_value_t = Kernels::Auto)]
+    kernels: Kernels,
 }
 
 /// A schedule: `config`, a number, `inf`, a comma list of those (one per layer), or `paper`.
@@ -294,6 +299,7 @@ fn load_model(path: Option<&Path>, preset_name: &str) -> AnyResult<Model> {
 }
 
 fn run(cli: Cli) -> AnyResult<()> {
+    let kernels = cli.kernels;
     match cli.command {
         Command::Forward {
             model,
@@ -306,7 +312,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             model.as_deref(),
             &tokens,
             &transpoints,
-            backend,
+            (backend, kernels),
             weights,
             out.as_deref(),
         ),
@@ -340,7 +346,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             }
             let schedule = spec.resolve(&m.config.transpoints)?;
             let opts = weights.options(&m, EngineOptions::default());
-            let engine = backend::load_engine(m, backend, opts, false)?;
+            let engine = backend::load_engine(m, backend, opts, false, kernels)?;
             let args = generate::GenerateArgs {
                 prompt_tokens,
                 max_tokens,
@@ -372,7 +378,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             let (m, codec) = demo_model::load_with_codec(model.as_deref())?;
             let schedule = spec.resolve(&m.config.transpoints)?;
             let opts = weights.options(&m, EngineOptions::default());
-            let engine = backend::load_engine(m, backend, opts, false)?;
+            let engine = backend::load_engine(m, backend, opts, false, kernels)?;
             let gen = transmamba::session::GenerateOptions {
                 max_tokens,
                 sampling: SamplingOptions {
@@ -415,7 +421,7 @@ fn run(cli: Cli) -> AnyResult<()> {
                 ..EngineOptions::default()
             };
             let opts = weights.options(&m, opts);
-            let engine = backend::load_engine(m, backend, opts, profile)?;
+            let engine = backend::load_engine(m, backend, opts, profile, kernels)?;
             // These measure the GPU engine only: say so rather than print nothing for them.
             let gpu_only = [
                 ("--profile", profile),
@@ -465,7 +471,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             m.check_token_range(&tokens, 0)?;
             let schedule = spec.resolve(&m.config.transpoints)?;
             let opts = weights.options(&m, EngineOptions::default());
-            let engine = backend::load_engine(m, backend, opts, false)?;
+            let engine = backend::load_engine(m, backend, opts, false, kernels)?;
             let args = perplexity::PerplexityArgs {
                 model_name: demo_model::display(model.as_deref()),
                 tokens,
@@ -521,7 +527,7 @@ fn forward(
     model_path: Option<&Path>,
     tokens: &str,
     transpoints: &str,
-    backend: Backend,
+    (backend, kernels): (Backend, Kernels),
     weights: Weights,
     out: Option<&Path>,
 ) -> AnyResult<()> {
@@ -531,7 +537,7 @@ fn forward(
     let schedule = spec.resolve(&model.config.transpoints)?;
     model.check_tokens(&tokens)?;
     let opts = weights.options(&model, EngineOptions::default());
-    let engine = backend::load_engine(model, backend, opts, false)?;
+    let engine = backend::load_engine(model, backend, opts, false, kernels)?;
     let mut session = engine.session(schedule.clone())?;
     let start = Instant::now();
     let logits = session.forward_blocking(&tokens, Logits::All)?;

@@ -76,6 +76,7 @@ pub fn perplexity(engine: &Engine, schedule: &Schedule, args: &PerplexityArgs) -
         let j = serde_json::json!({
             "model": args.model_name,
             "backend": engine.name(),
+            "kernels": engine.gpu().map(|g| g.ctx.kernels()),
             "transpoints": schedule.to_string(),
             "context": context,
             "windows": windows,

@@ -296,7 +296,8 @@ fn bench_prints_its_figures() {
     assert_eq!(v["decode_by_position"].as_array().unwrap().len(), 2);
     assert_eq!(v["prefill_sweep"].as_array().unwrap().len(), 2);
     assert!(v["scan_compare"]["speedup"].as_f64().unwrap() > 0.0);
-    let kernels = v["kernels"].as_array().unwrap();
+    let kernels = v["kernel_times"].as_array().unwrap();
+    assert_eq!(v["kernels"], "cpu-adapter", "the kernels lavapipe runs");
     assert!(!kernels.is_empty(), "per-kernel times");
     // lavapipe is a CPU adapter: its breakdown comes from the host clock, and the SSM and
     // product kernels of this decode are in it.
@@ -768,4 +769,36 @@ fn a_lost_device_is_one_line_and_a_failing_exit() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// `--kernels portable` runs the GPU engine on the portable kernels (as an adapter without
+/// subgroups would) and gives the CPU engine's tokens; the JSON names the kernels; `auto` picks
+/// lavapipe's 8-wide subgroup kernels; the CPU engine has none.
+#[test]
+fn kernels_are_chosen_and_named() {
+    let dir = temp_dir("cli-kernels");
+    let model = dir.join("tiny.safetensors");
+    let m = model.to_str().unwrap();
+    let r = tm_run(&[
+        "make-model",
+        "--preset",
+        "tiny",
+        "--transpoints",
+        "8,inf",
+        "--out",
+        m,
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let cpu = generate_json(m, "cpu", &[]);
+    let portable = generate_json(m, "gpu", &["--kernels", "portable"]);
+    let auto = generate_json(m, "gpu", &[]);
+    assert_eq!(portable["tokens"], cpu["tokens"]);
+    assert_eq!(auto["tokens"], cpu["tokens"]);
+    assert_eq!(portable["kernels"], "portable");
+    assert_eq!(auto["kernels"], "cpu-adapter");
+    assert!(cpu["kernels"].is_null());
+    assert!(portable["backend"]
+        .as_str()
+        .unwrap()
+        .contains("portable kernels"));
 }

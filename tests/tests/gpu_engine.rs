@@ -93,12 +93,14 @@ fn gpu_matches_cpu_over_models_schedules_and_chunk_sizes() {
 fn portable_kernels_match_cpu() {
     let pctx = Arc::new(
         GpuContext::new_blocking(GpuOptions {
-            portable_kernels: true,
+            kernels: transmamba::gpu::KernelChoice::Portable,
             ..GpuOptions::default()
         })
         .unwrap(),
     );
     assert!(!pctx.has_subgroups() && !pctx.has_subgroup8() && !pctx.has_f16());
+    assert_eq!(pctx.kernels(), "portable");
+    assert_eq!(ctx().kernels(), "cpu-adapter", "lavapipe's default");
     let mut variants = model_variants();
     variants.push((
         "wide-p64-n128",

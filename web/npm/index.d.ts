@@ -47,6 +47,10 @@ export interface LoadOptions {
    * 'webgpu' (fails with a clear Error where WebGPU is missing) or 'cpu'. `info().engine` says
    * which runs and why. */
   device?: 'auto' | 'webgpu' | 'cpu';
+  /** WebGPU kernels: 'auto' (default: the 8-wide subgroup kernels where the adapter has them,
+   * else portable), 'portable' (no subgroups, no shader-f16) or 'cpu-adapter' (an Error on an
+   * adapter without 8-wide subgroups). `info().kernels` names the ones that run. */
+  kernels?: 'auto' | 'portable' | 'cpu-adapter';
 }
 
 export interface LayerCache {

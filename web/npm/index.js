@@ -68,7 +68,7 @@ export async function loadModel(source, options = {}) {
   const model = new TransMambaModel(options.workerUrl);
   const { onProgress, signal, tokenizer, cache = false } = options;
   const loadOptions = {};
-  for (const k of ['preferF16', 'maxBindingSize', 'maxBufferSize', 'chunkSize', 'maxRows', 'weights', 'device']) {
+  for (const k of ['preferF16', 'maxBindingSize', 'maxBufferSize', 'chunkSize', 'maxRows', 'weights', 'device', 'kernels']) {
     if (options[k] !== undefined) loadOptions[k] = options[k];
   }
   const onAbort = () => model.dispose();

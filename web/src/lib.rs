@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use transmamba::engine::EngineOptions;
 use transmamba::engine_choice::{choose, AdapterFacts, EngineKind, EnginePreference};
-use transmamba::gpu::{GpuContext, GpuOptions, WeightFormat};
+use transmamba::gpu::{GpuContext, GpuOptions, KernelChoice, WeightFormat};
 use transmamba::sampling::SamplingOptions;
 use transmamba::schedule::{Schedule, ScheduleSpec, TransPoint};
 use transmamba::session::{self, Generator, Session};
@@ -76,6 +76,8 @@ struct LoadOptions {
     /// "auto" (WebGPU on a real GPU, the CPU engine on a software or missing adapter),
     /// "webgpu" or "cpu".
     device: Option<String>,
+    /// WebGPU kernels: "auto", "portable" or "cpu-adapter".
+    kernels: Option<String>,
 }
 
 /// What the worker found of WebGPU (JSON): `{ "name", "fallback" }`, or `{ "error" }`.
@@ -194,6 +196,14 @@ pub async fn create_engine(
             )))
         }
     };
+    let kernels = match opts.kernels.as_deref() {
+        None => KernelChoice::Auto,
+        Some(k) => KernelChoice::parse(k).ok_or_else(|| {
+            JsError::new(&format!(
+                "load option `kernels` must be \"auto\", \"portable\" or \"cpu-adapter\", not {k:?}"
+            ))
+        })?,
+    };
     reserve_model_memory(&model_bytes)?;
     let model = Model::from_safetensors_bytes(&model_bytes, &name).map_err(js_err)?;
     // A tokenizer given by the caller wins over the one the file carries in its metadata.
@@ -212,6 +222,7 @@ pub async fn create_engine(
             let ctx = GpuContext::new(GpuOptions {
                 max_binding_size: opts.max_binding_size,
                 max_buffer_size: opts.max_buffer_size,
+                kernels,
                 prefer_f16: opts.prefer_f16,
                 ..GpuOptions::default()
             })
@@ -371,6 +382,7 @@ impl Engine {
                         "deviceType": format!("{:?}", a.device_type),
                     },
                     "shaderF16": ctx.has_f16(),
+                    "kernels": ctx.kernels(),
                     "weights": m.options.weights.name(),
                     "limits": {
                         "maxStorageBufferBindingSize": ctx.limits.max_storage_buffer_binding_size,

@@ -300,6 +300,13 @@ describe('package API', () => {
         const gpuLogits = await g.forward(prompt, { transpoints: 3, all: true });
         const gpuInfo = await g.info();
         g.dispose();
+        // The portable kernels forced (no subgroups, no shader-f16), and a bad kernels value.
+        const pg = await loadModel(url, { device: 'webgpu', kernels: 'portable' });
+        const portableLogits = await pg.forward(prompt, { transpoints: 3, all: true });
+        const portableInfo = await pg.info();
+        pg.dispose();
+        let kernelsError = null;
+        try { await loadModel(url, { device: 'webgpu', kernels: 'fast' }); } catch (e) { kernelsError = e.message; }
         let deviceError = null;
         try { await loadModel(url, { device: 'tpu' }); } catch (e) { deviceError = `${e instanceof TypeError} ${e.message}`; }
         // Abort after 3 tokens: the iterator just ends.
@@ -325,7 +332,8 @@ describe('package API', () => {
         let rangeError = null;
         try { await m2.forward([70]); } catch (e) { rangeError = `${e instanceof Error} ${e.message}`; }
         m2.dispose();
-        return { logits: Array.from(logits), gpuLogits: Array.from(gpuLogits), info, gpuInfo, deviceError, progress, got: got.length, after: after.length, runaway, fromCache: info2.loadedFromCache, rangeError };
+        return { portableLogits: Array.from(portableLogits), portableKernels: portableInfo.kernels, kernelsError,
+          logits: Array.from(logits), gpuLogits: Array.from(gpuLogits), info, gpuInfo, deviceError, progress, got: got.length, after: after.length, runaway, fromCache: info2.loadedFromCache, rangeError };
       }, PROMPT);
       assert.equal(r.logits.length, native.length, log.join('\n'));
       let maxDiff = 0;
@@ -334,6 +342,11 @@ describe('package API', () => {
       let gpuDiff = 0;
       for (let i = 0; i < native.length; i++) gpuDiff = Math.max(gpuDiff, Math.abs(r.gpuLogits[i] - native[i]));
       assert.ok(gpuDiff < 1e-3, `max |browser WebGPU - native| = ${gpuDiff}`);
+      let portableDiff = 0;
+      for (let i = 0; i < native.length; i++) portableDiff = Math.max(portableDiff, Math.abs(r.portableLogits[i] - native[i]));
+      assert.ok(portableDiff < 1e-3, `max |browser WebGPU portable kernels - native| = ${portableDiff}`);
+      assert.equal(r.portableKernels, 'portable');
+      assert.match(r.kernelsError, /load option `kernels` must be "auto", "portable" or "cpu-adapter", not "fast"/);
       assert.equal(r.info.engine.kind, 'cpu');
       assert.match(r.info.engine.reason, /software/);
       assert.equal(r.info.adapter, null);
@@ -353,7 +366,8 @@ describe('package API', () => {
       assert.match(r.rangeError, /^true token id 70 at position 0 is out of range/);
       console.log(
         `# WebGPU adapter: ${JSON.stringify(r.info.webgpu)}; max logit diff: CPU engine ` +
-          `${maxDiff.toExponential(2)}, WebGPU engine ${gpuDiff.toExponential(2)}`,
+          `${maxDiff.toExponential(2)}, WebGPU engine ${gpuDiff.toExponential(2)} (${r.gpuInfo.kernels} kernels), ` +
+          `portable kernels ${portableDiff.toExponential(2)}`,
       );
     } finally {
       await page.close();

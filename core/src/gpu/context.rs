@@ -39,11 +39,36 @@ pub struct GpuOptions {
     /// allocation ([`GpuContext::zeros`]) beyond it fails as an out-of-memory would
     /// (`TooLarge`): the way the tests force an allocation failure in the middle of a step.
     pub max_buffer_size: Option<u64>,
-    /// Run the portable kernels only: the device is created without subgroups and without
-    /// shader-f16, as on an adapter that has neither (the floor every browser can run). Lets
-    /// the tests cover that path on lavapipe, whose subgroups would otherwise pick the
-    /// subgroup kernels.
-    pub portable_kernels: bool,
+    /// Which kernels run (`--kernels`, JS `kernels`): see [`KernelChoice`].
+    pub kernels: KernelChoice,
+}
+
+/// The kernels a device runs. Today there are two sets: the `cpu-adapter` kernels, tuned for
+/// CPU Vulkan's 8-wide subgroups (lavapipe), and the `portable` ones (no subgroups, no
+/// shader-f16: the floor every adapter and browser can run). Kernel plans designed for real
+/// GPUs are issue 16's work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// `cpu-adapter` where the device has 8-wide subgroups, else `portable`.
+    #[default]
+    Auto,
+    /// The portable kernels: the device is created without subgroups and shader-f16, as on
+    /// an adapter that has neither (so the tests cover that path on lavapipe too).
+    Portable,
+    /// The 8-wide subgroup kernels; a device without 8-wide subgroups is an error.
+    CpuAdapter,
+}
+
+impl KernelChoice {
+    /// Parses `auto`, `portable` or `cpu-adapter`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "portable" => Some(Self::Portable),
+            "cpu-adapter" => Some(Self::CpuAdapter),
+            _ => None,
+        }
+    }
 }
 
 impl Default for GpuOptions {
@@ -56,7 +81,7 @@ impl Default for GpuOptions {
             profile_clock: None,
             unchecked_shaders: false,
             max_buffer_size: None,
-            portable_kernels: false,
+            kernels: KernelChoice::Auto,
         }
     }
 }
@@ -319,11 +344,11 @@ impl GpuContext {
         }
         // Subgroup broadcasts let one lane's load feed the others (much cheaper than a load on
         // CPU Vulkan); kernels that use them have a fallback when the adapter lacks them.
-        if offered.contains(wgpu::Features::SUBGROUP) && !opts.portable_kernels {
+        let portable = opts.kernels == KernelChoice::Portable;
+        if offered.contains(wgpu::Features::SUBGROUP) && !portable {
             features |= wgpu::Features::SUBGROUP;
         }
-        if opts.prefer_f16 && !opts.portable_kernels && offered.contains(wgpu::Features::SHADER_F16)
-        {
+        if opts.prefer_f16 && !portable && offered.contains(wgpu::Features::SHADER_F16) {
             features |= wgpu::Features::SHADER_F16;
         }
         // The adapter's limits, not the WebGPU defaults: bigger bindings and workgroup storage.
@@ -434,6 +459,20 @@ impl GpuContext {
             dummy,
             submit_lock: Mutex::new(()),
         };
+        if opts.kernels == KernelChoice::CpuAdapter && !ctx.has_subgroup8() {
+            return Err(GpuError::Unsupported(format!(
+                "kernels cpu-adapter need 8-wide subgroups; {} has {}: use --kernels auto or portable",
+                ctx.info.name,
+                if ctx.has_subgroups() {
+                    format!(
+                        "subgroups of {}-{}",
+                        ctx.info.subgroup_min_size, ctx.info.subgroup_max_size
+                    )
+                } else {
+                    "no subgroups".to_string()
+                }
+            )));
+        }
         ctx.set_profiling(opts.profiling);
         Ok(ctx)
     }
@@ -456,6 +495,15 @@ impl GpuContext {
     /// Whether subgroup operations are available.
     pub fn has_subgroups(&self) -> bool {
         self.features.contains(wgpu::Features::SUBGROUP)
+    }
+
+    /// The kernels this device runs: `cpu-adapter` (8-wide subgroup kernels) or `portable`.
+    pub fn kernels(&self) -> &'static str {
+        if self.has_subgroup8() {
+            "cpu-adapter"
+        } else {
+            "portable"
+        }
     }
 
     /// Subgroups of exactly 8 invocations (lavapipe on AVX2): the `*_sg` kernels need that.

@@ -11,7 +11,7 @@ pub mod recorder;
 pub mod shaders;
 pub mod weights;
 
-pub use context::{GpuBuffer, GpuContext, GpuMemory, GpuOptions, ProfileClock};
+pub use context::{GpuBuffer, GpuContext, GpuMemory, GpuOptions, KernelChoice, ProfileClock};
 pub use error::{GpuError, GpuResult};
 pub use ops::*;
 pub use recorder::Recorder;

@@ -127,10 +127,11 @@ impl Engine {
                 self.0.choice.reason
             ),
             Imp::Gpu(g) => format!(
-                "gpu ({}, {:?}, {} weights; {})",
+                "gpu ({}, {:?}, {} weights, {} kernels; {})",
                 g.ctx.info.name,
                 g.ctx.info.backend,
                 g.options.weights.name(),
+                g.ctx.kernels(),
                 self.0.choice.reason
             ),
         }
