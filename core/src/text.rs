@@ -54,6 +54,7 @@ impl TextCodec {
         // 0.22 panics (an `expect` in its decoder deserializer) on a syntax error inside
         // `decoder` when it reads the text itself (found by fuzzing; fuzz/regressions).
         let value: serde_json::Value = serde_json::from_slice(bytes).map_err(bad)?;
+        check_bpe_merges(&value, name)?;
         let tokenizer: tokenizers::Tokenizer = serde_json::from_value(value).map_err(bad)?;
         Ok(TextCodec::Tokenizer(Box::new(tokenizer)))
     }
@@ -92,6 +93,40 @@ impl TextCodec {
 /// Streams text as tokens arrive: each call returns only the newly completed text, so a
 /// multi-token character or a merge-dependent space is printed once it is final.
 ///
+/// tokenizers 0.22 slices every BPE merge's second token past `continuing_subword_prefix`
+/// without checking its length, and panics (aborts in wasm) when it is shorter (found by
+/// fuzzing; fuzz/regressions/tokenizer_json): such a file is refused here first.
+fn check_bpe_merges(value: &serde_json::Value, name: &str) -> Result<()> {
+    use serde_json::Value;
+    let Some(model) = value.get("model") else {
+        return Ok(());
+    };
+    let prefix = model
+        .get("continuing_subword_prefix")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Some(merges) = model.get("merges").and_then(Value::as_array) else {
+        return Ok(());
+    };
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    for (i, merge) in merges.iter().enumerate() {
+        let second = match merge {
+            Value::String(s) => s.split(' ').nth(1),
+            Value::Array(parts) => parts.get(1).and_then(Value::as_str),
+            _ => None,
+        };
+        if let Some(b) = second.filter(|b| b.get(prefix.len()..).is_none()) {
+            return Err(Error::Tokenizer(format!(
+                "{name}: merge {} joins {b:?}, which is shorter than the continuing_subword_prefix {prefix:?}",
+                i + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Each push decodes a short window of recent tokens, not the whole output, so a step costs
 /// O(1) however long the run (re-decoding everything made 20,000 tokens O(n²)). The window
 /// starts at the token before the last completed piece: decoding `window` and `window + new`
