@@ -12,6 +12,20 @@ fn tm_run(args: &[&str]) -> std::process::Output {
         .expect("tm-run runs")
 }
 
+/// Writes the tiny random model (`make-model --preset tiny` plus `extra`) to `path`.
+fn make_tiny(path: &std::path::Path, extra: &[&str]) {
+    let mut args = vec![
+        "make-model",
+        "--preset",
+        "tiny",
+        "--out",
+        path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let r = tm_run(&args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+}
+
 /// `tm-run forward --out` on a golden case reproduces transformers' logits.
 fn check_golden_forward(case: &GoldenCase, backend: &str) {
     let out = temp_dir(&format!("cli-golden-{backend}")).join(format!("{}.npy", case.name));
@@ -162,16 +176,7 @@ fn generate_json(model: &str, backend: &str, extra: &[&str]) -> serde_json::Valu
 fn generate_is_the_same_on_cpu_and_gpu_and_reproducible() {
     let dir = temp_dir("cli-generate");
     let model = dir.join("tiny.safetensors");
-    let r = tm_run(&[
-        "make-model",
-        "--preset",
-        "tiny",
-        "--transpoints",
-        "8,inf",
-        "--out",
-        model.to_str().unwrap(),
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    make_tiny(&model, &["--transpoints", "8,inf"]);
     let m = model.to_str().unwrap();
     // Greedy: the TransPoint (8) is crossed during generation; CPU and GPU agree token for token.
     let cpu = generate_json(m, "cpu", &[]);
@@ -212,14 +217,7 @@ fn generate_is_the_same_on_cpu_and_gpu_and_reproducible() {
 fn auto_picks_the_cpu_engine_on_a_software_adapter_and_says_why() {
     let dir = temp_dir("cli-auto");
     let model = dir.join("tiny.safetensors");
-    let r = tm_run(&[
-        "make-model",
-        "--preset",
-        "tiny",
-        "--out",
-        model.to_str().unwrap(),
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    make_tiny(&model, &[]);
     let m = model.to_str().unwrap();
     let auto = generate_json(m, "auto", &[]);
     let backend = auto["backend"].as_str().unwrap();
@@ -331,16 +329,7 @@ fn perplexity_is_the_mean_nll_of_forward_logits() {
     let dir = temp_dir("cli-perplexity");
     let model = dir.join("tiny.safetensors");
     let m = model.to_str().unwrap();
-    let r = tm_run(&[
-        "make-model",
-        "--preset",
-        "tiny",
-        "--transpoints",
-        "6,inf",
-        "--out",
-        m,
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    make_tiny(&model, &["--transpoints", "6,inf"]);
     // No tokenizer: the text is read as bytes, all below this vocabulary's 64 ids.
     let text = "12 34, 56! 78? 90. 13 57; 24 68: 0.";
     let text_file = dir.join("text.txt");
@@ -583,16 +572,7 @@ fn saved_states_continue_on_either_engine_and_in_chat() {
     let dir = temp_dir("cli-state");
     let model = dir.join("tiny.safetensors");
     let m = model.to_str().unwrap();
-    let r = tm_run(&[
-        "make-model",
-        "--preset",
-        "tiny",
-        "--transpoints",
-        "8,inf",
-        "--out",
-        m,
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    make_tiny(&model, &["--transpoints", "8,inf"]);
     // One run: 5 prompt tokens, 24 generated (crossing the TransPoint at 8).
     let whole = generate_json(m, "cpu", &["--temperature", "0.8", "--seed", "9"]);
     let want = whole["tokens"].as_array().unwrap().clone();
@@ -706,16 +686,7 @@ fn saved_states_continue_on_either_engine_and_in_chat() {
     let junk = dir.join("junk.state");
     std::fs::write(&junk, b"not a state").unwrap();
     let other = dir.join("other.safetensors");
-    let r = tm_run(&[
-        "make-model",
-        "--preset",
-        "tiny",
-        "--seed",
-        "77",
-        "--out",
-        other.to_str().unwrap(),
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    make_tiny(&other, &["--seed", "77"]);
     for (model, state, needle) in [
         (m, junk.to_str().unwrap(), "malformed session state"),
         (
@@ -779,16 +750,7 @@ fn kernels_are_chosen_and_named() {
     let dir = temp_dir("cli-kernels");
     let model = dir.join("tiny.safetensors");
     let m = model.to_str().unwrap();
-    let r = tm_run(&[
-        "make-model",
-        "--preset",
-        "tiny",
-        "--transpoints",
-        "8,inf",
-        "--out",
-        m,
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    make_tiny(&model, &["--transpoints", "8,inf"]);
     let cpu = generate_json(m, "cpu", &[]);
     let portable = generate_json(m, "gpu", &["--kernels", "portable"]);
     let auto = generate_json(m, "gpu", &[]);
