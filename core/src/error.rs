@@ -65,7 +65,21 @@ pub enum Error {
         index: usize,
         value: f32,
     },
-    #[error("these f16 weights were made for another model ({detail})")]
+    #[error("cannot quantize `{name}` to {format}: {reason}")]
+    Quantize {
+        name: String,
+        format: &'static str,
+        reason: String,
+    },
+    #[error("quantized tensor `{name}` in {file}: {reason}")]
+    QuantizedTensor {
+        file: String,
+        name: String,
+        reason: String,
+    },
+    #[error("malformed GGUF file {file}: {reason}")]
+    Gguf { file: String, reason: String },
+    #[error("these weight copies were made for another model ({detail})")]
     WeightsMismatch { detail: String },
     #[error("tensor `{name}` is stored twice: in {first} and in {second}")]
     DuplicateTensor {

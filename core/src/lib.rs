@@ -15,17 +15,20 @@ pub mod memory;
 pub mod model;
 pub mod npy;
 pub mod perplexity;
+pub mod quant;
 pub mod sampling;
 pub mod schedule;
 pub mod session;
 pub mod synthetic;
 pub mod text;
 pub mod tokens;
+pub mod weight_format;
 
 pub use config::{Dialect, ModelConfig};
 pub use error::{Error, Result};
 pub use model::Model;
 pub use schedule::{Schedule, ScheduleSpec, TransPoint};
+pub use weight_format::WeightFormat;
 
 /// Which logits a forward call returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

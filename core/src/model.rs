@@ -4,23 +4,55 @@
 use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::quant::{QuantFormat, QuantMatrix};
 
 /// A dense f32 tensor, row-major.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
+    /// The q8_0 / q4_0 blocks `data` was dequantized from, when the file stored them: an engine
+    /// storing this matrix in that format uses them as they are (lossless) instead of
+    /// quantizing `data` again.
+    pub blocks: Option<Arc<QuantMatrix>>,
 }
 
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        Self { shape, data }
+        Self {
+            shape,
+            data,
+            blocks: None,
+        }
+    }
+
+    /// A `[rows, cols]` tensor holding `q` dequantized, and `q` itself.
+    pub fn from_blocks(q: QuantMatrix) -> Self {
+        Self {
+            shape: vec![q.rows, q.cols],
+            data: q.dequantize(),
+            blocks: Some(Arc::new(q)),
+        }
+    }
+
+    /// This `[rows, cols]` matrix in `format`: its stored blocks when they are in `format`,
+    /// else quantized from `data`; `name` names it in errors.
+    pub fn quantized(&self, name: &str, format: QuantFormat) -> Result<Arc<QuantMatrix>> {
+        if let Some(b) = self.blocks.as_ref().filter(|b| b.format == format) {
+            return Ok(b.clone());
+        }
+        let (rows, cols) = match self.shape[..] {
+            [r, c] => (r, c),
+            _ => (1, self.data.len()),
+        };
+        QuantMatrix::quantize(name, format, &self.data, rows, cols).map(Arc::new)
     }
     pub fn len(&self) -> usize {
         self.data.len()

@@ -194,23 +194,52 @@ pub fn write_two_shards(
 /// `model` with the matrices f16 weight storage rounds (embedding, output, in/out projections,
 /// MLP) rounded to f16 and kept in f32: what an engine storing them in f16 computes.
 pub fn with_f16_matrices(model: &transmamba::Model) -> transmamba::Model {
-    let round = |t: &mut transmamba::model::Tensor| {
-        for v in &mut t.data {
-            *v = half::f16::from_f32(*v).to_f32();
+    with_stored_matrices(model, transmamba::WeightFormat::F16)
+}
+
+/// `model` with its large matrices (embedding, output, in/out projections, MLP) as `format`
+/// stores them, kept in f32: rounded to f16, or quantized and dequantized (q8_0 / q4_0, exact
+/// in f32). What an engine storing them in `format` computes.
+pub fn with_stored_matrices(
+    model: &transmamba::Model,
+    format: transmamba::WeightFormat,
+) -> transmamba::Model {
+    let store = |t: &mut transmamba::model::Tensor| match format.quant() {
+        Some(q) => {
+            *t = transmamba::model::Tensor::from_blocks((*t.quantized("m", q).unwrap()).clone())
         }
+        None if format == transmamba::WeightFormat::F16 => {
+            for v in &mut t.data {
+                *v = half::f16::from_f32(*v).to_f32();
+            }
+        }
+        None => {}
     };
     let mut m = model.clone();
-    round(&mut m.embedding);
+    store(&mut m.embedding);
     if let Some(h) = &mut m.lm_head {
-        round(h);
+        store(h);
     }
     for l in &mut m.layers {
-        round(&mut l.in_proj);
-        round(&mut l.out_proj);
+        store(&mut l.in_proj);
+        store(&mut l.out_proj);
         if let Some(mlp) = &mut l.mlp {
-            round(&mut mlp.fc1);
-            round(&mut mlp.fc2);
+            store(&mut mlp.fc1);
+            store(&mut mlp.fc2);
         }
     }
     m
+}
+
+/// [`model_variants`] whose every product has K a multiple of 32 (what q8_0 / q4_0 take).
+pub fn quantizable_variants() -> Vec<(&'static str, RandomSpec)> {
+    model_variants()
+        .into_iter()
+        .map(|(name, mut spec)| {
+            if spec.mlp > 0 {
+                spec.mlp = spec.mlp.div_ceil(32) * 32;
+            }
+            (name, spec)
+        })
+        .collect()
 }

@@ -1,12 +1,13 @@
 //! The CPU backend against an independent f64 evaluation of MODEL.md, over random models and
 //! TransPoint schedules, and decode against prefill.
 
-use transmamba::cpu::CpuSession;
+use transmamba::cpu::{CpuSession, WeightCopies};
 use transmamba::schedule::TransPoint::{self, At, Never};
-use transmamba::{Logits, Schedule};
+use transmamba::{Logits, Schedule, WeightFormat};
 use transmamba_tests::reference64::forward_f64;
 use transmamba_tests::{
-    max_abs_diff, model_variants, random_model, random_tokens, with_f16_matrices, RandomSpec,
+    max_abs_diff, model_variants, quantizable_variants, random_model, random_tokens,
+    with_stored_matrices, RandomSpec,
 };
 
 const TOL: f32 = 1e-4;
@@ -178,7 +179,7 @@ fn cpu_engine_at_real_head_sizes_matches_f64() {
 /// matrix-vector path) across the TransPoint, AVX2/F16C and portable loops. Values beyond f16's
 /// range are refused, naming the matrix.
 #[test]
-fn f16_weights_compute_the_f16_rounded_model() {
+fn stored_weights_compute_the_model_as_stored() {
     let wide = RandomSpec {
         vocab: 96,
         d: 128,
@@ -189,35 +190,56 @@ fn f16_weights_compute_the_f16_rounded_model() {
         mlp: 64,
         ..RandomSpec::default()
     };
-    let mut cases = model_variants();
-    cases.push(("wide-mlp", wide));
-    for (name, spec) in cases {
-        let model = random_model(&spec, 23);
-        let rounded = with_f16_matrices(&model);
-        let f16 = transmamba::cpu::F16Weights::new(&model).unwrap();
-        let tokens = random_tokens(spec.vocab, 40, 6);
-        let schedule = Schedule(vec![At(30); spec.layers]);
-        let (want, tol) = oracle(&rounded, &schedule, &tokens);
-        for portable in [false, true] {
-            transmamba::cpu::force_portable_kernels(portable);
-            let s = CpuSession::with_f16(&model, &f16, schedule.clone()).unwrap();
-            let got = prefill_then_decode(s, &tokens, 36);
-            transmamba::cpu::force_portable_kernels(false);
-            let err = max_abs_diff(&got, &want);
-            assert!(
-                err < tol,
-                "{name} portable {portable}: |Δ| = {err} (bound {tol})"
-            );
+    for format in [WeightFormat::F16, WeightFormat::Q8_0, WeightFormat::Q4_0] {
+        let mut cases = quantizable_variants();
+        cases.push(("wide-mlp", wide.clone()));
+        for (name, spec) in cases {
+            let model = random_model(&spec, 23);
+            let stored = with_stored_matrices(&model, format);
+            let copies = WeightCopies::new(&model, format).unwrap();
+            let tokens = random_tokens(spec.vocab, 40, 6);
+            let schedule = Schedule(vec![At(30); spec.layers]);
+            let (want, tol) = oracle(&stored, &schedule, &tokens);
+            for portable in [false, true] {
+                transmamba::cpu::force_portable_kernels(portable);
+                let s = CpuSession::with_weights(&model, &copies, schedule.clone()).unwrap();
+                let got = prefill_then_decode(s, &tokens, 36);
+                transmamba::cpu::force_portable_kernels(false);
+                let err = max_abs_diff(&got, &want);
+                assert!(
+                    err < tol,
+                    "{format:?} {name} portable {portable}: |Δ| = {err} (bound {tol})"
+                );
+            }
+            // The storage is not a no-op: the f32 model differs by more than the bound.
+            let (plain, _) = oracle(&model, &schedule, &tokens);
+            assert!(max_abs_diff(&plain, &want) > tol, "{format:?} {name}");
         }
     }
     let mut big = random_model(&RandomSpec::default(), 1);
     big.layers[1].out_proj.data[5] = 1e6;
-    let e = transmamba::cpu::F16Weights::new(&big)
+    let e = WeightCopies::new(&big, WeightFormat::F16)
         .err()
         .unwrap()
         .to_string();
     assert!(
         e.contains("layer 1 out_proj") && e.contains("element 5"),
+        "{e}"
+    );
+    // Quantized rows must be a multiple of 32 long: the MLP's fc2 has K = 48 here.
+    let ragged = random_model(
+        &RandomSpec {
+            mlp: 48,
+            ..RandomSpec::default()
+        },
+        1,
+    );
+    let e = WeightCopies::new(&ragged, WeightFormat::Q4_0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("mlp.fc2") && e.contains("q4_0") && e.contains("multiple of 32"),
         "{e}"
     );
     // Copies made for another model are refused.
@@ -228,6 +250,8 @@ fn f16_weights_compute_the_f16_rounded_model() {
         },
         1,
     );
-    let f16 = transmamba::cpu::F16Weights::new(&other).unwrap();
-    assert!(CpuSession::with_f16(&big, &f16, Schedule(vec![At(0); 2])).is_err());
+    for format in [WeightFormat::F16, WeightFormat::Q8_0] {
+        let copies = WeightCopies::new(&other, format).unwrap();
+        assert!(CpuSession::with_weights(&big, &copies, Schedule(vec![At(0); 2])).is_err());
+    }
 }

@@ -33,7 +33,7 @@ use crate::model::Model;
 use crate::schedule::Schedule;
 use crate::Logits;
 use mixer::LayerState;
-pub use weights::F16Weights;
+pub use weights::WeightCopies;
 
 /// What a sequence remembers on the CPU engine, owned (no borrow of the model): the schedule,
 /// the per-layer caches and the position of the next token. [`CpuSession`] pairs it with a
@@ -87,12 +87,12 @@ impl CpuState {
     }
 
     /// Feeds `tokens` (a prefill, a decode step, or a continuation) through `model` (reading
-    /// `f16` copies of its large matrices when given) and returns the logits of every fed token
-    /// (`[T, V]`) or of the last one (`[V]`).
+    /// `copies` of its large matrices when given: f16, q8_0 or q4_0) and returns the logits of
+    /// every fed token (`[T, V]`) or of the last one (`[V]`).
     pub fn forward(
         &mut self,
         model: &Model,
-        f16: Option<&F16Weights>,
+        copies: Option<&WeightCopies>,
         tokens: &[u32],
         which: Logits,
     ) -> Result<Vec<f32>> {
@@ -100,25 +100,25 @@ impl CpuState {
         if tokens.is_empty() {
             return Err(crate::Error::EmptyTokens);
         }
-        if let Some(f16) = f16 {
-            f16.check(model)?;
+        if let Some(c) = copies {
+            c.check(model)?;
         }
         model.check_token_range(tokens, self.position)?;
         let d = cfg.hidden_size;
         let t_n = tokens.len();
         let mut h = Vec::with_capacity(t_n * d);
         for &tok in tokens {
-            let row = &model.embedding.data[tok as usize * d..(tok as usize + 1) * d];
-            if f16.is_some() {
-                // The embedding is an f16 weight too (it is the output matrix when tied): the
-                // f16 model reads it rounded, as the GPU engine's f16 storage does.
-                h.extend(row.iter().map(|&v| half::f16::from_f32(v).to_f32()));
-            } else {
-                h.extend_from_slice(row);
+            match copies {
+                // The embedding is a stored matrix too (the output matrix when tied): read as
+                // the copies hold it, as the GPU engine's storage does.
+                Some(c) => c.embedding_row(tok as usize, &mut h),
+                None => h.extend_from_slice(
+                    &model.embedding.data[tok as usize * d..(tok as usize + 1) * d],
+                ),
             }
         }
         for (i, (w, state)) in model.layers.iter().zip(&mut self.layers).enumerate() {
-            let mats = weights::layer_matrices(model, f16, i);
+            let mats = weights::layer_matrices(model, copies, i);
             let u = ops::rms_norm(&h, &w.norm.data, cfg.layer_norm_epsilon);
             let out = mixer::mixer(
                 cfg,
@@ -152,7 +152,7 @@ impl CpuState {
         Ok(ops::matmul(
             &normed,
             rows.len() / d,
-            weights::output_matrix(model, f16),
+            weights::output_matrix(model, copies),
             None,
         ))
     }
@@ -161,8 +161,8 @@ impl CpuState {
 /// One sequence being processed on a model: [`CpuState`] with the weights it runs on.
 pub struct CpuSession<'m> {
     model: &'m Model,
-    /// f16 copies of the large matrices, read instead of the model's f32 ones.
-    f16: Option<&'m F16Weights>,
+    /// Copies of the large matrices (f16, q8_0, q4_0), read instead of the model's f32 ones.
+    copies: Option<&'m WeightCopies>,
     state: CpuState,
 }
 
@@ -171,18 +171,22 @@ impl<'m> CpuSession<'m> {
     pub fn new(model: &'m Model, schedule: Schedule) -> Result<Self> {
         Ok(Self {
             model,
-            f16: None,
+            copies: None,
             state: CpuState::new(model, schedule)?,
         })
     }
 
-    /// A fresh sequence whose products read `f16` (made from this model by
-    /// [`F16Weights::new`]): half the bytes per decode step.
-    pub fn with_f16(model: &'m Model, f16: &'m F16Weights, schedule: Schedule) -> Result<Self> {
-        f16.check(model)?;
+    /// A fresh sequence whose products read `copies` (made from this model by
+    /// [`WeightCopies::new`]): fewer bytes per decode step.
+    pub fn with_weights(
+        model: &'m Model,
+        copies: &'m WeightCopies,
+        schedule: Schedule,
+    ) -> Result<Self> {
+        copies.check(model)?;
         Ok(Self {
             model,
-            f16: Some(f16),
+            copies: Some(copies),
             state: CpuState::new(model, schedule)?,
         })
     }
@@ -209,7 +213,7 @@ impl<'m> CpuSession<'m> {
     /// Feeds `tokens` (a prefill, a decode step, or a continuation) and returns the logits of
     /// every fed token (`[T, V]`) or of the last one (`[V]`).
     pub fn forward(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
-        self.state.forward(self.model, self.f16, tokens, which)
+        self.state.forward(self.model, self.copies, tokens, which)
     }
 }
 

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::model::Tensor;
 
-pub use super::simd::{dot, dot_f16, widen_f16};
+pub use super::simd::{dot, dot_f16, dot_quant, widen_f16};
 use super::weights::Matrix;
 
 /// Below this many rows a product is a matrix-vector pass (each weight row read once, straight
@@ -18,7 +18,7 @@ impl<'a> From<&'a Tensor> for Matrix<'a> {
 }
 
 /// `Y[rows, out] = X[rows, in] · Wᵀ (+ bias)` with W stored `[out, in]` as in the checkpoints,
-/// in f32 or f16 ([`Matrix`]).
+/// in f32, f16, q8_0 or q4_0 ([`Matrix`]).
 pub fn matmul<'a>(
     x: &[f32],
     rows: usize,
@@ -30,7 +30,7 @@ pub fn matmul<'a>(
     assert_eq!(x.len(), rows * k, "matmul: input is not [rows, in]");
     let mut y = match w {
         Matrix::F32(t) if rows >= GEMM_MIN_ROWS => gemm_xwt(x, rows, &t.data, n_out, k),
-        Matrix::F32(t) => gemv_rows(x, rows, &t.data, n_out, k, dot),
+        Matrix::F32(t) => gemv_rows(x, rows, &t.data, n_out, k, k, dot),
         // Prefill: widen once (a small cost beside the GEMM's 2·rows FLOPs per weight).
         Matrix::F16 { data, .. } if rows >= GEMM_MIN_ROWS => {
             let mut wide = vec![0f32; data.len()];
@@ -43,7 +43,18 @@ pub fn matmul<'a>(
                 });
             gemm_xwt(x, rows, &wide, n_out, k)
         }
-        Matrix::F16 { data, .. } => gemv_rows(x, rows, data, n_out, k, dot_f16),
+        Matrix::F16 { data, .. } => gemv_rows(x, rows, data, n_out, k, k, dot_f16),
+        // Prefill: dequantize once, as f16 is widened.
+        Matrix::Quant(q) if rows >= GEMM_MIN_ROWS => {
+            let mut wide = vec![0f32; n_out * k];
+            wide.par_chunks_mut(k.max(1))
+                .enumerate()
+                .for_each(|(r, o)| q.dequantize_row(r, o));
+            gemm_xwt(x, rows, &wide, n_out, k)
+        }
+        Matrix::Quant(q) => gemv_rows(x, rows, &q.bytes, n_out, k, q.row_bytes(), |x, w| {
+            dot_quant(q.format, x, w)
+        }),
     };
     if let Some(b) = bias {
         for row in y.chunks_exact_mut(n_out) {
@@ -103,13 +114,15 @@ fn gemm_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
 }
 
 /// A few input rows against every weight row: one rayon task per block of weight rows, so each
-/// weight row is read from memory once and meets every input row while it is in cache.
+/// weight row is read from memory once and meets every input row while it is in cache. A
+/// weight row is `row_len` elements of `w` (k values, or a quantized row's bytes).
 fn gemv_rows<W: Sync>(
     x: &[f32],
     rows: usize,
     w: &[W],
     n_out: usize,
     k: usize,
+    row_len: usize,
     dot: impl Fn(&[f32], &[W]) -> f32 + Sync,
 ) -> Vec<f32> {
     let mut yt = vec![0f32; n_out * rows];
@@ -123,7 +136,7 @@ fn gemv_rows<W: Sync>(
         )
         .enumerate()
         .for_each(|(o, col)| {
-            let w_o = &w[o * k..(o + 1) * k];
+            let w_o = &w[o * row_len..(o + 1) * row_len];
             for (r, y) in col.iter_mut().enumerate() {
                 *y = dot(&x[r * k..(r + 1) * k], w_o);
             }

@@ -50,6 +50,43 @@ pub fn dot_f16(x: &[f32], w: &[half::f16]) -> f32 {
     total as f32
 }
 
+/// `x · w` for one row `w` of q8_0 / q4_0 blocks ([`crate::quant`]), dequantized as it is read:
+/// per block, the scale times the dot of its 32 codes with x. `x` has 32 values per block.
+pub fn dot_quant(format: crate::quant::QuantFormat, x: &[f32], w: &[u8]) -> f32 {
+    use crate::quant::QuantFormat;
+    let bb = format.block_bytes();
+    let blocks = (x.len() / 32).min(w.len() / bb);
+    #[cfg(target_arch = "x86_64")]
+    if use_avx2() {
+        // SAFETY: AVX2 and FMA are present (use_avx2); `blocks` whole blocks lie inside both.
+        return unsafe {
+            match format {
+                QuantFormat::Q8_0 => avx2::dot_q8_0(x, w, blocks),
+                QuantFormat::Q4_0 => avx2::dot_q4_0(x, w, blocks),
+            }
+        };
+    }
+    let mut total = 0f64;
+    let mut codes = [0f32; 32];
+    for (xb, b) in x.chunks_exact(32).zip(w.chunks_exact(bb)).take(blocks) {
+        match format {
+            QuantFormat::Q8_0 => {
+                for (c, &q) in codes.iter_mut().zip(&b[2..]) {
+                    *c = q as i8 as f32;
+                }
+            }
+            QuantFormat::Q4_0 => {
+                for (j, &q) in b[2..].iter().enumerate() {
+                    codes[j] = (q & 15) as f32 - 8.0;
+                    codes[j + 16] = (q >> 4) as f32 - 8.0;
+                }
+            }
+        }
+        total += crate::quant::scale(b) as f64 * dot_portable(xb, &codes) as f64;
+    }
+    total as f32
+}
+
 /// f16 → f32 for finite values, in integer and float lane operations that vectorise (SIMD128 has
 /// no f16 conversion, and `half`'s portable one is a branchy scalar routine): the magnitude's
 /// bits moved into f32 position, then the exponent rebased by an exact multiply by 2^112 (which
@@ -185,6 +222,52 @@ mod avx2 {
             i += 1;
         }
         t as f32
+    }
+
+    /// A block's 32 codes (as 4 vectors of 8 i32 lanes, in weight order) dotted with `x`'s 32
+    /// values at `px`, into `acc` scaled by `d`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_dot(codes: [__m128i; 4], px: *const f32, d: f32, acc: __m256) -> __m256 {
+        let mut s = _mm256_setzero_ps();
+        for (j, c) in codes.into_iter().enumerate() {
+            let w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c));
+            s = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(8 * j)), w, s);
+        }
+        _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc)
+    }
+
+    /// SAFETY: the caller checked AVX2+FMA; `x` holds 32·`blocks` values and `w` `blocks`
+    /// q8_0 blocks.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q8_0(x: &[f32], w: &[u8], blocks: usize) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for b in 0..blocks {
+            let blk = w.as_ptr().add(34 * b);
+            let d = half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32();
+            let q = blk.add(2);
+            let codes = [0, 8, 16, 24].map(|o| _mm_loadl_epi64(q.add(o) as *const __m128i));
+            acc[b & 1] = block_dot(codes, x.as_ptr().add(32 * b), d, acc[b & 1]);
+        }
+        total(_mm256_add_ps(acc[0], acc[1])) as f32
+    }
+
+    /// SAFETY: the caller checked AVX2+FMA; `x` holds 32·`blocks` values and `w` `blocks`
+    /// q4_0 blocks.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q4_0(x: &[f32], w: &[u8], blocks: usize) -> f32 {
+        let mut acc = [_mm256_setzero_ps(); 2];
+        let (low, eight) = (_mm_set1_epi8(15), _mm_set1_epi8(8));
+        for b in 0..blocks {
+            let blk = w.as_ptr().add(18 * b);
+            let d = half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32();
+            let q = _mm_loadu_si128(blk.add(2) as *const __m128i);
+            // Low nibbles are weights 0..16, high nibbles 16..32; codes are offset by 8.
+            let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
+            let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
+            let codes = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
+            acc[b & 1] = block_dot(codes, x.as_ptr().add(32 * b), d, acc[b & 1]);
+        }
+        total(_mm256_add_ps(acc[0], acc[1])) as f32
     }
 
     /// SAFETY: the caller checked AVX2+FMA and that every operand holds what `p_n`, `n_n`

@@ -1,14 +1,20 @@
-//! Weight matrices as the CPU engine's products read them: the model's own f32 tensors, or f16
-//! copies of the large ones (in_proj, out_proj, the MLP and the output matrix), which halve the
-//! bytes a decode step streams from memory; the product loops widen them to f32 as they read.
+//! Weight matrices as the CPU engine's products read them: the model's own f32 tensors, or
+//! copies of the large ones (in_proj, out_proj, the MLP, the embedding and the output matrix)
+//! in f16, q8_0 or q4_0, which cut the bytes a decode step streams from memory (what bounds
+//! decode here); the product loops widen or dequantize them to f32 as they read.
 //!
 //! f16 storage is lossless for a model stored in f16 (what `--weights auto` picks for one) and
 //! rounds an f32 model's weights otherwise (`--weights f16`), refusing values beyond f16's range.
+//! q8_0 / q4_0 reuse a quantized file's own blocks and quantize anything else ([`crate::quant`]).
+
+use std::sync::Arc;
 
 use half::f16;
 
 use crate::error::{Error, Result};
 use crate::model::{Model, Tensor};
+use crate::quant::QuantMatrix;
+use crate::weight_format::WeightFormat;
 
 /// A `[rows, cols]` weight matrix (checkpoint layout: `[out, in]`).
 #[derive(Clone, Copy)]
@@ -19,6 +25,7 @@ pub enum Matrix<'a> {
         rows: usize,
         cols: usize,
     },
+    Quant(&'a QuantMatrix),
 }
 
 impl Matrix<'_> {
@@ -26,24 +33,33 @@ impl Matrix<'_> {
         match self {
             Matrix::F32(t) => t.shape[0],
             Matrix::F16 { rows, .. } => *rows,
+            Matrix::Quant(q) => q.rows,
         }
     }
     pub fn cols(&self) -> usize {
         match self {
             Matrix::F32(t) => t.shape[1],
             Matrix::F16 { cols, .. } => *cols,
+            Matrix::Quant(q) => q.cols,
         }
     }
 }
 
-struct F16Matrix {
-    data: Vec<f16>,
-    rows: usize,
-    cols: usize,
+/// One matrix's copy.
+enum Copy {
+    F16 {
+        data: Vec<f16>,
+        rows: usize,
+        cols: usize,
+    },
+    Quant(Arc<QuantMatrix>),
 }
 
-impl F16Matrix {
-    fn new(name: &str, t: &Tensor) -> Result<Self> {
+impl Copy {
+    fn new(name: &str, t: &Tensor, format: WeightFormat) -> Result<Self> {
+        if let Some(q) = format.quant() {
+            return Ok(Copy::Quant(t.quantized(name, q)?));
+        }
         if let Some(index) = crate::model::first_beyond_f16(&t.data) {
             return Err(Error::F16Overflow {
                 name: name.to_string(),
@@ -51,7 +67,7 @@ impl F16Matrix {
                 value: t.data[index],
             });
         }
-        Ok(Self {
+        Ok(Copy::F16 {
             data: t.data.iter().map(|&v| f16::from_f32(v)).collect(),
             rows: t.shape[0],
             cols: t.shape[1],
@@ -59,58 +75,103 @@ impl F16Matrix {
     }
 
     fn view(&self) -> Matrix<'_> {
-        Matrix::F16 {
-            data: &self.data,
-            rows: self.rows,
-            cols: self.cols,
+        match self {
+            Copy::F16 { data, rows, cols } => Matrix::F16 {
+                data,
+                rows: *rows,
+                cols: *cols,
+            },
+            Copy::Quant(q) => Matrix::Quant(q),
+        }
+    }
+
+    fn shape(&self) -> [usize; 2] {
+        let v = self.view();
+        [v.rows(), v.cols()]
+    }
+
+    /// Row `r` as the products see it (rounded or dequantized), into `out`.
+    fn read_row(&self, r: usize, out: &mut Vec<f32>) {
+        match self {
+            Copy::F16 { data, cols, .. } => {
+                out.extend(data[r * cols..(r + 1) * cols].iter().map(|h| h.to_f32()))
+            }
+            Copy::Quant(q) => {
+                let at = out.len();
+                out.resize(at + q.cols, 0.0);
+                q.dequantize_row(r, &mut out[at..]);
+            }
         }
     }
 }
 
-struct F16Layer {
-    in_proj: F16Matrix,
-    out_proj: F16Matrix,
-    mlp: Option<(F16Matrix, F16Matrix)>,
+struct CopyLayer {
+    in_proj: Copy,
+    out_proj: Copy,
+    mlp: Option<(Copy, Copy)>,
 }
 
-/// f16 copies of a model's large matrices, built once per model ([`crate::cpu::CpuSession::with_f16`]).
-pub struct F16Weights {
-    layers: Vec<F16Layer>,
-    output: F16Matrix,
+/// Copies of a model's large matrices in one format, built once per model
+/// ([`crate::cpu::CpuSession::with_weights`]).
+pub struct WeightCopies {
+    format: WeightFormat,
+    layers: Vec<CopyLayer>,
+    output: Copy,
+    /// The embedding's copy when it is not the output matrix (untied); tied models read
+    /// `output`'s rows.
+    embedding: Option<Copy>,
 }
 
-impl F16Weights {
-    pub fn new(model: &Model) -> Result<Self> {
+impl WeightCopies {
+    /// Copies in `format` (f16, q8_0 or q4_0; f32 needs none and is refused here).
+    pub fn new(model: &Model, format: WeightFormat) -> Result<Self> {
+        if format == WeightFormat::F32 {
+            return Err(Error::InvalidOption {
+                name: "weights",
+                reason: "f32 matrices are the model's own; no copies to make".into(),
+            });
+        }
         let layers = model
             .layers
             .iter()
             .enumerate()
             .map(|(i, w)| {
                 let name = |t: &str| format!("layer {i} {t}");
-                Ok(F16Layer {
-                    in_proj: F16Matrix::new(&name("in_proj"), &w.in_proj)?,
-                    out_proj: F16Matrix::new(&name("out_proj"), &w.out_proj)?,
+                Ok(CopyLayer {
+                    in_proj: Copy::new(&name("in_proj"), &w.in_proj, format)?,
+                    out_proj: Copy::new(&name("out_proj"), &w.out_proj, format)?,
                     mlp: match &w.mlp {
                         Some(m) => Some((
-                            F16Matrix::new(&name("mlp.fc1"), &m.fc1)?,
-                            F16Matrix::new(&name("mlp.fc2"), &m.fc2)?,
+                            Copy::new(&name("mlp.fc1"), &m.fc1, format)?,
+                            Copy::new(&name("mlp.fc2"), &m.fc2, format)?,
                         )),
                         None => None,
                     },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let embedding = match &model.lm_head {
+            Some(_) => Some(Copy::new("embedding", &model.embedding, format)?),
+            None => None,
+        };
         Ok(Self {
+            format,
             layers,
-            output: F16Matrix::new("output matrix", model.output_matrix())?,
+            output: Copy::new("output matrix", model.output_matrix(), format)?,
+            embedding,
         })
+    }
+
+    pub fn format(&self) -> WeightFormat {
+        self.format
     }
 
     /// Whether these copies fit `model` (same layers, same shapes).
     pub(crate) fn check(&self, model: &Model) -> Result<()> {
-        let same = |m: &F16Matrix, t: &Tensor| t.shape == [m.rows, m.cols];
+        let same = |m: &Copy, t: &Tensor| t.shape[..] == m.shape();
         let fits = self.layers.len() == model.layers.len()
             && same(&self.output, model.output_matrix())
+            && self.embedding.is_some() == model.lm_head.is_some()
             && self.layers.iter().zip(&model.layers).all(|(f, w)| {
                 same(&f.in_proj, &w.in_proj)
                     && same(&f.out_proj, &w.out_proj)
@@ -123,20 +184,28 @@ impl F16Weights {
         if fits {
             Ok(())
         } else {
+            let [r, c] = self.output.shape();
             Err(Error::WeightsMismatch {
                 detail: format!(
-                    "{} layers, output matrix {}x{}; the model has {} layers",
+                    "{} layers, output matrix {r}x{c}; the model has {} layers",
                     self.layers.len(),
-                    self.output.rows,
-                    self.output.cols,
                     model.layers.len()
                 ),
             })
         }
     }
+
+    /// Embedding row `token` as the products see the matrix (rounded or dequantized), appended
+    /// to `out`: the embedding is one of the stored matrices (the output matrix when tied).
+    pub(crate) fn embedding_row(&self, token: usize, out: &mut Vec<f32>) {
+        self.embedding
+            .as_ref()
+            .unwrap_or(&self.output)
+            .read_row(token, out);
+    }
 }
 
-/// The matrices one layer's products read: f16 copies when there are, else the model's tensors.
+/// The matrices one layer's products read: the copies when there are, else the model's tensors.
 pub(crate) struct LayerMatrices<'a> {
     pub in_proj: Matrix<'a>,
     pub out_proj: Matrix<'a>,
@@ -146,11 +215,11 @@ pub(crate) struct LayerMatrices<'a> {
 
 pub(crate) fn layer_matrices<'a>(
     model: &'a Model,
-    f16: Option<&'a F16Weights>,
+    copies: Option<&'a WeightCopies>,
     i: usize,
 ) -> LayerMatrices<'a> {
     let w = &model.layers[i];
-    match f16.and_then(|f| f.layers.get(i)) {
+    match copies.and_then(|f| f.layers.get(i)) {
         Some(l) => LayerMatrices {
             in_proj: l.in_proj.view(),
             out_proj: l.out_proj.view(),
@@ -166,8 +235,8 @@ pub(crate) fn layer_matrices<'a>(
     }
 }
 
-pub(crate) fn output_matrix<'a>(model: &'a Model, f16: Option<&'a F16Weights>) -> Matrix<'a> {
-    match f16 {
+pub(crate) fn output_matrix<'a>(model: &'a Model, copies: Option<&'a WeightCopies>) -> Matrix<'a> {
+    match copies {
         Some(f) => f.output.view(),
         None => Matrix::F32(model.output_matrix()),
     }

@@ -84,15 +84,19 @@ impl GpuModel {
     pub fn new(ctx: Arc<GpuContext>, model: &Model, options: EngineOptions) -> Result<Self> {
         let up = |label: &str, t: &Tensor| ctx.upload_f32(label, &t.data);
         let opt = |label: &str, t: &Option<Tensor>| t.as_ref().map(|t| up(label, t)).transpose();
-        let mat = |label: &str, t: &Tensor| {
-            GpuMatrix::from_f32_as(
-                ctx.as_ref(),
-                label,
-                &t.data,
-                t.shape[0],
-                t.shape[1],
-                options.weights,
-            )
+        let mat = |label: &str, t: &Tensor| -> Result<GpuMatrix> {
+            Ok(match options.weights.quant() {
+                // A quantized file's own blocks, else quantized here (crate::quant).
+                Some(q) => GpuMatrix::from_quant(ctx.as_ref(), label, &*t.quantized(label, q)?)?,
+                None => GpuMatrix::from_f32_as(
+                    ctx.as_ref(),
+                    label,
+                    &t.data,
+                    t.shape[0],
+                    t.shape[1],
+                    options.weights,
+                )?,
+            })
         };
         // RMSNorm(x; g) . W^T = (x / rms(x)) . (W diag(g))^T: with g folded into W's columns the
         // norms need no dispatch of their own (the products accumulate each row's sum of

@@ -10,7 +10,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use super::error::{GpuError, GpuResult};
 use super::shaders::shader_variant;
-use super::weights::WeightFormat;
+use super::weights::{texture_format, values_per_texel, WeightFormat};
 
 /// Bytes reserved per dispatch in the uniform arena (>= any `min_uniform_buffer_offset_alignment`).
 pub(crate) const PARAM_SLOT: u64 = 256;
@@ -223,14 +223,15 @@ pub(crate) struct Pipeline {
     pub pipeline: wgpu::ComputePipeline,
     pub access: &'static str,
     pub name: &'static str,
-    /// The f16 variant: its 't' bindings are rgba32uint of packed halves.
-    pub f16: bool,
+    /// The weight format its 't' bindings hold (f32: rgba32float; f16, q8_0, q4_0: rgba32uint
+    /// words, see [`crate::gpu::shaders::shader_variant`]).
+    pub weights: WeightFormat,
 }
 
 #[derive(Hash, PartialEq, Eq)]
 struct BindKey {
     access: &'static str,
-    f16: bool,
+    weights: WeightFormat,
     arena: u64,
     buffers: Vec<u64>,
 }
@@ -248,8 +249,8 @@ struct PendingProfile {
 
 #[derive(Default)]
 struct State {
-    modules: HashMap<(&'static str, bool), wgpu::ShaderModule>,
-    layouts: HashMap<(&'static str, bool), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    modules: HashMap<(&'static str, WeightFormat), wgpu::ShaderModule>,
+    layouts: HashMap<(&'static str, WeightFormat), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
     pipelines: HashMap<String, Arc<Pipeline>>,
     bind_groups: HashMap<BindKey, wgpu::BindGroup>,
     arena: Option<Arena>,
@@ -644,7 +645,7 @@ impl GpuContext {
         height: u32,
         format: WeightFormat,
     ) -> GpuResult<GpuBuffer> {
-        let n = width as usize * height as usize * format.values_per_texel();
+        let n = width as usize * height as usize * values_per_texel(format);
         if data.len() != n {
             return Err(GpuError::Shape {
                 op: "upload_texture",
@@ -660,6 +661,11 @@ impl GpuContext {
         let halves: Vec<half::f16>;
         let bytes: &[u8] = match format {
             WeightFormat::F32 => bytemuck::cast_slice(data),
+            WeightFormat::Q8_0 | WeightFormat::Q4_0 => {
+                return Err(GpuError::Unsupported(format!(
+                    "{label}: quantized textures are uploaded as words (upload_texture_words)"
+                )))
+            }
             WeightFormat::F16 => {
                 // Rounding to f16 must not turn a large finite weight into ±Inf.
                 if let Some(index) = crate::model::first_beyond_f16(data) {
@@ -676,6 +682,42 @@ impl GpuContext {
         self.queue.write_texture(
             tex.as_image_copy(),
             bytes,
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(width * 16),
+                rows_per_image: None,
+            },
+            tex.size(),
+        );
+        self.check()?;
+        Ok(buffer)
+    }
+
+    /// Uploads `words` (`height` rows of `4 * width` u32) into a new rgba32uint storage texture
+    /// [height, width] tagged `format` (a quantized layout, see `GpuMatrix::from_quant`).
+    pub fn upload_texture_words(
+        &self,
+        label: &str,
+        words: &[u32],
+        width: u32,
+        height: u32,
+        format: WeightFormat,
+    ) -> GpuResult<GpuBuffer> {
+        if words.len() != width as usize * height as usize * 4 || format == WeightFormat::F32 {
+            return Err(GpuError::Shape {
+                op: "upload_texture_words",
+                detail: format!(
+                    "{label}: {} words for {width}x{height} {} texels",
+                    words.len(),
+                    format.name()
+                ),
+            });
+        }
+        let usage = wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST;
+        let (tex, buffer) = self.new_texture(label, width, height, format, usage)?;
+        self.queue.write_texture(
+            tex.as_image_copy(),
+            bytemuck::cast_slice(words),
             wgpu::TexelCopyBufferLayout {
                 offset: 0,
                 bytes_per_row: Some(width * 16),
@@ -716,14 +758,14 @@ impl GpuContext {
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
-            format: format.texture_format(),
+            format: texture_format(format),
             usage,
             view_formats: &[],
         });
         let buffer = GpuBuffer {
             buffer: self.dummy.buffer.clone(),
             id: self.new_buffer_id(),
-            len: width as usize * height as usize * format.values_per_texel(),
+            len: width as usize * height as usize * values_per_texel(format),
             texture: Some((tex.create_view(&Default::default()), format)),
         };
         Ok((tex, buffer))
@@ -843,15 +885,16 @@ impl GpuContext {
 
     // ---------------------------------------------------------------- caches
 
-    /// The (cached) pipeline for `k`; `f16`: the variant reading packed-f16 weight textures.
-    pub(crate) fn pipeline(&self, k: &Kernel, f16: bool) -> GpuResult<Arc<Pipeline>> {
-        let key = format!("{}:{}:{}:{}", k.shader, k.entry, k.spec, f16);
+    /// The (cached) pipeline for `k`, in its variant for `weights` textures.
+    pub(crate) fn pipeline(&self, k: &Kernel, weights: WeightFormat) -> GpuResult<Arc<Pipeline>> {
+        let key = format!("{}:{}:{}:{}", k.shader, k.entry, k.spec, weights.name());
         let mut st = lock(&self.state);
         if let Some(p) = st.pipelines.get(&key) {
             return Ok(p.clone());
         }
-        if let std::collections::hash_map::Entry::Vacant(e) = st.modules.entry((k.shader, f16)) {
-            let src = shader_variant(k.shader, f16)
+        if let std::collections::hash_map::Entry::Vacant(e) = st.modules.entry((k.shader, weights))
+        {
+            let src = shader_variant(k.shader, weights)
                 .ok_or_else(|| GpuError::Unsupported(format!("no shader named {}", k.shader)))?;
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(k.shader),
@@ -871,8 +914,8 @@ impl GpuContext {
             e.insert(m);
         }
         st.layouts
-            .entry((k.access, f16))
-            .or_insert_with(|| self.make_layout(k.access, f16));
+            .entry((k.access, weights))
+            .or_insert_with(|| self.make_layout(k.access, weights));
         let constants: Vec<(&str, f64)> = k
             .spec
             .split(';')
@@ -882,8 +925,8 @@ impl GpuContext {
             })
             .collect();
         let (module, layout) = match (
-            st.modules.get(&(k.shader, f16)),
-            st.layouts.get(&(k.access, f16)),
+            st.modules.get(&(k.shader, weights)),
+            st.layouts.get(&(k.access, weights)),
         ) {
             (Some(m), Some((_, l))) => (m, l),
             _ => return Err(GpuError::Unsupported(format!("pipeline {key}"))),
@@ -908,7 +951,7 @@ impl GpuContext {
             pipeline,
             access: k.access,
             name: k.shader,
-            f16,
+            weights,
         });
         st.pipelines.insert(key, p.clone());
         Ok(p)
@@ -917,7 +960,7 @@ impl GpuContext {
     fn make_layout(
         &self,
         access: &str,
-        f16: bool,
+        weights: WeightFormat,
     ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
@@ -932,18 +975,13 @@ impl GpuContext {
         for (i, c) in access.chars().enumerate() {
             let image = |access, format: WeightFormat| wgpu::BindingType::StorageTexture {
                 access,
-                format: format.texture_format(),
+                format: texture_format(format),
                 view_dimension: wgpu::TextureViewDimension::D2,
             };
             let buffer = |ty| wgpu::BindingType::Buffer {
                 ty,
                 has_dynamic_offset: false,
                 min_binding_size: None,
-            };
-            let weights = if f16 {
-                WeightFormat::F16
-            } else {
-                WeightFormat::F32
             };
             let ty = match c {
                 't' => image(wgpu::StorageTextureAccess::ReadOnly, weights),
@@ -1014,7 +1052,7 @@ impl GpuContext {
     ) -> wgpu::BindGroup {
         let key = BindKey {
             access: pipe.access,
-            f16: pipe.f16,
+            weights: pipe.weights,
             arena: generation,
             buffers: buffers.iter().map(GpuBuffer::id).collect(),
         };
@@ -1027,8 +1065,8 @@ impl GpuContext {
             st.bind_groups.clear();
         }
         st.layouts
-            .entry((pipe.access, pipe.f16))
-            .or_insert_with(|| self.make_layout(pipe.access, pipe.f16));
+            .entry((pipe.access, pipe.weights))
+            .or_insert_with(|| self.make_layout(pipe.access, pipe.weights));
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -1046,7 +1084,7 @@ impl GpuContext {
                 },
             });
         }
-        let layout = match st.layouts.get(&(pipe.access, pipe.f16)) {
+        let layout = match st.layouts.get(&(pipe.access, pipe.weights)) {
             Some((l, _)) => l,
             None => unreachable!("layout was just inserted"),
         };

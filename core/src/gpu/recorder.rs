@@ -127,11 +127,16 @@ impl<'a> Recorder<'a> {
         if groups.contains(&0) {
             return Ok(());
         }
-        // A kernel bound to f16 weights runs its packed-f16 variant (one format per dispatch).
-        let f16 = buffers
+        // A kernel bound to f16 or quantized weights runs its variant for them (one format per
+        // dispatch; activation textures are f32).
+        let weights = buffers
             .iter()
-            .any(|b| matches!(b.texture, Some((_, WeightFormat::F16))));
-        let pipe = self.ctx.pipeline(k, f16)?;
+            .find_map(|b| match b.texture {
+                Some((_, f)) if f != WeightFormat::F32 => Some(f),
+                _ => None,
+            })
+            .unwrap_or(WeightFormat::F32);
+        let pipe = self.ctx.pipeline(k, weights)?;
         let offset = self.params.len() as u32;
         self.params.extend_from_slice(bytemuck::cast_slice(params));
         self.params.resize(offset as usize + PARAM_SLOT as usize, 0);

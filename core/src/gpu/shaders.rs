@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use crate::weight_format::WeightFormat;
+
 /// One shader file.
 #[derive(Clone, Copy, Debug)]
 pub struct ShaderSource {
@@ -64,35 +66,56 @@ pub fn shader_source(name: &str) -> Option<&'static str> {
 }
 
 /// How the kernels declare and read their weight texture `w` (read-only storage textures: on
-/// lavapipe an image load is ~2x cheaper than a sampled-texture fetch), and what the f16
-/// variant puts instead: an rgba32uint texture of packed halves (8 per texel), `w4` unpacking
-/// the 4 it is asked for (no shader-f16 needed).
-const WEIGHT_F16_EDITS: [(&str, &str); 2] = [
-    (
-        "var w: texture_storage_2d<rgba32float, read>",
-        "var w: texture_storage_2d<rgba32uint, read>",
-    ),
-    (
-        "    return textureLoad(w, vec2<i32>(k4, r));",
-        "    let h = textureLoad(w, vec2<i32>(k4 >> 1u, r));
-    let q = select(h.xy, h.zw, (k4 & 1) == 1);
-    return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));",
-    ),
-];
+/// lavapipe an image load is ~2x cheaper than a sampled-texture fetch): `w4(k4, r)` returns
+/// `W[r, 4·k4 .. 4·k4 + 4]`. Every other format's variant declares an rgba32uint texture and
+/// replaces `w4`'s body with one that unpacks the 4 values from the layout of
+/// [`crate::gpu::weights`] (no shader-f16, no int8 feature needed).
+const WEIGHT_DECLARATION: (&str, &str) = (
+    "var w: texture_storage_2d<rgba32float, read>",
+    "var w: texture_storage_2d<rgba32uint, read>",
+);
+const WEIGHT_F32_LOAD: &str = "    return textureLoad(w, vec2<i32>(k4, r));";
 
-/// Shader `name` as compiled: with `f16`, its weight texture holds packed halves (see
-/// [`crate::gpu::weights::WeightFormat::F16`]); kernels with their own f16 loop (matvec_f16)
-/// declare it so already and are unchanged.
-pub fn shader_variant(name: &str, f16: bool) -> Option<Cow<'static, str>> {
+/// `w4` for packed halves: 8 per texel, two per u32, low half first.
+const W4_F16: &str = "    let h = textureLoad(w, vec2<i32>(k4 >> 1u, r));
+    let q = select(h.xy, h.zw, (k4 & 1) == 1);
+    return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));";
+
+/// `w4` for q8_0 superblocks of 128 weights in 9 texels: the 4 blocks' scales as f32 bits,
+/// then 8 texels of codes, 4 i8 per u32 in weight order.
+const W4_Q8_0: &str = "    let sb = (k4 >> 5) * 9;
+    let j = k4 & 31;
+    let d = bitcast<f32>(textureLoad(w, vec2<i32>(sb, r))[j >> 3]);
+    let q = i32(textureLoad(w, vec2<i32>(sb + 1 + (j >> 2), r))[j & 3]);
+    return vec4<f32>(vec4<i32>(extractBits(q, 0u, 8u), extractBits(q, 8u, 8u),
+                               extractBits(q, 16u, 8u), extractBits(q, 24u, 8u))) * d;";
+
+/// `w4` for q4_0 superblocks of 128 weights in 5 texels: the 4 blocks' scales as f32 bits,
+/// then one texel per block, 8 codes per u32 (nibble n of word m: weight 8m + n), offset 8.
+const W4_Q4_0: &str = "    let sb = (k4 >> 5) * 5;
+    let j = k4 & 31;
+    let d = bitcast<f32>(textureLoad(w, vec2<i32>(sb, r))[j >> 3]);
+    let q = textureLoad(w, vec2<i32>(sb + 1 + (j >> 3), r))[(j >> 1) & 3] >> (u32(j & 1) * 16u);
+    let c = vec4<u32>(q & 15u, (q >> 4u) & 15u, (q >> 8u) & 15u, (q >> 12u) & 15u);
+    return (vec4<f32>(c) - 8.0) * d;";
+
+/// Shader `name` as compiled for weight textures in `weights` (see [`WeightFormat`]); kernels
+/// with their own loop for one format (matvec_f16) declare it so already and are unchanged.
+pub fn shader_variant(name: &str, weights: WeightFormat) -> Option<Cow<'static, str>> {
     let src = shader_source(name)?;
-    if !f16 || !src.contains(WEIGHT_F16_EDITS[0].0) {
+    let body = match weights {
+        WeightFormat::F32 => return Some(Cow::Borrowed(src)),
+        WeightFormat::F16 => W4_F16,
+        WeightFormat::Q8_0 => W4_Q8_0,
+        WeightFormat::Q4_0 => W4_Q4_0,
+    };
+    if !src.contains(WEIGHT_DECLARATION.0) {
         return Some(Cow::Borrowed(src));
     }
-    let mut s = src.to_string();
-    for (a, b) in WEIGHT_F16_EDITS {
-        s = s.replace(a, b);
-    }
-    Some(Cow::Owned(s))
+    Some(Cow::Owned(
+        src.replace(WEIGHT_DECLARATION.0, WEIGHT_DECLARATION.1)
+            .replace(WEIGHT_F32_LOAD, body),
+    ))
 }
 
 #[cfg(test)]
@@ -102,15 +125,15 @@ mod tests {
     #[test]
     fn every_shader_parses_and_validates() {
         let mut failures = Vec::new();
-        // Both variants: as written (f32 weights) and with packed-f16 (rgba32uint) weight textures.
+        // Every variant: as written (f32 weights) and for f16, q8_0, q4_0 (rgba32uint) textures.
         let variants = SHADERS.iter().flat_map(|s| {
-            [false, true].map(|f16| (s.name, f16, shader_variant(s.name, f16).unwrap_or_default()))
+            WeightFormat::ALL.map(|f| (s.name, f, shader_variant(s.name, f).unwrap_or_default()))
         });
         for (name, f16, source) in variants {
             let module = match naga::front::wgsl::parse_str(&source) {
                 Ok(m) => m,
                 Err(e) => {
-                    failures.push(format!("{name} (f16 {f16}): {}", e.emit_to_string(&source)));
+                    failures.push(format!("{name} ({f16:?}): {}", e.emit_to_string(&source)));
                     continue;
                 }
             };
@@ -127,7 +150,7 @@ mod tests {
             v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)
                 .subgroup_operations(naga::valid::SubgroupOperationSet::all());
             if let Err(e) = v.validate(&module) {
-                failures.push(format!("{name} (f16 {f16}): {}", e.emit_to_string(&source)));
+                failures.push(format!("{name} ({f16:?}): {}", e.emit_to_string(&source)));
             }
         }
         assert!(

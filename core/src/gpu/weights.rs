@@ -4,6 +4,7 @@ use std::ops::Range;
 
 use super::context::{GpuBuffer, GpuContext};
 use super::error::{GpuError, GpuResult};
+use crate::quant::{QuantFormat, QuantMatrix, BLOCK};
 
 /// One row block of a [`GpuMatrix`]: rows `row_start..row_start + rows`, stored row-major as
 /// [rows, ldk] (`W[row_start + r, k]` at element `r * ldk + k`), `ldk` = cols rounded up to 4
@@ -23,52 +24,43 @@ pub struct MatBlock {
 impl MatBlock {
     /// Whether the block holds packed f16 (see [`WeightFormat::F16`]).
     pub fn is_f16(&self) -> bool {
-        matches!(self.buffer.texture, Some((_, WeightFormat::F16)))
+        self.format() == WeightFormat::F16
+    }
+
+    /// How the block stores its values.
+    pub fn format(&self) -> WeightFormat {
+        self.buffer
+            .texture
+            .as_ref()
+            .map_or(WeightFormat::F32, |(_, f)| *f)
     }
 }
 
-/// How a [`GpuMatrix`] stores its values. `F16` packs 8 halves per rgba32uint texel: half the
-/// bytes and, in the decode matvec (matvec_f16.wgsl), half the fetches; other kernels unpack
-/// the 4 values they ask for (their f16 variant, see `shaders::shader_variant`). No
-/// shader-f16 needed (`unpack2x16float` is core WGSL).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum WeightFormat {
-    #[default]
-    F32,
-    F16,
+pub use crate::weight_format::WeightFormat;
+
+/// The texture format holding a format's values: 4 f32 per rgba32float texel, or u32 words
+/// (8 packed halves, or quantized superblocks, see [`GpuMatrix::from_quant`]) per rgba32uint.
+pub fn texture_format(f: WeightFormat) -> wgpu::TextureFormat {
+    match f {
+        WeightFormat::F32 => wgpu::TextureFormat::Rgba32Float,
+        _ => wgpu::TextureFormat::Rgba32Uint,
+    }
 }
 
-impl WeightFormat {
-    /// What `auto` means: f16 for a model stored in f16 (lossless), else f32.
-    pub fn auto_for(model: &crate::Model) -> Self {
-        if model.stored_dtype == "F16" {
-            WeightFormat::F16
-        } else {
-            WeightFormat::F32
-        }
+/// Weights per 16-byte texel for the f32 and f16 layouts (4 and 8); quantized superblocks:
+/// 128 weights in 9 (q8_0) or 5 (q4_0) texels.
+pub fn values_per_texel(f: WeightFormat) -> usize {
+    match f {
+        WeightFormat::F16 => 8,
+        _ => 4,
     }
+}
 
-    pub fn name(self) -> &'static str {
-        match self {
-            WeightFormat::F32 => "f32",
-            WeightFormat::F16 => "f16",
-        }
-    }
-
-    /// The texture format holding it: 4 f32, or 8 halves packed two per u32.
-    pub fn texture_format(self) -> wgpu::TextureFormat {
-        match self {
-            WeightFormat::F32 => wgpu::TextureFormat::Rgba32Float,
-            WeightFormat::F16 => wgpu::TextureFormat::Rgba32Uint,
-        }
-    }
-
-    /// Weights per texel (16 bytes either way).
-    pub fn values_per_texel(self) -> usize {
-        match self {
-            WeightFormat::F32 => 4,
-            WeightFormat::F16 => 8,
-        }
+/// Texels of one superblock of 128 quantized weights: one of 4 f32 scales, then the codes.
+pub fn superblock_texels(q: QuantFormat) -> usize {
+    match q {
+        QuantFormat::Q8_0 => 9,
+        QuantFormat::Q4_0 => 5,
     }
 }
 
@@ -89,9 +81,16 @@ impl GpuMatrix {
         self.blocks.iter().any(MatBlock::is_f16)
     }
 
-    /// Rows per block for a matrix with `cols` columns (a multiple of 4).
-    pub fn rows_per_block(ctx: &GpuContext, label: &str, cols: usize) -> GpuResult<usize> {
-        let row_bytes = (cols.div_ceil(4) as u64 * 16).max(16);
+    /// How the matrix stores its values (every block alike).
+    pub fn format(&self) -> WeightFormat {
+        self.blocks
+            .first()
+            .map_or(WeightFormat::F32, MatBlock::format)
+    }
+
+    /// Rows per block for a matrix whose rows take `row_bytes` of texture.
+    pub fn rows_per_block(ctx: &GpuContext, label: &str, row_bytes: u64) -> GpuResult<usize> {
+        let row_bytes = row_bytes.max(16);
         let limit = ctx.max_binding_size();
         let r = (limit / row_bytes) as usize;
         if r == 0 {
@@ -146,8 +145,14 @@ impl GpuMatrix {
         format: WeightFormat,
         mut fill: impl FnMut(Range<usize>, &mut [f32]),
     ) -> GpuResult<Self> {
-        let per = Self::rows_per_block(ctx, label, cols)?;
-        let v = format.values_per_texel();
+        if format.quant().is_some() {
+            return Err(GpuError::Unsupported(format!(
+                "{label}: {} matrices are uploaded from their blocks (GpuMatrix::from_quant)",
+                format.name()
+            )));
+        }
+        let per = Self::rows_per_block(ctx, label, cols.div_ceil(4) as u64 * 16)?;
+        let v = values_per_texel(format);
         let ldk = cols.div_ceil(v).max(1) * v;
         let mut blocks = Vec::new();
         let mut tmp = Vec::new();
@@ -176,6 +181,69 @@ impl GpuMatrix {
                 row_start: r0,
                 rows: n,
                 ldk,
+                buffer,
+            });
+            r0 += n;
+        }
+        Ok(Self { rows, cols, blocks })
+    }
+
+    /// Uploads a quantized matrix, re-laid for the kernels in superblocks of 128 weights
+    /// (4 blocks) per `superblock_texels` rgba32uint texels: first the 4 blocks' scales as f32
+    /// bits, then the codes: q8_0 as 8 texels of 16 i8 (4 per u32, weight order); q4_0 as one
+    /// texel per block, 8 4-bit codes per u32 (nibble n of word m = weight 8m + n, offset 8).
+    /// A row's last superblock is padded with zero blocks (zero scale). `ldk` = K (a multiple
+    /// of 32): the kernels read W up to K only. Scales as f32 so a kernel reads them without
+    /// unpacking; 16 bytes per 128 weights.
+    pub fn from_quant(ctx: &GpuContext, label: &str, q: &QuantMatrix) -> GpuResult<Self> {
+        let (rows, cols) = (q.rows, q.cols);
+        let sbt = superblock_texels(q.format);
+        let supers = cols.div_ceil(4 * BLOCK);
+        let width = supers * sbt;
+        let per = Self::rows_per_block(ctx, label, width as u64 * 16)?;
+        let format = WeightFormat::from(q.format);
+        let mut blocks = Vec::new();
+        let mut r0 = 0;
+        while r0 < rows {
+            let n = per.min(rows - r0);
+            let mut words = vec![0u32; n * width * 4];
+            for r in 0..n {
+                let row = q.row(r0 + r);
+                let out = &mut words[r * width * 4..(r + 1) * width * 4];
+                for (b, blk) in row.chunks_exact(q.format.block_bytes()).enumerate() {
+                    let sb = &mut out[(b / 4) * sbt * 4..(b / 4 + 1) * sbt * 4];
+                    sb[b % 4] = crate::quant::scale(blk).to_bits();
+                    let codes = &blk[2..];
+                    match q.format {
+                        QuantFormat::Q8_0 => {
+                            let at = 4 + (b % 4) * 8;
+                            for (m, c) in codes.chunks_exact(4).enumerate() {
+                                sb[at + m] = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                            }
+                        }
+                        QuantFormat::Q4_0 => {
+                            // GGUF: byte j = codes j (low) and j + 16 (high); here weight order.
+                            let code = |i: usize| {
+                                let v = if i < 16 {
+                                    codes[i] & 15
+                                } else {
+                                    codes[i - 16] >> 4
+                                };
+                                v as u32
+                            };
+                            let at = 4 + (b % 4) * 4;
+                            for m in 0..4 {
+                                sb[at + m] = (0..8).fold(0, |w, k| w | code(8 * m + k) << (4 * k));
+                            }
+                        }
+                    }
+                }
+            }
+            let buffer = ctx.upload_texture_words(label, &words, width as u32, n as u32, format)?;
+            blocks.push(MatBlock {
+                row_start: r0,
+                rows: n,
+                ldk: cols,
                 buffer,
             });
             r0 += n;

@@ -12,7 +12,7 @@ pub use generator::{GenerateOptions, Generator, Step};
 pub use state::{fingerprint, SessionState, STATE_FORMAT, STATE_VERSION};
 
 use crate::config::ModelConfig;
-use crate::cpu::{CpuState, F16Weights};
+use crate::cpu::{CpuState, WeightCopies};
 use crate::engine::{EngineOptions, GpuModel, GpuState};
 use crate::engine_choice::{EngineChoice, EngineKind};
 use crate::error::{Error, Result};
@@ -33,8 +33,8 @@ struct EngineInner {
 }
 
 enum Imp {
-    /// The model, and f16 copies of its large matrices when the weights are f16.
-    Cpu(Model, Option<F16Weights>),
+    /// The model, and copies of its large matrices unless the weights are f32.
+    Cpu(Model, Option<WeightCopies>),
     Gpu(GpuModel),
 }
 
@@ -42,13 +42,13 @@ impl Engine {
     /// `model` on the CPU engine, its large matrices stored as `weights`.
     pub fn cpu(model: Model, weights: WeightFormat, choice: EngineChoice) -> Result<Self> {
         let fingerprint = fingerprint(&model);
-        let f16 = match weights {
-            WeightFormat::F16 => Some(F16Weights::new(&model)?),
+        let copies = match weights {
             WeightFormat::F32 => None,
+            other => Some(WeightCopies::new(&model, other)?),
         };
         #[allow(clippy::arc_with_non_send_sync)]
         Ok(Self(Arc::new(EngineInner {
-            imp: Imp::Cpu(model, f16),
+            imp: Imp::Cpu(model, copies),
             choice,
             fingerprint,
         })))
@@ -85,7 +85,7 @@ impl Engine {
     /// How the large matrices are stored.
     pub fn weights(&self) -> WeightFormat {
         match &self.0.imp {
-            Imp::Cpu(_, Some(_)) => WeightFormat::F16,
+            Imp::Cpu(_, Some(c)) => c.format(),
             Imp::Cpu(_, None) => WeightFormat::F32,
             Imp::Gpu(g) => g.options.weights,
         }
@@ -120,10 +120,10 @@ impl Engine {
     /// The engine, its device and why it was chosen, for status lines and JSON.
     pub fn name(&self) -> String {
         match &self.0.imp {
-            Imp::Cpu(_, f16) => format!(
+            Imp::Cpu(..) => format!(
                 "cpu ({} threads, {} weights; {})",
                 rayon::current_num_threads(),
-                if f16.is_some() { "f16" } else { "f32" },
+                self.weights().name(),
                 self.0.choice.reason
             ),
             Imp::Gpu(g) => format!(
@@ -303,7 +303,7 @@ impl Session {
     async fn run(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
         match (&mut self.state, &self.engine.0.imp) {
             // The CPU engine checks everything before it changes anything.
-            (EngineState::Cpu(s), Imp::Cpu(m, f16)) => s.forward(m, f16.as_ref(), tokens, which),
+            (EngineState::Cpu(s), Imp::Cpu(m, c)) => s.forward(m, c.as_ref(), tokens, which),
             (EngineState::Gpu(s), Imp::Gpu(g)) => {
                 let r = s.forward(g, tokens, which).await;
                 if let (Err(_), Some(why)) = (&r, s.poisoned()) {

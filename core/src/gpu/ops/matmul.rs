@@ -1,7 +1,7 @@
 use crate::gpu::context::{GpuBuffer, GpuContext, Kernel, UNIFORM_STAGING_BYTES};
 use crate::gpu::error::ensure;
 use crate::gpu::recorder::Recorder;
-use crate::gpu::weights::{GpuMatrix, MatBlock};
+use crate::gpu::weights::{GpuMatrix, MatBlock, WeightFormat};
 use crate::gpu::{GpuError, GpuResult};
 
 use super::rows_to_texture::{gated_rows_to_texture, rows_to_texture, GateInputs};
@@ -186,7 +186,7 @@ fn matvec_x_fits(ctx: &GpuContext, rows: u32, w: &GpuMatrix) -> bool {
 pub fn matvec_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, groups: u32) -> bool {
     groups > 0
         && (w.cols as u32).is_multiple_of(4 * groups)
-        && !w.has_f16()
+        && w.format() == WeightFormat::F32
         && rows < MATVEC_MAX_ROWS
         && matvec_x_fits(ctx, rows, w)
 }
@@ -200,7 +200,7 @@ pub fn matmul_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, group
     }
     groups == 1
         && ctx.has_subgroup8()
-        && !w.has_f16()
+        && w.format() == WeightFormat::F32
         && (w.cols as u32).div_ceil(4) <= ctx.limits.max_texture_dimension_2d
 }
 
@@ -383,7 +383,7 @@ pub fn matvec_normed(
                  multiple of 4, f32 weights and fewer than {MATVEC_MAX_ROWS} rows that fit \
                  the staging texture",
                 w.cols,
-                if w.has_f16() { "f16" } else { "f32" }
+                w.format().name()
             ),
         });
     }
