@@ -12,7 +12,7 @@ pub enum Error {
     },
     #[error("malformed safetensors file {file}: {reason}")]
     Safetensors { file: String, reason: String },
-    #[error("tensor `{name}` in {file} has unsupported dtype {dtype} (expected F32, F16 or BF16)")]
+    #[error("tensor `{name}` in {file} has unsupported dtype {dtype} (expected F32, F16, BF16, or U8 blocks listed in __metadata__.quantization)")]
     UnsupportedDtype {
         file: String,
         name: String,

@@ -109,6 +109,11 @@ pub struct Model {
     pub tokenizer_json: Option<String>,
 }
 
+/// The `__metadata__` entry describing a file's quantized tensors: a JSON object from tensor
+/// name to `{"format": "q8_0" | "q4_0", "shape": [rows, cols]}`; each such tensor is stored as
+/// U8 `[rows, row bytes]` holding GGUF's blocks (docs/QUANTIZATION.md).
+pub const QUANTIZATION_KEY: &str = "quantization";
+
 /// One safetensors file's bytes, named for error messages.
 pub struct SafetensorsFile<'a> {
     pub name: String,
@@ -172,7 +177,12 @@ impl Model {
                 .shape
                 .iter()
                 .try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
-            total.checked_add(elements.checked_mul(4)?)
+            // Quantized blocks (U8) are kept and dequantized: at most 32 f32 per 18 bytes.
+            let bytes = match info.dtype {
+                Dtype::U8 => elements.checked_mul(4 * 32)? / 18 + elements,
+                _ => elements.checked_mul(4)?,
+            };
+            total.checked_add(bytes)
         })
     }
 
@@ -213,16 +223,29 @@ impl Model {
             .map(|f| SafeTensors::deserialize(f.bytes).map_err(|e| st_error(&f.name, e)))
             .collect::<Result<Vec<_>>>()?;
         // The config's sizes must be backed by the files before anything is sized by them:
-        // every weight takes at least 2 bytes (F16/BF16).
+        // every weight takes at least 9/16 of a byte (q4_0: 18 bytes per 32).
         let file_bytes: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
         let params = config.min_parameter_count();
-        if params.is_none_or(|p| p.saturating_mul(2) > file_bytes) {
+        let min_bytes = |p: u64| p.saturating_mul(9) / 16;
+        if params.is_none_or(|p| min_bytes(p) > file_bytes) {
             let params = params.unwrap_or(u64::MAX);
             return Err(Error::ConfigExceedsFiles {
                 params,
-                min_bytes: params.saturating_mul(2),
+                min_bytes: min_bytes(params),
                 file_bytes,
             });
+        }
+        let mut quantized = HashMap::new();
+        for f in files {
+            let (_, meta) =
+                SafeTensors::read_metadata(f.bytes).map_err(|e| st_error(&f.name, e))?;
+            if let Some(text) = meta
+                .metadata()
+                .as_ref()
+                .and_then(|m| m.get(QUANTIZATION_KEY))
+            {
+                quantized.extend(quantization_entries(&f.name, text)?);
+            }
         }
         let mut views: HashMap<String, (&str, TensorView)> = HashMap::new();
         for (file, st) in files.iter().zip(&parsed) {
@@ -240,6 +263,7 @@ impl Model {
         let mut dtypes = std::collections::BTreeSet::new();
         let mut loader = Loader {
             views: &views,
+            quantized: &quantized,
             dtypes: &mut dtypes,
         };
 
@@ -392,7 +416,63 @@ pub fn check_token_range(tokens: &[u32], first_position: usize, vocab: usize) ->
 
 struct Loader<'v, 'd> {
     views: &'v HashMap<String, (&'d str, TensorView<'d>)>,
+    /// Quantized tensors: name → (format, [rows, cols]), from the files' metadata.
+    quantized: &'v HashMap<String, (QuantFormat, [usize; 2])>,
     dtypes: &'v mut std::collections::BTreeSet<String>,
+}
+
+/// The entries of a file's [`QUANTIZATION_KEY`] metadata; `file` names it in errors.
+fn quantization_entries(
+    file: &str,
+    text: &str,
+) -> Result<Vec<(String, (QuantFormat, [usize; 2]))>> {
+    let bad = |name: &str, reason: String| Error::QuantizedTensor {
+        file: file.to_string(),
+        name: name.to_string(),
+        reason,
+    };
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        bad(
+            "(metadata)",
+            format!("`{QUANTIZATION_KEY}` is not JSON: {e}"),
+        )
+    })?;
+    let obj = v.as_object().ok_or_else(|| {
+        bad(
+            "(metadata)",
+            format!("`{QUANTIZATION_KEY}` is not an object"),
+        )
+    })?;
+    obj.iter()
+        .map(|(name, e)| {
+            let format = e
+                .get("format")
+                .and_then(|f| f.as_str())
+                .and_then(QuantFormat::parse)
+                .ok_or_else(|| {
+                    bad(
+                        name,
+                        format!("format {:?} is not q8_0 or q4_0", e.get("format")),
+                    )
+                })?;
+            let dims: Vec<usize> = e
+                .get("shape")
+                .and_then(|s| s.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|d| d.as_u64().map(|d| d as usize))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match dims[..] {
+                [rows, cols] => Ok((name.clone(), (format, [rows, cols]))),
+                _ => Err(bad(
+                    name,
+                    format!("shape {:?} is not [rows, cols]", e.get("shape")),
+                )),
+            }
+        })
+        .collect()
 }
 
 impl Loader<'_, '_> {
@@ -428,6 +508,34 @@ impl Loader<'_, '_> {
             .get(name)
             .ok_or_else(|| Error::MissingTensor(name.into()))?;
         let bytes = view.data();
+        match (self.quantized.get(name), view.dtype()) {
+            (Some(&(format, [rows, cols])), Dtype::U8) => {
+                if view.shape() != [rows, format.row_bytes(cols)] || !cols.is_multiple_of(32) {
+                    return Err(Error::QuantizedTensor {
+                        file: file.to_string(),
+                        name: name.into(),
+                        reason: format!(
+                            "stored as U8 {:?}, but [{rows}, {cols}] in {} is [{rows}, {}] bytes \
+                             (rows a multiple of 32 weights)",
+                            view.shape(),
+                            format.name(),
+                            format.row_bytes(cols)
+                        ),
+                    });
+                }
+                let q = QuantMatrix::from_bytes(file, name, format, rows, cols, bytes.to_vec())?;
+                self.dtypes.insert(format.name().to_uppercase());
+                return Ok(Tensor::from_blocks(q));
+            }
+            (Some(_), other) => {
+                return Err(Error::QuantizedTensor {
+                    file: file.to_string(),
+                    name: name.into(),
+                    reason: format!("listed as quantized, but stored as {other:?}, not U8"),
+                })
+            }
+            _ => {}
+        }
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => bytes
                 .chunks_exact(4)

@@ -7,7 +7,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::model::{LayerWeights, MlpWeights, Tensor};
+use crate::model::{LayerWeights, MlpWeights, Tensor, QUANTIZATION_KEY};
+use crate::quant::QuantFormat;
 use crate::{Dialect, Model, ModelConfig, TransPoint};
 
 /// Shape and options of a random model.
@@ -127,14 +128,14 @@ pub fn random_tokens(vocab: usize, len: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
-/// The model's tensors under MODEL.md's names, as (name, shape, f32 data).
-pub fn named_tensors(model: &Model) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+/// The model's tensors under MODEL.md's names (the conv weight as the files hold it,
+/// `[Dc, 1, K]`).
+pub fn named_tensors(model: &Model) -> Vec<(String, Tensor)> {
     let mut out = vec![(
         "backbone.embeddings.weight".to_string(),
-        model.embedding.shape.clone(),
-        model.embedding.data.clone(),
+        model.embedding.clone(),
     )];
-    let mut push = |name: String, t: &Tensor| out.push((name, t.shape.clone(), t.data.clone()));
+    let mut push = |name: String, t: &Tensor| out.push((name, t.clone()));
     for (i, l) in model.layers.iter().enumerate() {
         let p = format!("backbone.layers.{i}.");
         push(format!("{p}norm.weight"), &l.norm);
@@ -171,47 +172,83 @@ pub fn named_tensors(model: &Model) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     out
 }
 
+/// Whether MODEL.md's tensor `name` is one of the large matrices weight formats store (and
+/// quantize): the embedding, in_proj, out_proj, the MLP and the LM head.
+pub fn is_stored_matrix(name: &str) -> bool {
+    name == "backbone.embeddings.weight"
+        || name == "lm_head.weight"
+        || [
+            "mixer.in_proj.weight",
+            "mixer.out_proj.weight",
+            "mlp.fc1.weight",
+            "mlp.fc2.weight",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
+}
+
 /// Stored element type for [`safetensors_bytes`].
 #[derive(Clone, Copy, Debug)]
 pub enum StoreAs {
     F32,
     F16,
     Bf16,
+    /// The large matrices ([`is_stored_matrix`]) in q8_0 / q4_0 blocks (U8 tensors described
+    /// by the `quantization` metadata entry, docs/QUANTIZATION.md), the rest in f32.
+    Quant(QuantFormat),
 }
 
-/// Serialises the model's tensors; `metadata` goes into `__metadata__`.
+/// Serialises the model's tensors; `metadata` goes into `__metadata__` (for [`StoreAs::Quant`]
+/// with the `quantization` entry added).
 pub fn safetensors_bytes(
     model: &Model,
     store: StoreAs,
     metadata: Option<HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
     use safetensors::tensor::{Dtype, TensorView};
-    let tensors = named_tensors(model);
-    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .into_iter()
-        .map(|(n, s, d)| {
-            let bytes: Vec<u8> = match store {
-                StoreAs::F32 => d.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                StoreAs::F16 => d
-                    .iter()
+    let mut quantized = serde_json::Map::new();
+    let mut encoded: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (n, t) in named_tensors(model) {
+        let d = &t.data;
+        let f32_bytes = || d.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        let (dtype, shape, bytes) = match store {
+            StoreAs::F32 => (Dtype::F32, t.shape.clone(), f32_bytes()),
+            StoreAs::F16 => (
+                Dtype::F16,
+                t.shape.clone(),
+                d.iter()
                     .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
                     .collect(),
-                StoreAs::Bf16 => d
-                    .iter()
+            ),
+            StoreAs::Bf16 => (
+                Dtype::BF16,
+                t.shape.clone(),
+                d.iter()
                     .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
                     .collect(),
-            };
-            (n, s, bytes)
-        })
-        .collect();
-    let dtype = match store {
-        StoreAs::F32 => Dtype::F32,
-        StoreAs::F16 => Dtype::F16,
-        StoreAs::Bf16 => Dtype::BF16,
-    };
+            ),
+            StoreAs::Quant(q) if is_stored_matrix(&n) => {
+                let m = t.quantized(&n, q)?;
+                quantized.insert(
+                    n.clone(),
+                    serde_json::json!({"format": q.name(), "shape": [m.rows, m.cols]}),
+                );
+                (Dtype::U8, vec![m.rows, m.row_bytes()], m.bytes.clone())
+            }
+            StoreAs::Quant(_) => (Dtype::F32, t.shape.clone(), f32_bytes()),
+        };
+        encoded.push((n, dtype, shape, bytes));
+    }
+    let mut metadata = metadata;
+    if !quantized.is_empty() {
+        metadata.get_or_insert_with(HashMap::new).insert(
+            QUANTIZATION_KEY.into(),
+            serde_json::Value::Object(quantized).to_string(),
+        );
+    }
     let views: Vec<(String, TensorView)> = encoded
         .iter()
-        .map(|(n, s, b)| Ok((n.clone(), TensorView::new(dtype, s.clone(), b).map_err(st)?)))
+        .map(|(n, dt, s, b)| Ok((n.clone(), TensorView::new(*dt, s.clone(), b).map_err(st)?)))
         .collect::<Result<_>>()?;
     safetensors::serialize(views, metadata).map_err(st)
 }
@@ -258,10 +295,13 @@ fn st(e: safetensors::SafeTensorError) -> Error {
     }
 }
 
-/// Writes `model` as one `.safetensors` whose `__metadata__` holds the config (one fetch in a
-/// browser).
+/// Writes `model` as one `.safetensors` whose `__metadata__` holds the config and the model's
+/// tokenizer if it has one (one fetch in a browser).
 pub fn write_single_file(model: &Model, path: &std::path::Path, store: StoreAs) -> Result<()> {
-    let meta = HashMap::from([("config".to_string(), config_json(model))]);
+    let mut meta = HashMap::from([("config".to_string(), config_json(model))]);
+    if let Some(t) = &model.tokenizer_json {
+        meta.insert("tokenizer".into(), t.clone());
+    }
     let bytes = safetensors_bytes(model, store, Some(meta))?;
     std::fs::write(path, bytes).map_err(|source| Error::Io {
         path: path.to_path_buf(),

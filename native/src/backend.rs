@@ -52,11 +52,18 @@ impl Kernels {
 /// How weight matrices are stored (GPU and CPU engines alike).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Weights {
-    /// f16 for a model stored in f16 (lossless), f32 otherwise.
+    /// As the file stores them (lossless): q4_0 / q8_0 for a quantized file, f16 for an f16
+    /// one, f32 otherwise.
     Auto,
     F32,
     /// Rounds f32/bf16 weights to f16: half the bytes, results within the f16 bound.
     F16,
+    /// GGUF's Q8_0 blocks (34 bytes per 32 weights), quantized at load unless stored so.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// GGUF's Q4_0 blocks (18 bytes per 32 weights), quantized at load unless stored so.
+    #[value(name = "q4_0")]
+    Q4_0,
 }
 
 impl Weights {
@@ -64,6 +71,8 @@ impl Weights {
         let weights = match self {
             Weights::F32 => WeightFormat::F32,
             Weights::F16 => WeightFormat::F16,
+            Weights::Q8_0 => WeightFormat::Q8_0,
+            Weights::Q4_0 => WeightFormat::Q4_0,
             Weights::Auto => WeightFormat::auto_for(model),
         };
         EngineOptions { weights, ..options }

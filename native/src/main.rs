@@ -228,6 +228,19 @@ enum Command {
         #[arg(long, default_value = "config", help = SPEC_HELP)]
         transpoints: String,
     },
+    /// Write a model's large matrices in q8_0 or q4_0 (GGUF's block formats) into one
+    /// `.safetensors` with the config and tokenizer in its metadata (what a browser fetches).
+    Quantize {
+        /// Model path; without it, the embedded demo model.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// q8_0 or q4_0.
+        #[arg(long)]
+        to: String,
+        /// The `.safetensors` file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write a model with random weights in the spec's format (for benchmarks and tests).
     MakeModel {
         /// tiny, small, or mamba2-130m.
@@ -481,6 +494,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             perplexity::perplexity(&engine, &schedule, &args)
         }
         Command::Inspect { model, transpoints } => inspect(model.as_deref(), &transpoints),
+        Command::Quantize { model, to, out } => quantize(model.as_deref(), &to, &out),
         Command::MakeModel {
             preset: name,
             out,
@@ -577,6 +591,49 @@ fn forward(
             );
         }
     }
+    Ok(())
+}
+
+fn quantize(model_path: Option<&Path>, to: &str, out: &Path) -> AnyResult<()> {
+    let format = transmamba::quant::QuantFormat::parse(to)
+        .ok_or_else(|| format!("--to must be q8_0 or q4_0, not `{to}`"))?;
+    if out.extension().is_none_or(|e| e != "safetensors") {
+        return Err(format!("--out must name a .safetensors file, not {}", out.display()).into());
+    }
+    let mut model = demo_model::load(model_path)?;
+    // The tokenizer travels in the file: the model's own, or a tokenizer.json beside it.
+    if model.tokenizer_json.is_none() {
+        if let Some(p) = model_path {
+            let dir = if p.is_dir() {
+                p
+            } else {
+                p.parent().unwrap_or(Path::new("."))
+            };
+            let file = dir.join("tokenizer.json");
+            if file.is_file() {
+                model.tokenizer_json = Some(
+                    std::fs::read_to_string(&file)
+                        .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+                );
+            }
+        }
+    }
+    write_single_file(&model, out, StoreAs::Quant(format))?;
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    let params = model.parameter_count();
+    eprintln!(
+        "wrote {} ({} parameters, matrices in {}, {:.1} MiB; {:.2} bytes a parameter{})",
+        out.display(),
+        params,
+        format.name(),
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / params.max(1) as f64,
+        if model.tokenizer_json.is_some() {
+            ", tokenizer included"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 

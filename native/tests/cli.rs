@@ -764,3 +764,44 @@ fn kernels_are_chosen_and_named() {
         .unwrap()
         .contains("portable kernels"));
 }
+
+#[test]
+fn quantize_writes_a_file_that_generates_what_quantize_at_load_does() {
+    let dir = temp_dir("cli-quantize");
+    let model = dir.join("tiny.safetensors");
+    make_tiny(&model, &["--transpoints", "8,inf"]);
+    let m = model.to_str().unwrap();
+    for format in ["q8_0", "q4_0"] {
+        let out = dir.join(format!("tiny-{format}.safetensors"));
+        let o = out.to_str().unwrap();
+        let r = tm_run(&["quantize", "--model", m, "--to", format, "--out", o]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let said = String::from_utf8_lossy(&r.stderr).to_string();
+        assert!(said.contains(format) && said.contains("MiB"), "{said}");
+        assert!(
+            std::fs::metadata(&out).unwrap().len() < std::fs::metadata(&model).unwrap().len() / 2
+        );
+        // The file's own blocks (auto) = quantizing the f32 model at load, on both engines.
+        let from_file = generate_json(o, "cpu", &[]);
+        let backend = from_file["backend"].as_str().unwrap().to_string();
+        assert!(backend.contains(&format!("{format} weights")), "{backend}");
+        let at_load = generate_json(m, "cpu", &["--weights", format]);
+        let gpu = generate_json(o, "gpu", &[]);
+        assert_eq!(from_file["tokens"], at_load["tokens"], "{format}");
+        assert_eq!(from_file["tokens"], gpu["tokens"], "{format}");
+    }
+    // Bad requests are one-line errors.
+    let r = tm_run(&[
+        "quantize",
+        "--model",
+        m,
+        "--to",
+        "q5_1",
+        "--out",
+        "x.safetensors",
+    ]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("q8_0 or q4_0"));
+    let r = tm_run(&["generate", "--model", m, "--tokens", "1", "--weights", "q3"]);
+    assert!(!r.status.success());
+}

@@ -188,13 +188,11 @@ pub async fn create_engine(
     }
     let weights = match opts.weights.as_deref().unwrap_or("auto") {
         "auto" => None,
-        "f32" => Some(WeightFormat::F32),
-        "f16" => Some(WeightFormat::F16),
-        other => {
-            return Err(JsError::new(&format!(
-                "load option `weights` must be \"auto\", \"f32\" or \"f16\", not {other:?}"
-            )))
-        }
+        other => Some(WeightFormat::parse(other).ok_or_else(|| {
+            JsError::new(&format!(
+                "load option `weights` must be \"auto\", \"f32\", \"f16\", \"q8_0\" or \"q4_0\", not {other:?}"
+            ))
+        })?),
     };
     let kernels = match opts.kernels.as_deref() {
         None => KernelChoice::Auto,
