@@ -374,7 +374,27 @@ function drawChart() {
   $('mem-axes').textContent = `x: position 0 – ${maxPos} · y: 0 – ${fmtBytes(maxBytes)}`;
 }
 
+/** Shows each preset's download size (from a HEAD request) beside its name. */
+async function sizePresets() {
+  for (const opt of $('model-preset').options) {
+    if (!opt.value) continue;
+    try {
+      const r = await fetch(opt.value, { method: 'HEAD' });
+      const n = Number(r.headers.get('content-length'));
+      if (r.ok && n > 0) opt.textContent = `${opt.textContent} (${fmtBytes(n)})`;
+    } catch {
+      // The size is a nicety: a server without HEAD leaves the name alone.
+    }
+  }
+}
+
 function wire() {
+  $('model-preset').addEventListener('change', () => {
+    const url = $('model-preset').value;
+    if (!url) return $('model-url').focus();
+    $('model-url').value = url;
+    load(url, url);
+  });
   $('load-url').addEventListener('click', () => {
     const url = $('model-url').value.trim();
     if (!url) return showError('Enter a model URL or pick a file.');
@@ -462,6 +482,9 @@ async function main() {
   }
   const url = params.get('model') || $('model-url').value;
   $('model-url').value = url;
+  const preset = [...$('model-preset').options].find((o) => o.value === url);
+  $('model-preset').value = preset ? url : '';
+  sizePresets();
   if (params.get('autoload') !== '0') await load(url, url);
   else setState('empty');
 }

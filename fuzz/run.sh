@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the fuzz targets: fuzz/run.sh SECONDS [TARGET...] (all five by default).
+# Runs the fuzz targets: fuzz/run.sh SECONDS [TARGET...] (all six by default).
 # Installs cargo-fuzz if missing. The toolchain is stable: RUSTC_BOOTSTRAP=1 lets cargo-fuzz
 # pass its sanitizer flags. Each target starts from fuzz/seeds/<target>/ plus what earlier runs
 # found (fuzz/corpus/<target>/, not committed); a crash is saved in fuzz/artifacts/<target>/
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH="${1:?usage: fuzz/run.sh SECONDS [TARGET...]}"
 shift
 TARGETS=("$@")
-((${#TARGETS[@]})) || TARGETS=(safetensors_file model_dir tokenizer_json schedule_and_tokens session_state)
+((${#TARGETS[@]})) || TARGETS=(safetensors_file model_dir tokenizer_json schedule_and_tokens session_state gguf_file)
 
 export PATH="${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin:$PATH"
 if ! cargo fuzz --version >/dev/null 2>&1; then

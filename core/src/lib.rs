@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod engine;
 pub mod engine_choice;
 pub mod error;
+pub mod gguf;
 pub mod gpu;
 pub mod memory;
 pub mod model;

@@ -134,7 +134,7 @@ impl Model {
     pub fn load(path: &Path) -> Result<Model> {
         if path.is_file() {
             let map = mmap(path)?;
-            return Self::from_safetensors_bytes(&map, &path.display().to_string());
+            return Self::from_file_bytes(&map, &path.display().to_string());
         }
         if !path.is_dir() {
             return Err(Error::ModelNotFound(path.to_path_buf()));
@@ -171,6 +171,11 @@ impl Model {
     /// then reports why). The browser checks it against what its wasm heap can still grow to
     /// before loading, so a model too big is a clear error, not an abort.
     pub fn f32_bytes_needed(bytes: &[u8]) -> Option<u64> {
+        if crate::gguf::is_gguf(bytes) {
+            return crate::gguf::GgufFile::parse(bytes, "")
+                .ok()
+                .map(|f| f.f32_bytes_needed());
+        }
         let (_, meta) = SafeTensors::read_metadata(bytes).ok()?;
         meta.tensors().values().try_fold(0u64, |total, info| {
             let elements = info
@@ -184,6 +189,16 @@ impl Model {
             };
             total.checked_add(bytes)
         })
+    }
+
+    /// One model file, by its first bytes: a GGUF file ([`crate::gguf`]), else a
+    /// `.safetensors` with the config in its metadata.
+    pub fn from_file_bytes(bytes: &[u8], name: &str) -> Result<Model> {
+        if crate::gguf::is_gguf(bytes) {
+            Self::from_gguf_bytes(bytes, name)
+        } else {
+            Self::from_safetensors_bytes(bytes, name)
+        }
     }
 
     /// One `.safetensors` whose `__metadata__` holds the config JSON under the key `config`.
@@ -260,10 +275,19 @@ impl Model {
                 views.insert(name, (file.name.as_str(), view));
             }
         }
-        let mut dtypes = std::collections::BTreeSet::new();
-        let mut loader = Loader {
+        let source = SafetensorsSource {
             views: &views,
             quantized: &quantized,
+        };
+        Self::assemble(config, &source)
+    }
+
+    /// Builds the model from a config and a source of MODEL.md's tensors (safetensors files, or
+    /// a GGUF file's tensors under their MODEL.md names), checking every shape.
+    pub(crate) fn assemble(config: ModelConfig, source: &dyn TensorSource) -> Result<Model> {
+        let mut dtypes = std::collections::BTreeSet::new();
+        let mut loader = Loader {
+            source,
             dtypes: &mut dtypes,
         };
 
@@ -275,9 +299,9 @@ impl Model {
             c.num_heads,
             c.conv_kernel,
         );
-        let emb_name = if views.contains_key("backbone.embeddings.weight") {
+        let emb_name = if source.contains("backbone.embeddings.weight") {
             "backbone.embeddings.weight"
-        } else if views.contains_key("backbone.embedding.weight") {
+        } else if source.contains("backbone.embedding.weight") {
             "backbone.embedding.weight"
         } else {
             return Err(Error::MissingTensor("backbone.embeddings.weight".into()));
@@ -334,7 +358,7 @@ impl Model {
             });
         }
         let norm_f = loader.get("backbone.norm_f.weight", &[d])?;
-        let lm_head = if c.tie_word_embeddings && !views.contains_key("lm_head.weight") {
+        let lm_head = if c.tie_word_embeddings && !source.contains("lm_head.weight") {
             None
         } else {
             Some(loader.get("lm_head.weight", &[vocab, d])?)
@@ -414,18 +438,31 @@ pub fn check_token_range(tokens: &[u32], first_position: usize, vocab: usize) ->
     }
 }
 
-struct Loader<'v, 'd> {
-    views: &'v HashMap<String, (&'d str, TensorView<'d>)>,
-    /// Quantized tensors: name → (format, [rows, cols]), from the files' metadata.
-    quantized: &'v HashMap<String, (QuantFormat, [usize; 2])>,
+/// Where [`Model::assemble`] gets MODEL.md's tensors from.
+pub(crate) trait TensorSource {
+    fn contains(&self, name: &str) -> bool;
+    /// The tensor under MODEL.md's name and shape (as a safetensors checkpoint holds it), with
+    /// the name of its stored type (F32, F16, BF16, Q8_0, Q4_0); non-finite values refused.
+    fn load(&self, name: &str) -> Result<(Tensor, String)>;
+}
+
+struct Loader<'v> {
+    source: &'v dyn TensorSource,
     dtypes: &'v mut std::collections::BTreeSet<String>,
 }
 
+/// Safetensors files' tensors.
+struct SafetensorsSource<'v, 'd> {
+    views: &'v HashMap<String, (&'d str, TensorView<'d>)>,
+    /// Quantized tensors: name → (format, [rows, cols]), from the files' metadata.
+    quantized: &'v HashMap<String, QuantEntry>,
+}
+
+/// A quantized tensor's format and logical `[rows, cols]`.
+type QuantEntry = (QuantFormat, [usize; 2]);
+
 /// The entries of a file's [`QUANTIZATION_KEY`] metadata; `file` names it in errors.
-fn quantization_entries(
-    file: &str,
-    text: &str,
-) -> Result<Vec<(String, (QuantFormat, [usize; 2]))>> {
+fn quantization_entries(file: &str, text: &str) -> Result<Vec<(String, QuantEntry)>> {
     let bad = |name: &str, reason: String| Error::QuantizedTensor {
         file: file.to_string(),
         name: name.to_string(),
@@ -475,7 +512,13 @@ fn quantization_entries(
         .collect()
 }
 
-impl Loader<'_, '_> {
+impl Loader<'_> {
+    fn load(&mut self, name: &str) -> Result<Tensor> {
+        let (t, dtype) = self.source.load(name)?;
+        self.dtypes.insert(dtype);
+        Ok(t)
+    }
+
     /// The named tensor, which must have exactly `shape`.
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.load(name)?;
@@ -501,8 +544,14 @@ impl Loader<'_, '_> {
         }
         Ok(t)
     }
+}
 
-    fn load(&mut self, name: &str) -> Result<Tensor> {
+impl TensorSource for SafetensorsSource<'_, '_> {
+    fn contains(&self, name: &str) -> bool {
+        self.views.contains_key(name)
+    }
+
+    fn load(&self, name: &str) -> Result<(Tensor, String)> {
         let (file, view) = self
             .views
             .get(name)
@@ -524,8 +573,7 @@ impl Loader<'_, '_> {
                     });
                 }
                 let q = QuantMatrix::from_bytes(file, name, format, rows, cols, bytes.to_vec())?;
-                self.dtypes.insert(format.name().to_uppercase());
-                return Ok(Tensor::from_blocks(q));
+                return Ok((Tensor::from_blocks(q), format.name().to_uppercase()));
             }
             (Some(_), other) => {
                 return Err(Error::QuantizedTensor {
@@ -566,8 +614,10 @@ impl Loader<'_, '_> {
                 value: data[index],
             });
         }
-        self.dtypes.insert(format!("{:?}", view.dtype()));
-        Ok(Tensor::new(view.shape().to_vec(), data))
+        Ok((
+            Tensor::new(view.shape().to_vec(), data),
+            format!("{:?}", view.dtype()),
+        ))
     }
 }
 

@@ -349,7 +349,7 @@ mod tests {
         let m = QuantMatrix::quantize("w", QuantFormat::Q4_0, &x, 1, 32).unwrap();
         assert_eq!(m.bytes[..2], f16::from_f32(0.25).to_le_bytes());
         assert_eq!(m.bytes[2], 12 | 10 << 4);
-        assert_eq!(m.bytes[3], 0 | 8 << 4);
+        assert_eq!(m.bytes[3], 8 << 4);
         assert_eq!(m.bytes[4], 8 | 8 << 4);
         let y = m.dequantize();
         assert_eq!((y[0], y[1], y[2], y[16]), (1.0, -2.0, 0.0, 0.5));

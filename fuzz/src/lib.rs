@@ -25,6 +25,18 @@ pub fn safetensors_file(data: &[u8]) {
     }
 }
 
+/// A GGUF file (llama.cpp's format): what `tm-run --model FILE.gguf` maps and the browser's
+/// `loadModel` takes; the header size check the browser runs first, too.
+pub fn gguf_file(data: &[u8]) {
+    let _ = Model::f32_bytes_needed(data);
+    if let Ok(model) = Model::from_gguf_bytes(data, "fuzz.gguf") {
+        let _ = model.check_tokens(&[0, 1, u32::MAX]);
+        if let Ok(Some(codec)) = TextCodec::from_metadata(&model) {
+            let _ = codec.encode("Call me Ishmael.");
+        }
+    }
+}
+
 /// A model directory without the file system: config.json, model.safetensors.index.json and
 /// up to three shards, cut from the input at `SEPARATOR`s.
 pub fn model_dir(data: &[u8]) {
@@ -131,8 +143,9 @@ pub fn session_state(data: &[u8]) {
 type Target = (&'static str, fn(&[u8]));
 
 /// The targets by name, for the regression replay.
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 6] = [
     ("session_state", session_state),
+    ("gguf_file", gguf_file),
     ("safetensors_file", safetensors_file),
     ("model_dir", model_dir),
     ("tokenizer_json", tokenizer_json),

@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests: the golden cases, random models, file writers.
 
+pub mod gguf_writer;
 pub mod reference64;
 
 use std::path::{Path, PathBuf};

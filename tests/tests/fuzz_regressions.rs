@@ -83,3 +83,60 @@ fn session_state_seeds_restore() {
         assert_eq!(s.position(), n);
     }
 }
+
+/// The GGUF seeds: small Mamba2 models in llama.cpp's layout (F32, and Q8_0 / Q4_0 matrices),
+/// written by the tests' GGUF writer. `TM_WRITE_SEEDS=1` rewrites them.
+#[test]
+fn gguf_seeds_load() {
+    use transmamba::quant::QuantFormat;
+    use transmamba::synthetic::{random_model, RandomSpec};
+    use transmamba_tests::gguf_writer::model_gguf;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/gguf_file");
+    let tiny = RandomSpec {
+        vocab: 16,
+        d: 8,
+        heads: 2,
+        head_dim: 4,
+        state: 4,
+        groups: 1,
+        layers: 1,
+        ..RandomSpec::default()
+    };
+    let quantizable = RandomSpec {
+        vocab: 16,
+        d: 32,
+        heads: 4,
+        head_dim: 8,
+        state: 4,
+        groups: 1,
+        layers: 1,
+        tied: true,
+        ..RandomSpec::default()
+    };
+    let seeds = [
+        ("tiny-f32", model_gguf(&random_model(&tiny, 1), None)),
+        (
+            "q8_0",
+            model_gguf(&random_model(&quantizable, 2), Some(QuantFormat::Q8_0)),
+        ),
+        (
+            "q4_0",
+            model_gguf(&random_model(&quantizable, 3), Some(QuantFormat::Q4_0)),
+        ),
+    ];
+    if std::env::var_os("TM_WRITE_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &seeds {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    for (name, _) in &seeds {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        assert!(
+            bytes.len() <= 8192,
+            "{name}: {} bytes (fuzz/run.sh's max_len)",
+            bytes.len()
+        );
+        transmamba::Model::from_gguf_bytes(&bytes, name).unwrap();
+    }
+}

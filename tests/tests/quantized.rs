@@ -140,10 +140,10 @@ fn ragged_rows_are_refused_with_a_clear_error() {
         weights: WeightFormat::Q8_0,
         ..EngineOptions::default()
     };
-    let e = GpuModel::new(gpu_context(), &model, opts)
-        .err()
-        .expect("K = 48 is refused")
-        .to_string();
+    let e = match GpuModel::new(gpu_context(), &model, opts) {
+        Ok(_) => panic!("K = 48 is refused"),
+        Err(e) => e.to_string(),
+    };
     assert!(e.contains("fc") && e.contains("multiple of 32"), "{e}");
 }
 
@@ -237,11 +237,9 @@ fn malformed_quantized_files_are_clear_errors() {
             .collect();
         safetensors::serialize(views, Some(md)).unwrap()
     };
-    let err = |bytes: Vec<u8>| {
-        Model::from_safetensors_bytes(&bytes, "bad.safetensors")
-            .err()
-            .expect("refused")
-            .to_string()
+    let err = |bytes: Vec<u8>| match Model::from_safetensors_bytes(&bytes, "bad.safetensors") {
+        Ok(_) => panic!("refused"),
+        Err(e) => e.to_string(),
     };
     let untouched = |_: &mut serde_json::Value| {};
     // Wrong block count: one block short.

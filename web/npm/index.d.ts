@@ -29,9 +29,11 @@ export interface LoadOptions {
   tokenizer?: ModelSource;
   /** Use shader-f16 when the adapter offers it (default false). */
   preferF16?: boolean;
-  /** Weight storage on the GPU: 'auto' (default: f16 for a model stored in f16, else f32) or
-   * 'f32' / 'f16' (rgba16float textures: half the memory, f32 compute, no shader-f16 needed). */
-  weights?: 'auto' | 'f32' | 'f16';
+  /** Weight matrix storage (either engine): 'auto' (default: as the file stores them — q4_0 /
+   * q8_0 for a quantized file, f16 for an f16 one, else f32), 'f32', 'f16' (half the memory),
+   * or 'q8_0' / 'q4_0' (GGUF's block formats, quantized at load unless stored so; packed in
+   * u32 words, no shader-f16 or int8 feature needed). Compute is f32 in every format. */
+  weights?: 'auto' | 'f32' | 'f16' | 'q8_0' | 'q4_0';
   /** Pretend the device's storage-binding limit is at most this many bytes (testing). */
   maxBindingSize?: number;
   /** SSD scan chunk size (default 64). */
@@ -120,8 +122,8 @@ export interface ModelInfo {
   } | null;
   /** Whether the shaders use f16 (only with preferF16 and an adapter that has shader-f16). */
   shaderF16: boolean;
-  /** How the weight matrices are stored (either engine; 'auto' keeps an f16 model in f16). */
-  weights: 'f32' | 'f16';
+  /** How the weight matrices are stored (either engine; 'auto' keeps a model as stored). */
+  weights: 'f32' | 'f16' | 'q8_0' | 'q4_0';
   limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; bindingSizeUsed: number } | null;
   /** The CPU engine's threads (1: the wasm build has no threads); absent on the GPU engine. */
   threads?: number;

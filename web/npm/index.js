@@ -55,7 +55,8 @@ function describeSource(source) {
 const DEVICES = ['auto', 'webgpu', 'cpu'];
 
 /**
- * Loads a model (one .safetensors file with its config in `__metadata__.config`) into a new
+ * Loads a model (one .safetensors file with its config in `__metadata__.config`, or a
+ * llama.cpp GGUF file of a Mamba2 model: F32, F16, BF16, Q8_0, Q4_0 tensors) into a new
  * worker, on a WebGPU device or the CPU engine (option `device`). Resolves to a
  * {@link TransMambaModel}.
  */

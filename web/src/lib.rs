@@ -203,7 +203,7 @@ pub async fn create_engine(
         })?,
     };
     reserve_model_memory(&model_bytes)?;
-    let model = Model::from_safetensors_bytes(&model_bytes, &name).map_err(js_err)?;
+    let model = Model::from_file_bytes(&model_bytes, &name).map_err(js_err)?;
     // A tokenizer given by the caller wins over the one the file carries in its metadata.
     let codec = match tokenizer_json {
         Some(b) => TextCodec::from_tokenizer_json(&b, "tokenizer.json").map_err(js_err)?,

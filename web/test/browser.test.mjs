@@ -560,6 +560,86 @@ describe('package API', () => {
     }
   });
 
+  test('quantized weights and GGUF files: logits equal tm-run on both engines; the demo offers q4_0; decode tokens/s per format', async () => {
+    const gguf = join(OUT, 'tiny-q4_0.gguf');
+    writeFileSync(gguf, readFileSync(join(ROOT, 'tests/fixtures/gguf/hf-mamba2-tiny-q4_0.gguf')));
+    const native = {};
+    for (const w of ['q8_0', 'q4_0']) {
+      const npy = join(OUT, `tiny-${w}.npy`);
+      tmRun(['forward', '--model', models.tiny, '--tokens', PROMPT.join(','), '--weights', w, '--out', npy]);
+      native[w] = Array.from(readNpy(npy));
+    }
+    const ggufNpy = join(OUT, 'tiny-gguf.npy');
+    tmRun(['forward', '--model', gguf, '--tokens', PROMPT.join(','), '--out', ggufNpy]);
+    native.gguf = Array.from(readNpy(ggufNpy));
+    const { page, log } = await openDemo('?autoload=0');
+    try {
+      const r = await page.evaluate(async (prompt) => {
+        const { loadModel } = await import('transmamba-web');
+        const out = {};
+        for (const device of ['cpu', 'webgpu']) {
+          for (const weights of ['q8_0', 'q4_0']) {
+            const m = await loadModel('/__test/tiny.safetensors', { device, weights });
+            out[`${device}-${weights}`] = Array.from(await m.forward(prompt, { all: true }));
+            out[`${device}-${weights}-info`] = (await m.info()).weights;
+            m.dispose();
+          }
+          const g = await loadModel('/__test/tiny-q4_0.gguf', { device });
+          out[`${device}-gguf`] = Array.from(await g.forward(prompt, { all: true }));
+          out[`${device}-gguf-info`] = (await g.info()).weights;
+          g.dispose();
+        }
+        let badWeights = null;
+        try { await loadModel('/__test/tiny.safetensors', { weights: 'q3_k' }); } catch (e) { badWeights = e.message; }
+        // Decode speed of the demo model per format on both engines (32 greedy tokens).
+        const rates = {};
+        for (const device of ['cpu', 'webgpu']) {
+          for (const weights of ['f32', 'f16', 'q8_0', 'q4_0']) {
+            const m = await loadModel('transmamba-demo.safetensors', { device, weights });
+            const it = m.generate([1, 2, 3, 4, 5], { maxTokens: 32 });
+            let step;
+            while (!(step = await it.next()).done);
+            rates[`${device} ${weights}`] = step.value.decodeTokensPerS;
+            m.dispose();
+          }
+        }
+        return { out, badWeights, rates };
+      }, PROMPT);
+      const close = (a, b) => a.length === b.length && a.every((x, i) => Math.abs(x - b[i]) < 1e-4);
+      for (const device of ['cpu', 'webgpu']) {
+        for (const w of ['q8_0', 'q4_0']) {
+          assert.ok(close(r.out[`${device}-${w}`], native[w]), `${device} ${w} vs tm-run\n${log.join('\n')}`);
+          assert.equal(r.out[`${device}-${w}-info`], w);
+        }
+        assert.ok(close(r.out[`${device}-gguf`], native.gguf), `${device} GGUF vs tm-run`);
+        assert.equal(r.out[`${device}-gguf-info`], 'q4_0');
+      }
+      assert.match(r.badWeights, /q8_0/);
+      console.log(
+        '# demo model decode in the browser, tokens/s: ' +
+          Object.entries(r.rates).map(([k, v]) => `${k} ${v?.toFixed(1)}`).join(', '),
+      );
+    } finally {
+      await page.close();
+    }
+    // The demo page offers the q4_0 file (sizes shown) and generates with it as tm-run does.
+    const q4 = join(DEMO, 'transmamba-demo-q4_0.safetensors');
+    const expected = nativeGenerate(q4, PROMPT, '8', 8);
+    const { page: demo, log: demoLog } = await openDemo('?model=transmamba-demo-q4_0.safetensors&device=cpu');
+    try {
+      assert.equal(await demo.getAttribute('body', 'data-state'), 'ready', demoLog.join('\n'));
+      assert.equal(await demo.inputValue('#model-preset'), 'transmamba-demo-q4_0.safetensors');
+      await demo.waitForFunction(() => [...document.querySelectorAll('#model-preset option')].filter((o) => /MiB|KiB|MB/.test(o.textContent)).length === 2);
+      const labels = await demo.$$eval('#model-preset option', (os) => os.map((o) => o.textContent));
+      console.log(`# demo page model choices: ${labels.join(' | ')}`);
+      const { error, ids } = await demoGenerate(demo, { tokens: PROMPT, transpoints: '8', maxTokens: 8 });
+      assert.equal(error, null, demoLog.join('\n'));
+      assert.deepEqual(ids, expected.tokens);
+    } finally {
+      await demo.close();
+    }
+  });
+
   test("the README's example runs", async () => {
     const readme = readFileSync(join(ROOT, 'web/README.md'), 'utf8');
     const m = readme.match(/<!-- example -->\s*```js\n([\s\S]*?)```/);
