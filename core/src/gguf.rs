@@ -532,7 +532,7 @@ impl TensorSource for GgufFile<'_> {
             Some(q) => {
                 let cols = shape[shape.len() - 1];
                 let rows = info.len / q.row_bytes(cols).max(1);
-                if cols % BLOCK != 0 || shape.len() != 2 {
+                if !cols.is_multiple_of(BLOCK) || shape.len() != 2 {
                     return Err(self.bad(format!(
                         "tensor `{gname}`: {} blocks are for matrices, not shape {shape:?}",
                         q.name()
