@@ -22,12 +22,17 @@ SCHEDULES = [
     ("paper", "the paper's cycle `0,128,256,512,1024,2048`"),
 ]
 CONTEXTS = [256, 1024]
+# The default schedule again with the matrices quantized at load (docs/QUANTIZATION.md).
+WEIGHTS = [
+    ("q8_0", "the model's default, weights in q8_0 (7.4 MB file)"),
+    ("q4_0", "the model's default, weights in q4_0 (4.2 MB file)"),
+]
 
 
-def run(tm_run, text, spec, context, backend):
+def run(tm_run, text, spec, context, backend, weights="auto"):
     out = subprocess.run(
         [tm_run, "perplexity", "--text", str(text), "--transpoints", spec, "--context", str(context),
-         "--backend", backend, "--json"],
+         "--backend", backend, "--weights", weights, "--json"],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout)
@@ -52,15 +57,17 @@ def main():
         return
 
     results = []
-    for spec, label in SCHEDULES:
-        row = {"spec": spec, "label": label}
+    runs = [(spec, label, "auto") for spec, label in SCHEDULES]
+    runs += [("config", label, w) for w, label in WEIGHTS]
+    for spec, label, weights in runs:
+        row = {"spec": spec, "label": label, "weights": weights}
         for ctx in CONTEXTS:
-            r = run(args.tm_run, args.text, spec, ctx, args.backend)
+            r = run(args.tm_run, args.text, spec, ctx, args.backend, weights)
             row[f"ppl_{ctx}"] = r["perplexity"]
             row["transpoints"] = r["transpoints"]
             row["tokens"] = r["scored_tokens"]
             row["cache_1k"], row["cache_8k"] = r["cache_bytes_1k"], r["cache_bytes_8k"]
-            print(f"{spec:>6} context {ctx:>5}: perplexity {r['perplexity']:.2f}", flush=True)
+            print(f"{spec:>6} {weights:>4} context {ctx:>5}: perplexity {r['perplexity']:.2f}", flush=True)
         results.append(row)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +90,7 @@ def report(results, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if r.get("weights", "auto") == "auto"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = [r["spec"] for r in results]
     x = range(len(results))

@@ -113,3 +113,36 @@ fn streamed_text_equals_the_whole_decode() {
         "the decode window grew to {widest} tokens"
     );
 }
+
+/// Quantized storage keeps the trained model's quality: held-out perplexity (the first 4,096
+/// tokens of demo/reference/heldout.txt, 16 windows of 256) with q8_0 within 1% of f16's and
+/// q4_0 within 10% (README's table has the whole text: +0.0% and +1.1%).
+#[test]
+fn quantized_demo_model_keeps_its_perplexity() {
+    use transmamba::cpu::WeightCopies;
+    use transmamba::perplexity::NllSum;
+    use transmamba::WeightFormat;
+    let m = demo();
+    let codec = TextCodec::for_model(&m, None).unwrap();
+    let text = std::fs::read_to_string(demo_dir().join("reference/heldout.txt")).unwrap();
+    let tokens = codec.encode(&text).unwrap();
+    let schedule = ScheduleSpec::Config.resolve(&m.config.transpoints).unwrap();
+    let ppl = |format: WeightFormat| {
+        let copies = WeightCopies::new(&m, format).unwrap();
+        let mut nll = NllSum::default();
+        for w in tokens[..4096].chunks(256) {
+            let mut s = CpuSession::with_weights(&m, &copies, schedule.clone()).unwrap();
+            let rows = s.forward(w, Logits::All).unwrap();
+            nll.push_rows(&rows, m.vocab, &w[1..]);
+        }
+        nll.perplexity()
+    };
+    let f16 = ppl(WeightFormat::F16);
+    let q8 = ppl(WeightFormat::Q8_0);
+    let q4 = ppl(WeightFormat::Q4_0);
+    println!("perplexity over 4,096 held-out tokens: f16 {f16:.3}, q8_0 {q8:.3}, q4_0 {q4:.3}");
+    assert!(f16 > 20.0 && f16 < 200.0, "{f16}");
+    assert!((q8 / f16 - 1.0).abs() < 0.01, "q8_0 {q8} vs f16 {f16}");
+    assert!((q4 / f16 - 1.0).abs() < 0.10, "q4_0 {q4} vs f16 {f16}");
+    assert!(q4 != f16 && q8 != f16, "the formats are not no-ops");
+}
