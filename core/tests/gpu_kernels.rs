@@ -243,6 +243,13 @@ fn matmul_case_as(
         w.iter_mut()
             .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
     }
+    // Quantized: the reference multiplies by the dequantized blocks (exact in f32).
+    let blocks = format
+        .quant()
+        .map(|q| transmamba::quant::QuantMatrix::quantize("w", q, &w, o, k).unwrap());
+    if let Some(q) = &blocks {
+        w = q.dequantize();
+    }
     let b = randv(r, o, 1.0);
     let y0 = randv(r, t * o, 1.0);
     // Odd row counts with K % 4 == 0 get rows at vec4-aligned offsets (the matvec copies them
@@ -254,7 +261,11 @@ fn matmul_case_as(
     let ypacked = pack(r, &y0, t, o, ys, yo);
     let yb = up(c, &ypacked);
     let bb = up(c, &b);
-    let m = GpuMatrix::from_f32_as(c, "w", &w, o, k, format).unwrap();
+    let m = match &blocks {
+        Some(q) => GpuMatrix::from_quant(c, "w", q).unwrap(),
+        None => GpuMatrix::from_f32_as(c, "w", &w, o, k, format).unwrap(),
+    };
+    assert_eq!(m.format(), format);
     let mut rec = Recorder::new(c);
     let xv = View::new(&xb, xs as u32, xo as u32);
     let yv = View::new(&yb, ys as u32, yo as u32);
@@ -369,6 +380,77 @@ fn matmul_with_packed_f16_weights() {
         .flat_map(|&i| rounded[i as usize * d..][..d].iter().map(|&x| x as f64))
         .collect();
     assert_close("embedding f16", &read(c, &out), &want, 0.0);
+}
+
+#[test]
+fn matmul_with_quantized_weights() {
+    // Every product kernel on q8_0 / q4_0 blocks (the decode kernel matvec_quant, the generic
+    // `w4` variants of matvec, the subgroup tiled and the portable tiled products) against the
+    // dequantized weights: K of one block, of 3 (a partial superblock), of 5, real widths;
+    // outputs not a multiple of the 64 a matvec workgroup covers; split weights.
+    let mut r = rng(47);
+    for (c, shapes) in [
+        (
+            ctx(),
+            &[
+                (1usize, 32usize, 7usize),
+                (1, 768, 300),
+                (2, 96, 129),
+                (3, 160, 65),
+                (7, 1536, 40),
+                (9, 128, 33),
+                (40, 64, 70),
+            ][..],
+        ),
+        // 4 KiB bindings: 768-wide q4_0 rows (6 superblocks of 80 B) split into 8-row blocks.
+        (
+            small_ctx(),
+            &[(1usize, 768usize, 100usize), (12, 768, 70)][..],
+        ),
+    ] {
+        for &(t, k, o) in shapes {
+            for format in [WeightFormat::Q8_0, WeightFormat::Q4_0] {
+                for kernel in [
+                    MatmulKernel::MatVec,
+                    MatmulKernel::MatVecGeneric,
+                    MatmulKernel::Tiled,
+                    MatmulKernel::TiledPortable,
+                ] {
+                    matmul_case_as(c, &mut r, t, k, o, kernel, true, true, format);
+                }
+            }
+        }
+    }
+    // The embedding gather reads the same texels.
+    let c = ctx();
+    let (v, d) = (37usize, 96usize);
+    let table = randv(&mut r, v * d, 1.0);
+    for q in [
+        transmamba::quant::QuantFormat::Q8_0,
+        transmamba::quant::QuantFormat::Q4_0,
+    ] {
+        let qm = transmamba::quant::QuantMatrix::quantize("table", q, &table, v, d).unwrap();
+        let m = GpuMatrix::from_quant(c, "table", &qm).unwrap();
+        let ids = [0u32, 36, 5, 17];
+        let tb = c.upload_u32("ids", &ids).unwrap();
+        let out = c.zeros("out", ids.len() * d).unwrap();
+        let mut rec = Recorder::new(c);
+        embedding(
+            &mut rec,
+            &tb,
+            ids.len() as u32,
+            &m,
+            View::dense(&out, d as u32),
+        )
+        .unwrap();
+        submit(rec);
+        let deq = qm.dequantize();
+        let want: Vec<f64> = ids
+            .iter()
+            .flat_map(|&i| deq[i as usize * d..][..d].iter().map(|&x| x as f64))
+            .collect();
+        assert_close(&format!("embedding {q:?}"), &read(c, &out), &want, 0.0);
+    }
 }
 
 #[test]

@@ -40,6 +40,7 @@ shaders!(
     "matmul_xtex_sg",
     "matvec",
     "matvec_f16",
+    "matvec_quant",
     "rms_norm",
     "rms_norm_vec4",
     "rows_to_texture",

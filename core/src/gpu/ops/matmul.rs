@@ -36,6 +36,18 @@ const MATVEC_F16: Kernel = Kernel {
     access: "utrw",
     spec: "",
 };
+/// Decode over q4_0 blocks: whole code texels, X's block texels shared by a lane's 8 rows.
+const MATVEC_Q4_0: Kernel = Kernel {
+    shader: "matvec_quant",
+    entry: "main",
+    access: "xtrw",
+    spec: "",
+};
+/// `MATVEC_Q4_0` for q8_0 blocks.
+const MATVEC_Q8_0: Kernel = Kernel {
+    spec: "Q8=1",
+    ..MATVEC_Q4_0
+};
 const TILED_SG: Kernel = Kernel {
     shader: "matmul_sg",
     entry: "main",
@@ -80,6 +92,9 @@ pub enum MatmulKernel {
     MatVec,
     /// 4 rows x 4 outputs per invocation, no subgroups (matmul.wgsl).
     TiledPortable,
+    /// Decode through matvec.wgsl's `w4` for every format (its f16 / q8_0 / q4_0 variants),
+    /// instead of the format's own decode kernel (tests and A/B timings).
+    MatVecGeneric,
 }
 
 // Why this layout and these kernels (measured on lavapipe, Mesa 22.3, llvmpipe 8-wide, same
@@ -132,13 +147,18 @@ pub fn matmul_using(
     // The matvec's X rows must fit its staging: a texture (f32 W) or the uniform buffer (f16).
     let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
     let kernel = match kernel {
-        MatmulKernel::MatVec if !matvec_x_fits(rec.ctx(), rows, w) => MatmulKernel::Tiled,
+        MatmulKernel::MatVec | MatmulKernel::MatVecGeneric
+            if !matvec_x_fits(rec.ctx(), rows, w) =>
+        {
+            MatmulKernel::Tiled
+        }
         MatmulKernel::Tiled if !rec.ctx().has_subgroup8() => MatmulKernel::TiledPortable,
         k => k,
     };
     let (flags, bias) = product_flags(rec, bias, accumulate);
     match kernel {
-        MatmulKernel::MatVec => matvec(rec, rows, x, w, &bias, y, flags, ldk),
+        MatmulKernel::MatVec => matvec(rec, rows, x, w, &bias, y, flags, ldk, false),
+        MatmulKernel::MatVecGeneric => matvec(rec, rows, x, w, &bias, y, flags, ldk, true),
         MatmulKernel::TiledPortable => tiled_portable(rec, rows, x, w, &bias, y, flags),
         _ => tiled_xtex(rec, rows, x, w, &bias, y, flags, None, None),
     }
@@ -434,8 +454,9 @@ fn block_params(rows: u32, k: usize, b: &MatBlock, x: View, y: View, flags: u32)
     ]
 }
 
-/// Decode: X's rows staged (f32 blocks: the activation texture; packed-f16 blocks: the
-/// uniform buffer, dense with stride `ldk`), then matvec or matvec_f16 per block.
+/// Decode: X's rows staged (f32 and quantized blocks: the activation texture; packed-f16
+/// blocks: the uniform buffer, dense with stride `ldk`), then per block matvec, matvec_f16 or
+/// matvec_quant; `generic`: matvec (its `w4` variant) for every format.
 #[allow(clippy::too_many_arguments)]
 fn matvec(
     rec: &mut Recorder,
@@ -446,12 +467,26 @@ fn matvec(
     y: View,
     flags: u32,
     ldk: u64,
+    generic: bool,
 ) -> GpuResult<()> {
     let mut tex = None;
     let mut ubo = None;
     for b in &w.blocks {
         let params = block_params(rows, w.cols, b, x, y, flags);
-        if b.is_f16() {
+        let own = match b.format() {
+            _ if generic => None,
+            WeightFormat::Q8_0 => Some(&MATVEC_Q8_0),
+            WeightFormat::Q4_0 => Some(&MATVEC_Q4_0),
+            _ => None,
+        };
+        if let Some(kernel) = own {
+            let st = match &tex {
+                Some(st) => st,
+                None => tex.insert(stage_x_texture(rec, rows, w.cols as u32, x)?),
+            };
+            let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
+            rec.dispatch(kernel, &params, &[st, &b.buffer, bias, y.buf], g)?;
+        } else if b.is_f16() && !generic {
             let st = match &ubo {
                 Some(st) => st,
                 None => {

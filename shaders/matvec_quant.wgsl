@@ -1,0 +1,112 @@
+// Decode product for q8_0 / q4_0 weights: Y[t, col0 + o] (+)= sum_k X[t, k] * W[col0 + o, k]
+// (+ bias) for a few rows t, W in the superblock layout of GpuMatrix::from_quant (weights.rs):
+// per 128 weights one texel of 4 f32 scales, then the codes (q4_0: one texel per block of 32,
+// 8 nibbles per u32 in weight order, offset 8; q8_0: two texels per block, 4 i8 per u32).
+// Why its own kernel: the generic `w4` variant fetches a scale and a code texel for every 4
+// weights; here a lane fetches each code texel once for 32 (q4_0) or 16 (q8_0) weights and each
+// scale texel once per 128, and X's 8 texels of a block once for its 8 rows: per row and block
+// 1.25 (q4_0) or 2.25 (q8_0) weight fetches where f32 takes 8 (lavapipe's cost is the fetch).
+// Structure as matvec.wgsl: an 8-lane workgroup, lane l owns outputs o0 + l + 8m (m < 8), X's
+// rows in an rgba32float texture (zero past K). K is a multiple of 32 (the op checks).
+// Params and flags as matvec.wgsl (bit 0 = add bias, bit 1 = accumulate into Y).
+// Portable: no subgroups, no f16, no int8 feature.
+// bindings: 0 params | 1 X (texture) | 2 W block (rgba32uint texture) | 3 bias [out] | 4 Y (rw)
+// grid: x over ceil(rows / 64), y over t.
+
+struct Params {
+    t: u32,
+    k: u32,
+    rows: u32,
+    col0: u32,
+    x_stride: u32,
+    x_off: u32,
+    y_stride: u32,
+    y_off: u32,
+    flags: u32,
+    ldk4: u32,
+}
+
+// 1: q8_0 (9 texels per superblock), 0: q4_0 (5).
+override Q8: u32 = 0u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var w: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ys: array<f32>;
+
+fn store(t: u32, o: u32, v: f32) {
+    if (o < p.rows) {
+        let yi = t * p.y_stride + p.y_off + p.col0 + o;
+        var r = v;
+        if ((p.flags & 1u) != 0u) {
+            r += bias[p.col0 + o];
+        }
+        if ((p.flags & 2u) != 0u) {
+            r += ys[yi];
+        }
+        ys[yi] = r;
+    }
+}
+
+// 4 q4_0 codes (nibbles sh/4 .. sh/4 + 4 of a word) minus their offset.
+fn nib(word: u32, sh: u32) -> vec4<f32> {
+    let c = (vec4<u32>(word) >> vec4<u32>(sh, sh + 4u, sh + 8u, sh + 12u)) & vec4<u32>(15u);
+    return vec4<f32>(c) - vec4<f32>(8.0);
+}
+
+// The 4 i8 codes of a word, sign-extended by an arithmetic shift.
+fn i8x4(word: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let o = wid.x * 64u + lane;
+    let t = wid.y;
+    let ol = p.rows - 1u;
+    // Rows past the block are clamped for loads (their results are not stored).
+    var rows: array<i32, 8>;
+    for (var m = 0u; m < 8u; m += 1u) {
+        rows[m] = i32(min(o + 8u * m, ol));
+    }
+    var acc: array<f32, 8>;
+    let texels = select(5u, 9u, Q8 == 1u);
+    let nb = p.k / 32u;
+    let xrow = i32(t);
+    for (var s = 0u; 4u * s < nb; s += 1u) {
+        let base = i32(s * texels);
+        var scales: array<vec4<f32>, 8>;
+        for (var m = 0u; m < 8u; m += 1u) {
+            scales[m] = bitcast<vec4<f32>>(textureLoad(w, vec2<i32>(base, rows[m])));
+        }
+        let blocks = min(4u, nb - 4u * s);
+        for (var j = 0u; j < blocks; j += 1u) {
+            let x0 = i32(8u * (4u * s + j));
+            var xv: array<vec4<f32>, 8>;
+            for (var i = 0; i < 8; i += 1) {
+                xv[i] = textureLoad(xt, vec2<i32>(x0 + i, xrow));
+            }
+            for (var m = 0u; m < 8u; m += 1u) {
+                var d: f32;
+                if (Q8 == 1u) {
+                    let a = textureLoad(w, vec2<i32>(base + 1 + 2 * i32(j), rows[m]));
+                    let b = textureLoad(w, vec2<i32>(base + 2 + 2 * i32(j), rows[m]));
+                    d = dot(xv[0], i8x4(a.x)) + dot(xv[1], i8x4(a.y)) + dot(xv[2], i8x4(a.z))
+                      + dot(xv[3], i8x4(a.w)) + dot(xv[4], i8x4(b.x)) + dot(xv[5], i8x4(b.y))
+                      + dot(xv[6], i8x4(b.z)) + dot(xv[7], i8x4(b.w));
+                } else {
+                    let c = textureLoad(w, vec2<i32>(base + 1 + i32(j), rows[m]));
+                    d = dot(xv[0], nib(c.x, 0u)) + dot(xv[1], nib(c.x, 16u))
+                      + dot(xv[2], nib(c.y, 0u)) + dot(xv[3], nib(c.y, 16u))
+                      + dot(xv[4], nib(c.z, 0u)) + dot(xv[5], nib(c.z, 16u))
+                      + dot(xv[6], nib(c.w, 0u)) + dot(xv[7], nib(c.w, 16u));
+                }
+                acc[m] += scales[m][j] * d;
+            }
+        }
+    }
+    for (var m = 0u; m < 8u; m += 1u) {
+        store(t, o + 8u * m, acc[m]);
+    }
+}
