@@ -59,7 +59,7 @@ enum Command {
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Weight matrix storage (either engine): `auto` keeps f16 for a model stored in f16, else f32.
+        /// Weight matrix storage (either engine): `auto` keeps the file's format (q4_0, q8_0, f16, else f32); q8_0 / q4_0 quantize at load.
         #[arg(long, value_enum, default_value_t = Weights::Auto)]
         weights: Weights,
         /// Write the logits here (.npy); without it, print a summary.
@@ -96,7 +96,7 @@ enum Command {
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Weight matrix storage (either engine): `auto` keeps f16 for a model stored in f16, else f32.
+        /// Weight matrix storage (either engine): `auto` keeps the file's format (q4_0, q8_0, f16, else f32); q8_0 / q4_0 quantize at load.
         #[arg(long, value_enum, default_value_t = Weights::Auto)]
         weights: Weights,
         /// Print the tokens, text and timings as one JSON object.
@@ -156,7 +156,7 @@ enum Command {
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Weight matrix storage (either engine): `auto` keeps f16 for a model stored in f16, else f32.
+        /// Weight matrix storage (either engine): `auto` keeps the file's format (q4_0, q8_0, f16, else f32); q8_0 / q4_0 quantize at load.
         #[arg(long, value_enum, default_value_t = Weights::Auto)]
         weights: Weights,
         /// Decode time per token after prompts of these lengths, e.g. `1000,8000`.
@@ -214,7 +214,7 @@ enum Command {
         max_tokens: usize,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
-        /// Weight matrix storage (either engine): `auto` keeps f16 for a model stored in f16, else f32.
+        /// Weight matrix storage (either engine): `auto` keeps the file's format (q4_0, q8_0, f16, else f32); q8_0 / q4_0 quantize at load.
         #[arg(long, value_enum, default_value_t = Weights::Auto)]
         weights: Weights,
         #[arg(long)]

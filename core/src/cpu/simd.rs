@@ -86,11 +86,12 @@ fn dot_q8_0_portable(x: &[f32], w: &[u8], blocks: usize) -> f32 {
     let mut acc = [0f32; 16];
     for (xb, b) in x.chunks_exact(32).zip(w.chunks_exact(34)).take(blocks) {
         let d = block_scale(b);
-        for h in 0..2 {
-            let (q, xs) = (&b[2 + 16 * h..18 + 16 * h], &xb[16 * h..16 * h + 16]);
-            for i in 0..16 {
-                acc[i] += d * (q[i] as i8 as f32) * xs[i];
-            }
+        let (q, lo, hi) = (&b[2..34], &xb[..16], &xb[16..32]);
+        // (q ^ 0x80) − 128 is q as i8, through a zero extension: i8 → f32 does not vectorise
+        // for SIMD128, u8 → i32 does.
+        let code = |v: u8| ((v ^ 0x80) as i32 - 128) as f32;
+        for i in 0..16 {
+            acc[i] += d * (code(q[i]) * lo[i] + code(q[i + 16]) * hi[i]);
         }
     }
     acc.iter().map(|&v| v as f64).sum::<f64>() as f32
