@@ -4,9 +4,10 @@
 # engines RUNS times (default 3) and printing the medians. Not part of the build or of CI.
 #
 #   docs/bench/compare-llama-cpp.sh [RUNS]      env: WORK (scratch, /tmp/tm-vs-llama),
-#                                                THREADS (2), OUTTYPE (f32 | f16)
+#                                                THREADS (2), OUTTYPE (f32 | f16 | q8_0 | q4_0)
 #
-# OUTTYPE f16 converts the GGUF to f16 and runs tm-run with `--weights f16` (same rounding).
+# OUTTYPE f16 / q8_0 converts the GGUF to that type (q4_0: the f32 GGUF through llama-quantize
+# --pure) and runs tm-run on the same GGUF file with `--weights auto`: the very same blocks.
 #
 # It fetches llama.cpp the way the issue measured it: the llama-cpp-python sdist from PyPI
 # (which vendors llama.cpp), built with CMake (GGML_NATIVE) — about 25 min on 2 cores, once.
@@ -34,7 +35,10 @@ if [[ ! -x llama/build/bin/llama-bench ]]; then
   pip install -q cmake >/dev/null
   cmake -S llama -B llama/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
     -DLLAMA_BUILD_TESTS=OFF >/dev/null
-  cmake --build llama/build -j"$(nproc)" --target llama-bench >/dev/null
+  cmake --build llama/build -j"$(nproc)" --target llama-bench llama-quantize >/dev/null
+fi
+if [[ "$OUTTYPE" == q4_0 && ! -x llama/build/bin/llama-quantize ]]; then
+  cmake --build llama/build -j"$(nproc)" --target llama-quantize >/dev/null
 fi
 
 # 2. the model: tm-run's mamba2-130m preset, config in transformers' mamba2 dialect, and its GGUF.
@@ -61,8 +65,14 @@ hf = {
 assert all(t in (0, None) for t in c["transpoints"]) and c["mlp_intermediate_size"] == 0
 json.dump(hf, open(p, "w"), indent=1)
 PY
-  python3 llama/convert_hf_to_gguf.py model --outtype "$OUTTYPE" --outfile "model-$OUTTYPE.gguf" >/dev/null 2>convert.log \
-    || { tail -20 convert.log >&2; exit 1; }
+  if [[ "$OUTTYPE" == q4_0 ]]; then
+    [[ -f model-f32.gguf ]] || python3 llama/convert_hf_to_gguf.py model --outtype f32 \
+      --outfile model-f32.gguf >/dev/null 2>convert.log || { tail -20 convert.log >&2; exit 1; }
+    llama/build/bin/llama-quantize --pure model-f32.gguf model-q4_0.gguf q4_0 >/dev/null 2>&1
+  else
+    python3 llama/convert_hf_to_gguf.py model --outtype "$OUTTYPE" --outfile "model-$OUTTYPE.gguf" >/dev/null 2>convert.log \
+      || { tail -20 convert.log >&2; exit 1; }
+  fi
 fi
 
 # 3. alternate the engines; each run prints prefill and decode tokens/s.
@@ -71,7 +81,8 @@ llama_run() {
     | python3 -c 'import json,sys; r=json.load(sys.stdin); p=[x for x in r if x["n_prompt"]>0][0]; g=[x for x in r if x["n_gen"]>0][0]; print(p["avg_ts"], g["avg_ts"])'
 }
 tm_run() {
-  RAYON_NUM_THREADS="$THREADS" "$TM_RUN" bench --model model --prompt-len 512 --gen 128 --repeats 1 --json --weights "$OUTTYPE" 2>/dev/null \
+  if [[ "$OUTTYPE" == q8_0 || "$OUTTYPE" == q4_0 ]]; then m="model-$OUTTYPE.gguf"; else m=model; fi
+  RAYON_NUM_THREADS="$THREADS" "$TM_RUN" bench --model "$m" --prompt-len 512 --gen 128 --repeats 1 --json --weights "$OUTTYPE" 2>/dev/null \
     | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["prefill"]["tokens_per_s"], r["decode"]["tokens_per_s"], "|", r["backend"])'
 }
 for i in $(seq "$RUNS"); do

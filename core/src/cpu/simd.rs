@@ -66,9 +66,87 @@ pub fn dot_quant(format: crate::quant::QuantFormat, x: &[f32], w: &[u8]) -> f32 
             }
         };
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return match format {
+        QuantFormat::Q8_0 => simd128::dot_q8_0(x, w, blocks),
+        QuantFormat::Q4_0 => simd128::dot_q4_0(x, w, blocks),
+    };
+    #[allow(unreachable_code)]
     match format {
         QuantFormat::Q8_0 => dot_q8_0_portable(x, w, blocks),
         QuantFormat::Q4_0 => dot_q4_0_portable(x, w, blocks),
+    }
+}
+
+/// The browser build's quantized dots in SIMD128 intrinsics: LLVM left the i8 → f32 widening
+/// of the portable q8_0 loop scalar there (1.5x slower than f32 weights, measured in
+/// Chromium); here 16 codes widen in 6 instructions.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128 {
+    use core::arch::wasm32::*;
+
+    /// 16 signed 8-bit codes as 4 vectors of f32, in order.
+    #[inline(always)]
+    fn widen(c: v128) -> [v128; 4] {
+        let (lo, hi) = (i16x8_extend_low_i8x16(c), i16x8_extend_high_i8x16(c));
+        [
+            f32x4_convert_i32x4(i32x4_extend_low_i16x8(lo)),
+            f32x4_convert_i32x4(i32x4_extend_high_i16x8(lo)),
+            f32x4_convert_i32x4(i32x4_extend_low_i16x8(hi)),
+            f32x4_convert_i32x4(i32x4_extend_high_i16x8(hi)),
+        ]
+    }
+
+    /// `codes · x[..16]` into `s`.
+    #[inline(always)]
+    fn dot16(codes: v128, x: &[f32], mut s: v128) -> v128 {
+        for (j, c) in widen(codes).into_iter().enumerate() {
+            let xs = &x[4 * j..4 * j + 4];
+            // SAFETY: `xs` is 4 f32 = 16 bytes; v128_load takes unaligned addresses.
+            let xv = unsafe { v128_load(xs.as_ptr() as *const v128) };
+            s = f32x4_add(s, f32x4_mul(c, xv));
+        }
+        s
+    }
+
+    fn total(v: v128) -> f32 {
+        (f32x4_extract_lane::<0>(v) as f64
+            + f32x4_extract_lane::<1>(v) as f64
+            + f32x4_extract_lane::<2>(v) as f64
+            + f32x4_extract_lane::<3>(v) as f64) as f32
+    }
+
+    /// 16 bytes of `b` from `at` (the slice is indexed first, so out of range panics, never
+    /// reads past it).
+    #[inline(always)]
+    fn load16(b: &[u8], at: usize) -> v128 {
+        let s = &b[at..at + 16];
+        // SAFETY: `s` is 16 bytes; v128_load takes unaligned addresses.
+        unsafe { v128_load(s.as_ptr() as *const v128) }
+    }
+
+    pub(super) fn dot_q8_0(x: &[f32], w: &[u8], blocks: usize) -> f32 {
+        let mut acc = f32x4_splat(0.0);
+        for (xb, b) in x.chunks_exact(32).zip(w.chunks_exact(34)).take(blocks) {
+            let s = dot16(load16(b, 2), &xb[..16], f32x4_splat(0.0));
+            let s = dot16(load16(b, 18), &xb[16..], s);
+            acc = f32x4_add(acc, f32x4_mul(f32x4_splat(super::block_scale(b)), s));
+        }
+        total(acc)
+    }
+
+    pub(super) fn dot_q4_0(x: &[f32], w: &[u8], blocks: usize) -> f32 {
+        let mut acc = f32x4_splat(0.0);
+        let (low, eight) = (u8x16_splat(15), i8x16_splat(8));
+        for (xb, b) in x.chunks_exact(32).zip(w.chunks_exact(18)).take(blocks) {
+            let q = load16(b, 2);
+            // Low nibbles are weights 0..16, high nibbles 16..32; codes are offset by 8.
+            let lo = i8x16_sub(v128_and(q, low), eight);
+            let hi = i8x16_sub(u8x16_shr(q, 4), eight);
+            let s = dot16(hi, &xb[16..], dot16(lo, &xb[..16], f32x4_splat(0.0)));
+            acc = f32x4_add(acc, f32x4_mul(f32x4_splat(super::block_scale(b)), s));
+        }
+        total(acc)
     }
 }
 
