@@ -326,50 +326,52 @@ mod avx2 {
         t as f32
     }
 
-    /// A block's 32 codes (as 4 vectors of 8 i32 lanes, in weight order) dotted with `x`'s 32
-    /// values at `px`, into `acc` scaled by `d`.
+    /// A block's 32 codes (4 vectors of 8 i8 in their low bytes, in weight order) times the
+    /// scale `d`, dotted with `x`'s 32 values at `px` into 4 independent accumulators (one
+    /// running sum per block was bound by the FMA latency).
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_dot(codes: [__m128i; 4], px: *const f32, d: f32, acc: __m256) -> __m256 {
-        let mut s = _mm256_setzero_ps();
+    unsafe fn block_dot(codes: [__m128i; 4], px: *const f32, d: f32, acc: &mut [__m256; 4]) {
+        let dv = _mm256_set1_ps(d);
         for (j, c) in codes.into_iter().enumerate() {
-            let w = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c));
-            s = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(8 * j)), w, s);
+            let w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c)), dv);
+            acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(8 * j)), w, acc[j]);
         }
-        _mm256_fmadd_ps(_mm256_set1_ps(d), s, acc)
     }
 
     /// SAFETY: the caller checked AVX2+FMA; `x` holds 32·`blocks` values and `w` `blocks`
     /// q8_0 blocks.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot_q8_0(x: &[f32], w: &[u8], blocks: usize) -> f32 {
-        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut acc = [_mm256_setzero_ps(); 4];
         for b in 0..blocks {
             let blk = w.as_ptr().add(34 * b);
-            let d = half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32();
+            let d = super::widen_f16(half::f16::from_bits(u16::from_le_bytes([*blk, *blk.add(1)])));
             let q = blk.add(2);
             let codes = [0, 8, 16, 24].map(|o| _mm_loadl_epi64(q.add(o) as *const __m128i));
-            acc[b & 1] = block_dot(codes, x.as_ptr().add(32 * b), d, acc[b & 1]);
+            block_dot(codes, x.as_ptr().add(32 * b), d, &mut acc);
         }
-        total(_mm256_add_ps(acc[0], acc[1])) as f32
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        total(sum) as f32
     }
 
     /// SAFETY: the caller checked AVX2+FMA; `x` holds 32·`blocks` values and `w` `blocks`
     /// q4_0 blocks.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot_q4_0(x: &[f32], w: &[u8], blocks: usize) -> f32 {
-        let mut acc = [_mm256_setzero_ps(); 2];
+        let mut acc = [_mm256_setzero_ps(); 4];
         let (low, eight) = (_mm_set1_epi8(15), _mm_set1_epi8(8));
         for b in 0..blocks {
             let blk = w.as_ptr().add(18 * b);
-            let d = half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32();
+            let d = super::widen_f16(half::f16::from_bits(u16::from_le_bytes([*blk, *blk.add(1)])));
             let q = _mm_loadu_si128(blk.add(2) as *const __m128i);
             // Low nibbles are weights 0..16, high nibbles 16..32; codes are offset by 8.
             let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
             let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
             let codes = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
-            acc[b & 1] = block_dot(codes, x.as_ptr().add(32 * b), d, acc[b & 1]);
+            block_dot(codes, x.as_ptr().add(32 * b), d, &mut acc);
         }
-        total(_mm256_add_ps(acc[0], acc[1])) as f32
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        total(sum) as f32
     }
 
     /// SAFETY: the caller checked AVX2+FMA and that every operand holds what `p_n`, `n_n`
