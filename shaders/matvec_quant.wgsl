@@ -9,8 +9,15 @@
 // Structure as matvec.wgsl: an 8-lane workgroup, lane l owns outputs o0 + l + 8m (m < 8), X's
 // rows in an rgba32float texture (zero past K). K is a multiple of 32 (the op checks).
 // Params and flags as matvec.wgsl (bit 0 = add bias, bit 1 = accumulate into Y).
+// With NORM = 1 (decode's fusions, as matvec.wgsl's NORM, for one row) the product is of
+// RMSNorm(X) with its weight g: X's K columns in `groups` groups of K / groups (whole blocks),
+// each normalised by its own 1 / rms; g is not folded into W (that would change the stored
+// blocks) but read from row `g_row` of the X texture, one fetch per X texel, shared by the
+// lane's 8 rows. main_conv adds the decode conv step for in_proj's xBC rows (as matvec.wgsl).
 // Portable: no subgroups, no f16, no int8 feature.
-// bindings: 0 params | 1 X (texture) | 2 W block (rgba32uint texture) | 3 bias [out] | 4 Y (rw)
+// bindings: 0 params | 1 X (texture; g in row g_row) | 2 W block (rgba32uint texture)
+//           | 3 bias [out] | 4 Y (rw) (main_conv also: 5 conv weight [Dc, K] | 6 conv bias [Dc]
+//           | 7 conv state (rw) | 8 xbc (rw))
 // grid: x over ceil(rows / 64), y over t.
 
 struct Params {
@@ -24,10 +31,19 @@ struct Params {
     y_off: u32,
     flags: u32,
     ldk4: u32,
+    groups: u32,
+    eps: f32,
+    conv_lo: u32,
+    conv_dc: u32,
+    conv_k: u32,
+    conv_flags: u32,
+    xbc_off: u32,
+    g_row: u32,
 }
 
 // 1: q8_0 (9 texels per superblock), 0: q4_0 (5).
 override Q8: u32 = 0u;
+override NORM: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
@@ -35,10 +51,11 @@ override Q8: u32 = 0u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 
-fn store(t: u32, o: u32, v: f32) {
+// Stores output o of row t (+ bias, + Y with accumulate) if it exists; returns what it stored.
+fn store(t: u32, o: u32, v: f32) -> f32 {
+    var r = v;
     if (o < p.rows) {
         let yi = t * p.y_stride + p.y_off + p.col0 + o;
-        var r = v;
         if ((p.flags & 1u) != 0u) {
             r += bias[p.col0 + o];
         }
@@ -47,6 +64,7 @@ fn store(t: u32, o: u32, v: f32) {
         }
         ys[yi] = r;
     }
+    return r;
 }
 
 // 4 q4_0 codes (nibbles sh/4 .. sh/4 + 4 of a word) minus their offset.
@@ -60,10 +78,8 @@ fn i8x4(word: u32) -> vec4<f32> {
     return vec4<f32>((vec4<i32>(bitcast<i32>(word)) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 
-@compute @workgroup_size(8)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-    let o = wid.x * 64u + lane;
-    let t = wid.y;
+// Row t's products for outputs o + 8m, m < 8 (before bias / accumulation).
+fn product(o: u32, t: u32) -> array<f32, 8> {
     let ol = p.rows - 1u;
     // Rows past the block are clamped for loads (their results are not stored).
     var rows: array<i32, 8>;
@@ -71,21 +87,33 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         rows[m] = i32(min(o + 8u * m, ol));
     }
     var acc: array<f32, 8>;
+    var scales: array<vec4<f32>, 8>;
     let texels = select(5u, 9u, Q8 == 1u);
     let nb = p.k / 32u;
+    let groups = select(1u, p.groups, NORM == 1u);
+    let seg = nb / groups;
     let xrow = i32(t);
-    for (var s = 0u; 4u * s < nb; s += 1u) {
-        let base = i32(s * texels);
-        var scales: array<vec4<f32>, 8>;
-        for (var m = 0u; m < 8u; m += 1u) {
-            scales[m] = bitcast<vec4<f32>>(textureLoad(w, vec2<i32>(base, rows[m])));
-        }
-        let blocks = min(4u, nb - 4u * s);
-        for (var j = 0u; j < blocks; j += 1u) {
-            let x0 = i32(8u * (4u * s + j));
+    for (var gi = 0u; gi < groups; gi += 1u) {
+        var part: array<f32, 8>;
+        var ss = vec4<f32>(0.0);
+        for (var bk = gi * seg; bk < (gi + 1u) * seg; bk += 1u) {
+            let base = i32((bk >> 2u) * texels);
+            let j = bk & 3u;
+            if (j == 0u || bk == gi * seg) {
+                for (var m = 0u; m < 8u; m += 1u) {
+                    scales[m] = bitcast<vec4<f32>>(textureLoad(w, vec2<i32>(base, rows[m])));
+                }
+            }
+            let x0 = i32(8u * bk);
             var xv: array<vec4<f32>, 8>;
             for (var i = 0; i < 8; i += 1) {
-                xv[i] = textureLoad(xt, vec2<i32>(x0 + i, xrow));
+                let v = textureLoad(xt, vec2<i32>(x0 + i, xrow));
+                if (NORM == 1u) {
+                    ss += v * v;
+                    xv[i] = v * textureLoad(xt, vec2<i32>(x0 + i, i32(p.g_row)));
+                } else {
+                    xv[i] = v;
+                }
             }
             for (var m = 0u; m < 8u; m += 1u) {
                 var d: f32;
@@ -102,11 +130,66 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                       + dot(xv[4], nib(c.z, 0u)) + dot(xv[5], nib(c.z, 16u))
                       + dot(xv[6], nib(c.w, 0u)) + dot(xv[7], nib(c.w, 16u));
                 }
-                acc[m] += scales[m][j] * d;
+                part[m] += scales[m][j] * d;
             }
         }
+        var s = 1.0;
+        if (NORM == 1u) {
+            s = inverseSqrt(dot(ss, vec4<f32>(1.0)) / f32(32u * seg) + p.eps);
+        }
+        for (var m = 0u; m < 8u; m += 1u) {
+            acc[m] += part[m] * s;
+        }
     }
+    return acc;
+}
+
+@compute @workgroup_size(8)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let o = wid.x * 64u + lane;
+    let t = wid.y;
+    let acc = product(o, t);
     for (var m = 0u; m < 8u; m += 1u) {
         store(t, o + 8u * m, acc[m]);
+    }
+}
+
+// main_conv: main for one decode row of in_proj, plus MODEL.md step 2 for the xBC outputs
+// (rows conv_lo .. conv_lo + conv_dc): as matvec.wgsl's main_conv.
+@group(0) @binding(5) var<storage, read> conv_w: array<f32>;
+@group(0) @binding(6) var<storage, read> conv_b: array<f32>;
+@group(0) @binding(7) var<storage, read_write> conv_state: array<f32>;
+@group(0) @binding(8) var<storage, read_write> xbc: array<f32>;
+
+fn conv_step(o: u32, v: f32) {
+    let row = p.col0 + o;
+    if (o >= p.rows || row < p.conv_lo || row >= p.conv_lo + p.conv_dc) {
+        return;
+    }
+    let c = row - p.conv_lo;
+    let k1 = p.conv_k - 1u;
+    var acc = conv_w[c * p.conv_k + k1] * v;
+    if ((p.conv_flags & 1u) != 0u) {
+        acc += conv_b[c];
+    }
+    for (var k = 0u; k < k1; k += 1u) {
+        let s = conv_state[k * p.conv_dc + c];
+        acc += conv_w[c * p.conv_k + k] * s;
+        if (k > 0u) {
+            conv_state[(k - 1u) * p.conv_dc + c] = s;
+        }
+    }
+    if (k1 > 0u) {
+        conv_state[(k1 - 1u) * p.conv_dc + c] = v;
+    }
+    xbc[p.xbc_off + c] = acc / (1.0 + exp(-acc));
+}
+
+@compute @workgroup_size(8)
+fn main_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    let o = wid.x * 64u + lane;
+    let acc = product(o, 0u);
+    for (var m = 0u; m < 8u; m += 1u) {
+        conv_step(o + 8u * m, store(0u, o + 8u * m, acc[m]));
     }
 }

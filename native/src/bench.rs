@@ -71,7 +71,11 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     let outputs = if c.tie_word_embeddings { 1.0 } else { 2.0 };
     let matrices = vocab as f64 * d * outputs + c.num_layers as f64 * per_layer;
     let (dc, h) = (c.d_conv() as f64, c.num_heads as f64);
-    let biases = if c.use_bias { c.d_in_proj() as f64 + d } else { 0.0 };
+    let biases = if c.use_bias {
+        c.d_in_proj() as f64 + d
+    } else {
+        0.0
+    };
     let norm2 = if c.mlp_intermediate_size > 0 { d } else { 0.0 };
     let conv_bias = if c.use_conv_bias { dc } else { 0.0 };
     let vectors = c.num_layers as f64
@@ -110,7 +114,8 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
                 format_bytes(m.buffer_bytes as usize),
                 format_bytes(m.texture_bytes as usize)
             );
-            report["gpu_memory"] = json!({"buffer_bytes": m.buffer_bytes, "texture_bytes": m.texture_bytes});
+            report["gpu_memory"] =
+                json!({"buffer_bytes": m.buffer_bytes, "texture_bytes": m.texture_bytes});
         }
     }
 

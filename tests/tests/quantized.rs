@@ -50,6 +50,19 @@ fn gpu_prefill_then_decode(
 #[test]
 fn quantized_gpu_engine_equals_the_cpu_engine_on_the_same_blocks() {
     let mut variants = quantizable_variants();
+    // Groups of whole blocks: decode's fused grouped norm over quantized out_proj
+    // (ops::matvec_quant_normed with 2 groups of 64).
+    variants.push((
+        "groups2-fused",
+        RandomSpec {
+            d: 64,
+            heads: 4,
+            head_dim: 32,
+            state: 16,
+            groups: 2,
+            ..RandomSpec::default()
+        },
+    ));
     variants.push((
         "wide-p64-n128",
         RandomSpec {

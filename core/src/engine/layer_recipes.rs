@@ -97,16 +97,30 @@ impl GpuState {
         let (cw, cb, k) = (&w.conv_weight, w.conv_bias.as_ref(), c.conv_kernel as u32);
         let conv_state = &self.layers[i].conv_state;
         let in_bias = w.in_proj_bias.as_ref();
-        if m.folded_norms && ops::matmul_normed_supported(&m.ctx, 1, &w.in_proj, 1) {
-            let conv = ops::ConvStep {
-                weight: cw,
-                bias: cb,
-                state: conv_state,
-                k,
-                first_row: di,
-                channels: dc,
-                out: v.xbc,
-            };
+        let conv = ops::ConvStep {
+            weight: cw,
+            bias: cb,
+            state: conv_state,
+            k,
+            first_row: di,
+            channels: dc,
+            out: v.xbc,
+        };
+        if m.quant_norms && ops::matvec_quant_normed_supported(&m.ctx, 1, &w.in_proj, 1) {
+            ops::matvec_quant_normed(
+                rec,
+                1,
+                v.h,
+                1,
+                eps,
+                &w.norm,
+                &w.in_proj,
+                in_bias,
+                v.zx,
+                false,
+                Some(conv),
+            )?;
+        } else if m.folded_norms && ops::matmul_normed_supported(&m.ctx, 1, &w.in_proj, 1) {
             ops::matmul_normed(
                 rec,
                 1,
@@ -152,12 +166,31 @@ impl GpuState {
             lo,
             hi,
         };
-        let fuse = m.folded_norms
+        let quant_fuse = m.quant_norms
+            && ops::ssm_step_fuses_gate(&m.ctx, state)
+            && ops::matvec_quant_normed_supported(&m.ctx, 1, &w.out_proj, dims.groups);
+        let fuse = !quant_fuse
+            && m.folded_norms
             && ops::ssm_step_fuses_gate(&m.ctx, state)
             && ops::matvec_normed_supported(&m.ctx, 1, &w.out_proj, dims.groups);
-        let gate = fuse.then_some(ops::StepGate { d: &w.d, z: v.zx });
+        let gate = (fuse || quant_fuse).then_some(ops::StepGate { d: &w.d, z: v.zx });
         ops::ssm_step(rec, dims, &inputs, state, v.y, Some(raw_dt), gate)?;
-        if fuse {
+        if quant_fuse {
+            // Gated by the step; the grouped norm, its weight and the residual ride in the product.
+            ops::matvec_quant_normed(
+                rec,
+                1,
+                v.y,
+                dims.groups,
+                eps,
+                &w.gated_norm,
+                &w.out_proj,
+                w.out_proj_bias.as_ref(),
+                v.h,
+                true,
+                None,
+            )?;
+        } else if fuse {
             // Already gated by the step: the grouped norm rides in the product.
             let (out, out_bias) = (&w.out_proj, w.out_proj_bias.as_ref());
             ops::matvec_normed(

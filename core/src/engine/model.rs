@@ -77,6 +77,10 @@ pub struct GpuModel {
     /// inside the products (`ops::matmul_normed`, `ops::matmul_gated_normed`). See
     /// [`GpuModel::new`].
     pub(crate) folded_norms: bool,
+    /// Whether decode runs the norms inside quantized products with their weights applied to X
+    /// (`ops::matvec_quant_normed`): q8_0 / q4_0 weights, whose blocks a folded weight would
+    /// change. Prefill runs the norms separately then.
+    pub(crate) quant_norms: bool,
 }
 
 impl GpuModel {
@@ -110,6 +114,10 @@ impl GpuModel {
             && c.hidden_size.is_multiple_of(4)
             && c.n_groups > 0
             && c.d_inner().is_multiple_of(4 * c.n_groups);
+        let quant_norms = options.fused_decode
+            && options.weights.quant().is_some()
+            && c.n_groups > 0
+            && c.d_inner().is_multiple_of(32 * c.n_groups);
         let folded = |label: &str, t: &Tensor, g: &Tensor| {
             let (rows, cols) = (t.shape[0], t.shape[1]);
             if g.data.len() != cols {
@@ -188,6 +196,7 @@ impl GpuModel {
             norm_f: up("norm_f", &model.norm_f)?,
             layers,
             folded_norms,
+            quant_norms,
             vocab: model.vocab,
             config: model.config.clone(),
             options: EngineOptions {

@@ -321,17 +321,23 @@ pub fn matmul_gated_normed(
 /// X's `rows` rows of `k` values in the activation texture (texel (i, t) = x[t, 4i..4i+4], zero
 /// past k): copied when they are whole aligned texels, else packed by rows_to_texture.
 fn stage_x_texture(rec: &mut Recorder, rows: u32, k: u32, x: View) -> GpuResult<GpuBuffer> {
+    let tex = rec.ctx().x_texture(k.div_ceil(4), rows)?;
+    stage_x_rows(rec, rows, k, x, &tex)?;
+    Ok(tex)
+}
+
+/// X's `rows` rows into rows 0.. of the activation texture `tex` (zero past k).
+fn stage_x_rows(rec: &mut Recorder, rows: u32, k: u32, x: View, tex: &GpuBuffer) -> GpuResult<()> {
     let ldk4 = k.div_ceil(4);
-    let tex = rec.ctx().x_texture(ldk4, rows)?;
     if k.is_multiple_of(4) && x.vec4_aligned() {
         for t in 0..rows {
             let src = x.offset as usize + (t * x.stride) as usize;
-            rec.copy_to_texture_row(x.buf, src, &tex, t, ldk4)?;
+            rec.copy_to_texture_row(x.buf, src, tex, t, ldk4)?;
         }
+        Ok(())
     } else {
-        rows_to_texture(rec, rows, k, x, &tex, 0, 0)?;
+        rows_to_texture(rec, rows, k, x, tex, 0, 0)
     }
-    Ok(tex)
 }
 
 /// MODEL.md step 2 for one decode row, fused into in_proj's [`matvec_normed`]: outputs
@@ -371,29 +377,7 @@ pub fn matvec_normed(
     const OP: &str = "matvec_normed";
     check_product(OP, rows, x, w, bias, y)?;
     if let Some(cv) = &conv {
-        let ch = cv.channels as u64;
-        ensure(OP, rows == 1 && !accumulate, || {
-            format!("the conv step takes one row without accumulation, not {rows} rows")
-        })?;
-        ensure(
-            OP,
-            cv.k >= 1 && cv.first_row as u64 + ch <= w.rows as u64,
-            || {
-                format!(
-                    "conv of kernel {} over rows {}..{} of {} outputs",
-                    cv.k,
-                    cv.first_row,
-                    cv.first_row as u64 + ch,
-                    w.rows
-                )
-            },
-        )?;
-        need_len(OP, "conv weight", cv.weight, ch * cv.k as u64)?;
-        if let Some(b) = cv.bias {
-            need_len(OP, "conv bias", b, ch)?;
-        }
-        need_len(OP, "conv state", cv.state, ch * (cv.k as u64 - 1))?;
-        cv.out.check(OP, "conv out", 1, cv.channels)?;
+        check_conv(OP, rows, accumulate, w, cv)?;
     }
     if !matvec_normed_supported(rec.ctx(), rows, w, groups) {
         return Err(GpuError::Shape {
@@ -436,6 +420,181 @@ pub fn matvec_normed(
         }
     }
     Ok(())
+}
+
+/// A [`ConvStep`] for a product over `w` (one row, no accumulation, in range, sized buffers).
+fn check_conv(
+    op: &'static str,
+    rows: u32,
+    accumulate: bool,
+    w: &GpuMatrix,
+    cv: &ConvStep,
+) -> GpuResult<()> {
+    let ch = cv.channels as u64;
+    ensure(op, rows == 1 && !accumulate, || {
+        format!("the conv step takes one row without accumulation, not {rows} rows")
+    })?;
+    ensure(
+        op,
+        cv.k >= 1 && cv.first_row as u64 + ch <= w.rows as u64,
+        || {
+            format!(
+                "conv of kernel {} over rows {}..{} of {} outputs",
+                cv.k,
+                cv.first_row,
+                cv.first_row as u64 + ch,
+                w.rows
+            )
+        },
+    )?;
+    need_len(op, "conv weight", cv.weight, ch * cv.k as u64)?;
+    if let Some(b) = cv.bias {
+        need_len(op, "conv bias", b, ch)?;
+    }
+    need_len(op, "conv state", cv.state, ch * (cv.k as u64 - 1))?;
+    cv.out.check(op, "conv out", 1, cv.channels)
+}
+
+/// Whether [`matvec_quant_normed`] runs: q8_0 / q4_0 blocks, fewer than [`MATVEC_MAX_ROWS`]
+/// rows that fit the staging texture with one more row (for the norm weight), each of `groups`
+/// groups whole blocks of 32.
+pub fn matvec_quant_normed_supported(
+    ctx: &GpuContext,
+    rows: u32,
+    w: &GpuMatrix,
+    groups: u32,
+) -> bool {
+    let maxd = ctx.limits.max_texture_dimension_2d;
+    w.format().quant().is_some()
+        && groups > 0
+        && (w.cols as u32).is_multiple_of(32 * groups)
+        && rows < MATVEC_MAX_ROWS
+        && (w.cols as u32) / 4 <= maxd
+        && rows < maxd
+}
+
+/// Decode over q8_0 / q4_0 blocks with the RMSNorm fused, weight and all: `y[t, o] (+)=
+/// sum_k (n(x) ⊙ g)[t, k] * w[o, k] (+ bias[o])`, n normalising each of `groups` groups of a
+/// row (as [`matvec_normed`]), `g` the norm's weight [K] — applied to X inside the product
+/// (matvec_quant.wgsl, NORM), since folding it into W's columns would change the stored
+/// blocks. With `conv` the epilogue runs the conv step (as [`matvec_normed`]). Errors unless
+/// [`matvec_quant_normed_supported`].
+#[allow(clippy::too_many_arguments)]
+pub fn matvec_quant_normed(
+    rec: &mut Recorder,
+    rows: u32,
+    x: View,
+    groups: u32,
+    eps: f32,
+    g: &GpuBuffer,
+    w: &GpuMatrix,
+    bias: Option<&GpuBuffer>,
+    y: View,
+    accumulate: bool,
+    conv: Option<ConvStep>,
+) -> GpuResult<()> {
+    const OP: &str = "matvec_quant_normed";
+    check_product(OP, rows, x, w, bias, y)?;
+    need_len(OP, "norm weight", g, w.cols as u64)?;
+    if let Some(cv) = &conv {
+        check_conv(OP, rows, accumulate, w, cv)?;
+    }
+    if !matvec_quant_normed_supported(rec.ctx(), rows, w, groups) {
+        return Err(GpuError::Shape {
+            op: OP,
+            detail: format!(
+                "{rows} rows of K = {} in {groups} groups with {} weights: needs q8_0 or q4_0 \
+                 blocks, groups of whole blocks of 32 and fewer than {MATVEC_MAX_ROWS} rows",
+                w.cols,
+                w.format().name()
+            ),
+        });
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let (flags, bias) = product_flags(rec, bias, accumulate);
+    let k = w.cols as u32;
+    // X's rows, and the norm weight in the row after them.
+    let st = rec.ctx().x_texture(k / 4, rows + 1)?;
+    stage_x_rows(rec, rows, k, x, &st)?;
+    rec.copy_to_texture_row(g, 0, &st, rows, k / 4)?;
+    let dummy = rec.ctx().dummy().clone();
+    for b in &w.blocks {
+        let p = block_params(rows, w.cols, b, x, y, flags);
+        let mut params: Vec<u32> = p.iter().copied().chain([groups, eps.to_bits()]).collect();
+        let (kernel, conv_params) = match &conv {
+            None => (QuantNormKernel::Plain, [0; 5]),
+            Some(cv) => (
+                QuantNormKernel::Conv,
+                [
+                    cv.first_row,
+                    cv.channels,
+                    cv.k,
+                    cv.bias.is_some() as u32,
+                    cv.out.offset,
+                ],
+            ),
+        };
+        params.extend(conv_params);
+        params.push(rows);
+        let kernel = kernel.for_format(b.format())?;
+        let gr = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
+        match &conv {
+            None => rec.dispatch(kernel, &params, &[&st, &b.buffer, &bias, y.buf], gr)?,
+            Some(cv) => {
+                let cb = cv.bias.unwrap_or(&dummy);
+                let bufs = [
+                    &st, &b.buffer, &bias, y.buf, cv.weight, cb, cv.state, cv.out.buf,
+                ];
+                rec.dispatch(kernel, &params, &bufs, gr)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// matvec_quant's NORM entry points.
+#[derive(Clone, Copy)]
+enum QuantNormKernel {
+    Plain,
+    Conv,
+}
+
+const MATVEC_Q4_0_NORM: Kernel = Kernel {
+    spec: "NORM=1",
+    ..MATVEC_Q4_0
+};
+const MATVEC_Q8_0_NORM: Kernel = Kernel {
+    spec: "Q8=1;NORM=1",
+    ..MATVEC_Q4_0
+};
+const MATVEC_Q4_0_NORM_CONV: Kernel = Kernel {
+    entry: "main_conv",
+    access: "xtrwrrww",
+    ..MATVEC_Q4_0_NORM
+};
+const MATVEC_Q8_0_NORM_CONV: Kernel = Kernel {
+    entry: "main_conv",
+    access: "xtrwrrww",
+    ..MATVEC_Q8_0_NORM
+};
+
+impl QuantNormKernel {
+    fn for_format(self, f: WeightFormat) -> GpuResult<&'static Kernel> {
+        Ok(match (self, f) {
+            (QuantNormKernel::Plain, WeightFormat::Q4_0) => &MATVEC_Q4_0_NORM,
+            (QuantNormKernel::Plain, WeightFormat::Q8_0) => &MATVEC_Q8_0_NORM,
+            (QuantNormKernel::Conv, WeightFormat::Q4_0) => &MATVEC_Q4_0_NORM_CONV,
+            (QuantNormKernel::Conv, WeightFormat::Q8_0) => &MATVEC_Q8_0_NORM_CONV,
+            (_, other) => {
+                return Err(GpuError::Unsupported(format!(
+                    "matvec_quant_normed: {} blocks",
+                    other.name()
+                )))
+            }
+        })
+    }
 }
 
 /// The params every matmul / matvec kernel takes, for rows `rows` of `x` / `y` and block `b`.

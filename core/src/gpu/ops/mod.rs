@@ -30,8 +30,8 @@ pub use embedding::{embedding, embedding_of};
 pub use gated_rms_norm::gated_rms_norm;
 pub use matmul::{
     matmul, matmul_gated_normed, matmul_gated_normed_supported, matmul_normed,
-    matmul_normed_supported, matmul_using, matvec_normed, matvec_normed_supported, ConvStep,
-    MatmulKernel, MATVEC_MAX_ROWS,
+    matmul_normed_supported, matmul_using, matvec_normed, matvec_normed_supported,
+    matvec_quant_normed, matvec_quant_normed_supported, ConvStep, MatmulKernel, MATVEC_MAX_ROWS,
 };
 pub use memory_converter::memory_converter;
 pub use rms_norm::rms_norm;
