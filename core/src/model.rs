@@ -412,6 +412,30 @@ impl Model {
             + self.lm_head.as_ref().map_or(0, Tensor::len)
     }
 
+    /// Weights in the large matrices a [`crate::WeightFormat`] stores (embedding, LM head,
+    /// in_proj, out_proj, the MLP).
+    pub fn matrix_parameter_count(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.in_proj.len()
+                    + l.out_proj.len()
+                    + l.mlp.as_ref().map_or(0, |m| m.fc1.len() + m.fc2.len())
+            })
+            .sum();
+        self.embedding.len() + self.lm_head.as_ref().map_or(0, Tensor::len) + layers
+    }
+
+    /// Bytes the weights take stored as `format`: the large matrices at its bytes a weight
+    /// (block scales included), everything else f32 — about the size of a file `tm-run
+    /// quantize` writes, and of the weights on the device.
+    pub fn stored_bytes(&self, format: crate::WeightFormat) -> u64 {
+        let matrices = self.matrix_parameter_count();
+        let rest = self.parameter_count().saturating_sub(matrices);
+        (matrices as f64 * format.bytes_per_weight()) as u64 + rest as u64 * 4
+    }
+
     /// Checks a prompt: non-empty, every id inside the vocabulary.
     pub fn check_tokens(&self, tokens: &[u32]) -> Result<()> {
         if tokens.is_empty() {

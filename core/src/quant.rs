@@ -102,8 +102,8 @@ impl QuantMatrix {
             )));
         }
         let mut bytes = Vec::with_capacity(rows * format.row_bytes(cols));
+        // `chunks_exact` hands the quantizers whole blocks of BLOCK values.
         for block in data.chunks_exact(BLOCK) {
-            let block: &[f32; BLOCK] = block.try_into().expect("chunks of BLOCK");
             match format {
                 QuantFormat::Q8_0 => quantize_q8_0(block, &mut bytes),
                 QuantFormat::Q4_0 => quantize_q4_0(block, &mut bytes),
@@ -237,7 +237,8 @@ pub fn dequantize_row(format: QuantFormat, row: &[u8], out: &mut [f32]) {
     }
 }
 
-fn quantize_q8_0(x: &[f32; BLOCK], out: &mut Vec<u8>) {
+/// One block of [`BLOCK`] values.
+fn quantize_q8_0(x: &[f32], out: &mut Vec<u8>) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -246,7 +247,8 @@ fn quantize_q8_0(x: &[f32; BLOCK], out: &mut Vec<u8>) {
     out.extend(x.iter().map(|v| (v * id).round() as i8 as u8));
 }
 
-fn quantize_q4_0(x: &[f32; BLOCK], out: &mut Vec<u8>) {
+/// One block of [`BLOCK`] values.
+fn quantize_q4_0(x: &[f32], out: &mut Vec<u8>) {
     // The value of largest magnitude, sign kept (the first one on ties, as ggml).
     let mut max = 0f32;
     for &v in x {
@@ -259,9 +261,8 @@ fn quantize_q4_0(x: &[f32; BLOCK], out: &mut Vec<u8>) {
     out.extend(f16::from_f32(d).to_le_bytes());
     // ggml: (int8_t)(x·id + 8.5) truncates toward zero, then min 15; x·id + 8.5 >= 0.5 here.
     let code = |v: f32| ((v * id + 8.5) as i8).clamp(0, 15) as u8;
-    for j in 0..BLOCK / 2 {
-        out.push(code(x[j]) | code(x[j + 16]) << 4);
-    }
+    let (lo, hi) = x.split_at(x.len() / 2);
+    out.extend(lo.iter().zip(hi).map(|(&a, &b)| code(a) | code(b) << 4));
 }
 
 #[cfg(test)]

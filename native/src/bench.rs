@@ -62,38 +62,22 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
         c.n_groups,
         c.mlp_intermediate_size
     );
-    // What the weights take in this format: the large matrices at its bytes a weight (blocks
-    // included), everything else f32 — the size of `tm-run quantize`'s file, and of the model
-    // on the device (GPU memory is measured below, after the warm-up).
+    // What the weights take in this format (the size of `tm-run quantize`'s file, about, and of
+    // the weights on the device; GPU memory is measured below, after the warm-up).
     let format = engine.weights();
-    let (d, di) = (c.hidden_size as f64, c.d_inner() as f64);
-    let per_layer = c.d_in_proj() as f64 * d + d * di + 3.0 * c.mlp_intermediate_size as f64 * d;
-    let outputs = if c.tie_word_embeddings { 1.0 } else { 2.0 };
-    let matrices = vocab as f64 * d * outputs + c.num_layers as f64 * per_layer;
-    let (dc, h) = (c.d_conv() as f64, c.num_heads as f64);
-    let biases = if c.use_bias {
-        c.d_in_proj() as f64 + d
-    } else {
-        0.0
-    };
-    let norm2 = if c.mlp_intermediate_size > 0 { d } else { 0.0 };
-    let conv_bias = if c.use_conv_bias { dc } else { 0.0 };
-    let vectors = c.num_layers as f64
-        * (d + dc * c.conv_kernel as f64 + conv_bias + 3.0 * h + di + biases + norm2)
-        + d;
-    let weight_bytes = matrices * format.bytes_per_weight() + vectors * 4.0;
+    let weight_bytes = engine.weight_bytes();
     say!(
         q,
         "weights: {} ({} for the weights: {:.0} M matrix weights at {:.2} bytes each)",
         format.name(),
         format_bytes(weight_bytes as usize),
-        matrices / 1e6,
+        engine.matrix_weights() as f64 / 1e6,
         format.bytes_per_weight()
     );
     let mut report = json!({
         "backend": engine.name(),
         "weights": format.name(),
-        "weight_bytes": weight_bytes as u64,
+        "weight_bytes": weight_bytes,
         "kernels": engine.gpu().map(|g| g.ctx.kernels()),
         "transpoints": schedule.to_string(),
         "repeats": args.repeats,

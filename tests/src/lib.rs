@@ -192,6 +192,23 @@ pub fn write_two_shards(
     weight_map
 }
 
+/// Prefill of `prompt` tokens in a fresh GPU session, then one decode step per remaining token:
+/// the logits of every token (`[T, V]`).
+pub fn gpu_prefill_then_decode(
+    gm: &transmamba::engine::GpuModel,
+    sched: &transmamba::Schedule,
+    tokens: &[u32],
+    prompt: usize,
+) -> Vec<f32> {
+    use transmamba::Logits;
+    let mut s = transmamba::engine::GpuSession::new(gm, sched.clone()).unwrap();
+    let mut out = s.forward_blocking(&tokens[..prompt], Logits::All).unwrap();
+    for &t in &tokens[prompt..] {
+        out.extend(s.forward_blocking(&[t], Logits::Last).unwrap());
+    }
+    out
+}
+
 /// `model` with the matrices f16 weight storage rounds (embedding, output, in/out projections,
 /// MLP) rounded to f16 and kept in f32: what an engine storing them in f16 computes.
 pub fn with_f16_matrices(model: &transmamba::Model) -> transmamba::Model {

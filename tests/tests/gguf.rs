@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use transmamba::cpu::{CpuSession, WeightCopies};
-use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
+use transmamba::engine::{EngineOptions, GpuModel};
 use transmamba::quant::QuantFormat;
 use transmamba::text::TextCodec;
 use transmamba::{Logits, Model, Schedule, ScheduleSpec, WeightFormat};
@@ -52,12 +52,7 @@ fn gpu(model: &Model, format: WeightFormat, tokens: &[u32], prefill: usize) -> V
     };
     let gm = GpuModel::new(gpu_context(), model, opts).unwrap();
     let sched = Schedule(vec![transmamba::TransPoint::At(0); model.config.num_layers]);
-    let mut s = GpuSession::new(&gm, sched).unwrap();
-    let mut out = s.forward_blocking(&tokens[..prefill], Logits::All).unwrap();
-    for &t in &tokens[prefill..] {
-        out.extend(s.forward_blocking(&[t], Logits::Last).unwrap());
-    }
-    out
+    gpu_prefill_then_decode(&gm, &sched, tokens, prefill)
 }
 
 #[test]

@@ -40,21 +40,6 @@ fn gpu_forward(gm: &GpuModel, sched: &Schedule, tokens: &[u32], which: Logits) -
         .unwrap()
 }
 
-/// Prefill of `prompt` tokens, then one decode step per remaining token: all logits.
-fn gpu_prefill_then_decode(
-    gm: &GpuModel,
-    sched: &Schedule,
-    tokens: &[u32],
-    prompt: usize,
-) -> Vec<f32> {
-    let mut s = GpuSession::new(gm, sched.clone()).unwrap();
-    let mut out = s.forward_blocking(&tokens[..prompt], Logits::All).unwrap();
-    for &t in &tokens[prompt..] {
-        out.extend(s.forward_blocking(&[t], Logits::Last).unwrap());
-    }
-    out
-}
-
 fn schedules(layers: usize, prompt: usize) -> Vec<Vec<TransPoint>> {
     vec![
         vec![At(0); layers],

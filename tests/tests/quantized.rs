@@ -32,21 +32,6 @@ fn cpu_logits(model: &Model, format: WeightFormat, sched: &Schedule, tokens: &[u
         .unwrap()
 }
 
-/// Prefill of `prompt` tokens, then one decode step per remaining token: all logits.
-fn gpu_prefill_then_decode(
-    gm: &GpuModel,
-    sched: &Schedule,
-    tokens: &[u32],
-    prompt: usize,
-) -> Vec<f32> {
-    let mut s = GpuSession::new(gm, sched.clone()).unwrap();
-    let mut out = s.forward_blocking(&tokens[..prompt], Logits::All).unwrap();
-    for &t in &tokens[prompt..] {
-        out.extend(s.forward_blocking(&[t], Logits::Last).unwrap());
-    }
-    out
-}
-
 #[test]
 fn quantized_gpu_engine_equals_the_cpu_engine_on_the_same_blocks() {
     let mut variants = quantizable_variants();

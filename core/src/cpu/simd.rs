@@ -345,10 +345,7 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 4];
         for b in 0..blocks {
             let blk = w.as_ptr().add(34 * b);
-            let d = super::widen_f16(half::f16::from_bits(u16::from_le_bytes([
-                *blk,
-                *blk.add(1),
-            ])));
+            let d = super::block_scale(std::slice::from_raw_parts(blk, 2));
             let q = blk.add(2);
             let codes = [0, 8, 16, 24].map(|o| _mm_loadl_epi64(q.add(o) as *const __m128i));
             block_dot(codes, x.as_ptr().add(32 * b), d, &mut acc);
@@ -365,10 +362,7 @@ mod avx2 {
         let (low, eight) = (_mm_set1_epi8(15), _mm_set1_epi8(8));
         for b in 0..blocks {
             let blk = w.as_ptr().add(18 * b);
-            let d = super::widen_f16(half::f16::from_bits(u16::from_le_bytes([
-                *blk,
-                *blk.add(1),
-            ])));
+            let d = super::block_scale(std::slice::from_raw_parts(blk, 2));
             let q = _mm_loadu_si128(blk.add(2) as *const __m128i);
             // Low nibbles are weights 0..16, high nibbles 16..32; codes are offset by 8.
             let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);

@@ -30,6 +30,9 @@ struct EngineInner {
     imp: Imp,
     choice: EngineChoice,
     fingerprint: u64,
+    /// The weight matrices' weight count and the bytes all weights take in this engine's format.
+    matrix_weights: usize,
+    weight_bytes: u64,
 }
 
 enum Imp {
@@ -42,6 +45,8 @@ impl Engine {
     /// `model` on the CPU engine, its large matrices stored as `weights`.
     pub fn cpu(model: Model, weights: WeightFormat, choice: EngineChoice) -> Result<Self> {
         let fingerprint = fingerprint(&model);
+        let (matrix_weights, weight_bytes) =
+            (model.matrix_parameter_count(), model.stored_bytes(weights));
         let copies = match weights {
             WeightFormat::F32 => None,
             other => Some(WeightCopies::new(&model, other)?),
@@ -51,6 +56,8 @@ impl Engine {
             imp: Imp::Cpu(model, copies),
             choice,
             fingerprint,
+            matrix_weights,
+            weight_bytes,
         })))
     }
 
@@ -61,12 +68,15 @@ impl Engine {
         options: EngineOptions,
         choice: EngineChoice,
     ) -> Result<Self> {
+        let weight_bytes = model.stored_bytes(options.weights);
         let gpu = GpuModel::new(ctx, model, options)?;
         #[allow(clippy::arc_with_non_send_sync)]
         Ok(Self(Arc::new(EngineInner {
             imp: Imp::Gpu(gpu),
             choice,
             fingerprint: fingerprint(model),
+            matrix_weights: model.matrix_parameter_count(),
+            weight_bytes,
         })))
     }
 
@@ -80,6 +90,16 @@ impl Engine {
     /// Which engine runs and why (`auto`'s reasoning, or the user's request).
     pub fn choice(&self) -> &EngineChoice {
         &self.0.choice
+    }
+
+    /// Weights in the large matrices ([`Model::matrix_parameter_count`]).
+    pub fn matrix_weights(&self) -> usize {
+        self.0.matrix_weights
+    }
+
+    /// Bytes the weights take in [`Engine::weights`]'s format ([`Model::stored_bytes`]).
+    pub fn weight_bytes(&self) -> u64 {
+        self.0.weight_bytes
     }
 
     /// How the large matrices are stored.

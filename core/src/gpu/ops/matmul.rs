@@ -396,30 +396,83 @@ pub fn matvec_normed(
     }
     let (flags, bias) = product_flags(rec, bias, accumulate);
     let st = stage_x_texture(rec, rows, w.cols as u32, x)?;
-    let dummy = rec.ctx().dummy().clone();
-    for b in &w.blocks {
-        let p = block_params(rows, w.cols, b, x, y, flags);
-        let mut params: Vec<u32> = p.iter().copied().chain([groups, eps.to_bits()]).collect();
-        let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
-        match &conv {
-            None => rec.dispatch(&MATVEC_NORM, &params, &[&st, &b.buffer, &bias, y.buf], g)?,
-            Some(cv) => {
-                params.extend([
-                    cv.first_row,
-                    cv.channels,
-                    cv.k,
-                    cv.bias.is_some() as u32,
-                    cv.out.offset,
-                ]);
-                let cb = cv.bias.unwrap_or(&dummy);
-                let bufs = [
-                    &st, &b.buffer, &bias, y.buf, cv.weight, cb, cv.state, cv.out.buf,
-                ];
-                rec.dispatch(&MATVEC_NORM_CONV, &params, &bufs, g)?;
+    let product = NormedProduct {
+        rows,
+        x,
+        y,
+        flags,
+        bias: &bias,
+        groups,
+        eps,
+        conv: conv.as_ref(),
+    };
+    product.dispatch(rec, &st, w, &[], |_, conv| {
+        Ok(if conv {
+            &MATVEC_NORM_CONV
+        } else {
+            &MATVEC_NORM
+        })
+    })
+}
+
+/// One normed decode product's dispatches (matvec.wgsl's or matvec_quant.wgsl's NORM entry
+/// points, which share their params and bindings), X staged in a texture.
+struct NormedProduct<'a> {
+    rows: u32,
+    x: View<'a>,
+    y: View<'a>,
+    flags: u32,
+    bias: &'a GpuBuffer,
+    groups: u32,
+    eps: f32,
+    conv: Option<&'a ConvStep<'a>>,
+}
+
+impl NormedProduct<'_> {
+    /// One dispatch per block of `w` over the staged `st`: `kernel(block format, with conv)`
+    /// picks the entry point; params are the product's, `groups`, `eps`, the conv step's (zero
+    /// without one) and `extra`.
+    fn dispatch(
+        &self,
+        rec: &mut Recorder,
+        st: &GpuBuffer,
+        w: &GpuMatrix,
+        extra: &[u32],
+        kernel: impl Fn(WeightFormat, bool) -> GpuResult<&'static Kernel>,
+    ) -> GpuResult<()> {
+        let dummy = rec.ctx().dummy().clone();
+        let conv_params = self.conv.map_or([0; 5], |cv| {
+            [
+                cv.first_row,
+                cv.channels,
+                cv.k,
+                cv.bias.is_some() as u32,
+                cv.out.offset,
+            ]
+        });
+        for b in &w.blocks {
+            let p = block_params(self.rows, w.cols, b, self.x, self.y, self.flags);
+            let params: Vec<u32> = p
+                .iter()
+                .copied()
+                .chain([self.groups, self.eps.to_bits()])
+                .chain(conv_params)
+                .chain(extra.iter().copied())
+                .collect();
+            let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), self.rows, 1];
+            let k = kernel(b.format(), self.conv.is_some())?;
+            let (bias, y) = (self.bias, self.y.buf);
+            match self.conv {
+                None => rec.dispatch(k, &params, &[st, &b.buffer, bias, y], g)?,
+                Some(cv) => {
+                    let cb = cv.bias.unwrap_or(&dummy);
+                    let bufs = [st, &b.buffer, bias, y, cv.weight, cb, cv.state, cv.out.buf];
+                    rec.dispatch(k, &params, &bufs, g)?;
+                }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A [`ConvStep`] for a product over `w` (one row, no accumulation, in range, sized buffers).
@@ -519,46 +572,17 @@ pub fn matvec_quant_normed(
     let st = rec.ctx().x_texture(k / 4, rows + 1)?;
     stage_x_rows(rec, rows, k, x, &st)?;
     rec.copy_to_texture_row(g, 0, &st, rows, k / 4)?;
-    let dummy = rec.ctx().dummy().clone();
-    for b in &w.blocks {
-        let p = block_params(rows, w.cols, b, x, y, flags);
-        let mut params: Vec<u32> = p.iter().copied().chain([groups, eps.to_bits()]).collect();
-        let (kernel, conv_params) = match &conv {
-            None => (QuantNormKernel::Plain, [0; 5]),
-            Some(cv) => (
-                QuantNormKernel::Conv,
-                [
-                    cv.first_row,
-                    cv.channels,
-                    cv.k,
-                    cv.bias.is_some() as u32,
-                    cv.out.offset,
-                ],
-            ),
-        };
-        params.extend(conv_params);
-        params.push(rows);
-        let kernel = kernel.for_format(b.format())?;
-        let gr = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
-        match &conv {
-            None => rec.dispatch(kernel, &params, &[&st, &b.buffer, &bias, y.buf], gr)?,
-            Some(cv) => {
-                let cb = cv.bias.unwrap_or(&dummy);
-                let bufs = [
-                    &st, &b.buffer, &bias, y.buf, cv.weight, cb, cv.state, cv.out.buf,
-                ];
-                rec.dispatch(kernel, &params, &bufs, gr)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// matvec_quant's NORM entry points.
-#[derive(Clone, Copy)]
-enum QuantNormKernel {
-    Plain,
-    Conv,
+    let product = NormedProduct {
+        rows,
+        x,
+        y,
+        flags,
+        bias: &bias,
+        groups,
+        eps,
+        conv: conv.as_ref(),
+    };
+    product.dispatch(rec, &st, w, &[rows], quant_norm_kernel)
 }
 
 const MATVEC_Q4_0_NORM: Kernel = Kernel {
@@ -580,21 +604,20 @@ const MATVEC_Q8_0_NORM_CONV: Kernel = Kernel {
     ..MATVEC_Q8_0_NORM
 };
 
-impl QuantNormKernel {
-    fn for_format(self, f: WeightFormat) -> GpuResult<&'static Kernel> {
-        Ok(match (self, f) {
-            (QuantNormKernel::Plain, WeightFormat::Q4_0) => &MATVEC_Q4_0_NORM,
-            (QuantNormKernel::Plain, WeightFormat::Q8_0) => &MATVEC_Q8_0_NORM,
-            (QuantNormKernel::Conv, WeightFormat::Q4_0) => &MATVEC_Q4_0_NORM_CONV,
-            (QuantNormKernel::Conv, WeightFormat::Q8_0) => &MATVEC_Q8_0_NORM_CONV,
-            (_, other) => {
-                return Err(GpuError::Unsupported(format!(
-                    "matvec_quant_normed: {} blocks",
-                    other.name()
-                )))
-            }
-        })
-    }
+/// matvec_quant's NORM entry point for blocks in `format`, with or without the conv step.
+fn quant_norm_kernel(format: WeightFormat, conv: bool) -> GpuResult<&'static Kernel> {
+    Ok(match (format, conv) {
+        (WeightFormat::Q4_0, false) => &MATVEC_Q4_0_NORM,
+        (WeightFormat::Q8_0, false) => &MATVEC_Q8_0_NORM,
+        (WeightFormat::Q4_0, true) => &MATVEC_Q4_0_NORM_CONV,
+        (WeightFormat::Q8_0, true) => &MATVEC_Q8_0_NORM_CONV,
+        (other, _) => {
+            return Err(GpuError::Unsupported(format!(
+                "matvec_quant_normed: {} blocks",
+                other.name()
+            )))
+        }
+    })
 }
 
 /// The params every matmul / matvec kernel takes, for rows `rows` of `x` / `y` and block `b`.
