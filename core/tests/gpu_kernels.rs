@@ -29,6 +29,51 @@ fn small_ctx() -> &'static GpuContext {
     })
 }
 
+/// The `gpu` plan forced on lavapipe: its subgroup reductions run with subgroups of 8.
+fn gpu_ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let c = new_ctx(GpuOptions {
+            kernels: KernelChoice::Gpu,
+            ..Default::default()
+        });
+        assert_eq!(c.plan(), KernelPlan::Gpu { subgroups: true });
+        c
+    })
+}
+
+/// The `gpu` plan on a device created without subgroups: its workgroup-memory reductions.
+fn gpu_wg_ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let c = new_ctx(GpuOptions {
+            kernels: KernelChoice::Gpu,
+            without_subgroups: true,
+            ..Default::default()
+        });
+        assert_eq!(c.plan(), KernelPlan::Gpu { subgroups: false });
+        c
+    })
+}
+
+/// The portable plan: no subgroups, no shader-f16.
+fn portable_ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        new_ctx(GpuOptions {
+            kernels: KernelChoice::Portable,
+            ..Default::default()
+        })
+    })
+}
+
+/// One context per kernel plan: cpu-adapter (lavapipe's default), gpu, gpu without subgroups,
+/// portable.
+fn plan_ctxs() -> [&'static GpuContext; 4] {
+    assert_eq!(ctx().plan(), KernelPlan::CpuAdapter, "lavapipe's default");
+    [ctx(), gpu_ctx(), gpu_wg_ctx(), portable_ctx()]
+}
+
 fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
@@ -315,22 +360,50 @@ fn matmul_case_as(
 fn matmul_tiled_and_matvec_match() {
     let mut r = rng(3);
     let c = ctx();
-    for &(t, k, o) in &[
+    let shapes = [
         (1usize, 13usize, 7usize),
         (3, 64, 40),
         (17, 33, 9),
         (64, 128, 70),
         (5, 4, 1),
-    ] {
+        (70, 100, 130),
+    ];
+    for &(t, k, o) in &shapes {
         for kernel in [
             MatmulKernel::Tiled,
             MatmulKernel::MatVec,
             MatmulKernel::Auto,
             MatmulKernel::TiledPortable,
+            MatmulKernel::SplitK,
+            MatmulKernel::Tiles,
         ] {
             matmul_case(c, &mut r, t, k, o, kernel, true, false);
             matmul_case(c, &mut r, t, k, o, kernel, false, true);
         }
+    }
+    // Each plan's own choice (Auto), and the split-K product's workgroup-memory reduction.
+    for c in plan_ctxs() {
+        for &(t, k, o) in &shapes {
+            matmul_case(c, &mut r, t, k, o, MatmulKernel::Auto, true, true);
+        }
+    }
+    for &(t, k, o) in &shapes {
+        matmul_case(
+            gpu_wg_ctx(),
+            &mut r,
+            t,
+            k,
+            o,
+            MatmulKernel::SplitK,
+            true,
+            false,
+        );
+    }
+    // Real widths: mamba2-130m's in_proj (768 -> 3352) and out_proj (1536 -> 768).
+    for c in [gpu_ctx(), gpu_wg_ctx()] {
+        matmul_case(c, &mut r, 1, 768, 3352, MatmulKernel::Auto, false, false);
+        matmul_case(c, &mut r, 2, 1536, 768, MatmulKernel::Auto, true, true);
+        matmul_case(c, &mut r, 130, 768, 200, MatmulKernel::Auto, true, true);
     }
 }
 
@@ -350,9 +423,23 @@ fn matmul_with_packed_f16_weights() {
             MatmulKernel::Tiled,
             MatmulKernel::MatVec,
             MatmulKernel::TiledPortable,
+            MatmulKernel::SplitK,
+            MatmulKernel::Tiles,
         ] {
             matmul_case_as(c, &mut r, t, k, o, kernel, true, true, WeightFormat::F16);
         }
+        let wg = gpu_wg_ctx();
+        matmul_case_as(
+            wg,
+            &mut r,
+            t,
+            k,
+            o,
+            MatmulKernel::SplitK,
+            true,
+            true,
+            WeightFormat::F16,
+        );
     }
     // The embedding gather reads the same packed texels.
     let (v, d) = (37usize, 13usize);
@@ -422,9 +509,23 @@ fn matmul_with_quantized_weights() {
                     MatmulKernel::MatVecGeneric,
                     MatmulKernel::Tiled,
                     MatmulKernel::TiledPortable,
+                    MatmulKernel::SplitK,
+                    MatmulKernel::Tiles,
                 ] {
                     matmul_case_as(c, &mut r, t, k, o, kernel, true, true, format);
                 }
+                let wg = gpu_wg_ctx();
+                matmul_case_as(
+                    wg,
+                    &mut r,
+                    t,
+                    k,
+                    o,
+                    MatmulKernel::SplitK,
+                    true,
+                    true,
+                    format,
+                );
             }
         }
     }
@@ -693,7 +794,7 @@ fn copy_rows_and_swiglu() {
 #[test]
 fn matmul_gated_normed_equals_gate_norm_product() {
     let c = ctx();
-    if !c.has_subgroup8() {
+    if !c.plan().subgroup8_kernels() {
         return; // the prefill product it runs needs 8-wide subgroups (lavapipe has them)
     }
     let mut r = rng(41);
@@ -1440,7 +1541,12 @@ fn sequential_scan_and_step_equal_recurrence() {
 #[test]
 fn matmul_normed_equals_norm_then_product() {
     let mut r = rng(31);
-    let c = ctx();
+    for c in plan_ctxs() {
+        matmul_normed_case(c, &mut r);
+    }
+}
+
+fn matmul_normed_case(c: &GpuContext, r: &mut StdRng) {
     let eps = 1e-5f32;
     // (rows, K, outputs, groups): decode rows (matvec NORM: one and several rows and groups, a
     // block of 130 outputs = two workgroups with clamped loads, mamba2-130m's in_proj K) and
@@ -1452,21 +1558,21 @@ fn matmul_normed_equals_norm_then_product() {
         (7, 48, 130, 3),
         (1, 768, 33, 1),
     ];
-    if c.has_subgroup8() {
+    if c.plan().subgroup8_kernels() {
         cases.extend([(8, 16, 7, 1), (33, 30, 70, 1), (64, 768, 40, 1)]);
     }
     for &(t, k, o, groups) in &cases {
         for (bias, acc) in [(true, false), (false, true)] {
-            let x = randv(&mut r, t * k, 2.0);
-            let w = randv(&mut r, o * k, 1.0);
-            let b = randv(&mut r, o, 1.0);
-            let y0 = randv(&mut r, t * o, 1.0);
+            let x = randv(r, t * k, 2.0);
+            let w = randv(r, o * k, 1.0);
+            let b = randv(r, o, 1.0);
+            let y0 = randv(r, t * o, 1.0);
             // Rows at vec4-aligned offsets (copied into the matvec's texture), except for 3 rows
             // (packed by rows_to_texture).
             let (xs, xo) = if t == 3 { (k + 3, 1) } else { (k + 4, 4) };
             let (ys, yo) = (o + 5, 3);
-            let xb = up(c, &pack(&mut r, &x, t, k, xs, xo));
-            let ypacked = pack(&mut r, &y0, t, o, ys, yo);
+            let xb = up(c, &pack(r, &x, t, k, xs, xo));
+            let ypacked = pack(r, &y0, t, o, ys, yo);
             let yb = up(c, &ypacked);
             let bb = up(c, &b);
             let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
@@ -1514,7 +1620,10 @@ fn matmul_normed_equals_norm_then_product() {
                 }
             }
             let all = read(c, &yb);
-            let what = format!("matmul_normed T={t} K={k} O={o} G={groups} bias={bias} acc={acc}");
+            let what = format!(
+                "matmul_normed ({}) T={t} K={k} O={o} G={groups} bias={bias} acc={acc}",
+                c.kernels()
+            );
             assert_close(&what, &unpack(&all, t, o, ys, yo), &want, 2e-5);
             for (i, (a, b)) in all.iter().zip(&ypacked).enumerate() {
                 let inside = i >= yo && (i - yo) / ys < t && (i - yo) % ys < o;
@@ -1525,10 +1634,10 @@ fn matmul_normed_equals_norm_then_product() {
     // What the fused kernels do not take is an error, not a wrong product: K / groups not a
     // multiple of 4, packed-f16 weights, too many rows for the matvec, several groups or f16
     // weights in the prefill product.
-    let w = randv(&mut r, 8 * 24, 1.0);
+    let w = randv(r, 8 * 24, 1.0);
     let m = GpuMatrix::from_f32(c, "w", &w, 8, 24).unwrap();
     let m16 = GpuMatrix::from_f32_as(c, "w", &w, 8, 24, WeightFormat::F16).unwrap();
-    let xb = up(c, &randv(&mut r, 24 * 8, 1.0));
+    let xb = up(c, &randv(r, 24 * 8, 1.0));
     let yb = c.zeros("y", 8 * 8).unwrap();
     for (mm, rows, groups) in [(&m, 1, 4), (&m16, 1, 1), (&m, 8, 1), (&m, 1, 0)] {
         let mut rec = Recorder::new(c);
@@ -1563,22 +1672,27 @@ fn matmul_normed_equals_norm_then_product() {
 #[test]
 fn matvec_normed_runs_the_conv_step() {
     let mut r = rng(33);
-    let c = ctx();
+    for c in plan_ctxs() {
+        conv_step_case(c, &mut r);
+    }
+}
+
+fn conv_step_case(c: &GpuContext, r: &mut StdRng) {
     let eps = 1e-5f32;
     // in_proj-like: 40 outputs of which rows 8..32 are the conv's channels; kernels 4 and 2,
     // with and without bias, two consecutive tokens (the state carries).
     let (k_in, o, first, ch) = (32usize, 40usize, 8usize, 24usize);
     for (kc, with_bias) in [(4usize, true), (2, false)] {
-        let w = randv(&mut r, o * k_in, 1.0);
+        let w = randv(r, o * k_in, 1.0);
         let m = GpuMatrix::from_f32(c, "w", &w, o, k_in).unwrap();
-        let cw = randv(&mut r, ch * kc, 1.0);
-        let cbias = randv(&mut r, ch, 1.0);
-        let mut s: Vec<f32> = randv(&mut r, (kc - 1) * ch, 1.0);
+        let cw = randv(r, ch * kc, 1.0);
+        let cbias = randv(r, ch, 1.0);
+        let mut s: Vec<f32> = randv(r, (kc - 1) * ch, 1.0);
         let (cwb, cbb, sb) = (up(c, &cw), up(c, &cbias), up(c, &s));
         let yb = c.zeros("y", o).unwrap();
         let outb = c.zeros("out", ch + 3).unwrap();
         for token in 0..2 {
-            let x = randv(&mut r, k_in, 2.0);
+            let x = randv(r, k_in, 2.0);
             let xb = up(c, &x);
             let mut rec = Recorder::new(c);
             let conv = ConvStep {
@@ -1602,7 +1716,10 @@ fn matvec_normed_runs_the_conv_step() {
                         .sum()
                 })
                 .collect();
-            let what = format!("conv-fused K={kc} bias={with_bias} token {token}");
+            let what = format!(
+                "conv-fused ({}) K={kc} bias={with_bias} token {token}",
+                c.kernels()
+            );
             assert_close(&format!("{what}: y"), &read(c, &yb), &y, 2e-5);
             let out: Vec<f64> = (0..ch)
                 .map(|cc| {
@@ -2639,7 +2756,7 @@ fn design_old_vs_new() {
         "adapter: {} ({:?}), subgroup8: {}",
         c.info.name,
         c.info.backend,
-        c.has_subgroup8()
+        c.plan().subgroup8_kernels()
     );
     let mut r = rng(22);
     for &(t, k, o) in &[

@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use transmamba::engine::EngineOptions;
 use transmamba::engine_choice::{choose, AdapterFacts, EngineChoice, EngineKind, EnginePreference};
 use transmamba::gpu::context::probe_adapter;
-use transmamba::gpu::{GpuContext, GpuOptions, KernelChoice, WeightFormat};
+use transmamba::gpu::{DeviceCaps, GpuContext, GpuOptions, KernelChoice, KernelPlan, WeightFormat};
 use transmamba::session::Engine;
 use transmamba::{Model, Result};
 
@@ -36,6 +36,7 @@ impl Backend {
 pub enum Kernels {
     Auto,
     Portable,
+    Gpu,
     CpuAdapter,
 }
 
@@ -44,9 +45,19 @@ impl Kernels {
         match self {
             Kernels::Auto => KernelChoice::Auto,
             Kernels::Portable => KernelChoice::Portable,
+            Kernels::Gpu => KernelChoice::Gpu,
             Kernels::CpuAdapter => KernelChoice::CpuAdapter,
         }
     }
+}
+
+/// The GPU device `kernels` would run on and its kernel plan (`tm-run inspect`).
+pub fn kernel_plan(kernels: Kernels) -> Result<(String, DeviceCaps, KernelPlan)> {
+    let ctx = GpuContext::new_blocking(GpuOptions {
+        kernels: kernels.choice(),
+        ..GpuOptions::default()
+    })?;
+    Ok((ctx.info.name.clone(), ctx.caps().clone(), ctx.plan()))
 }
 
 /// How weight matrices are stored (GPU and CPU engines alike).

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use transmamba::engine::EngineOptions;
 use transmamba::memory::{cache_bytes, format_bytes};
 use transmamba::sampling::SamplingOptions;
@@ -33,9 +33,11 @@ use backend::{Backend, Kernels, Weights};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// GPU engine kernels: `auto` (the 8-wide subgroup kernels on adapters that have them,
-    /// such as lavapipe; else portable), `portable` (no subgroups, no shader-f16: what every
-    /// adapter runs) or `cpu-adapter` (the 8-wide subgroup kernels; an error elsewhere).
+    /// GPU engine kernel plan: `auto` (`cpu-adapter` on CPU adapters with 8-wide subgroups,
+    /// such as lavapipe; else `gpu`), `gpu` (kernels for real GPUs and browsers: any subgroup
+    /// width, workgroup memory without subgroups), `portable` (no subgroups, no shader-f16:
+    /// what every adapter runs) or `cpu-adapter` (the 8-wide subgroup kernels; an error
+    /// elsewhere). `inspect` shows the kernel of each step.
     #[arg(long, global = true, value_enum, default_value_t = Kernels::Auto)]
     kernels: Kernels,
 }
@@ -493,7 +495,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             };
             perplexity::perplexity(&engine, &schedule, &args)
         }
-        Command::Inspect { model, transpoints } => inspect(model.as_deref(), &transpoints),
+        Command::Inspect { model, transpoints } => inspect(model.as_deref(), &transpoints, kernels),
         Command::Quantize { model, to, out } => quantize(model.as_deref(), &to, &out),
         Command::MakeModel {
             preset: name,
@@ -637,7 +639,7 @@ fn quantize(model_path: Option<&Path>, to: &str, out: &Path) -> AnyResult<()> {
     Ok(())
 }
 
-fn inspect(model_path: Option<&Path>, transpoints: &str) -> AnyResult<()> {
+fn inspect(model_path: Option<&Path>, transpoints: &str, kernels: Kernels) -> AnyResult<()> {
     let spec: ScheduleSpec = transpoints.parse()?;
     let model = demo_model::load(model_path)?;
     let c = &model.config;
@@ -695,6 +697,27 @@ fn inspect(model_path: Option<&Path>, transpoints: &str) -> AnyResult<()> {
     );
     out!("  transpoints        {schedule}  (spec `{spec}`)");
     out!("  engine (auto)      {}", backend::auto_choice());
+    match backend::kernel_plan(kernels) {
+        Ok((adapter, caps, plan)) => {
+            let sg = if caps.subgroups {
+                format!("subgroups of {}-{}", caps.subgroup_min, caps.subgroup_max)
+            } else {
+                "no subgroups".to_string()
+            };
+            out!(
+                "GPU kernel plan: {} (--kernels {}; {adapter}: {:?}, {sg})",
+                plan.name(),
+                kernels
+                    .to_possible_value()
+                    .map_or("?".into(), |v| v.get_name().to_string()),
+                caps.device_type
+            );
+            for s in plan.steps() {
+                out!("  {:<26} {}", s.step, s.kernels);
+            }
+        }
+        Err(e) => out!("GPU kernel plan: none ({e})"),
+    }
     out!("cache memory per sequence (conv state + attention cache until each TransPoint, then SSM state):");
     for len in [1usize, 128, 512, 1024, 4096, 8192, 32768] {
         out!(

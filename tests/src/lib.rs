@@ -6,7 +6,7 @@ pub mod reference64;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use transmamba::gpu::{GpuContext, GpuOptions};
+use transmamba::gpu::{GpuContext, GpuOptions, KernelChoice, KernelPlan};
 
 pub use transmamba::synthetic::*;
 
@@ -23,6 +23,50 @@ pub fn gpu_context() -> Arc<GpuContext> {
         )
     })
     .clone()
+}
+
+/// One context per kernel plan, forced on whatever adapter the tests run on (lavapipe in CI):
+/// `cpu-adapter` (lavapipe's default), `gpu` (its subgroup reductions run with lavapipe's
+/// subgroups of 8), `gpu-no-subgroups` (a device created without subgroups: the workgroup-memory
+/// reductions), `portable`. Shared by the tests of a binary.
+pub fn plan_contexts() -> Vec<(&'static str, Arc<GpuContext>)> {
+    static CTXS: OnceLock<Vec<(&'static str, Arc<GpuContext>)>> = OnceLock::new();
+    CTXS.get_or_init(|| {
+        let make = |kernels, without_subgroups| {
+            let opts = GpuOptions {
+                kernels,
+                without_subgroups,
+                ..GpuOptions::default()
+            };
+            Arc::new(
+                GpuContext::new_blocking(opts)
+                    .unwrap_or_else(|e| panic!("kernel plan {kernels:?} on this adapter: {e}")),
+            )
+        };
+        let all = vec![
+            gpu_context(),
+            make(KernelChoice::Gpu, false),
+            make(KernelChoice::Gpu, true),
+            make(KernelChoice::Portable, false),
+        ];
+        // Each context runs the plan its name says.
+        let want = [
+            KernelPlan::CpuAdapter,
+            KernelPlan::Gpu { subgroups: true },
+            KernelPlan::Gpu { subgroups: false },
+            KernelPlan::Portable,
+        ];
+        for (c, w) in all.iter().zip(want) {
+            assert_eq!(c.plan(), w, "{}", c.info.name);
+        }
+        all.into_iter().map(|c| (c.kernels(), c)).collect()
+    })
+    .clone()
+}
+
+/// [`plan_contexts`] without lavapipe's default (which every other test runs).
+pub fn forced_plan_contexts() -> Vec<(&'static str, Arc<GpuContext>)> {
+    plan_contexts().into_iter().skip(1).collect()
 }
 
 /// The shipped demo model and the reference logits its training script saved.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use transmamba::cpu::CpuSession;
 use transmamba::engine::{EngineOptions, GpuModel, GpuSession};
-use transmamba::gpu::{GpuContext, GpuOptions};
+use transmamba::gpu::{GpuContext, GpuOptions, KernelChoice};
 use transmamba::schedule::TransPoint::{self, At, Never};
 use transmamba::{Error, Logits, Model, Schedule, ScheduleSpec};
 use transmamba_tests::*;
@@ -70,20 +70,15 @@ fn gpu_matches_cpu_over_models_schedules_and_chunk_sizes() {
     }
 }
 
-/// The portable kernels (no subgroups, no shader-f16: what an adapter without them runs, the
-/// browsers' floor), forced on lavapipe: prefill over models, schedules and chunk sizes, and
-/// prefill then decode, against the CPU; real head sizes (P 64, N 128) included, with f32's
-/// relative bound for their larger logits.
+/// Every kernel plan forced on lavapipe (`gpu` with subgroups of 8 and without subgroups,
+/// `portable`: no subgroups, no shader-f16, the browsers' floor): prefill over models,
+/// schedules and chunk sizes, and prefill then decode (the fused decode products included),
+/// against the CPU; real head sizes (P 64, N 128) included, with f32's relative bound for their
+/// larger logits.
 #[test]
-fn portable_kernels_match_cpu() {
-    let pctx = Arc::new(
-        GpuContext::new_blocking(GpuOptions {
-            kernels: transmamba::gpu::KernelChoice::Portable,
-            ..GpuOptions::default()
-        })
-        .unwrap(),
-    );
-    assert!(!pctx.has_subgroups() && !pctx.has_subgroup8() && !pctx.has_f16());
+fn every_kernel_plan_matches_cpu() {
+    let (_, pctx) = &forced_plan_contexts()[2];
+    assert!(!pctx.has_subgroups() && !pctx.has_f16());
     assert_eq!(pctx.kernels(), "portable");
     assert_eq!(ctx().kernels(), "cpu-adapter", "lavapipe's default");
     let mut variants = model_variants();
@@ -98,32 +93,34 @@ fn portable_kernels_match_cpu() {
             ..RandomSpec::default()
         },
     ));
-    for (name, spec) in variants {
-        let model = random_model(&spec, 23);
-        let tokens = random_tokens(spec.vocab, 30, 5);
-        for chunk in [1, 8] {
-            let opts = EngineOptions {
-                chunk_size: chunk,
-                ..EngineOptions::default()
-            };
-            let gm = GpuModel::new(pctx.clone(), &model, opts).unwrap();
-            for tps in schedules(spec.layers, 12) {
-                let sched = Schedule(tps.clone());
-                let want = cpu_logits(&model, &sched, &tokens);
-                let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
-                let tol = TOL.max(2e-6 * scale);
-                let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
-                let err = max_abs_diff(&got, &want);
-                assert!(
-                    err < tol,
-                    "{name} chunk {chunk} {tps:?}: prefill |Δ| = {err}"
-                );
-                let got = gpu_prefill_then_decode(&gm, &sched, &tokens, 12);
-                let err = max_abs_diff(&got, &want);
-                assert!(
-                    err < tol,
-                    "{name} chunk {chunk} {tps:?}: decode |Δ| = {err}"
-                );
+    for (plan, pctx) in forced_plan_contexts() {
+        for (name, spec) in &variants {
+            let model = random_model(spec, 23);
+            let tokens = random_tokens(spec.vocab, 30, 5);
+            for chunk in [1, 8] {
+                let opts = EngineOptions {
+                    chunk_size: chunk,
+                    ..EngineOptions::default()
+                };
+                let gm = GpuModel::new(pctx.clone(), &model, opts).unwrap();
+                for tps in schedules(spec.layers, 12) {
+                    let sched = Schedule(tps.clone());
+                    let want = cpu_logits(&model, &sched, &tokens);
+                    let scale = want.iter().fold(1f32, |m, x| m.max(x.abs()));
+                    let tol = TOL.max(2e-6 * scale);
+                    let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
+                    let err = max_abs_diff(&got, &want);
+                    assert!(
+                        err < tol,
+                        "{plan} {name} chunk {chunk} {tps:?}: prefill |Δ| = {err}"
+                    );
+                    let got = gpu_prefill_then_decode(&gm, &sched, &tokens, 12);
+                    let err = max_abs_diff(&got, &want);
+                    assert!(
+                        err < tol,
+                        "{plan} {name} chunk {chunk} {tps:?}: decode |Δ| = {err}"
+                    );
+                }
             }
         }
     }
@@ -221,7 +218,10 @@ fn long_prompt_runs_in_pieces() {
 /// unrounded model it stays within the looser bound the f16 path is held to.
 #[test]
 fn f16_weights_compute_the_f16_rounded_model() {
-    for (name, spec) in model_variants() {
+    for ((name, spec), (plan, c)) in model_variants()
+        .into_iter()
+        .zip(plan_contexts().into_iter().cycle())
+    {
         let model = random_model(&spec, 21);
         let rounded = with_f16_matrices(&model);
         let tokens = random_tokens(spec.vocab, 29, 4);
@@ -231,46 +231,63 @@ fn f16_weights_compute_the_f16_rounded_model() {
             weights: transmamba::gpu::WeightFormat::F16,
             ..EngineOptions::default()
         };
-        let gm = GpuModel::new(ctx(), &model, opts).unwrap();
+        let gm = GpuModel::new(c, &model, opts).unwrap();
         let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
         let err = max_abs_diff(&got, &cpu_logits(&rounded, &sched, &tokens));
-        assert!(err < TOL, "{name}: |Δ| vs f16-rounded CPU = {err}");
+        assert!(err < TOL, "{plan} {name}: |Δ| vs f16-rounded CPU = {err}");
         let loose = max_abs_diff(&got, &cpu_logits(&model, &sched, &tokens));
-        assert!(loose < 2e-2, "{name}: |Δ| vs f32 CPU = {loose}");
+        assert!(loose < 2e-2, "{plan} {name}: |Δ| vs f32 CPU = {loose}");
+        let decoded = gpu_prefill_then_decode(&gm, &sched, &tokens, 9);
+        let err = max_abs_diff(&decoded, &got);
+        assert!(err < TOL, "{plan} {name}: decode |Δ| vs prefill = {err}");
     }
 }
 
 #[test]
 fn weights_larger_than_the_binding_limit_are_split() {
-    let small = Arc::new(
-        GpuContext::new_blocking(GpuOptions {
-            max_binding_size: Some(4096),
-            ..GpuOptions::default()
-        })
-        .expect("adapter"),
-    );
-    // vocab 200 × d 32 × 4 B = 25 KiB per output matrix: split into 7 blocks of 4 KiB.
-    let spec = RandomSpec {
-        vocab: 200,
-        tied: true,
-        ..RandomSpec::default()
-    };
-    let model = random_model(&spec, 9);
-    let tokens = random_tokens(spec.vocab, 12, 2);
-    let sched = Schedule(vec![At(5), At(0)]);
-    let gm = GpuModel::new(
-        small,
-        &model,
-        EngineOptions {
-            chunk_size: 4,
-            max_rows: 64,
-            ..EngineOptions::default()
-        },
-    )
-    .unwrap();
-    let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
-    let err = max_abs_diff(&got, &cpu_logits(&model, &sched, &tokens));
-    assert!(err < TOL, "|Δ| = {err}");
+    for (kernels, without_subgroups) in [
+        (KernelChoice::Auto, false),
+        (KernelChoice::Gpu, false),
+        (KernelChoice::Gpu, true),
+        (KernelChoice::Portable, false),
+    ] {
+        let small = Arc::new(
+            GpuContext::new_blocking(GpuOptions {
+                max_binding_size: Some(4096),
+                kernels,
+                without_subgroups,
+                ..GpuOptions::default()
+            })
+            .expect("adapter"),
+        );
+        let plan = small.kernels();
+        // vocab 200 × d 32 × 4 B = 25 KiB per output matrix: split into 7 blocks of 4 KiB.
+        let spec = RandomSpec {
+            vocab: 200,
+            tied: true,
+            ..RandomSpec::default()
+        };
+        let model = random_model(&spec, 9);
+        let tokens = random_tokens(spec.vocab, 12, 2);
+        let sched = Schedule(vec![At(5), At(0)]);
+        let gm = GpuModel::new(
+            small,
+            &model,
+            EngineOptions {
+                chunk_size: 4,
+                max_rows: 64,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap();
+        let got = gpu_forward(&gm, &sched, &tokens, Logits::All);
+        let want = cpu_logits(&model, &sched, &tokens);
+        let err = max_abs_diff(&got, &want);
+        assert!(err < TOL, "{plan}: |Δ| = {err}");
+        let got = gpu_prefill_then_decode(&gm, &sched, &tokens, 5);
+        let err = max_abs_diff(&got, &want);
+        assert!(err < TOL, "{plan}: decode |Δ| = {err}");
+    }
 }
 
 #[test]
@@ -280,13 +297,19 @@ fn golden_cases_on_the_gpu() {
         let sched = ScheduleSpec::Config
             .resolve(&model.config.transpoints)
             .unwrap();
-        let gm = gpu_model(&model, model.config.chunk_size as u32);
-        let got = gpu_forward(&gm, &sched, &case.tokens, Logits::All);
-        let err = max_abs_diff(&got, &case.logits);
-        assert!(err < TOL, "{}: forward |Δ| = {err}", case.name);
-        let got = gpu_prefill_then_decode(&gm, &sched, &case.tokens, case.prefill_len);
-        let err = max_abs_diff(&got, &case.decode_logits);
-        assert!(err < TOL, "{}: decode |Δ| = {err}", case.name);
+        for (plan, c) in plan_contexts() {
+            let opts = EngineOptions {
+                chunk_size: model.config.chunk_size as u32,
+                ..EngineOptions::default()
+            };
+            let gm = GpuModel::new(c, &model, opts).unwrap();
+            let got = gpu_forward(&gm, &sched, &case.tokens, Logits::All);
+            let err = max_abs_diff(&got, &case.logits);
+            assert!(err < TOL, "{plan} {}: forward |Δ| = {err}", case.name);
+            let got = gpu_prefill_then_decode(&gm, &sched, &case.tokens, case.prefill_len);
+            let err = max_abs_diff(&got, &case.decode_logits);
+            assert!(err < TOL, "{plan} {}: decode |Δ| = {err}", case.name);
+        }
     }
 }
 

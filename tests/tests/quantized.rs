@@ -1,5 +1,5 @@
-//! Quantized weights (q8_0, q4_0) on the GPU engine, for every kernel set lavapipe can run
-//! (its default subgroup kernels and the portable ones), against the CPU engine on the same
+//! Quantized weights (q8_0, q4_0) on the GPU engine, for every kernel plan forced on lavapipe
+//! (cpu-adapter, gpu with and without subgroups, portable), against the CPU engine on the same
 //! blocks: prefill (tiled products), decode (matvec), the embedding lookup, split matrices,
 //! real head sizes; and the files that hold them.
 
@@ -16,12 +16,7 @@ const TOL: f32 = 1e-4;
 const QUANT: [WeightFormat; 2] = [WeightFormat::Q8_0, WeightFormat::Q4_0];
 
 fn contexts() -> Vec<(&'static str, Arc<GpuContext>)> {
-    let portable = GpuContext::new_blocking(GpuOptions {
-        kernels: KernelChoice::Portable,
-        ..GpuOptions::default()
-    })
-    .unwrap();
-    vec![("default", gpu_context()), ("portable", Arc::new(portable))]
+    plan_contexts()
 }
 
 fn cpu_logits(model: &Model, format: WeightFormat, sched: &Schedule, tokens: &[u32]) -> Vec<f32> {
@@ -103,6 +98,14 @@ fn quantized_matrices_larger_than_the_binding_limit_are_split() {
         })
         .unwrap(),
     );
+    let small_gpu = Arc::new(
+        GpuContext::new_blocking(GpuOptions {
+            max_binding_size: Some(1024),
+            kernels: KernelChoice::Gpu,
+            ..GpuOptions::default()
+        })
+        .unwrap(),
+    );
     // vocab 200 × d 32: one q8_0 row is one superblock of 9 texels (144 B): 7 rows a block.
     let spec = RandomSpec {
         vocab: 200,
@@ -113,15 +116,17 @@ fn quantized_matrices_larger_than_the_binding_limit_are_split() {
     let tokens = random_tokens(spec.vocab, 12, 2);
     let sched = Schedule(vec![At(5), At(0)]);
     for format in QUANT {
-        let opts = EngineOptions {
-            weights: format,
-            ..EngineOptions::default()
-        };
-        let gm = GpuModel::new(small.clone(), &model, opts).unwrap();
-        let want = cpu_logits(&model, format, &sched, &tokens);
-        let got = gpu_prefill_then_decode(&gm, &sched, &tokens, 6);
-        let err = max_abs_diff(&got, &want);
-        assert!(err < TOL, "{format:?}: |Δ| = {err}");
+        for c in [&small, &small_gpu] {
+            let opts = EngineOptions {
+                weights: format,
+                ..EngineOptions::default()
+            };
+            let gm = GpuModel::new(c.clone(), &model, opts).unwrap();
+            let want = cpu_logits(&model, format, &sched, &tokens);
+            let got = gpu_prefill_then_decode(&gm, &sched, &tokens, 6);
+            let err = max_abs_diff(&got, &want);
+            assert!(err < TOL, "{} {format:?}: |Δ| = {err}", c.kernels());
+        }
     }
 }
 

@@ -76,7 +76,7 @@ struct LoadOptions {
     /// "auto" (WebGPU on a real GPU, the CPU engine on a software or missing adapter),
     /// "webgpu" or "cpu".
     device: Option<String>,
-    /// WebGPU kernels: "auto", "portable" or "cpu-adapter".
+    /// WebGPU kernel plan: "auto", "gpu", "portable" or "cpu-adapter".
     kernels: Option<String>,
 }
 
@@ -198,7 +198,7 @@ pub async fn create_engine(
         None => KernelChoice::Auto,
         Some(k) => KernelChoice::parse(k).ok_or_else(|| {
             JsError::new(&format!(
-                "load option `kernels` must be \"auto\", \"portable\" or \"cpu-adapter\", not {k:?}"
+                "load option `kernels` must be \"auto\", \"gpu\", \"portable\" or \"cpu-adapter\", not {k:?}"
             ))
         })?,
     };

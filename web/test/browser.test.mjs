@@ -346,7 +346,7 @@ describe('package API', () => {
       for (let i = 0; i < native.length; i++) portableDiff = Math.max(portableDiff, Math.abs(r.portableLogits[i] - native[i]));
       assert.ok(portableDiff < 1e-3, `max |browser WebGPU portable kernels - native| = ${portableDiff}`);
       assert.equal(r.portableKernels, 'portable');
-      assert.match(r.kernelsError, /load option `kernels` must be "auto", "portable" or "cpu-adapter", not "fast"/);
+      assert.match(r.kernelsError, /load option `kernels` must be "auto", "gpu", "portable" or "cpu-adapter", not "fast"/);
       assert.equal(r.info.engine.kind, 'cpu');
       assert.match(r.info.engine.reason, /software/);
       assert.equal(r.info.adapter, null);
@@ -555,6 +555,60 @@ describe('package API', () => {
       const { error, ids } = await demoGenerate(page, { tokens: PROMPT, transpoints: '8,inf', maxTokens: 4 });
       assert.equal(error, null);
       assert.equal(ids.length, 4);
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('WebGPU kernel plans: each equals tm-run; demo model decode tokens/s per plan beside native lavapipe', async () => {
+    const native = readNpy((() => {
+      const npy = join(OUT, 'tiny-plans.npy');
+      tmRun(['forward', '--model', models.tiny, '--tokens', PROMPT.join(','), '--transpoints', '3', '--out', npy]);
+      return npy;
+    })());
+    const { page, log } = await openDemo('?autoload=0');
+    try {
+      const r = await page.evaluate(async (prompt) => {
+        const { loadModel } = await import('transmamba-web');
+        const logits = {};
+        const names = {};
+        for (const kernels of ['auto', 'gpu', 'portable']) {
+          const m = await loadModel('/__test/tiny.safetensors', { device: 'webgpu', kernels });
+          logits[kernels] = Array.from(await m.forward(prompt, { transpoints: 3, all: true }));
+          names[kernels] = (await m.info()).kernels;
+          m.dispose();
+        }
+        // Decode speed of the demo model per plan, alternating (2 rounds of 32 greedy tokens).
+        const rates = { gpu: [], portable: [] };
+        for (let round = 0; round < 2; round++) {
+          for (const kernels of ['gpu', 'portable']) {
+            const m = await loadModel('transmamba-demo.safetensors', { device: 'webgpu', kernels });
+            const it = m.generate([1, 2, 3, 4, 5], { maxTokens: 32 });
+            let step;
+            while (!(step = await it.next()).done);
+            rates[kernels].push(step.value.decodeTokensPerS);
+            m.dispose();
+          }
+        }
+        return { logits, names, rates };
+      }, PROMPT);
+      for (const k of ['auto', 'gpu', 'portable']) {
+        const got = r.logits[k];
+        assert.equal(got.length, native.length, log.join('\n'));
+        let diff = 0;
+        for (let i = 0; i < native.length; i++) diff = Math.max(diff, Math.abs(got[i] - native[i]));
+        assert.ok(diff < 1e-3, `kernels ${k} (${r.names[k]}): max |browser - native| = ${diff}`);
+      }
+      assert.match(r.names.gpu, /^gpu/);
+      assert.equal(r.names.portable, 'portable');
+      assert.equal(r.names.auto, r.names.gpu, 'auto runs the gpu plan on a browser adapter');
+      const lavapipe = nativeGenerate(models.demoModel, [1, 2, 3, 4, 5], 'config', 32, 'gpu');
+      const fmt = (v) => v.map((x) => x.toFixed(1)).join(' / ');
+      console.log(
+        `# demo model decode, tokens/s (2 alternating rounds): browser WebGPU plan ${r.names.gpu} ` +
+          `${fmt(r.rates.gpu)}, plan portable ${fmt(r.rates.portable)}; native lavapipe (cpu-adapter) ` +
+          `${lavapipe.decode_tokens_per_s.toFixed(1)}`,
+      );
     } finally {
       await page.close();
     }

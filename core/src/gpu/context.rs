@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use super::error::{GpuError, GpuResult};
-use super::shaders::shader_variant;
+use super::plan::{DeviceCaps, KernelChoice, KernelPlan};
+use super::shaders::{for_target, shader_variant};
 use super::weights::{texture_format, values_per_texel, WeightFormat};
 
 /// Bytes reserved per dispatch in the uniform arena (>= any `min_uniform_buffer_offset_alignment`).
@@ -41,34 +42,10 @@ pub struct GpuOptions {
     pub max_buffer_size: Option<u64>,
     /// Which kernels run (`--kernels`, JS `kernels`): see [`KernelChoice`].
     pub kernels: KernelChoice,
-}
-
-/// The kernels a device runs. Today there are two sets: the `cpu-adapter` kernels, tuned for
-/// CPU Vulkan's 8-wide subgroups (lavapipe), and the `portable` ones (no subgroups, no
-/// shader-f16: the floor every adapter and browser can run). Kernel plans designed for real
-/// GPUs are issue 16's work.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KernelChoice {
-    /// `cpu-adapter` where the device has 8-wide subgroups, else `portable`.
-    #[default]
-    Auto,
-    /// The portable kernels: the device is created without subgroups and shader-f16, as on
-    /// an adapter that has neither (so the tests cover that path on lavapipe too).
-    Portable,
-    /// The 8-wide subgroup kernels; a device without 8-wide subgroups is an error.
-    CpuAdapter,
-}
-
-impl KernelChoice {
-    /// Parses `auto`, `portable` or `cpu-adapter`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "auto" => Some(Self::Auto),
-            "portable" => Some(Self::Portable),
-            "cpu-adapter" => Some(Self::CpuAdapter),
-            _ => None,
-        }
-    }
+    /// Test hook: create the device without subgroups even where the adapter offers them, so
+    /// the `gpu` plan's workgroup-memory reductions (what adapters without subgroups run)
+    /// are tested on lavapipe.
+    pub without_subgroups: bool,
 }
 
 impl Default for GpuOptions {
@@ -82,6 +59,7 @@ impl Default for GpuOptions {
             unchecked_shaders: false,
             max_buffer_size: None,
             kernels: KernelChoice::Auto,
+            without_subgroups: false,
         }
     }
 }
@@ -299,6 +277,10 @@ pub struct GpuContext {
     dummy: GpuBuffer,
     /// Serialises arena write + submit: the params arena is shared by all recorders.
     submit_lock: Mutex<()>,
+    /// What the kernels see of the device, read once.
+    caps: DeviceCaps,
+    /// The kernels every op runs on this device.
+    plan: KernelPlan,
 }
 
 /// The adapter `GpuContext::new` would pick, without creating a device: what engine choices
@@ -346,7 +328,7 @@ impl GpuContext {
         // Subgroup broadcasts let one lane's load feed the others (much cheaper than a load on
         // CPU Vulkan); kernels that use them have a fallback when the adapter lacks them.
         let portable = opts.kernels == KernelChoice::Portable;
-        if offered.contains(wgpu::Features::SUBGROUP) && !portable {
+        if offered.contains(wgpu::Features::SUBGROUP) && !portable && !opts.without_subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
         if opts.prefer_f16 && !portable && offered.contains(wgpu::Features::SHADER_F16) {
@@ -437,7 +419,11 @@ impl GpuContext {
         };
         #[cfg(target_arch = "wasm32")]
         let profile_clock = ProfileClock::Timestamps;
+        let caps = DeviceCaps::new(&info, features, &limits);
+        let plan = KernelPlan::resolve(opts.kernels, &caps)?;
         let ctx = Self {
+            caps,
+            plan,
             instance,
             adapter,
             device,
@@ -460,20 +446,6 @@ impl GpuContext {
             dummy,
             submit_lock: Mutex::new(()),
         };
-        if opts.kernels == KernelChoice::CpuAdapter && !ctx.has_subgroup8() {
-            return Err(GpuError::Unsupported(format!(
-                "kernels cpu-adapter need 8-wide subgroups; {} has {}: use --kernels auto or portable",
-                ctx.info.name,
-                if ctx.has_subgroups() {
-                    format!(
-                        "subgroups of {}-{}",
-                        ctx.info.subgroup_min_size, ctx.info.subgroup_max_size
-                    )
-                } else {
-                    "no subgroups".to_string()
-                }
-            )));
-        }
         ctx.set_profiling(opts.profiling);
         Ok(ctx)
     }
@@ -498,18 +470,19 @@ impl GpuContext {
         self.features.contains(wgpu::Features::SUBGROUP)
     }
 
-    /// The kernels this device runs: `cpu-adapter` (8-wide subgroup kernels) or `portable`.
-    pub fn kernels(&self) -> &'static str {
-        if self.has_subgroup8() {
-            "cpu-adapter"
-        } else {
-            "portable"
-        }
+    /// The kernels this device runs.
+    pub fn plan(&self) -> KernelPlan {
+        self.plan
     }
 
-    /// Subgroups of exactly 8 invocations (lavapipe on AVX2): the `*_sg` kernels need that.
-    pub fn has_subgroup8(&self) -> bool {
-        self.has_subgroups() && self.info.subgroup_min_size == 8 && self.info.subgroup_max_size == 8
+    /// The plan's name (status lines, `bench --json`, the JS `info()`).
+    pub fn kernels(&self) -> &'static str {
+        self.plan.name()
+    }
+
+    /// What the kernels see of the device.
+    pub fn caps(&self) -> &DeviceCaps {
+        &self.caps
     }
 
     pub fn has_timestamps(&self) -> bool {
@@ -896,6 +869,7 @@ impl GpuContext {
         {
             let src = shader_variant(k.shader, weights)
                 .ok_or_else(|| GpuError::Unsupported(format!("no shader named {}", k.shader)))?;
+            let src = for_target(src);
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(k.shader),
                 source: wgpu::ShaderSource::Wgsl(src),

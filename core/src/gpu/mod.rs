@@ -7,12 +7,14 @@
 pub mod context;
 pub mod error;
 pub mod ops;
+pub mod plan;
 pub mod recorder;
 pub mod shaders;
 pub mod weights;
 
-pub use context::{GpuBuffer, GpuContext, GpuMemory, GpuOptions, KernelChoice, ProfileClock};
+pub use context::{GpuBuffer, GpuContext, GpuMemory, GpuOptions, ProfileClock};
 pub use error::{GpuError, GpuResult};
 pub use ops::*;
+pub use plan::{DeviceCaps, KernelChoice, KernelPlan, PlanStep};
 pub use recorder::Recorder;
 pub use weights::{GpuMatrix, MatBlock, WeightFormat};

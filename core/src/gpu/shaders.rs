@@ -41,6 +41,8 @@ shaders!(
     "matvec",
     "matvec_f16",
     "matvec_quant",
+    "matvec_split_k",
+    "matmul_tiles",
     "rms_norm",
     "rms_norm_vec4",
     "rows_to_texture",
@@ -100,18 +102,75 @@ const W4_Q4_0: &str = "    let sb = (k4 >> 5) * 5;
     let c = vec4<u32>(q & 15u, (q >> 4u) & 15u, (q >> 8u) & 15u, (q >> 12u) & 15u);
     return (vec4<f32>(c) - 8.0) * d;";
 
-/// Shader `name` as compiled for weight textures in `weights` (see [`WeightFormat`]); kernels
-/// with their own loop for one format (matvec_f16) declare it so already and are unchanged.
+/// The shader variants kernels name as `file#DEF...` (see [`preprocess`]); the naga test
+/// validates each, as every plain file.
+pub const DEFINED_VARIANTS: &[&str] = &["matvec_split_k#SUBGROUPS"];
+
+/// Keeps the lines of `src` whose `#if NAME` / `#else` / `#endif` blocks (nestable, one
+/// directive per line) are selected by `defs`; `None` if the blocks do not balance or a
+/// directive is unknown. The variants a kernel needs that override constants cannot give (an
+/// `enable` directive, builtins only a feature provides) come from one file this way.
+pub fn preprocess(src: &str, defs: &[&str]) -> Option<String> {
+    let mut out = String::with_capacity(src.len());
+    // Per open block: (this branch taken, the enclosing blocks all taken).
+    let mut stack: Vec<(bool, bool)> = Vec::new();
+    let live = |stack: &[(bool, bool)]| stack.last().is_none_or(|&(on, outer)| on && outer);
+    for line in src.lines() {
+        let t = line.trim_start();
+        if let Some(rest) = t.strip_prefix("#if ") {
+            let outer = live(&stack);
+            stack.push((defs.contains(&rest.trim()), outer));
+        } else if t.starts_with("#else") {
+            let top = stack.last_mut()?;
+            top.0 = !top.0;
+        } else if t.starts_with("#endif") {
+            stack.pop()?;
+        } else if t.starts_with('#') {
+            return None;
+        } else if live(&stack) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    stack.is_empty().then_some(out)
+}
+
+/// `src` as the device's WGSL compiler takes it: browsers require `enable subgroups;` before
+/// any subgroup builtin, which naga (natively) does not parse yet.
+pub fn for_target(src: Cow<'static, str>) -> Cow<'static, str> {
+    let uses = [
+        "@builtin(subgroup",
+        "subgroupAdd(",
+        "subgroupBroadcast",
+        "subgroupShuffle",
+    ];
+    if cfg!(target_arch = "wasm32") && uses.iter().any(|u| src.contains(u)) {
+        Cow::Owned(format!("enable subgroups;\n{src}"))
+    } else {
+        src
+    }
+}
+
+/// Shader `name` (a file, or `file#DEF#DEF` for a [`preprocess`]ed variant) as compiled for
+/// weight textures in `weights` (see [`WeightFormat`]); kernels with their own loop for one
+/// format (matvec_f16) declare it so already and are unchanged.
 pub fn shader_variant(name: &str, weights: WeightFormat) -> Option<Cow<'static, str>> {
-    let src = shader_source(name)?;
+    let mut parts = name.split('#');
+    let src = shader_source(parts.next()?)?;
+    let defs: Vec<&str> = parts.collect();
+    let src: Cow<'static, str> = if defs.is_empty() && !src.contains("\n#if ") {
+        Cow::Borrowed(src)
+    } else {
+        Cow::Owned(preprocess(src, &defs)?)
+    };
     let body = match weights {
-        WeightFormat::F32 => return Some(Cow::Borrowed(src)),
+        WeightFormat::F32 => return Some(src),
         WeightFormat::F16 => W4_F16,
         WeightFormat::Q8_0 => W4_Q8_0,
         WeightFormat::Q4_0 => W4_Q4_0,
     };
     if !src.contains(WEIGHT_DECLARATION.0) {
-        return Some(Cow::Borrowed(src));
+        return Some(src);
     }
     Some(Cow::Owned(
         src.replace(WEIGHT_DECLARATION.0, WEIGHT_DECLARATION.1)
@@ -127,8 +186,12 @@ mod tests {
     fn every_shader_parses_and_validates() {
         let mut failures = Vec::new();
         // Every variant: as written (f32 weights) and for f16, q8_0, q4_0 (rgba32uint) textures.
-        let variants = SHADERS.iter().flat_map(|s| {
-            WeightFormat::ALL.map(|f| (s.name, f, shader_variant(s.name, f).unwrap_or_default()))
+        let names = SHADERS
+            .iter()
+            .map(|s| s.name)
+            .chain(DEFINED_VARIANTS.iter().copied());
+        let variants = names.flat_map(|name| {
+            WeightFormat::ALL.map(|f| (name, f, shader_variant(name, f).unwrap_or_default()))
         });
         for (name, f16, source) in variants {
             let module = match naga::front::wgsl::parse_str(&source) {
@@ -142,7 +205,7 @@ mod tests {
             // them); everything else must validate without any capability but the f16 <-> f32
             // packing builtins (core WGSL; naga gates them for old GL targets).
             let base = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
-            let caps = if name.ends_with("_sg") {
+            let caps = if name.ends_with("_sg") || name.contains("#SUBGROUPS") {
                 base | naga::valid::Capabilities::SUBGROUP
             } else {
                 base
@@ -159,6 +222,26 @@ mod tests {
             "shader errors:\n{}",
             failures.join("\n")
         );
+    }
+
+    #[test]
+    fn preprocessor_selects_blocks() {
+        let src = "a\n#if X\nb\n#if Y\nc\n#else\nd\n#endif\n#else\ne\n#endif\nf\n";
+        assert_eq!(preprocess(src, &[]).as_deref(), Some("a\ne\nf\n"));
+        assert_eq!(preprocess(src, &["X"]).as_deref(), Some("a\nb\nd\nf\n"));
+        assert_eq!(
+            preprocess(src, &["X", "Y"]).as_deref(),
+            Some("a\nb\nc\nf\n")
+        );
+        assert_eq!(preprocess(src, &["Y"]).as_deref(), Some("a\ne\nf\n"));
+        assert_eq!(preprocess("#if X\na\n", &[]), None, "unclosed");
+        assert_eq!(preprocess("#endif\n", &[]), None, "unopened");
+        assert_eq!(preprocess("#include x\n", &[]), None, "unknown directive");
+        // A file with blocks compiles without its defines too, and a variant differs from it.
+        let plain = shader_variant("matvec_split_k", WeightFormat::F32).unwrap();
+        let sg = shader_variant("matvec_split_k#SUBGROUPS", WeightFormat::F32).unwrap();
+        assert!(!plain.contains("subgroupAdd(") && sg.contains("subgroupAdd("));
+        assert!(!plain.contains("#if") && !sg.contains("#if"));
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub fn attention(
     ];
     let chunks = d.head_dim.div_ceil(32) as u64;
     let sg = rope.is_none()
-        && rec.ctx().has_subgroup8()
+        && rec.ctx().plan().subgroup8_kernels()
         && d.state.is_multiple_of(8)
         && d.head_dim.is_multiple_of(8);
     if sg {

@@ -1,5 +1,6 @@
 use crate::gpu::context::{GpuBuffer, GpuContext, Kernel, UNIFORM_STAGING_BYTES};
 use crate::gpu::error::ensure;
+use crate::gpu::plan::KernelPlan;
 use crate::gpu::recorder::Recorder;
 use crate::gpu::weights::{GpuMatrix, MatBlock, WeightFormat};
 use crate::gpu::{GpuError, GpuResult};
@@ -65,6 +66,58 @@ const TILED_SG_XTEX_NORM: Kernel = Kernel {
     spec: "NORM=1",
     ..TILED_SG_XTEX
 };
+/// The `gpu` plan's decode product, workgroup-memory reductions (adapters without subgroups).
+const SPLIT_K: Kernel = Kernel {
+    shader: "matvec_split_k",
+    entry: "main",
+    access: "xtrw",
+    spec: "",
+};
+/// `SPLIT_K` reduced by subgroups (any width).
+const SPLIT_K_SG: Kernel = Kernel {
+    shader: "matvec_split_k#SUBGROUPS",
+    ..SPLIT_K
+};
+/// The split-K kernels with the norm (weight folded into W: `NORM=1`; weight in the X
+/// texture's row `g_row`: `NORM=2`) and the conv step, indexed
+/// `[subgroups][norm - 1][conv]`.
+const SPLIT_K_NORMED: [[[Kernel; 2]; 2]; 2] = {
+    const fn k(base: Kernel, spec: &'static str, conv: bool) -> Kernel {
+        Kernel {
+            spec,
+            entry: if conv { "main_conv" } else { "main" },
+            access: if conv { "xtrwrrww" } else { "xtrw" },
+            ..base
+        }
+    }
+    [
+        [
+            [k(SPLIT_K, "NORM=1", false), k(SPLIT_K, "NORM=1", true)],
+            [k(SPLIT_K, "NORM=2", false), k(SPLIT_K, "NORM=2", true)],
+        ],
+        [
+            [
+                k(SPLIT_K_SG, "NORM=1", false),
+                k(SPLIT_K_SG, "NORM=1", true),
+            ],
+            [
+                k(SPLIT_K_SG, "NORM=2", false),
+                k(SPLIT_K_SG, "NORM=2", true),
+            ],
+        ],
+    ]
+};
+/// Outputs per matvec_split_k workgroup, and the most norm groups it takes.
+const SPLIT_K_OUTS: u32 = 8;
+/// The `gpu` plan's prefill product: 64 x 64 tiles in workgroup memory.
+const TILES: Kernel = Kernel {
+    shader: "matmul_tiles",
+    entry: "main",
+    access: "rtrw",
+    spec: "",
+};
+/// Rows and outputs per matmul_tiles workgroup.
+const TILES_EDGE: u32 = 64;
 /// Rows per subgroup tile of matmul_sg / matmul_xtex_sg (8 lanes x RTL rows).
 const SG_ROWS: u32 = 32;
 /// Outputs per subgroup tile (8 lanes x 4 loads).
@@ -82,7 +135,7 @@ pub const MATVEC_MAX_ROWS: u32 = 8;
 pub enum MatmulKernel {
     /// MatVec below [`MATVEC_MAX_ROWS`] rows, else Tiled.
     Auto,
-    /// Prefill: with 8-wide subgroups ([`crate::gpu::GpuContext::has_subgroup8`], lavapipe) a subgroup
+    /// Prefill: with 8-wide subgroups (the `cpu-adapter` plan, lavapipe) a subgroup
     /// computes 32 rows x 32 outputs, lanes sharing W loads by subgroupBroadcast (matmul_sg);
     /// otherwise [`MatmulKernel::TiledPortable`].
     Tiled,
@@ -95,6 +148,16 @@ pub enum MatmulKernel {
     /// Decode through matvec.wgsl's `w4` for every format (its f16 / q8_0 / q4_0 variants),
     /// instead of the format's own decode kernel (tests and A/B timings).
     MatVecGeneric,
+    /// The `gpu` plan's decode product (matvec_split_k), on any plan (tests): subgroup
+    /// reductions where the device has subgroups and the plan takes them.
+    SplitK,
+    /// The `gpu` plan's prefill product (matmul_tiles), on any plan (tests).
+    Tiles,
+}
+
+/// Whether matvec_split_k reduces with subgroups on this device.
+fn split_k_subgroups(ctx: &GpuContext) -> bool {
+    ctx.has_subgroups() && ctx.plan() != KernelPlan::Gpu { subgroups: false }
 }
 
 // Why this layout and these kernels (measured on lavapipe, Mesa 22.3, llvmpipe 8-wide, same
@@ -139,20 +202,24 @@ pub fn matmul_using(
     if rows == 0 {
         return Ok(());
     }
+    let gpu_plan = rec.ctx().plan().gpu_products();
     let kernel = match kernel {
+        MatmulKernel::Auto if rows < MATVEC_MAX_ROWS && gpu_plan => MatmulKernel::SplitK,
         MatmulKernel::Auto if rows < MATVEC_MAX_ROWS => MatmulKernel::MatVec,
+        MatmulKernel::Auto if gpu_plan => MatmulKernel::Tiles,
         MatmulKernel::Auto => MatmulKernel::Tiled,
         k => k,
     };
     // The matvec's X rows must fit its staging: a texture (f32 W) or the uniform buffer (f16).
     let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
     let kernel = match kernel {
+        MatmulKernel::SplitK if !split_k_x_fits(rec.ctx(), rows, w) => MatmulKernel::Tiles,
         MatmulKernel::MatVec | MatmulKernel::MatVecGeneric
             if !matvec_x_fits(rec.ctx(), rows, w) =>
         {
             MatmulKernel::Tiled
         }
-        MatmulKernel::Tiled if !rec.ctx().has_subgroup8() => MatmulKernel::TiledPortable,
+        MatmulKernel::Tiled if !rec.ctx().plan().subgroup8_kernels() => MatmulKernel::TiledPortable,
         k => k,
     };
     let (flags, bias) = product_flags(rec, bias, accumulate);
@@ -160,6 +227,8 @@ pub fn matmul_using(
         MatmulKernel::MatVec => matvec(rec, rows, x, w, &bias, y, flags, ldk, false),
         MatmulKernel::MatVecGeneric => matvec(rec, rows, x, w, &bias, y, flags, ldk, true),
         MatmulKernel::TiledPortable => tiled_portable(rec, rows, x, w, &bias, y, flags),
+        MatmulKernel::SplitK => split_k(rec, rows, x, w, &bias, y, flags),
+        MatmulKernel::Tiles => tiles(rec, rows, x, w, &bias, y, flags),
         _ => tiled_xtex(rec, rows, x, w, &bias, y, flags, None, None),
     }
 }
@@ -204,11 +273,23 @@ fn matvec_x_fits(ctx: &GpuContext, rows: u32, w: &GpuMatrix) -> bool {
 /// rows: K / groups a multiple of 4, every block f32, fewer than [`MATVEC_MAX_ROWS`] rows that
 /// fit the staging texture.
 pub fn matvec_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, groups: u32) -> bool {
+    let fits = if ctx.plan().gpu_products() {
+        groups <= SPLIT_K_OUTS && split_k_x_fits(ctx, rows, w)
+    } else {
+        matvec_x_fits(ctx, rows, w)
+    };
     groups > 0
         && (w.cols as u32).is_multiple_of(4 * groups)
         && w.format() == WeightFormat::F32
         && rows < MATVEC_MAX_ROWS
-        && matvec_x_fits(ctx, rows, w)
+        && fits
+}
+
+/// Whether `rows` rows of X (and one more, for a norm weight) fit the activation texture
+/// matvec_split_k reads, for every format.
+fn split_k_x_fits(ctx: &GpuContext, rows: u32, w: &GpuMatrix) -> bool {
+    let maxd = ctx.limits.max_texture_dimension_2d as u64;
+    (w.cols as u64).div_ceil(4) <= maxd && (rows as u64) < maxd
 }
 
 /// Whether [`matmul_normed`] runs: below [`MATVEC_MAX_ROWS`] rows as [`matvec_normed`]; from
@@ -219,7 +300,7 @@ pub fn matmul_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, group
         return matvec_normed_supported(ctx, rows, w, groups);
     }
     groups == 1
-        && ctx.has_subgroup8()
+        && ctx.plan().subgroup8_kernels()
         && w.format() == WeightFormat::F32
         && (w.cols as u32).div_ceil(4) <= ctx.limits.max_texture_dimension_2d
 }
@@ -406,11 +487,17 @@ pub fn matvec_normed(
         eps,
         conv: conv.as_ref(),
     };
+    if rec.ctx().plan().gpu_products() {
+        let sg = split_k_subgroups(rec.ctx()) as usize;
+        return product.dispatch(rec, &st, w, &[0], |_, conv| {
+            Ok((&SPLIT_K_NORMED[sg][0][conv as usize], SPLIT_K_OUTS))
+        });
+    }
     product.dispatch(rec, &st, w, &[], |_, conv| {
         Ok(if conv {
-            &MATVEC_NORM_CONV
+            (&MATVEC_NORM_CONV, MATVEC_OUTS)
         } else {
-            &MATVEC_NORM
+            (&MATVEC_NORM, MATVEC_OUTS)
         })
     })
 }
@@ -430,7 +517,7 @@ struct NormedProduct<'a> {
 
 impl NormedProduct<'_> {
     /// One dispatch per block of `w` over the staged `st`: `kernel(block format, with conv)`
-    /// picks the entry point; params are the product's, `groups`, `eps`, the conv step's (zero
+    /// picks the entry point and says how many outputs a workgroup computes; params are the product's, `groups`, `eps`, the conv step's (zero
     /// without one) and `extra`.
     fn dispatch(
         &self,
@@ -438,7 +525,7 @@ impl NormedProduct<'_> {
         st: &GpuBuffer,
         w: &GpuMatrix,
         extra: &[u32],
-        kernel: impl Fn(WeightFormat, bool) -> GpuResult<&'static Kernel>,
+        kernel: impl Fn(WeightFormat, bool) -> GpuResult<(&'static Kernel, u32)>,
     ) -> GpuResult<()> {
         let dummy = rec.ctx().dummy().clone();
         let conv_params = self.conv.map_or([0; 5], |cv| {
@@ -459,8 +546,8 @@ impl NormedProduct<'_> {
                 .chain(conv_params)
                 .chain(extra.iter().copied())
                 .collect();
-            let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), self.rows, 1];
-            let k = kernel(b.format(), self.conv.is_some())?;
+            let (k, outs) = kernel(b.format(), self.conv.is_some())?;
+            let g = [(b.rows as u32).div_ceil(outs), self.rows, 1];
             let (bias, y) = (self.bias, self.y.buf);
             match self.conv {
                 None => rec.dispatch(k, &params, &[st, &b.buffer, bias, y], g)?,
@@ -518,7 +605,9 @@ pub fn matvec_quant_normed_supported(
     groups: u32,
 ) -> bool {
     let maxd = ctx.limits.max_texture_dimension_2d;
+    let groups_fit = !ctx.plan().gpu_products() || groups <= SPLIT_K_OUTS;
     w.format().quant().is_some()
+        && groups_fit
         && groups > 0
         && (w.cols as u32).is_multiple_of(32 * groups)
         && rows < MATVEC_MAX_ROWS
@@ -582,6 +671,12 @@ pub fn matvec_quant_normed(
         eps,
         conv: conv.as_ref(),
     };
+    if rec.ctx().plan().gpu_products() {
+        let sg = split_k_subgroups(rec.ctx()) as usize;
+        return product.dispatch(rec, &st, w, &[rows], |_, conv| {
+            Ok((&SPLIT_K_NORMED[sg][1][conv as usize], SPLIT_K_OUTS))
+        });
+    }
     product.dispatch(rec, &st, w, &[rows], quant_norm_kernel)
 }
 
@@ -605,8 +700,8 @@ const MATVEC_Q8_0_NORM_CONV: Kernel = Kernel {
 };
 
 /// matvec_quant's NORM entry point for blocks in `format`, with or without the conv step.
-fn quant_norm_kernel(format: WeightFormat, conv: bool) -> GpuResult<&'static Kernel> {
-    Ok(match (format, conv) {
+fn quant_norm_kernel(format: WeightFormat, conv: bool) -> GpuResult<(&'static Kernel, u32)> {
+    let k = match (format, conv) {
         (WeightFormat::Q4_0, false) => &MATVEC_Q4_0_NORM,
         (WeightFormat::Q8_0, false) => &MATVEC_Q8_0_NORM,
         (WeightFormat::Q4_0, true) => &MATVEC_Q4_0_NORM_CONV,
@@ -617,7 +712,8 @@ fn quant_norm_kernel(format: WeightFormat, conv: bool) -> GpuResult<&'static Ker
                 other.name()
             )))
         }
-    })
+    };
+    Ok((k, MATVEC_OUTS))
 }
 
 /// The params every matmul / matvec kernel takes, for rows `rows` of `x` / `y` and block `b`.
@@ -690,6 +786,53 @@ fn matvec(
             let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
             rec.dispatch(&MATVEC, &params, &[st, &b.buffer, bias, y.buf], g)?;
         }
+    }
+    Ok(())
+}
+
+/// The `gpu` plan's decode: X's rows staged in the activation texture, then per block
+/// matvec_split_k (every weight format through its `w4`).
+fn split_k(
+    rec: &mut Recorder,
+    rows: u32,
+    x: View,
+    w: &GpuMatrix,
+    bias: &GpuBuffer,
+    y: View,
+    flags: u32,
+) -> GpuResult<()> {
+    let st = stage_x_texture(rec, rows, w.cols as u32, x)?;
+    let kernel = if split_k_subgroups(rec.ctx()) {
+        &SPLIT_K_SG
+    } else {
+        &SPLIT_K
+    };
+    for b in &w.blocks {
+        let params = block_params(rows, w.cols, b, x, y, flags);
+        let g = [(b.rows as u32).div_ceil(SPLIT_K_OUTS), rows, 1];
+        rec.dispatch(kernel, &params, &[&st, &b.buffer, bias, y.buf], g)?;
+    }
+    Ok(())
+}
+
+/// The `gpu` plan's prefill: matmul_tiles, X read in place.
+fn tiles(
+    rec: &mut Recorder,
+    rows: u32,
+    x: View,
+    w: &GpuMatrix,
+    bias: &GpuBuffer,
+    y: View,
+    flags: u32,
+) -> GpuResult<()> {
+    for b in &w.blocks {
+        let params = block_params(rows, w.cols, b, x, y, flags);
+        let g = [
+            (b.rows as u32).div_ceil(TILES_EDGE),
+            rows.div_ceil(TILES_EDGE),
+            1,
+        ];
+        rec.dispatch(&TILES, &params, &[x.buf, &b.buffer, bias, y.buf], g)?;
     }
     Ok(())
 }

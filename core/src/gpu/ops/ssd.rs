@@ -21,7 +21,7 @@ pub(crate) const CHUNK_STATE: Kernel = Kernel {
     access: "rrrrw",
     spec: "",
 };
-/// Subgroup versions (8-wide subgroups only, see `GpuContext::has_subgroup8`): the same results
+/// Subgroup versions (8-wide subgroups only: the `cpu-adapter` plan): the same results
 /// with 16 MACs per storage load instead of 1/4 .. 1/2 (on lavapipe a storage load costs a
 /// per-lane loop, a subgroupBroadcast a register move).
 pub(crate) const CHUNK_STATE_SG: Kernel = Kernel {
@@ -218,7 +218,7 @@ pub(crate) fn segment_states(
         grid64(nc as u64 * d.heads as u64),
     )?;
     let bufs = [x.buf, b.buf, dt.buf, acs, states];
-    if rec.ctx().has_subgroup8() {
+    if rec.ctx().plan().subgroup8_kernels() {
         let grid = [
             d.head_dim.div_ceil(SG_TILE) * d.state.div_ceil(SG_TILE),
             d.heads,
@@ -233,7 +233,7 @@ pub(crate) fn segment_states(
     }
     // The subgroup kernel runs its 8 chunks per step unmasked-cost (CPU Vulkan executes masked
     // blocks too), so it only pays from 8 chunks on.
-    if rec.ctx().has_subgroup8() && (d.head_dim * d.state).is_multiple_of(8) && nc >= 8 {
+    if rec.ctx().plan().subgroup8_kernels() && (d.head_dim * d.state).is_multiple_of(8) && nc >= 8 {
         rec.dispatch(&STATE_PASSING_SG, p, &[acs, states, state], grid64(hpn))
     } else {
         rec.dispatch(&STATE_PASSING, p, &[acs, states, state], grid64(hpn))
@@ -257,7 +257,7 @@ pub(crate) fn pack_xbc(
     let width = hp + gn + c.map_or(0, |_| gn);
     let maxd = rec.ctx().limits.max_texture_dimension_2d;
     let fits = d.head_dim.is_multiple_of(4) && d.state.is_multiple_of(4) && width / 4 <= maxd;
-    if !(rec.ctx().has_subgroup8() && fits && rows <= maxd && rows > 0) {
+    if !(rec.ctx().plan().subgroup8_kernels() && fits && rows <= maxd && rows > 0) {
         return Ok(None);
     }
     let xt = rec.ctx().x_texture(width / 4, rows)?;
@@ -323,7 +323,7 @@ pub fn ssd_scan(
         let inputs = (x, b, dt, inp.a_log);
         segment_states(rec, &d, &p, nc, inputs, xt.as_ref(), state, &acs, &states)?;
         let bufs = [x.buf, b.buf, c.buf, dt.buf, &acs, &states, &cl, ys.buf];
-        if rec.ctx().has_subgroup8() {
+        if rec.ctx().plan().subgroup8_kernels() {
             let qt = q.div_ceil(SG_TILE);
             rec.dispatch(&CB_SG, &p, &bufs, [qt * qt, d.groups, nc])?;
             // L is formed inside the scan kernel (no lmat pass).

@@ -1,0 +1,324 @@
+//! Which kernels run on a device: the device's capabilities read once ([`DeviceCaps`]) and the
+//! [`KernelPlan`] resolved from them and the user's [`KernelChoice`]. Every op asks the plan;
+//! nothing else in the GPU layer looks at the adapter to pick a kernel.
+
+use super::error::{GpuError, GpuResult};
+
+/// What a user asks for (`--kernels`, the JS `kernels` option).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// `cpu-adapter` on a CPU adapter with 8-wide subgroups (lavapipe), else `gpu`.
+    #[default]
+    Auto,
+    /// The floor: the device is created without subgroups and shader-f16, as on an adapter
+    /// that has neither (so the tests cover that path on lavapipe too).
+    Portable,
+    /// Kernels for real GPUs and browsers: lanes along K with subgroup reductions of any
+    /// width (workgroup-memory reductions where the adapter has no subgroups), workgroup-memory
+    /// tiles for prefill.
+    Gpu,
+    /// The kernels tuned for CPU Vulkan's 8-wide subgroups; an error on any other device.
+    CpuAdapter,
+}
+
+impl KernelChoice {
+    /// Every choice, as named on the command line.
+    pub const NAMES: [&'static str; 4] = ["auto", "portable", "gpu", "cpu-adapter"];
+
+    /// Parses one of [`KernelChoice::NAMES`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "portable" => Some(Self::Portable),
+            "gpu" => Some(Self::Gpu),
+            "cpu-adapter" => Some(Self::CpuAdapter),
+            _ => None,
+        }
+    }
+}
+
+/// The device as the kernels see it, read once when it is created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceCaps {
+    pub name: String,
+    /// wgpu's adapter type; CPU adapters (lavapipe, llvmpipe, SwiftShader, WARP) are `Cpu`.
+    pub device_type: wgpu::DeviceType,
+    pub vendor: u32,
+    /// Subgroup operations enabled on the device (offered and not switched off).
+    pub subgroups: bool,
+    /// The subgroup sizes the adapter reports (0 when unknown).
+    pub subgroup_min: u32,
+    pub subgroup_max: u32,
+    pub shader_f16: bool,
+    pub max_workgroup_invocations: u32,
+    pub max_workgroup_storage: u32,
+}
+
+impl DeviceCaps {
+    /// Reads `info` and what the device was created with.
+    pub fn new(info: &wgpu::AdapterInfo, features: wgpu::Features, limits: &wgpu::Limits) -> Self {
+        Self {
+            name: info.name.clone(),
+            device_type: info.device_type,
+            vendor: info.vendor,
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min: info.subgroup_min_size,
+            subgroup_max: info.subgroup_max_size,
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+        }
+    }
+
+    /// Subgroups of exactly 8 lanes: what the `cpu-adapter` kernels are written for.
+    pub fn subgroups_of_8(&self) -> bool {
+        self.subgroups && self.subgroup_min == 8 && self.subgroup_max == 8
+    }
+
+    /// Subgroups the `gpu` plan's reductions take: any power of two from 4 to 128 (or sizes
+    /// the adapter does not report: the kernels read `subgroup_size` and never assume one).
+    fn subgroups_for_gpu_plan(&self) -> bool {
+        let ok = |s: u32| s == 0 || (s.is_power_of_two() && (4..=128).contains(&s));
+        self.subgroups && ok(self.subgroup_min) && ok(self.subgroup_max)
+    }
+
+    fn describe_subgroups(&self) -> String {
+        if self.subgroups {
+            format!("subgroups of {}-{}", self.subgroup_min, self.subgroup_max)
+        } else {
+            "no subgroups".to_string()
+        }
+    }
+}
+
+/// The kernels a device runs; see [`KernelPlan::steps`] for the kernel of each step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelPlan {
+    /// lavapipe's: weights and activations as texels, 8-wide subgroup broadcasts, the norm
+    /// and gate fusions in prefill too.
+    CpuAdapter,
+    /// Real GPUs and browsers: decode products with lanes along K (coalesced texel reads)
+    /// reduced by subgroups, or by workgroup memory without them; prefill products in 64 x 64
+    /// workgroup-memory tiles; the other steps run the portable kernels.
+    Gpu { subgroups: bool },
+    /// No subgroups, no f16: every step's portable kernel.
+    Portable,
+}
+
+/// One row of [`KernelPlan::steps`]: a step of MODEL.md and the kernel(s) running it.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanStep {
+    pub step: &'static str,
+    pub kernels: &'static str,
+}
+
+impl KernelPlan {
+    /// The plan for `choice` on a device with `caps`. `portable` must have been created
+    /// without subgroups (see [`crate::gpu::GpuContext::new`]).
+    pub fn resolve(choice: KernelChoice, caps: &DeviceCaps) -> GpuResult<Self> {
+        let gpu = || {
+            if caps.max_workgroup_invocations < 256 || caps.max_workgroup_storage < 8192 {
+                return Err(GpuError::Unsupported(format!(
+                    "kernel plan gpu needs workgroups of 256 invocations and 8 KiB of \
+                     workgroup memory; {} has {} and {} bytes: use --kernels portable",
+                    caps.name, caps.max_workgroup_invocations, caps.max_workgroup_storage
+                )));
+            }
+            Ok(KernelPlan::Gpu {
+                subgroups: caps.subgroups_for_gpu_plan(),
+            })
+        };
+        match choice {
+            KernelChoice::Portable => Ok(KernelPlan::Portable),
+            KernelChoice::CpuAdapter if caps.subgroups_of_8() => Ok(KernelPlan::CpuAdapter),
+            KernelChoice::CpuAdapter => Err(GpuError::Unsupported(format!(
+                "kernel plan cpu-adapter needs 8-wide subgroups; {} has {}: use --kernels \
+                 auto, gpu or portable",
+                caps.name,
+                caps.describe_subgroups()
+            ))),
+            KernelChoice::Gpu => gpu(),
+            KernelChoice::Auto
+                if caps.device_type == wgpu::DeviceType::Cpu && caps.subgroups_of_8() =>
+            {
+                Ok(KernelPlan::CpuAdapter)
+            }
+            KernelChoice::Auto => gpu().or(Ok(KernelPlan::Portable)),
+        }
+    }
+
+    /// Its name in status lines, `bench --json` (`kernels`) and the JS `info()`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPlan::CpuAdapter => "cpu-adapter",
+            KernelPlan::Gpu { subgroups: true } => "gpu",
+            KernelPlan::Gpu { subgroups: false } => "gpu-no-subgroups",
+            KernelPlan::Portable => "portable",
+        }
+    }
+
+    /// Whether the 8-wide subgroup kernels (`*_sg`) and the prefill fusions built on them run.
+    pub fn subgroup8_kernels(self) -> bool {
+        self == KernelPlan::CpuAdapter
+    }
+
+    /// Whether the `gpu` plan's product kernels run.
+    pub fn gpu_products(self) -> bool {
+        matches!(self, KernelPlan::Gpu { .. })
+    }
+
+    /// The kernel of each step of MODEL.md in this plan (`tm-run inspect`, docs).
+    pub fn steps(self) -> Vec<PlanStep> {
+        let s = |step, kernels| PlanStep { step, kernels };
+        match self {
+            KernelPlan::CpuAdapter => vec![
+                s(
+                    "decode products",
+                    "matvec (8 outputs a lane), matvec_f16, matvec_quant",
+                ),
+                s(
+                    "decode norm + conv fusion",
+                    "matvec / matvec_quant NORM, main_conv",
+                ),
+                s(
+                    "prefill products",
+                    "rows_to_texture + matmul_xtex_sg (NORM, gated)",
+                ),
+                s(
+                    "SSD chunk state / scan",
+                    "ssd_chunk_state_xtex_sg, ssd_chunk_scan_xtex_sg",
+                ),
+                s("SSD state passing", "ssd_state_passing_sg"),
+                s(
+                    "attention",
+                    "attention products (matvec / matmul_xtex_sg) or attention_sg",
+                ),
+                s("SSM decode step", "ssm_step_tex"),
+            ],
+            KernelPlan::Gpu { subgroups } => vec![
+                s(
+                    "decode products",
+                    if subgroups {
+                        "matvec_split_k (lanes along K, subgroupAdd)"
+                    } else {
+                        "matvec_split_k (lanes along K, workgroup-memory tree)"
+                    },
+                ),
+                s(
+                    "decode norm + conv fusion",
+                    "matvec_split_k NORM, main_conv",
+                ),
+                s(
+                    "prefill products",
+                    "matmul_tiles (64 x 64 workgroup-memory tiles)",
+                ),
+                s(
+                    "SSD chunk state / scan",
+                    "ssd_chunk_state, ssd_chunk_scan (portable)",
+                ),
+                s("SSD state passing", "ssd_state_passing (portable)"),
+                s(
+                    "attention",
+                    "attention products (matvec_split_k / matmul_tiles)",
+                ),
+                s("SSM decode step", "ssm_step_tex"),
+            ],
+            KernelPlan::Portable => vec![
+                s("decode products", "matvec (8 outputs a lane), matvec_quant"),
+                s(
+                    "decode norm + conv fusion",
+                    "matvec / matvec_quant NORM, main_conv",
+                ),
+                s("prefill products", "matmul (4 x 4 a lane)"),
+                s("SSD chunk state / scan", "ssd_chunk_state, ssd_chunk_scan"),
+                s("SSD state passing", "ssd_state_passing"),
+                s("attention", "attention products (matvec / matmul)"),
+                s("SSM decode step", "ssm_step_tex"),
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(device_type: wgpu::DeviceType, subgroups: bool, min: u32, max: u32) -> DeviceCaps {
+        DeviceCaps {
+            name: "test".into(),
+            device_type,
+            vendor: 0,
+            subgroups,
+            subgroup_min: min,
+            subgroup_max: max,
+            shader_f16: false,
+            max_workgroup_invocations: 256,
+            max_workgroup_storage: 16384,
+        }
+    }
+
+    #[test]
+    fn auto_picks_by_device() {
+        use wgpu::DeviceType::*;
+        let r = |c: &DeviceCaps| KernelPlan::resolve(KernelChoice::Auto, c).unwrap();
+        assert_eq!(r(&caps(Cpu, true, 8, 8)), KernelPlan::CpuAdapter);
+        assert_eq!(
+            r(&caps(Cpu, true, 4, 4)),
+            KernelPlan::Gpu { subgroups: true }
+        );
+        assert_eq!(
+            r(&caps(Cpu, true, 16, 16)),
+            KernelPlan::Gpu { subgroups: true }
+        );
+        assert_eq!(
+            r(&caps(DiscreteGpu, true, 32, 32)),
+            KernelPlan::Gpu { subgroups: true }
+        );
+        assert_eq!(
+            r(&caps(DiscreteGpu, true, 8, 8)),
+            KernelPlan::Gpu { subgroups: true }
+        );
+        assert_eq!(
+            r(&caps(IntegratedGpu, true, 32, 64)),
+            KernelPlan::Gpu { subgroups: true }
+        );
+        assert_eq!(
+            r(&caps(IntegratedGpu, false, 0, 0)),
+            KernelPlan::Gpu { subgroups: false }
+        );
+        // A subgroup size the reductions were not written for: workgroup memory instead.
+        assert_eq!(
+            r(&caps(DiscreteGpu, true, 2, 2)),
+            KernelPlan::Gpu { subgroups: false }
+        );
+        let mut small = caps(DiscreteGpu, true, 32, 32);
+        small.max_workgroup_invocations = 128;
+        assert_eq!(r(&small), KernelPlan::Portable);
+    }
+
+    #[test]
+    fn forced_plans_the_device_cannot_run_are_errors() {
+        use wgpu::DeviceType::*;
+        let e = KernelPlan::resolve(KernelChoice::CpuAdapter, &caps(DiscreteGpu, true, 32, 32))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cpu-adapter") && e.contains("subgroups of 32-32"),
+            "{e}"
+        );
+        let mut small = caps(DiscreteGpu, true, 32, 32);
+        small.max_workgroup_storage = 4096;
+        let e = KernelPlan::resolve(KernelChoice::Gpu, &small)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("plan gpu") && e.contains("4096"), "{e}");
+        assert_eq!(
+            KernelPlan::resolve(KernelChoice::Portable, &caps(Cpu, true, 8, 8)).unwrap(),
+            KernelPlan::Portable
+        );
+        for n in KernelChoice::NAMES {
+            assert!(KernelChoice::parse(n).is_some(), "{n}");
+        }
+        assert_eq!(KernelChoice::parse("fast"), None);
+    }
+}

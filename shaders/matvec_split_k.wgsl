@@ -1,0 +1,248 @@
+// Decode-time Y[t, col0 + o] (+)= sum_k X[t, k] * W[col0 + o, k] (+ bias[col0 + o]) for a few
+// rows t: the `gpu` plan's product (real GPUs, browsers). The lanes of a workgroup split K:
+// lane l reads texels l, l + 64, ... of each of the workgroup's 8 output rows, so a subgroup
+// reads consecutive texels of one row at a time (coalesced, 16 bytes a lane), and X's texel is
+// fetched once for the 8 rows. The 8 sums are then reduced across the workgroup:
+//   SUBGROUPS: subgroupAdd, then one partial per subgroup in workgroup memory. A subgroup's slot
+//     comes from a workgroup atomic, so nothing assumes a subgroup size or how the driver maps
+//     invocations to subgroups (NVIDIA/Apple 32, AMD 32 or 64, Intel 8-32, lavapipe 8);
+//   otherwise: a tree in workgroup memory (adapters without subgroups).
+// Weights come through `w4` (shaders::shader_variant: f32, f16, q8_0, q4_0 textures).
+// X's rows are packed in an rgba32float texture (texel (i, t) = X[t, 4i..4i+4], zero past K).
+// Params, bindings and flags are matvec.wgsl's / matvec_quant.wgsl's (bit 0 = add bias, bit 1 =
+// accumulate into Y), so the host code is shared; x_stride / x_off are unused.
+// NORM = 1: the product is of RMSNorm(X) with the norm weight folded into W (as matvec.wgsl);
+// NORM = 2: ... with the weight read from row g_row of the X texture (as matvec_quant.wgsl).
+// Each of `groups` groups (at most 8) of K / groups columns is normalised by its own
+// 1 / sqrt(mean(x^2) + eps), computed first by the whole workgroup (X is a few KiB).
+// main_conv: also MODEL.md step 2 for in_proj's xBC outputs, as matvec.wgsl's main_conv.
+// bindings: 0 params | 1 X (texture) | 2 W block (texture) | 3 bias [out] | 4 Y (rw)
+//           (main_conv also: 5 conv weight [Dc, K] | 6 conv bias [Dc] | 7 conv state (rw)
+//           | 8 xbc (rw))
+// grid: x over ceil(rows / 8), y over t. Workgroups of 64.
+// (Browsers need `enable subgroups;`, which naga does not parse yet: the web build prepends it,
+// see shaders::for_target.)
+
+struct Params {
+    t: u32,
+    k: u32,
+    rows: u32,
+    col0: u32,
+    x_stride: u32,
+    x_off: u32,
+    y_stride: u32,
+    y_off: u32,
+    flags: u32,
+    ldk4: u32,
+    groups: u32,
+    eps: f32,
+    conv_lo: u32,
+    conv_dc: u32,
+    conv_k: u32,
+    conv_flags: u32,
+    xbc_off: u32,
+    g_row: u32,
+}
+
+override NORM: u32 = 0u;
+
+const WG: u32 = 64u;
+// Output rows per workgroup (and the most norm groups).
+const R: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ys: array<f32>;
+
+var<workgroup> part: array<array<f32, R>, WG>;
+var<workgroup> total: array<f32, R>;
+var<workgroup> inv_rms: array<f32, R>;
+#if SUBGROUPS
+var<workgroup> slots: atomic<u32>;
+#endif
+
+// W[r, 4*k4 .. 4*k4 + 4] (the other formats' variants unpack it from their texels).
+fn w4(k4: i32, r: i32) -> vec4<f32> {
+    return textureLoad(w, vec2<i32>(k4, r));
+}
+
+// Sums each of the R entries of `acc` over the workgroup into `total` (every lane calls it).
+#if SUBGROUPS
+fn reduce(acc: array<f32, R>, lid: u32, sg_lane: u32) {
+    if (lid == 0u) {
+        atomicStore(&slots, 0u);
+    }
+    workgroupBarrier();
+    var s: array<f32, R>;
+    for (var r = 0u; r < R; r += 1u) {
+        s[r] = subgroupAdd(acc[r]);
+    }
+    if (sg_lane == 0u) {
+        part[atomicAdd(&slots, 1u)] = s;
+    }
+    workgroupBarrier();
+    if (lid < R) {
+        let n = atomicLoad(&slots);
+        var t = 0.0;
+        for (var j = 0u; j < n; j += 1u) {
+            t += part[j][lid];
+        }
+        total[lid] = t;
+    }
+    workgroupBarrier();
+}
+#else
+fn reduce(acc: array<f32, R>, lid: u32, sg_lane: u32) {
+    part[lid] = acc;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h >>= 1u) {
+        if (lid < h) {
+            for (var r = 0u; r < R; r += 1u) {
+                part[lid][r] += part[lid + h][r];
+            }
+        }
+        workgroupBarrier();
+    }
+    if (lid < R) {
+        total[lid] = part[0][lid];
+    }
+    workgroupBarrier();
+}
+#endif
+
+// 1 / rms of each norm group of row t into inv_rms (NORM only).
+fn norm_groups(t: i32, lid: u32, sg_lane: u32) {
+    let seg = p.ldk4 / p.groups;
+    var ss: array<f32, R>;
+    for (var g = 0u; g < p.groups; g += 1u) {
+        for (var k4 = g * seg + lid; k4 < (g + 1u) * seg; k4 += WG) {
+            let xv = textureLoad(xt, vec2<i32>(i32(k4), t));
+            ss[g] += dot(xv, xv);
+        }
+    }
+    reduce(ss, lid, sg_lane);
+    if (lid < p.groups) {
+        inv_rms[lid] = inverseSqrt(total[lid] / f32(4u * seg) + p.eps);
+    }
+    workgroupBarrier();
+}
+
+// Row t's products for outputs o0 .. o0 + R into `total` (before bias / accumulation).
+fn product(o0: u32, t: u32, lid: u32, sg_lane: u32) {
+    let row = i32(t);
+    if (NORM != 0u) {
+        norm_groups(row, lid, sg_lane);
+    }
+    // Rows past the block are clamped for loads (their results are not stored).
+    var rr: array<i32, R>;
+    for (var r = 0u; r < R; r += 1u) {
+        rr[r] = i32(min(o0 + r, p.rows - 1u));
+    }
+    let seg = max(p.ldk4 / max(p.groups, 1u), 1u);
+    var acc: array<f32, R>;
+    // X is zero past K (and so is W): no tail to mask.
+    for (var k4 = lid; k4 < p.ldk4; k4 += WG) {
+        var xv = textureLoad(xt, vec2<i32>(i32(k4), row));
+        if (NORM != 0u) {
+            xv *= inv_rms[min(k4 / seg, R - 1u)];
+            if (NORM == 2u) {
+                xv *= textureLoad(xt, vec2<i32>(i32(k4), i32(p.g_row)));
+            }
+        }
+        for (var r = 0u; r < R; r += 1u) {
+            acc[r] += dot(xv, w4(i32(k4), rr[r]));
+        }
+    }
+    reduce(acc, lid, sg_lane);
+}
+
+// Stores output o of row t (+ bias, + Y with accumulate) if it exists; returns what it stored.
+fn store(t: u32, o: u32, v: f32) -> f32 {
+    var r = v;
+    if (o < p.rows) {
+        let yi = t * p.y_stride + p.y_off + p.col0 + o;
+        if ((p.flags & 1u) != 0u) {
+            r += bias[p.col0 + o];
+        }
+        if ((p.flags & 2u) != 0u) {
+            r += ys[yi];
+        }
+        ys[yi] = r;
+    }
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#if SUBGROUPS
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+#endif
+) {
+#if SUBGROUPS
+    let lane = sg_lane;
+#else
+    let lane = lid;
+#endif
+    let o0 = wid.x * R;
+    product(o0, wid.y, lid, lane);
+    if (lid < R) {
+        store(wid.y, o0 + lid, total[lid]);
+    }
+}
+
+// main_conv: main for one decode row of in_proj, plus MODEL.md step 2 for the outputs that are
+// xBC channels (rows conv_lo .. conv_lo + conv_dc of W): the causal conv over the carried
+// state [K-1, Dc] and this row, SiLU, into xbc, and the state shifted by one row. Each channel
+// belongs to one lane of one workgroup, so the shift is race-free.
+@group(0) @binding(5) var<storage, read> conv_w: array<f32>;
+@group(0) @binding(6) var<storage, read> conv_b: array<f32>;
+@group(0) @binding(7) var<storage, read_write> conv_state: array<f32>;
+@group(0) @binding(8) var<storage, read_write> xbc: array<f32>;
+
+fn conv_step(o: u32, v: f32) {
+    let row = p.col0 + o;
+    if (o >= p.rows || row < p.conv_lo || row >= p.conv_lo + p.conv_dc) {
+        return;
+    }
+    let c = row - p.conv_lo;
+    let k1 = p.conv_k - 1u;
+    var acc = conv_w[c * p.conv_k + k1] * v;
+    if ((p.conv_flags & 1u) != 0u) {
+        acc += conv_b[c];
+    }
+    for (var k = 0u; k < k1; k += 1u) {
+        let s = conv_state[k * p.conv_dc + c];
+        acc += conv_w[c * p.conv_k + k] * s;
+        if (k > 0u) {
+            conv_state[(k - 1u) * p.conv_dc + c] = s;
+        }
+    }
+    if (k1 > 0u) {
+        conv_state[(k1 - 1u) * p.conv_dc + c] = v;
+    }
+    xbc[p.xbc_off + c] = acc / (1.0 + exp(-acc));
+}
+
+@compute @workgroup_size(64)
+fn main_conv(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+#if SUBGROUPS
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+#endif
+) {
+#if SUBGROUPS
+    let lane = sg_lane;
+#else
+    let lane = lid;
+#endif
+    let o0 = wid.x * R;
+    product(o0, 0u, lid, lane);
+    if (lid < R) {
+        conv_step(o0 + lid, store(0u, o0 + lid, total[lid]));
+    }
+}
