@@ -222,6 +222,7 @@ pub async fn create_engine(
                 max_buffer_size: opts.max_buffer_size,
                 kernels,
                 prefer_f16: opts.prefer_f16,
+                software_adapter: facts.is_software(),
                 ..GpuOptions::default()
             })
             .await

@@ -601,7 +601,7 @@ describe('package API', () => {
       }
       assert.match(r.names.gpu, /^gpu/);
       assert.equal(r.names.portable, 'portable');
-      assert.equal(r.names.auto, r.names.gpu, 'auto runs the gpu plan on a browser adapter');
+      assert.equal(r.names.auto, 'portable', 'auto runs the portable plan on a software adapter');
       const lavapipe = nativeGenerate(models.demoModel, [1, 2, 3, 4, 5], 'config', 32, 'gpu');
       const fmt = (v) => v.map((x) => x.toFixed(1)).join(' / ');
       console.log(

@@ -46,6 +46,10 @@ pub struct GpuOptions {
     /// the `gpu` plan's workgroup-memory reductions (what adapters without subgroups run)
     /// are tested on lavapipe.
     pub without_subgroups: bool,
+    /// The caller knows the adapter is a software one (the browser module: `isFallbackAdapter`
+    /// or SwiftShader), which `auto` kernels take into account; natively the adapter's device
+    /// type and name tell.
+    pub software_adapter: bool,
 }
 
 impl Default for GpuOptions {
@@ -60,6 +64,7 @@ impl Default for GpuOptions {
             max_buffer_size: None,
             kernels: KernelChoice::Auto,
             without_subgroups: false,
+            software_adapter: false,
         }
     }
 }
@@ -419,7 +424,7 @@ impl GpuContext {
         };
         #[cfg(target_arch = "wasm32")]
         let profile_clock = ProfileClock::Timestamps;
-        let caps = DeviceCaps::new(&info, features, &limits);
+        let caps = DeviceCaps::new(&info, features, &limits, opts.software_adapter);
         let plan = KernelPlan::resolve(opts.kernels, &caps)?;
         let ctx = Self {
             caps,
