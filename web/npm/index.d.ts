@@ -49,10 +49,11 @@ export interface LoadOptions {
    * 'webgpu' (fails with a clear Error where WebGPU is missing) or 'cpu'. `info().engine` says
    * which runs and why. */
   device?: 'auto' | 'webgpu' | 'cpu';
-  /** WebGPU kernels: 'auto' (default: the 8-wide subgroup kernels where the adapter has them,
-   * else portable), 'portable' (no subgroups, no shader-f16) or 'cpu-adapter' (an Error on an
-   * adapter without 8-wide subgroups). `info().kernels` names the ones that run. */
-  kernels?: 'auto' | 'portable' | 'cpu-adapter';
+  /** WebGPU kernel plan: 'auto' (default: 'portable' on a software adapter such as SwiftShader,
+   * 'gpu' on a real GPU), 'gpu' (lanes along K with subgroup or workgroup-memory reductions,
+   * workgroup-memory tiles), 'portable' (no subgroups, no shader-f16) or 'cpu-adapter' (an Error
+   * on an adapter without 8-wide subgroups). `info().kernels` names the plan that runs. */
+  kernels?: 'auto' | 'gpu' | 'portable' | 'cpu-adapter';
 }
 
 export interface LayerCache {
