@@ -21,54 +21,18 @@
 //           | 8 xbc (rw))
 // grid: x over ceil(rows / 64), y over t.
 
-struct Params {
-    t: u32,
-    k: u32,
-    rows: u32,
-    col0: u32,
-    x_stride: u32,
-    x_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    flags: u32,
-    ldk4: u32,
-    groups: u32,
-    eps: f32,
-    conv_lo: u32,
-    conv_dc: u32,
-    conv_k: u32,
-    conv_flags: u32,
-    xbc_off: u32,
-}
+#include decode_product
 
 override NORM: u32 = 0u;
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 
 // W[r, 4*k4 .. 4*k4 + 4] (the f16 variant of this shader unpacks it from half a packed texel).
 fn w4(k4: i32, r: i32) -> vec4<f32> {
     return textureLoad(w, vec2<i32>(k4, r));
 }
 
-// Stores output o of row t (+ bias, + Y with accumulate) if it exists; returns what it stored.
-fn store(t: u32, o: u32, v: f32) -> f32 {
-    var r = v;
-    if (o < p.rows) {
-        let yi = t * p.y_stride + p.y_off + p.col0 + o;
-        if ((p.flags & 1u) != 0u) {
-            r += bias[p.col0 + o];
-        }
-        if ((p.flags & 2u) != 0u) {
-            r += ys[yi];
-        }
-        ys[yi] = r;
-    }
-    return r;
-}
 
 fn dots(xv: vec4<f32>, k4: i32, r: vec4<i32>) -> vec4<f32> {
     return vec4<f32>(dot(xv, w4(k4, r.x)), dot(xv, w4(k4, r.y)),
@@ -134,34 +98,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 // state [K-1, Dc] and this row, SiLU, into xbc, and the state shifted by one row, as
 // conv1d_vec4's `step` does. Each channel belongs to one lane, so the shift is race-free; the
 // conv's own dispatch goes (one per layer and token, ~0.1 ms each on lavapipe).
-@group(0) @binding(5) var<storage, read> conv_w: array<f32>;
-@group(0) @binding(6) var<storage, read> conv_b: array<f32>;
-@group(0) @binding(7) var<storage, read_write> conv_state: array<f32>;
-@group(0) @binding(8) var<storage, read_write> xbc: array<f32>;
-
-fn conv_step(o: u32, v: f32) {
-    let row = p.col0 + o;
-    if (o >= p.rows || row < p.conv_lo || row >= p.conv_lo + p.conv_dc) {
-        return;
-    }
-    let c = row - p.conv_lo;
-    let k1 = p.conv_k - 1u;
-    var acc = conv_w[c * p.conv_k + k1] * v;
-    if ((p.conv_flags & 1u) != 0u) {
-        acc += conv_b[c];
-    }
-    for (var k = 0u; k < k1; k += 1u) {
-        let s = conv_state[k * p.conv_dc + c];
-        acc += conv_w[c * p.conv_k + k] * s;
-        if (k > 0u) {
-            conv_state[(k - 1u) * p.conv_dc + c] = s;
-        }
-    }
-    if (k1 > 0u) {
-        conv_state[(k1 - 1u) * p.conv_dc + c] = v;
-    }
-    xbc[p.xbc_off + c] = acc / (1.0 + exp(-acc));
-}
 
 @compute @workgroup_size(8)
 fn main_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {

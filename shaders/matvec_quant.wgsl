@@ -20,52 +20,15 @@
 //           | 7 conv state (rw) | 8 xbc (rw))
 // grid: x over ceil(rows / 64), y over t.
 
-struct Params {
-    t: u32,
-    k: u32,
-    rows: u32,
-    col0: u32,
-    x_stride: u32,
-    x_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    flags: u32,
-    ldk4: u32,
-    groups: u32,
-    eps: f32,
-    conv_lo: u32,
-    conv_dc: u32,
-    conv_k: u32,
-    conv_flags: u32,
-    xbc_off: u32,
-    g_row: u32,
-}
+#include decode_product
 
 // 1: q8_0 (9 texels per superblock), 0: q4_0 (5).
 override Q8: u32 = 0u;
 override NORM: u32 = 0u;
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var w: texture_storage_2d<rgba32uint, read>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 
-// Stores output o of row t (+ bias, + Y with accumulate) if it exists; returns what it stored.
-fn store(t: u32, o: u32, v: f32) -> f32 {
-    var r = v;
-    if (o < p.rows) {
-        let yi = t * p.y_stride + p.y_off + p.col0 + o;
-        if ((p.flags & 1u) != 0u) {
-            r += bias[p.col0 + o];
-        }
-        if ((p.flags & 2u) != 0u) {
-            r += ys[yi];
-        }
-        ys[yi] = r;
-    }
-    return r;
-}
 
 // 4 q4_0 codes (nibbles sh/4 .. sh/4 + 4 of a word) minus their offset.
 fn nib(word: u32, sh: u32) -> vec4<f32> {
@@ -156,34 +119,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 
 // main_conv: main for one decode row of in_proj, plus MODEL.md step 2 for the xBC outputs
 // (rows conv_lo .. conv_lo + conv_dc): as matvec.wgsl's main_conv.
-@group(0) @binding(5) var<storage, read> conv_w: array<f32>;
-@group(0) @binding(6) var<storage, read> conv_b: array<f32>;
-@group(0) @binding(7) var<storage, read_write> conv_state: array<f32>;
-@group(0) @binding(8) var<storage, read_write> xbc: array<f32>;
-
-fn conv_step(o: u32, v: f32) {
-    let row = p.col0 + o;
-    if (o >= p.rows || row < p.conv_lo || row >= p.conv_lo + p.conv_dc) {
-        return;
-    }
-    let c = row - p.conv_lo;
-    let k1 = p.conv_k - 1u;
-    var acc = conv_w[c * p.conv_k + k1] * v;
-    if ((p.conv_flags & 1u) != 0u) {
-        acc += conv_b[c];
-    }
-    for (var k = 0u; k < k1; k += 1u) {
-        let s = conv_state[k * p.conv_dc + c];
-        acc += conv_w[c * p.conv_k + k] * s;
-        if (k > 0u) {
-            conv_state[(k - 1u) * p.conv_dc + c] = s;
-        }
-    }
-    if (k1 > 0u) {
-        conv_state[(k1 - 1u) * p.conv_dc + c] = v;
-    }
-    xbc[p.xbc_off + c] = acc / (1.0 + exp(-acc));
-}
 
 @compute @workgroup_size(8)
 fn main_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {

@@ -23,26 +23,7 @@
 // (Browsers need `enable subgroups;`, which naga does not parse yet: the web build prepends it,
 // see shaders::for_target.)
 
-struct Params {
-    t: u32,
-    k: u32,
-    rows: u32,
-    col0: u32,
-    x_stride: u32,
-    x_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    flags: u32,
-    ldk4: u32,
-    groups: u32,
-    eps: f32,
-    conv_lo: u32,
-    conv_dc: u32,
-    conv_k: u32,
-    conv_flags: u32,
-    xbc_off: u32,
-    g_row: u32,
-}
+#include decode_product
 
 override NORM: u32 = 0u;
 
@@ -50,11 +31,8 @@ const WG: u32 = 64u;
 // Output rows per workgroup (and the most norm groups).
 const R: u32 = 8u;
 
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var xt: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> ys: array<f32>;
 
 var<workgroup> part: array<array<f32, R>, WG>;
 var<workgroup> total: array<f32, R>;
@@ -158,21 +136,6 @@ fn product(o0: u32, t: u32, lid: u32, sg_lane: u32) {
     reduce(acc, lid, sg_lane);
 }
 
-// Stores output o of row t (+ bias, + Y with accumulate) if it exists; returns what it stored.
-fn store(t: u32, o: u32, v: f32) -> f32 {
-    var r = v;
-    if (o < p.rows) {
-        let yi = t * p.y_stride + p.y_off + p.col0 + o;
-        if ((p.flags & 1u) != 0u) {
-            r += bias[p.col0 + o];
-        }
-        if ((p.flags & 2u) != 0u) {
-            r += ys[yi];
-        }
-        ys[yi] = r;
-    }
-    return r;
-}
 
 @compute @workgroup_size(64)
 fn main(
@@ -198,34 +161,6 @@ fn main(
 // xBC channels (rows conv_lo .. conv_lo + conv_dc of W): the causal conv over the carried
 // state [K-1, Dc] and this row, SiLU, into xbc, and the state shifted by one row. Each channel
 // belongs to one lane of one workgroup, so the shift is race-free.
-@group(0) @binding(5) var<storage, read> conv_w: array<f32>;
-@group(0) @binding(6) var<storage, read> conv_b: array<f32>;
-@group(0) @binding(7) var<storage, read_write> conv_state: array<f32>;
-@group(0) @binding(8) var<storage, read_write> xbc: array<f32>;
-
-fn conv_step(o: u32, v: f32) {
-    let row = p.col0 + o;
-    if (o >= p.rows || row < p.conv_lo || row >= p.conv_lo + p.conv_dc) {
-        return;
-    }
-    let c = row - p.conv_lo;
-    let k1 = p.conv_k - 1u;
-    var acc = conv_w[c * p.conv_k + k1] * v;
-    if ((p.conv_flags & 1u) != 0u) {
-        acc += conv_b[c];
-    }
-    for (var k = 0u; k < k1; k += 1u) {
-        let s = conv_state[k * p.conv_dc + c];
-        acc += conv_w[c * p.conv_k + k] * s;
-        if (k > 0u) {
-            conv_state[(k - 1u) * p.conv_dc + c] = s;
-        }
-    }
-    if (k1 > 0u) {
-        conv_state[(k1 - 1u) * p.conv_dc + c] = v;
-    }
-    xbc[p.xbc_off + c] = acc / (1.0 + exp(-acc));
-}
 
 @compute @workgroup_size(64)
 fn main_conv(

@@ -63,6 +63,12 @@ shaders!(
     "texture_to_rows",
 );
 
+/// Fragments the shaders include (`#include NAME`: `shaders/lib/NAME.wgsl`), not compiled alone.
+const LIBS: &[ShaderSource] = &[ShaderSource {
+    name: "decode_product",
+    source: include_str!("../../../shaders/lib/decode_product.wgsl"),
+}];
+
 /// The source of shader `name`, if registered.
 pub fn shader_source(name: &str) -> Option<&'static str> {
     SHADERS.iter().find(|s| s.name == name).map(|s| s.source)
@@ -107,10 +113,16 @@ const W4_Q4_0: &str = "    let sb = (k4 >> 5) * 5;
 pub const DEFINED_VARIANTS: &[&str] = &["matvec_split_k#SUBGROUPS"];
 
 /// Keeps the lines of `src` whose `#if NAME` / `#else` / `#endif` blocks (nestable, one
-/// directive per line) are selected by `defs`; `None` if the blocks do not balance or a
-/// directive is unknown. The variants a kernel needs that override constants cannot give (an
-/// `enable` directive, builtins only a feature provides) come from one file this way.
+/// directive per line) are selected by `defs`, and replaces `#include NAME` by the fragment
+/// `shaders/lib/NAME.wgsl` (itself preprocessed); `None` if the blocks do not balance, a
+/// directive or fragment is unknown, or includes nest deeper than 4. The variants a kernel needs
+/// that override constants cannot give (builtins only a feature provides) come from one file
+/// this way, and code several kernels share (params, epilogues) is written once.
 pub fn preprocess(src: &str, defs: &[&str]) -> Option<String> {
+    preprocess_at(src, defs, 0)
+}
+
+fn preprocess_at(src: &str, defs: &[&str], depth: u32) -> Option<String> {
     let mut out = String::with_capacity(src.len());
     // Per open block: (this branch taken, the enclosing blocks all taken).
     let mut stack: Vec<(bool, bool)> = Vec::new();
@@ -125,6 +137,14 @@ pub fn preprocess(src: &str, defs: &[&str]) -> Option<String> {
             top.0 = !top.0;
         } else if t.starts_with("#endif") {
             stack.pop()?;
+        } else if let Some(name) = t.strip_prefix("#include ") {
+            if live(&stack) {
+                let lib = LIBS.iter().find(|l| l.name == name.trim())?;
+                if depth >= 4 {
+                    return None;
+                }
+                out.push_str(&preprocess_at(lib.source, defs, depth + 1)?);
+            }
         } else if t.starts_with('#') {
             return None;
         } else if live(&stack) {
@@ -158,7 +178,7 @@ pub fn shader_variant(name: &str, weights: WeightFormat) -> Option<Cow<'static, 
     let mut parts = name.split('#');
     let src = shader_source(parts.next()?)?;
     let defs: Vec<&str> = parts.collect();
-    let src: Cow<'static, str> = if defs.is_empty() && !src.contains("\n#if ") {
+    let src: Cow<'static, str> = if defs.is_empty() && !src.contains("\n#") {
         Cow::Borrowed(src)
     } else {
         Cow::Owned(preprocess(src, &defs)?)
@@ -236,12 +256,21 @@ mod tests {
         assert_eq!(preprocess(src, &["Y"]).as_deref(), Some("a\ne\nf\n"));
         assert_eq!(preprocess("#if X\na\n", &[]), None, "unclosed");
         assert_eq!(preprocess("#endif\n", &[]), None, "unopened");
-        assert_eq!(preprocess("#include x\n", &[]), None, "unknown directive");
+        assert_eq!(preprocess("#define x\n", &[]), None, "unknown directive");
+        assert_eq!(
+            preprocess("#include nothing\n", &[]),
+            None,
+            "unknown fragment"
+        );
+        let inc = preprocess("a\n#if X\n#include decode_product\n#endif\n", &[]).unwrap();
+        assert_eq!(inc, "a\n", "an include in a dropped block is dropped");
+        let inc = preprocess("#include decode_product\n", &[]).unwrap();
+        assert!(inc.contains("fn conv_step(") && !inc.lines().any(|l| l.starts_with('#')));
         // A file with blocks compiles without its defines too, and a variant differs from it.
         let plain = shader_variant("matvec_split_k", WeightFormat::F32).unwrap();
         let sg = shader_variant("matvec_split_k#SUBGROUPS", WeightFormat::F32).unwrap();
         assert!(!plain.contains("subgroupAdd(") && sg.contains("subgroupAdd("));
-        assert!(!plain.contains("#if") && !sg.contains("#if"));
+        assert!(!plain.contains("#if") && !sg.contains("#if") && plain.contains("fn store("));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use crate::gpu::plan::KernelPlan;
 use crate::gpu::recorder::Recorder;
 use crate::gpu::weights::{GpuMatrix, MatBlock, WeightFormat};
 use crate::gpu::{GpuError, GpuResult};
+use bytemuck::{Pod, Zeroable};
 
 use super::rows_to_texture::{gated_rows_to_texture, rows_to_texture, GateInputs};
 use super::{need_len, View};
@@ -489,11 +490,11 @@ pub fn matvec_normed(
     };
     if rec.ctx().plan().gpu_products() {
         let sg = split_k_subgroups(rec.ctx()) as usize;
-        return product.dispatch(rec, &st, w, &[0], |_, conv| {
+        return product.dispatch(rec, &st, w, 0, |_, conv| {
             Ok((&SPLIT_K_NORMED[sg][0][conv as usize], SPLIT_K_OUTS))
         });
     }
-    product.dispatch(rec, &st, w, &[], |_, conv| {
+    product.dispatch(rec, &st, w, 0, |_, conv| {
         Ok(if conv {
             (&MATVEC_NORM_CONV, MATVEC_OUTS)
         } else {
@@ -517,44 +518,43 @@ struct NormedProduct<'a> {
 
 impl NormedProduct<'_> {
     /// One dispatch per block of `w` over the staged `st`: `kernel(block format, with conv)`
-    /// picks the entry point and says how many outputs a workgroup computes; params are the product's, `groups`, `eps`, the conv step's (zero
-    /// without one) and `extra`.
+    /// picks the entry point and says how many outputs a workgroup computes; params are
+    /// [`DecodeParams`] with the norm's, the conv step's (zero without one) and `g_row` (the
+    /// X texture's row holding the norm weight, for the kernels that read it there).
     fn dispatch(
         &self,
         rec: &mut Recorder,
         st: &GpuBuffer,
         w: &GpuMatrix,
-        extra: &[u32],
+        g_row: u32,
         kernel: impl Fn(WeightFormat, bool) -> GpuResult<(&'static Kernel, u32)>,
     ) -> GpuResult<()> {
         let dummy = rec.ctx().dummy().clone();
-        let conv_params = self.conv.map_or([0; 5], |cv| {
-            [
-                cv.first_row,
-                cv.channels,
-                cv.k,
-                cv.bias.is_some() as u32,
-                cv.out.offset,
-            ]
-        });
         for b in &w.blocks {
-            let p = block_params(self.rows, w.cols, b, self.x, self.y, self.flags);
-            let params: Vec<u32> = p
-                .iter()
-                .copied()
-                .chain([self.groups, self.eps.to_bits()])
-                .chain(conv_params)
-                .chain(extra.iter().copied())
-                .collect();
+            let product = ProductParams::new(self.rows, w.cols, b, self.x, self.y, self.flags);
+            let mut params = DecodeParams {
+                groups: self.groups,
+                eps: self.eps,
+                g_row,
+                ..DecodeParams::plain(product)
+            };
+            if let Some(cv) = self.conv {
+                params.conv_lo = cv.first_row;
+                params.conv_dc = cv.channels;
+                params.conv_k = cv.k;
+                params.conv_flags = cv.bias.is_some() as u32;
+                params.xbc_off = cv.out.offset;
+            }
+            let params = words(&params);
             let (k, outs) = kernel(b.format(), self.conv.is_some())?;
             let g = [(b.rows as u32).div_ceil(outs), self.rows, 1];
             let (bias, y) = (self.bias, self.y.buf);
             match self.conv {
-                None => rec.dispatch(k, &params, &[st, &b.buffer, bias, y], g)?,
+                None => rec.dispatch(k, params, &[st, &b.buffer, bias, y], g)?,
                 Some(cv) => {
                     let cb = cv.bias.unwrap_or(&dummy);
                     let bufs = [st, &b.buffer, bias, y, cv.weight, cb, cv.state, cv.out.buf];
-                    rec.dispatch(k, &params, &bufs, g)?;
+                    rec.dispatch(k, params, &bufs, g)?;
                 }
             }
         }
@@ -673,11 +673,11 @@ pub fn matvec_quant_normed(
     };
     if rec.ctx().plan().gpu_products() {
         let sg = split_k_subgroups(rec.ctx()) as usize;
-        return product.dispatch(rec, &st, w, &[rows], |_, conv| {
+        return product.dispatch(rec, &st, w, rows, |_, conv| {
             Ok((&SPLIT_K_NORMED[sg][1][conv as usize], SPLIT_K_OUTS))
         });
     }
-    product.dispatch(rec, &st, w, &[rows], quant_norm_kernel)
+    product.dispatch(rec, &st, w, rows, quant_norm_kernel)
 }
 
 const MATVEC_Q4_0_NORM: Kernel = Kernel {
@@ -716,20 +716,80 @@ fn quant_norm_kernel(format: WeightFormat, conv: bool) -> GpuResult<(&'static Ke
     Ok((k, MATVEC_OUTS))
 }
 
-/// The params every matmul / matvec kernel takes, for rows `rows` of `x` / `y` and block `b`.
-fn block_params(rows: u32, k: usize, b: &MatBlock, x: View, y: View, flags: u32) -> [u32; 10] {
-    [
-        rows,
-        k as u32,
-        b.rows as u32,
-        b.row_start as u32,
-        x.stride,
-        x.offset,
-        y.stride,
-        y.offset,
-        flags,
-        (b.ldk / 4) as u32,
-    ]
+/// The params every product kernel's `Params` begins with (matmul.wgsl, matmul_sg.wgsl,
+/// matmul_xtex_sg.wgsl, matmul_tiles.wgsl, matvec_f16.wgsl, shaders/lib/decode_product.wgsl);
+/// field for field as the WGSL. flags: bit 0 = add bias, bit 1 = accumulate into Y.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct ProductParams {
+    t: u32,
+    k: u32,
+    rows: u32,
+    col0: u32,
+    x_stride: u32,
+    x_off: u32,
+    y_stride: u32,
+    y_off: u32,
+    flags: u32,
+    ldk4: u32,
+}
+
+impl ProductParams {
+    /// For rows `rows` of `x` / `y`, block `b` of a `k`-wide matrix.
+    fn new(rows: u32, k: usize, b: &MatBlock, x: View, y: View, flags: u32) -> Self {
+        Self {
+            t: rows,
+            k: k as u32,
+            rows: b.rows as u32,
+            col0: b.row_start as u32,
+            x_stride: x.stride,
+            x_off: x.offset,
+            y_stride: y.stride,
+            y_off: y.offset,
+            flags,
+            ldk4: (b.ldk / 4) as u32,
+        }
+    }
+}
+
+/// matmul_xtex_sg.wgsl's params: the product's and its NORM variant's eps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct TiledParams {
+    product: ProductParams,
+    eps: f32,
+}
+
+/// shaders/lib/decode_product.wgsl's `Params` (matvec, matvec_quant, matvec_split_k): the
+/// product's, the RMSNorm's (NORM variants), the conv step's (main_conv) and the X texture's
+/// row holding the norm weight (NORM reading it there).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct DecodeParams {
+    product: ProductParams,
+    groups: u32,
+    eps: f32,
+    conv_lo: u32,
+    conv_dc: u32,
+    conv_k: u32,
+    conv_flags: u32,
+    xbc_off: u32,
+    g_row: u32,
+}
+
+impl DecodeParams {
+    /// Without norm and conv step.
+    fn plain(product: ProductParams) -> Self {
+        Self {
+            product,
+            ..Zeroable::zeroed()
+        }
+    }
+}
+
+/// A params struct as the words [`Recorder::dispatch`] uploads.
+fn words<P: Pod>(p: &P) -> &[u32] {
+    bytemuck::cast_slice(std::slice::from_ref(p))
 }
 
 /// Decode: X's rows staged (f32 and quantized blocks: the activation texture; packed-f16
@@ -750,7 +810,9 @@ fn matvec(
     let mut tex = None;
     let mut ubo = None;
     for b in &w.blocks {
-        let params = block_params(rows, w.cols, b, x, y, flags);
+        let product = ProductParams::new(rows, w.cols, b, x, y, flags);
+        let decode = DecodeParams::plain(product);
+        let params = words(&decode);
         let own = match b.format() {
             _ if generic => None,
             WeightFormat::Q8_0 => Some(&MATVEC_Q8_0),
@@ -763,7 +825,7 @@ fn matvec(
                 None => tex.insert(stage_x_texture(rec, rows, w.cols as u32, x)?),
             };
             let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
-            rec.dispatch(kernel, &params, &[st, &b.buffer, bias, y.buf], g)?;
+            rec.dispatch(kernel, params, &[st, &b.buffer, bias, y.buf], g)?;
         } else if b.is_f16() && !generic {
             let st = match &ubo {
                 Some(st) => st,
@@ -777,14 +839,19 @@ fn matvec(
                 }
             };
             let g = [(b.rows as u32).div_ceil(MATVEC_F16_OUTS), rows, 1];
-            rec.dispatch(&MATVEC_F16, &params, &[st, &b.buffer, bias, y.buf], g)?;
+            rec.dispatch(
+                &MATVEC_F16,
+                words(&product),
+                &[st, &b.buffer, bias, y.buf],
+                g,
+            )?;
         } else {
             let st = match &tex {
                 Some(st) => st,
                 None => tex.insert(stage_x_texture(rec, rows, w.cols as u32, x)?),
             };
             let g = [(b.rows as u32).div_ceil(MATVEC_OUTS), rows, 1];
-            rec.dispatch(&MATVEC, &params, &[st, &b.buffer, bias, y.buf], g)?;
+            rec.dispatch(&MATVEC, params, &[st, &b.buffer, bias, y.buf], g)?;
         }
     }
     Ok(())
@@ -808,9 +875,9 @@ fn split_k(
         &SPLIT_K
     };
     for b in &w.blocks {
-        let params = block_params(rows, w.cols, b, x, y, flags);
+        let params = DecodeParams::plain(ProductParams::new(rows, w.cols, b, x, y, flags));
         let g = [(b.rows as u32).div_ceil(SPLIT_K_OUTS), rows, 1];
-        rec.dispatch(kernel, &params, &[&st, &b.buffer, bias, y.buf], g)?;
+        rec.dispatch(kernel, words(&params), &[&st, &b.buffer, bias, y.buf], g)?;
     }
     Ok(())
 }
@@ -826,13 +893,13 @@ fn tiles(
     flags: u32,
 ) -> GpuResult<()> {
     for b in &w.blocks {
-        let params = block_params(rows, w.cols, b, x, y, flags);
+        let params = ProductParams::new(rows, w.cols, b, x, y, flags);
         let g = [
             (b.rows as u32).div_ceil(TILES_EDGE),
             rows.div_ceil(TILES_EDGE),
             1,
         ];
-        rec.dispatch(&TILES, &params, &[x.buf, &b.buffer, bias, y.buf], g)?;
+        rec.dispatch(&TILES, words(&params), &[x.buf, &b.buffer, bias, y.buf], g)?;
     }
     Ok(())
 }
@@ -848,13 +915,13 @@ fn tiled_portable(
     flags: u32,
 ) -> GpuResult<()> {
     for b in &w.blocks {
-        let params = block_params(rows, w.cols, b, x, y, flags);
+        let params = ProductParams::new(rows, w.cols, b, x, y, flags);
         let g = [
             (b.rows as u32).div_ceil(4).div_ceil(64),
             rows.div_ceil(4),
             1,
         ];
-        rec.dispatch(&TILED, &params, &[x.buf, &b.buffer, bias, y.buf], g)?;
+        rec.dispatch(&TILED, words(&params), &[x.buf, &b.buffer, bias, y.buf], g)?;
     }
     Ok(())
 }
@@ -905,21 +972,82 @@ fn tiled_xtex(
             (None, _) => {}
         }
         for b in &w.blocks {
-            let p = block_params(n, w.cols, b, xc, yc, flags);
-            let params: Vec<u32> = p.iter().copied().chain([eps.to_bits()]).collect();
+            let params = TiledParams {
+                product: ProductParams::new(n, w.cols, b, xc, yc, flags),
+                eps,
+            };
+            let params = words(&params);
             let (tiles_o, tiles_t) = ((b.rows as u32).div_ceil(SG_OUTS), n.div_ceil(SG_ROWS));
             match &xtex {
                 Some(xt) => {
                     let g = [tiles_t, tiles_o, 1];
-                    rec.dispatch(kernel, &params, &[xt, &b.buffer, bias, yc.buf], g)?
+                    rec.dispatch(kernel, params, &[xt, &b.buffer, bias, yc.buf], g)?
                 }
                 None => {
                     let g = [tiles_o, tiles_t, 1];
-                    rec.dispatch(&TILED_SG, &params, &[xc.buf, &b.buffer, bias, yc.buf], g)?
+                    rec.dispatch(&TILED_SG, params, &[xc.buf, &b.buffer, bias, yc.buf], g)?
                 }
             }
         }
         t0 += n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::shaders::shader_variant;
+
+    /// Byte size and member names of shader `name`'s `Params` struct, as naga reads it.
+    fn wgsl_params(name: &str) -> (usize, Vec<String>) {
+        let src = shader_variant(name, WeightFormat::F32).expect("registered shader");
+        let module = naga::front::wgsl::parse_str(&src).expect("parses");
+        let (_, ty) = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("Params"))
+            .expect("a Params struct");
+        match &ty.inner {
+            naga::TypeInner::Struct { members, span } => (
+                *span as usize,
+                members.iter().filter_map(|m| m.name.clone()).collect(),
+            ),
+            other => panic!("{name}: Params is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn params_structs_mirror_the_wgsl() {
+        let product = [
+            "t", "k", "rows", "col0", "x_stride", "x_off", "y_stride", "y_off", "flags", "ldk4",
+        ];
+        let decode_tail = [
+            "groups",
+            "eps",
+            "conv_lo",
+            "conv_dc",
+            "conv_k",
+            "conv_flags",
+            "xbc_off",
+            "g_row",
+        ];
+        let tiled: Vec<&str> = product.iter().copied().chain(["eps"]).collect();
+        let decode: Vec<&str> = product.iter().copied().chain(decode_tail).collect();
+        let cases: [(&str, usize, &[&str]); 8] = [
+            ("matmul", size_of::<ProductParams>(), &product),
+            ("matmul_sg", size_of::<ProductParams>(), &product),
+            ("matmul_tiles", size_of::<ProductParams>(), &product),
+            ("matvec_f16", size_of::<ProductParams>(), &product),
+            ("matmul_xtex_sg", size_of::<TiledParams>(), &tiled),
+            ("matvec", size_of::<DecodeParams>(), &decode),
+            ("matvec_quant", size_of::<DecodeParams>(), &decode),
+            ("matvec_split_k", size_of::<DecodeParams>(), &decode),
+        ];
+        for (name, size, fields) in cases {
+            let (span, members) = wgsl_params(name);
+            assert_eq!(span, size, "{name}: WGSL Params size vs the Rust struct");
+            assert_eq!(members, fields, "{name}: field order");
+        }
+    }
 }
