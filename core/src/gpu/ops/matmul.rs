@@ -7,7 +7,7 @@ use crate::gpu::{GpuError, GpuResult};
 use bytemuck::{Pod, Zeroable};
 
 use super::rows_to_texture::{gated_rows_to_texture, rows_to_texture, GateInputs};
-use super::{need_len, View};
+use super::{need_len, words, View};
 
 const TILED: Kernel = Kernel {
     shader: "matmul",
@@ -787,11 +787,6 @@ impl DecodeParams {
     }
 }
 
-/// A params struct as the words [`Recorder::dispatch`] uploads.
-fn words<P: Pod>(p: &P) -> &[u32] {
-    bytemuck::cast_slice(std::slice::from_ref(p))
-}
-
 /// Decode: X's rows staged (f32 and quantized blocks: the activation texture; packed-f16
 /// blocks: the uniform buffer, dense with stride `ldk`), then per block matvec, matvec_f16 or
 /// matvec_quant; `generic`: matvec (its `w4` variant) for every format.
@@ -996,26 +991,8 @@ fn tiled_xtex(
 
 #[cfg(test)]
 mod tests {
+    use super::super::wgsl_params;
     use super::*;
-    use crate::gpu::shaders::shader_variant;
-
-    /// Byte size and member names of shader `name`'s `Params` struct, as naga reads it.
-    fn wgsl_params(name: &str) -> (usize, Vec<String>) {
-        let src = shader_variant(name, WeightFormat::F32).expect("registered shader");
-        let module = naga::front::wgsl::parse_str(&src).expect("parses");
-        let (_, ty) = module
-            .types
-            .iter()
-            .find(|(_, t)| t.name.as_deref() == Some("Params"))
-            .expect("a Params struct");
-        match &ty.inner {
-            naga::TypeInner::Struct { members, span } => (
-                *span as usize,
-                members.iter().filter_map(|m| m.name.clone()).collect(),
-            ),
-            other => panic!("{name}: Params is {other:?}"),
-        }
-    }
 
     #[test]
     fn params_structs_mirror_the_wgsl() {

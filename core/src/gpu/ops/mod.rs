@@ -42,6 +42,13 @@ pub use ssm_state::SsmState;
 pub use swiglu::swiglu;
 
 use super::context::GpuBuffer;
+
+/// A kernel's params struct (`#[repr(C)]`, `Pod`, mirrored field for field by its WGSL
+/// `Params`: `tests::params_structs_mirror_the_wgsl`) as the words [`Recorder::dispatch`]
+/// uploads.
+pub(crate) fn words<P: bytemuck::Pod>(p: &P) -> &[u32] {
+    bytemuck::cast_slice(std::slice::from_ref(p))
+}
 use super::error::{GpuError, GpuResult};
 
 /// Rows of `buf`: element (r, c) is `buf[offset + r * stride + c]`.
@@ -172,4 +179,24 @@ pub(crate) fn need_len(op: &'static str, name: &str, buf: &GpuBuffer, len: u64) 
     super::error::ensure(op, buf.len() as u64 >= len, || {
         format!("{name}: needs {len} elements, buffer has {}", buf.len())
     })
+}
+
+/// Byte size and member names of shader `name`'s `Params` struct, as naga reads it.
+#[cfg(test)]
+pub(crate) fn wgsl_params(name: &str) -> (usize, Vec<String>) {
+    let src = crate::gpu::shaders::shader_variant(name, crate::gpu::WeightFormat::F32)
+        .expect("registered shader");
+    let module = naga::front::wgsl::parse_str(&src).expect("parses");
+    let (_, ty) = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some("Params"))
+        .expect("a Params struct");
+    match &ty.inner {
+        naga::TypeInner::Struct { members, span } => (
+            *span as usize,
+            members.iter().filter_map(|m| m.name.clone()).collect(),
+        ),
+        other => panic!("{name}: Params is {other:?}"),
+    }
 }

@@ -7,7 +7,8 @@ use crate::gpu::GpuResult;
 
 use super::dt::finite_limits;
 use super::rows_to_texture::rows_to_texture;
-use super::{need_len, SsmDims, SsmState, View};
+use super::{need_len, words, SsmDims, SsmState, View};
+use bytemuck::{Pod, Zeroable};
 
 pub(crate) const CUMSUM: Kernel = Kernel {
     shader: "ssd_cumsum",
@@ -147,7 +148,33 @@ impl SsmInputs<'_> {
     }
 }
 
-/// The shared params block of every ssd_* / ssm_* shader.
+/// The params every ssd_* / ssm_sequential_scan / ssm_step shader declares, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct SsdParams {
+    t: u32,
+    h: u32,
+    p: u32,
+    n: u32,
+    g: u32,
+    q: u32,
+    nc: u32,
+    x_stride: u32,
+    x_off: u32,
+    b_stride: u32,
+    b_off: u32,
+    c_stride: u32,
+    c_off: u32,
+    dt_stride: u32,
+    dt_off: u32,
+    y_stride: u32,
+    y_off: u32,
+    l_off: u32,
+}
+
+/// [`SsdParams`] for `rows` rows in chunks of `q` (`nc` of them), the views' strides and
+/// offsets, and the CL scratch's offset `l_off`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn params(
     d: &SsmDims,
     rows: u32,
@@ -159,11 +186,44 @@ pub(crate) fn params(
     dt: View,
     y: View,
     l_off: u32,
-) -> [u32; 18] {
-    [
-        rows, d.heads, d.head_dim, d.state, d.groups, q, nc, x.stride, x.offset, b.stride,
-        b.offset, c.stride, c.offset, dt.stride, dt.offset, y.stride, y.offset, l_off,
-    ]
+) -> SsdParams {
+    SsdParams {
+        t: rows,
+        h: d.heads,
+        p: d.head_dim,
+        n: d.state,
+        g: d.groups,
+        q,
+        nc,
+        x_stride: x.stride,
+        x_off: x.offset,
+        b_stride: b.stride,
+        b_off: b.offset,
+        c_stride: c.stride,
+        c_off: c.offset,
+        dt_stride: dt.stride,
+        dt_off: dt.offset,
+        y_stride: y.stride,
+        y_off: y.offset,
+        l_off,
+    }
+}
+
+/// ssm_step_tex.wgsl's params.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct StepTexParams {
+    h: u32,
+    p: u32,
+    n: u32,
+    g: u32,
+    x_off: u32,
+    dt_off: u32,
+    y_off: u32,
+    c4: u32,
+    lo: f32,
+    hi: f32,
+    z_off: u32,
 }
 
 /// Rows per segment so that every scratch buffer fits one binding.
@@ -201,7 +261,7 @@ pub(crate) fn segment_rows(
 pub(crate) fn segment_states(
     rec: &mut Recorder,
     d: &SsmDims,
-    p: &[u32; 18],
+    p: &SsdParams,
     nc: u32,
     inp: (View, View, View, &GpuBuffer),
     xtex: Option<&GpuBuffer>,
@@ -213,7 +273,7 @@ pub(crate) fn segment_states(
     let hpn = d.state_len() as u64;
     rec.dispatch(
         &CUMSUM,
-        p,
+        words(p),
         &[dt.buf, a_log, acs],
         grid64(nc as u64 * d.heads as u64),
     )?;
@@ -225,18 +285,28 @@ pub(crate) fn segment_states(
             nc,
         ];
         match xtex {
-            Some(xt) => rec.dispatch(&CHUNK_STATE_XTEX_SG, p, &[xt, dt.buf, acs, states], grid)?,
-            None => rec.dispatch(&CHUNK_STATE_SG, p, &bufs, grid)?,
+            Some(xt) => rec.dispatch(
+                &CHUNK_STATE_XTEX_SG,
+                words(p),
+                &[xt, dt.buf, acs, states],
+                grid,
+            )?,
+            None => rec.dispatch(&CHUNK_STATE_SG, words(p), &bufs, grid)?,
         }
     } else {
-        rec.dispatch(&CHUNK_STATE, p, &bufs, grid64(nc as u64 * hpn))?;
+        rec.dispatch(&CHUNK_STATE, words(p), &bufs, grid64(nc as u64 * hpn))?;
     }
     // The subgroup kernel runs its 8 chunks per step unmasked-cost (CPU Vulkan executes masked
     // blocks too), so it only pays from 8 chunks on.
     if rec.ctx().plan().subgroup8_kernels() && (d.head_dim * d.state).is_multiple_of(8) && nc >= 8 {
-        rec.dispatch(&STATE_PASSING_SG, p, &[acs, states, state], grid64(hpn))
+        rec.dispatch(
+            &STATE_PASSING_SG,
+            words(p),
+            &[acs, states, state],
+            grid64(hpn),
+        )
     } else {
-        rec.dispatch(&STATE_PASSING, p, &[acs, states, state], grid64(hpn))
+        rec.dispatch(&STATE_PASSING, words(p), &[acs, states, state], grid64(hpn))
     }
 }
 
@@ -325,30 +395,35 @@ pub fn ssd_scan(
         let bufs = [x.buf, b.buf, c.buf, dt.buf, &acs, &states, &cl, ys.buf];
         if rec.ctx().plan().subgroup8_kernels() {
             let qt = q.div_ceil(SG_TILE);
-            rec.dispatch(&CB_SG, &p, &bufs, [qt * qt, d.groups, nc])?;
+            rec.dispatch(&CB_SG, words(&p), &bufs, [qt * qt, d.groups, nc])?;
             // L is formed inside the scan kernel (no lmat pass).
             let tiles = q.div_ceil(SG_TILE) * d.head_dim.div_ceil(SG_TILE);
             match &xt {
                 Some(xt) => {
                     let bufs = [xt, dt.buf, &acs, &states, &cl, ys.buf];
-                    rec.dispatch(&SCAN_XTEX_SG, &p, &bufs, [tiles, d.heads, nc])?
+                    rec.dispatch(&SCAN_XTEX_SG, words(&p), &bufs, [tiles, d.heads, nc])?
                 }
-                None => rec.dispatch(&SCAN_SG, &p, &bufs, [tiles, d.heads, nc])?,
+                None => rec.dispatch(&SCAN_SG, words(&p), &bufs, [tiles, d.heads, nc])?,
             }
         } else {
             rec.dispatch(
                 &CB,
-                &p,
+                words(&p),
                 &bufs,
                 grid64(len as u64 * q as u64 * d.groups as u64),
             )?;
             rec.dispatch(
                 &LMAT,
-                &p,
+                words(&p),
                 &bufs,
                 grid64(len as u64 * q as u64 * d.heads as u64),
             )?;
-            rec.dispatch(&SCAN, &p, &bufs, grid64(len as u64 * d.inner() as u64))?;
+            rec.dispatch(
+                &SCAN,
+                words(&p),
+                &bufs,
+                grid64(len as u64 * d.inner() as u64),
+            )?;
         }
         r0 += len;
     }
@@ -380,7 +455,7 @@ pub fn ssm_sequential_scan(
     let bufs = [
         inp.x.buf, inp.b.buf, inp.c.buf, inp.dt.buf, inp.a_log, state, y.buf,
     ];
-    rec.dispatch(&SEQ, &p, &bufs, grid64(d.inner() as u64))
+    rec.dispatch(&SEQ, words(&p), &bufs, grid64(d.inner() as u64))
 }
 
 /// dt not yet through MODEL.md step 3: [`ssm_step`] applies
@@ -449,7 +524,7 @@ pub fn ssm_step(
         let bufs = [
             inp.x.buf, inp.b.buf, inp.c.buf, dt.buf, inp.a_log, &sb, y.buf,
         ];
-        return rec.dispatch(&STEP, &p, &bufs, grid64(d.inner() as u64));
+        return rec.dispatch(&STEP, words(&p), &bufs, grid64(d.inner() as u64));
     }
     // B at vec4 0 of the staging buffer, C at vec4 c4.
     let gn = d.bc_width();
@@ -467,19 +542,19 @@ pub fn ssm_step(
     let (lo, hi) = raw_dt
         .as_ref()
         .map_or((0.0, 0.0), |r| finite_limits(r.lo, r.hi));
-    let p = [
-        d.heads,
-        d.head_dim,
-        d.state,
-        d.groups,
-        inp.x.offset,
-        inp.dt.offset,
-        y.offset,
+    let p = StepTexParams {
+        h: d.heads,
+        p: d.head_dim,
+        n: d.state,
+        g: d.groups,
+        x_off: inp.x.offset,
+        dt_off: inp.dt.offset,
+        y_off: y.offset,
         c4,
-        lo.to_bits(),
-        hi.to_bits(),
-        gate.as_ref().map_or(0, |g| g.z.offset),
-    ];
+        lo,
+        hi,
+        z_off: gate.as_ref().map_or(0, |g| g.z.offset),
+    };
     let k = match (&raw_dt, &gate) {
         (Some(_), Some(_)) => &STEP_TEX_RAW_DT_GATE,
         (Some(_), None) => &STEP_TEX_RAW_DT,
@@ -492,5 +567,58 @@ pub fn ssm_step(
     let bufs = [
         inp.x.buf, &st, inp.dt.buf, inp.a_log, &s_in, &s_out, y.buf, bias, dskip, z,
     ];
-    rec.dispatch(k, &p, &bufs, grid64(d.inner() as u64))
+    rec.dispatch(k, words(&p), &bufs, grid64(d.inner() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::wgsl_params;
+    use super::*;
+
+    #[test]
+    fn params_structs_mirror_the_wgsl() {
+        let ssd = [
+            "t",
+            "h",
+            "p",
+            "n",
+            "g",
+            "q",
+            "nc",
+            "x_stride",
+            "x_off",
+            "b_stride",
+            "b_off",
+            "c_stride",
+            "c_off",
+            "dt_stride",
+            "dt_off",
+            "y_stride",
+            "y_off",
+            "l_off",
+        ];
+        for name in [
+            "ssd_cumsum",
+            "ssd_chunk_state",
+            "ssd_chunk_state_sg",
+            "ssd_chunk_state_xtex_sg",
+            "ssd_state_passing",
+            "ssd_state_passing_sg",
+            "ssd_chunk_scan",
+            "ssd_chunk_scan_sg",
+            "ssd_chunk_scan_xtex_sg",
+            "ssm_sequential_scan",
+            "ssm_step",
+        ] {
+            let (span, members) = wgsl_params(name);
+            assert_eq!(span, size_of::<SsdParams>(), "{name}: WGSL Params size");
+            assert_eq!(members, ssd, "{name}: field order");
+        }
+        let step = [
+            "h", "p", "n", "g", "x_off", "dt_off", "y_off", "c4", "lo", "hi", "z_off",
+        ];
+        let (span, members) = wgsl_params("ssm_step_tex");
+        assert_eq!(span, size_of::<StepTexParams>());
+        assert_eq!(members, step);
+    }
 }
