@@ -3,7 +3,31 @@ use crate::gpu::error::ensure;
 use crate::gpu::recorder::{grid64, grid_groups, Recorder};
 use crate::gpu::GpuResult;
 
+use super::{kernel_params, words};
 use super::{SsmDims, View};
+
+kernel_params! {
+    /// The params of attention.wgsl, attention_sg.wgsl, attention_vec4_sg.wgsl.
+    pub(crate) struct AttentionParams {
+        nq: u32,
+        p0: u32,
+        h: u32,
+        p: u32,
+        n: u32,
+        g: u32,
+        scale: f32,
+        log2_theta: f32,
+        q_stride: u32,
+        q_off: u32,
+        k_stride: u32,
+        k_off: u32,
+        v_stride: u32,
+        v_off: u32,
+        y_stride: u32,
+        y_off: u32,
+        flags: u32,
+    }
+}
 
 const K: Kernel = Kernel {
     shader: "attention",
@@ -65,25 +89,26 @@ pub fn attention(
     k.check(OP, "k cache", positions, d.bc_width())?;
     v.check(OP, "v cache", positions, d.inner())?;
     y.check(OP, "y", nq, d.inner())?;
-    let params = [
+    let params = AttentionParams {
         nq,
         p0,
-        d.heads,
-        d.head_dim,
-        d.state,
-        d.groups,
-        scale.to_bits(),
-        rope.map_or(0.0, f32::log2).to_bits(),
-        q.stride,
-        q.offset,
-        k.stride,
-        k.offset,
-        v.stride,
-        v.offset,
-        y.stride,
-        y.offset,
-        rope.is_some() as u32,
-    ];
+        h: d.heads,
+        p: d.head_dim,
+        n: d.state,
+        g: d.groups,
+        scale,
+        log2_theta: rope.map_or(0.0, f32::log2),
+        q_stride: q.stride,
+        q_off: q.offset,
+        k_stride: k.stride,
+        k_off: k.offset,
+        v_stride: v.stride,
+        v_off: v.offset,
+        y_stride: y.stride,
+        y_off: y.offset,
+        flags: rope.is_some() as u32,
+    };
+    let params = words(&params);
     let chunks = d.head_dim.div_ceil(32) as u64;
     let sg = rope.is_none()
         && rec.ctx().plan().subgroup8_kernels()
@@ -103,14 +128,14 @@ pub fn attention(
         };
         return rec.dispatch(
             kernel,
-            &params,
+            params,
             &[q.buf, k.buf, v.buf, y.buf],
             grid_groups(groups),
         );
     }
     rec.dispatch(
         &K,
-        &params,
+        params,
         &[q.buf, k.buf, v.buf, y.buf],
         grid64(nq as u64 * d.heads as u64 * chunks),
     )

@@ -15,7 +15,31 @@ use crate::gpu::weights::{GpuMatrix, MatBlock, WeightFormat};
 use crate::gpu::GpuResult;
 
 use super::rows_to_texture::rows_to_texture;
+use super::{kernel_params, words};
 use super::{matmul, SsmDims, View};
+
+kernel_params! {
+    /// The params of columns_to_texture.wgsl.
+    pub(crate) struct ColumnsParams {
+        len: u32,
+        r_count: u32,
+        c0: u32,
+        nc: u32,
+        x_stride: u32,
+        x_off: u32,
+    }
+}
+
+kernel_params! {
+    /// The params of attention_softmax.wgsl.
+    pub(crate) struct SoftmaxParams {
+        rows: u32,
+        nq: u32,
+        p0: u32,
+        t_len: u32,
+        scale: f32,
+    }
+}
 
 const COLUMNS_TO_TEXTURE: Kernel = Kernel {
     shader: "columns_to_texture",
@@ -108,11 +132,18 @@ impl AttentionTextures {
             let kr = k.rows_from(from).cols_from(g * d.state);
             rows_to_texture(rec, to - from, d.state, kr, &self.keys[g as usize], from, 0)?;
             let vg = v.cols_from(g * hpg);
-            let params = [to, hpg, c0, c1 - c0, vg.stride, vg.offset];
+            let params = ColumnsParams {
+                len: to,
+                r_count: hpg,
+                c0,
+                nc: c1 - c0,
+                x_stride: vg.stride,
+                x_off: vg.offset,
+            };
             let bufs = [vg.buf, &self.values_t[g as usize]];
             rec.dispatch(
                 &COLUMNS_TO_TEXTURE,
-                &params,
+                words(&params),
                 &bufs,
                 grid64((c1 - c0) as u64 * hpg as u64),
             )?;
@@ -185,10 +216,16 @@ pub fn attention_products(
                 false,
             )?;
         }
-        let params = [d.groups * n, n, p0 + t0, t_len, scale.to_bits()];
+        let params = SoftmaxParams {
+            rows: d.groups * n,
+            nq: n,
+            p0: p0 + t0,
+            t_len,
+            scale,
+        };
         rec.dispatch(
             &SOFTMAX,
-            &params,
+            words(&params),
             &[&scores],
             grid_groups((d.groups * n) as u64),
         )?;

@@ -2,7 +2,22 @@ use crate::gpu::context::{GpuBuffer, Kernel};
 use crate::gpu::recorder::{grid64, Recorder};
 use crate::gpu::GpuResult;
 
+use super::{kernel_params, words};
 use super::{need_len, View};
+
+kernel_params! {
+    /// The params of conv1d.wgsl, conv1d_vec4.wgsl.
+    pub(crate) struct ConvParams {
+        t: u32,
+        dc: u32,
+        k: u32,
+        in_stride: u32,
+        in_off: u32,
+        out_stride: u32,
+        out_off: u32,
+        flags: u32,
+    }
+}
 
 const CONV: Kernel = Kernel {
     shader: "conv1d",
@@ -71,29 +86,30 @@ pub fn conv1d(
         need_len(OP, "bias", b, channels as u64)?;
     }
     let dummy = rec.ctx().dummy().clone();
-    let params = [
-        rows,
-        channels,
-        kernel,
-        input.stride,
-        input.offset,
-        out.stride,
-        out.offset,
-        bias.is_some() as u32,
-    ];
+    let params = ConvParams {
+        t: rows,
+        dc: channels,
+        k: kernel,
+        in_stride: input.stride,
+        in_off: input.offset,
+        out_stride: out.stride,
+        out_off: out.offset,
+        flags: bias.is_some() as u32,
+    };
+    let params = words(&params);
     let bufs = [input.buf, weight, bias.unwrap_or(&dummy), state, out.buf];
     let aligned = channels.is_multiple_of(4) && input.vec4_aligned() && out.vec4_aligned();
     if aligned && rows == 1 && update_state {
-        return rec.dispatch(&STEP_VEC4, &params, &bufs, grid64(channels as u64 / 4));
+        return rec.dispatch(&STEP_VEC4, params, &bufs, grid64(channels as u64 / 4));
     }
     if aligned && kernel <= VEC4_MAX_K {
         let n = (rows as u64).div_ceil(VEC4_ROWS) * (channels / 4) as u64;
-        rec.dispatch(&CONV_VEC4, &params, &bufs, grid64(n))?;
+        rec.dispatch(&CONV_VEC4, params, &bufs, grid64(n))?;
     } else {
-        rec.dispatch(&CONV, &params, &bufs, grid64(rows as u64 * channels as u64))?;
+        rec.dispatch(&CONV, params, &bufs, grid64(rows as u64 * channels as u64))?;
     }
     if update_state && kernel > 1 && rows > 0 {
-        rec.dispatch(&UPDATE, &params, &bufs, grid64(channels as u64))?;
+        rec.dispatch(&UPDATE, params, &bufs, grid64(channels as u64))?;
     }
     Ok(())
 }

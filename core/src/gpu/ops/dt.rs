@@ -2,7 +2,22 @@ use crate::gpu::context::{GpuBuffer, Kernel};
 use crate::gpu::recorder::{grid64, Recorder};
 use crate::gpu::GpuResult;
 
+use super::{kernel_params, words};
 use super::{need_len, View};
+
+kernel_params! {
+    /// The params of dt.wgsl.
+    pub(crate) struct DtParams {
+        t: u32,
+        h: u32,
+        in_stride: u32,
+        in_off: u32,
+        out_stride: u32,
+        out_off: u32,
+        lo: f32,
+        hi: f32,
+    }
+}
 
 const K: Kernel = Kernel {
     shader: "dt",
@@ -39,19 +54,19 @@ pub fn dt_softplus(
     out.check(OP, "out", rows, heads)?;
     need_len(OP, "dt_bias", bias, heads as u64)?;
     let (lo, hi) = finite_limits(lo, hi);
-    let params = [
-        rows,
-        heads,
-        raw.stride,
-        raw.offset,
-        out.stride,
-        out.offset,
-        lo.to_bits(),
-        hi.to_bits(),
-    ];
+    let params = DtParams {
+        t: rows,
+        h: heads,
+        in_stride: raw.stride,
+        in_off: raw.offset,
+        out_stride: out.stride,
+        out_off: out.offset,
+        lo,
+        hi,
+    };
     rec.dispatch(
         &K,
-        &params,
+        words(&params),
         &[raw.buf, bias, out.buf],
         grid64(rows as u64 * heads as u64),
     )

@@ -3,7 +3,21 @@ use crate::gpu::recorder::{grid64, Recorder};
 use crate::gpu::weights::{GpuMatrix, MatBlock};
 use crate::gpu::GpuResult;
 
+use super::{kernel_params, words};
 use super::{need_len, View};
+
+kernel_params! {
+    /// The params of embedding.wgsl.
+    pub(crate) struct EmbeddingParams {
+        n_tok: u32,
+        dim: u32,
+        row_start: u32,
+        rows: u32,
+        out_stride: u32,
+        out_off: u32,
+        ldk: u32,
+    }
+}
 
 const K: Kernel = Kernel {
     shader: "embedding",
@@ -52,18 +66,18 @@ fn gather(
     need_len(OP, "tokens", tokens, n as u64)?;
     out.check(OP, "out", n, table.cols as u32)?;
     for b in table.blocks.iter().filter(|b| holds(b)) {
-        let params = [
-            n,
-            table.cols as u32,
-            b.row_start as u32,
-            b.rows as u32,
-            out.stride,
-            out.offset,
-            b.ldk as u32,
-        ];
+        let params = EmbeddingParams {
+            n_tok: n,
+            dim: table.cols as u32,
+            row_start: b.row_start as u32,
+            rows: b.rows as u32,
+            out_stride: out.stride,
+            out_off: out.offset,
+            ldk: b.ldk as u32,
+        };
         rec.dispatch(
             &K,
-            &params,
+            words(&params),
             &[tokens, &b.buffer, out.buf],
             grid64(n as u64 * table.cols as u64),
         )?;

@@ -2,7 +2,27 @@ use crate::gpu::context::{GpuBuffer, Kernel};
 use crate::gpu::recorder::{grid_groups, Recorder};
 use crate::gpu::GpuResult;
 
+use super::{kernel_params, words};
 use super::{need_len, SsmDims, View};
+
+kernel_params! {
+    /// The params of gated_rms_norm.wgsl, gated_rms_norm_vec4.wgsl.
+    pub(crate) struct GatedNormParams {
+        t: u32,
+        di: u32,
+        p: u32,
+        g: u32,
+        eps: f32,
+        gate_from_row: u32,
+        y_stride: u32,
+        y_off: u32,
+        x_stride: u32,
+        x_off: u32,
+        z_stride: u32,
+        z_off: u32,
+        flags: u32,
+    }
+}
 
 const K: Kernel = Kernel {
     shader: "gated_rms_norm",
@@ -44,28 +64,28 @@ pub fn gated_rms_norm(
         need_len(OP, "D", ds, d.heads as u64)?;
     }
     let dummy = rec.ctx().dummy().clone();
-    let params = [
-        rows,
+    let params = GatedNormParams {
+        t: rows,
         di,
-        d.head_dim,
-        d.groups,
-        eps.to_bits(),
-        gate_from_row.unwrap_or(u32::MAX),
-        y.stride,
-        y.offset,
-        x.stride,
-        x.offset,
-        z.stride,
-        z.offset,
-        d_skip.is_some() as u32,
-    ];
+        p: d.head_dim,
+        g: d.groups,
+        eps,
+        gate_from_row: gate_from_row.unwrap_or(u32::MAX),
+        y_stride: y.stride,
+        y_off: y.offset,
+        x_stride: x.stride,
+        x_off: x.offset,
+        z_stride: z.stride,
+        z_off: z.offset,
+        flags: d_skip.is_some() as u32,
+    };
     let bufs = [x.buf, z.buf, d_skip.unwrap_or(&dummy), weight, y.buf];
     let aligned = (di / d.groups).is_multiple_of(4)
         && d.head_dim.is_multiple_of(4)
         && [y, x, z].iter().all(View::vec4_aligned);
     rec.dispatch(
         if aligned { &K_VEC4 } else { &K },
-        &params,
+        words(&params),
         &bufs,
         grid_groups(rows as u64 * d.groups as u64),
     )

@@ -7,7 +7,7 @@ use crate::gpu::{GpuError, GpuResult};
 use bytemuck::{Pod, Zeroable};
 
 use super::rows_to_texture::{gated_rows_to_texture, rows_to_texture, GateInputs};
-use super::{need_len, words, View};
+use super::{kernel_params, need_len, words, View};
 
 const TILED: Kernel = Kernel {
     shader: "matmul",
@@ -716,12 +716,11 @@ fn quant_norm_kernel(format: WeightFormat, conv: bool) -> GpuResult<(&'static Ke
     Ok((k, MATVEC_OUTS))
 }
 
+kernel_params! {
 /// The params every product kernel's `Params` begins with (matmul.wgsl, matmul_sg.wgsl,
 /// matmul_xtex_sg.wgsl, matmul_tiles.wgsl, matvec_f16.wgsl, shaders/lib/decode_product.wgsl);
 /// field for field as the WGSL. flags: bit 0 = add bias, bit 1 = accumulate into Y.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-struct ProductParams {
+pub(crate) struct ProductParams {
     t: u32,
     k: u32,
     rows: u32,
@@ -732,6 +731,7 @@ struct ProductParams {
     y_off: u32,
     flags: u32,
     ldk4: u32,
+}
 }
 
 impl ProductParams {
@@ -996,9 +996,7 @@ mod tests {
 
     #[test]
     fn params_structs_mirror_the_wgsl() {
-        let product = [
-            "t", "k", "rows", "col0", "x_stride", "x_off", "y_stride", "y_off", "flags", "ldk4",
-        ];
+        let product = ProductParams::FIELDS;
         let decode_tail = [
             "groups",
             "eps",
@@ -1012,10 +1010,10 @@ mod tests {
         let tiled: Vec<&str> = product.iter().copied().chain(["eps"]).collect();
         let decode: Vec<&str> = product.iter().copied().chain(decode_tail).collect();
         let cases: [(&str, usize, &[&str]); 8] = [
-            ("matmul", size_of::<ProductParams>(), &product),
-            ("matmul_sg", size_of::<ProductParams>(), &product),
-            ("matmul_tiles", size_of::<ProductParams>(), &product),
-            ("matvec_f16", size_of::<ProductParams>(), &product),
+            ("matmul", size_of::<ProductParams>(), product),
+            ("matmul_sg", size_of::<ProductParams>(), product),
+            ("matmul_tiles", size_of::<ProductParams>(), product),
+            ("matvec_f16", size_of::<ProductParams>(), product),
             ("matmul_xtex_sg", size_of::<TiledParams>(), &tiled),
             ("matvec", size_of::<DecodeParams>(), &decode),
             ("matvec_quant", size_of::<DecodeParams>(), &decode),

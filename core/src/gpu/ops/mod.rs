@@ -43,6 +43,27 @@ pub use swiglu::swiglu;
 
 use super::context::GpuBuffer;
 
+/// Declares a kernel family's params struct: `#[repr(C)]`, `Pod`, field for field its WGSL
+/// `Params` (checked against naga's reading of each shader by `tests::params_mirror_the_wgsl`
+/// through `FIELDS`).
+macro_rules! kernel_params {
+    ($(#[$m:meta])* $vis:vis struct $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+        $vis struct $name {
+            $(pub(crate) $field: $ty),*
+        }
+
+        impl $name {
+            /// The field names, in order (the mirror test compares them with the WGSL's).
+            #[cfg(test)]
+            pub(crate) const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+    };
+}
+pub(crate) use kernel_params;
+
 /// A kernel's params struct (`#[repr(C)]`, `Pod`, mirrored field for field by its WGSL
 /// `Params`: `tests::params_structs_mirror_the_wgsl`) as the words [`Recorder::dispatch`]
 /// uploads.
@@ -198,5 +219,87 @@ pub(crate) fn wgsl_params(name: &str) -> (usize, Vec<String>) {
             members.iter().filter_map(|m| m.name.clone()).collect(),
         ),
         other => panic!("{name}: Params is {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checks P against each shader that declares it: byte size and field names in order;
+    /// records the shaders in `checked`.
+    fn check<P>(checked: &mut Vec<&'static str>, shaders: &[&'static str], fields: &[&str]) {
+        for name in shaders {
+            let (span, members) = wgsl_params(name);
+            assert_eq!(span, size_of::<P>(), "{name}: WGSL Params size vs Rust");
+            assert_eq!(members, fields, "{name}: field names and order");
+            checked.push(name);
+        }
+    }
+
+    /// Every flat params struct against its shaders (the products' nested ones are checked
+    /// in `matmul::tests`), and no shader with a `Params` struct left out.
+    #[test]
+    fn params_mirror_the_wgsl() {
+        use attention::AttentionParams as Att;
+        use attention_products::{ColumnsParams as Cols, SoftmaxParams as Soft};
+        use conv1d::ConvParams as Conv;
+        use copy_rows::CopyParams as Copy;
+        use dt::DtParams as Dt;
+        use embedding::EmbeddingParams as Emb;
+        use gated_rms_norm::GatedNormParams as Gated;
+        use rms_norm::RmsNormParams as Rms;
+        use rows_to_texture::{GatedRowsParams as GatedRows, RowsToTextureParams as Rows};
+        use ssd::{SsdParams as Ssd, StepTexParams as Step};
+        use ssm_state::TextureToRowsParams as T2r;
+        use swiglu::SwigluParams as Swiglu;
+        let c = &mut Vec::new();
+        let attention = ["attention", "attention_sg", "attention_vec4_sg"];
+        check::<Att>(c, &attention, Att::FIELDS);
+        check::<Cols>(c, &["columns_to_texture"], Cols::FIELDS);
+        check::<Soft>(c, &["attention_softmax"], Soft::FIELDS);
+        check::<Conv>(c, &["conv1d", "conv1d_vec4"], Conv::FIELDS);
+        check::<Copy>(c, &["copy_rows"], Copy::FIELDS);
+        check::<Dt>(c, &["dt"], Dt::FIELDS);
+        check::<Emb>(c, &["embedding"], Emb::FIELDS);
+        check::<Gated>(c, &["gated_rms_norm", "gated_rms_norm_vec4"], Gated::FIELDS);
+        check::<Rms>(c, &["rms_norm", "rms_norm_vec4"], Rms::FIELDS);
+        check::<Rows>(
+            c,
+            &["rows_to_texture", "rows_to_texture_vec4"],
+            Rows::FIELDS,
+        );
+        check::<GatedRows>(c, &["gated_rows_to_texture"], GatedRows::FIELDS);
+        check::<T2r>(c, &["texture_to_rows"], T2r::FIELDS);
+        check::<Swiglu>(c, &["swiglu"], Swiglu::FIELDS);
+        let ssd = [
+            "ssd_cumsum",
+            "ssd_chunk_state",
+            "ssd_chunk_state_sg",
+            "ssd_chunk_state_xtex_sg",
+            "ssd_state_passing",
+            "ssd_state_passing_sg",
+            "ssd_chunk_scan",
+            "ssd_chunk_scan_sg",
+            "ssd_chunk_scan_xtex_sg",
+            "ssm_sequential_scan",
+            "ssm_step",
+        ];
+        check::<Ssd>(c, &ssd, Ssd::FIELDS);
+        check::<Step>(c, &["ssm_step_tex"], Step::FIELDS);
+        // The products (matmul::tests): their Params come from the file or its include.
+        c.extend([
+            "matmul",
+            "matmul_sg",
+            "matmul_tiles",
+            "matvec_f16",
+            "matmul_xtex_sg",
+        ]);
+        let unchecked: Vec<&str> = crate::gpu::shaders::SHADERS
+            .iter()
+            .filter(|s| s.source.contains("struct Params") && !c.contains(&s.name))
+            .map(|s| s.name)
+            .collect();
+        assert!(unchecked.is_empty(), "params not mirrored: {unchecked:?}");
     }
 }

@@ -2,7 +2,21 @@ use crate::gpu::context::{GpuBuffer, Kernel};
 use crate::gpu::recorder::{grid_groups, Recorder};
 use crate::gpu::GpuResult;
 
+use super::{kernel_params, words};
 use super::{need_len, View};
+
+kernel_params! {
+    /// The params of rms_norm.wgsl, rms_norm_vec4.wgsl.
+    pub(crate) struct RmsNormParams {
+        rows: u32,
+        width: u32,
+        eps: f32,
+        x_stride: u32,
+        x_off: u32,
+        out_stride: u32,
+        out_off: u32,
+    }
+}
 
 const K: Kernel = Kernel {
     shader: "rms_norm",
@@ -33,16 +47,21 @@ pub fn rms_norm(
     x.check(OP, "x", rows, width)?;
     out.check(OP, "out", rows, width)?;
     need_len(OP, "weight", w, width as u64)?;
-    let params = [
+    let params = RmsNormParams {
         rows,
         width,
-        eps.to_bits(),
-        x.stride,
-        x.offset,
-        out.stride,
-        out.offset,
-    ];
+        eps,
+        x_stride: x.stride,
+        x_off: x.offset,
+        out_stride: out.stride,
+        out_off: out.offset,
+    };
     let aligned = width.is_multiple_of(4) && x.vec4_aligned() && out.vec4_aligned();
     let k = if aligned { &K_VEC4 } else { &K };
-    rec.dispatch(k, &params, &[x.buf, w, out.buf], grid_groups(rows as u64))
+    rec.dispatch(
+        k,
+        words(&params),
+        &[x.buf, w, out.buf],
+        grid_groups(rows as u64),
+    )
 }

@@ -1,8 +1,39 @@
+use super::{kernel_params, words};
 use crate::gpu::context::{GpuBuffer, Kernel};
 use crate::gpu::recorder::{grid64, Recorder};
 use crate::gpu::GpuResult;
 
 use super::View;
+
+kernel_params! {
+    /// The params of rows_to_texture.wgsl, rows_to_texture_vec4.wgsl.
+    pub(crate) struct RowsToTextureParams {
+        t: u32,
+        k: u32,
+        ldk4: u32,
+        x_stride: u32,
+        x_off: u32,
+        row0: u32,
+        col0: u32,
+    }
+}
+
+kernel_params! {
+    /// The params of gated_rows_to_texture.wgsl.
+    pub(crate) struct GatedRowsParams {
+        t: u32,
+        ldk4: u32,
+        p: u32,
+        gate_from_row: u32,
+        y_stride: u32,
+        y_off: u32,
+        x_stride: u32,
+        x_off: u32,
+        z_stride: u32,
+        z_off: u32,
+        flags: u32,
+    }
+}
 
 const K: Kernel = Kernel {
     shader: "rows_to_texture",
@@ -32,11 +63,19 @@ pub(crate) fn rows_to_texture(
     col0: u32,
 ) -> GpuResult<()> {
     let ldk4 = k.div_ceil(4);
-    let params = [rows, k, ldk4, x.stride, x.offset, row0, col0];
+    let params = RowsToTextureParams {
+        t: rows,
+        k,
+        ldk4,
+        x_stride: x.stride,
+        x_off: x.offset,
+        row0,
+        col0,
+    };
     let aligned = k.is_multiple_of(4) && x.vec4_aligned();
     rec.dispatch(
         if aligned { &K_VEC4 } else { &K },
-        &params,
+        words(&params),
         &[x.buf, tex],
         grid64(rows as u64 * ldk4 as u64),
     )
@@ -92,20 +131,25 @@ pub(crate) fn gated_rows_to_texture(
     tex: &GpuBuffer,
 ) -> GpuResult<()> {
     let ldk4 = k / 4;
-    let params = [
-        rows,
+    let params = GatedRowsParams {
+        t: rows,
         ldk4,
-        g.head_dim,
-        g.gate_from_row.unwrap_or(u32::MAX),
-        y.stride,
-        y.offset,
-        g.x.stride,
-        g.x.offset,
-        g.z.stride,
-        g.z.offset,
-        g.d_skip.is_some() as u32,
-    ];
+        p: g.head_dim,
+        gate_from_row: g.gate_from_row.unwrap_or(u32::MAX),
+        y_stride: y.stride,
+        y_off: y.offset,
+        x_stride: g.x.stride,
+        x_off: g.x.offset,
+        z_stride: g.z.stride,
+        z_off: g.z.offset,
+        flags: g.d_skip.is_some() as u32,
+    };
     let dummy = rec.ctx().dummy().clone();
     let bufs = [y.buf, g.x.buf, g.z.buf, g.d_skip.unwrap_or(&dummy), tex];
-    rec.dispatch(&GATED, &params, &bufs, grid64(rows as u64 * ldk4 as u64))
+    rec.dispatch(
+        &GATED,
+        words(&params),
+        &bufs,
+        grid64(rows as u64 * ldk4 as u64),
+    )
 }

@@ -7,8 +7,7 @@ use crate::gpu::GpuResult;
 
 use super::dt::finite_limits;
 use super::rows_to_texture::rows_to_texture;
-use super::{need_len, words, SsmDims, SsmState, View};
-use bytemuck::{Pod, Zeroable};
+use super::{kernel_params, need_len, words, SsmDims, SsmState, View};
 
 pub(crate) const CUMSUM: Kernel = Kernel {
     shader: "ssd_cumsum",
@@ -148,9 +147,8 @@ impl SsmInputs<'_> {
     }
 }
 
+kernel_params! {
 /// The params every ssd_* / ssm_sequential_scan / ssm_step shader declares, field for field.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct SsdParams {
     t: u32,
     h: u32,
@@ -170,6 +168,7 @@ pub(crate) struct SsdParams {
     y_stride: u32,
     y_off: u32,
     l_off: u32,
+}
 }
 
 /// [`SsdParams`] for `rows` rows in chunks of `q` (`nc` of them), the views' strides and
@@ -209,9 +208,8 @@ pub(crate) fn params(
     }
 }
 
+kernel_params! {
 /// ssm_step_tex.wgsl's params.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub(crate) struct StepTexParams {
     h: u32,
     p: u32,
@@ -224,6 +222,7 @@ pub(crate) struct StepTexParams {
     lo: f32,
     hi: f32,
     z_off: u32,
+}
 }
 
 /// Rows per segment so that every scratch buffer fits one binding.
@@ -568,57 +567,4 @@ pub fn ssm_step(
         inp.x.buf, &st, inp.dt.buf, inp.a_log, &s_in, &s_out, y.buf, bias, dskip, z,
     ];
     rec.dispatch(k, words(&p), &bufs, grid64(d.inner() as u64))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::wgsl_params;
-    use super::*;
-
-    #[test]
-    fn params_structs_mirror_the_wgsl() {
-        let ssd = [
-            "t",
-            "h",
-            "p",
-            "n",
-            "g",
-            "q",
-            "nc",
-            "x_stride",
-            "x_off",
-            "b_stride",
-            "b_off",
-            "c_stride",
-            "c_off",
-            "dt_stride",
-            "dt_off",
-            "y_stride",
-            "y_off",
-            "l_off",
-        ];
-        for name in [
-            "ssd_cumsum",
-            "ssd_chunk_state",
-            "ssd_chunk_state_sg",
-            "ssd_chunk_state_xtex_sg",
-            "ssd_state_passing",
-            "ssd_state_passing_sg",
-            "ssd_chunk_scan",
-            "ssd_chunk_scan_sg",
-            "ssd_chunk_scan_xtex_sg",
-            "ssm_sequential_scan",
-            "ssm_step",
-        ] {
-            let (span, members) = wgsl_params(name);
-            assert_eq!(span, size_of::<SsdParams>(), "{name}: WGSL Params size");
-            assert_eq!(members, ssd, "{name}: field order");
-        }
-        let step = [
-            "h", "p", "n", "g", "x_off", "dt_off", "y_off", "c4", "lo", "hi", "z_off",
-        ];
-        let (span, members) = wgsl_params("ssm_step_tex");
-        assert_eq!(span, size_of::<StepTexParams>());
-        assert_eq!(members, step);
-    }
 }

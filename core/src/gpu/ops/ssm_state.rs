@@ -14,7 +14,19 @@ use crate::gpu::weights::WeightFormat;
 use crate::gpu::GpuResult;
 
 use super::rows_to_texture::rows_to_texture;
+use super::{kernel_params, words};
 use super::{SsmDims, View};
+
+kernel_params! {
+    /// The params of texture_to_rows.wgsl.
+    pub(crate) struct TextureToRowsParams {
+        t: u32,
+        k: u32,
+        ldk4: u32,
+        x_stride: u32,
+        x_off: u32,
+    }
+}
 
 const TEXTURE_TO_ROWS: Kernel = Kernel {
     shader: "texture_to_rows",
@@ -71,9 +83,16 @@ impl SsmState {
         if let (Newest::Texture(k), Some(tex)) = (self.newest, &self.textures) {
             let d = self.dims;
             let (rows, n4) = (d.inner(), d.state / 4);
-            let params = [rows, d.state, n4, d.state, 0];
+            let params = TextureToRowsParams {
+                t: rows,
+                k: d.state,
+                ldk4: n4,
+                x_stride: d.state,
+                x_off: 0,
+            };
             let groups = grid64(rows as u64 * n4 as u64);
-            rec.dispatch(&TEXTURE_TO_ROWS, &params, &[&tex[k], &self.buffer], groups)?;
+            let bufs = [&tex[k], &self.buffer];
+            rec.dispatch(&TEXTURE_TO_ROWS, words(&params), &bufs, groups)?;
             self.newest = Newest::Buffer;
         }
         Ok(&self.buffer)
