@@ -6,7 +6,11 @@
 // per 8 vec4 reads of workgroup memory. No subgroups needed.
 // W is read through `w4` (shaders::shader_variant: f32, f16, q8_0, q4_0 textures), texel index
 // clamped to the block's ldk4 - 1; X is zero for k >= K, which cancels whatever the clamp read.
-// Params, bindings and flags are matmul.wgsl's (bit 0 = add bias, bit 1 = accumulate into Y).
+// Params, bindings and flags are matmul.wgsl's (bit 0 = add bias, bit 1 = accumulate into Y),
+// plus eps for NORM.
+// NORM = 1: the product is of RMSNorm(X) (one group of K columns, the norm's weight folded into
+// W's columns, as matmul_xtex_sg's NORM): each lane reads its 4 rows' whole K from the X tiles,
+// so it sums their squares in the same loop and scales its outputs at the end.
 // bindings: 0 params | 1 X | 2 W block (texture) | 3 bias [out] | 4 Y (rw)
 // grid: x over ceil(rows / 64), y over ceil(T / 64).
 
@@ -21,7 +25,10 @@ struct Params {
     y_off: u32,
     flags: u32,
     ldk4: u32,
+    eps: f32,
 }
+
+override NORM: u32 = 0u;
 
 const TILE: u32 = 64u;
 // k4 texels (4 values each) per step.
@@ -59,6 +66,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let tx = lid % 16u;
     let ty = lid / 16u;
     var acc: array<vec4<f32>, 4>;
+    var ss = vec4<f32>(0.0);
     for (var k4 = 0u; k4 < p.ldk4; k4 += KQ) {
         let kq = k4 + lq;
         let k = 4u * kq;
@@ -74,9 +82,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var i = 0u; i < 4u; i += 1u) {
                 let a = x_tile[q * TILE + 4u * ty + i];
                 acc[i] += vec4<f32>(dot(a, b0), dot(a, b1), dot(a, b2), dot(a, b3));
+                if (NORM == 1u) {
+                    ss[i] += dot(a, a);
+                }
             }
         }
         workgroupBarrier();
+    }
+    if (NORM == 1u) {
+        for (var i = 0u; i < 4u; i += 1u) {
+            acc[i] *= inverseSqrt(ss[i] / f32(p.k) + p.eps);
+        }
     }
     for (var i = 0u; i < 4u; i += 1u) {
         let t = t_tile + 4u * ty + i;

@@ -1558,8 +1558,13 @@ fn matmul_normed_case(c: &GpuContext, r: &mut StdRng) {
         (7, 48, 130, 3),
         (1, 768, 33, 1),
     ];
-    if c.plan().subgroup8_kernels() {
-        cases.extend([(8, 16, 7, 1), (33, 30, 70, 1), (64, 768, 40, 1)]);
+    if c.plan().subgroup8_kernels() || c.plan().gpu_products() {
+        cases.extend([
+            (8, 16, 7, 1),
+            (33, 30, 70, 1),
+            (64, 768, 40, 1),
+            (70, 100, 130, 1),
+        ]);
     }
     for &(t, k, o, groups) in &cases {
         for (bias, acc) in [(true, false), (false, true)] {

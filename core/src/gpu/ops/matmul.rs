@@ -117,6 +117,11 @@ const TILES: Kernel = Kernel {
     access: "rtrw",
     spec: "",
 };
+/// `TILES` multiplying by the RMS-normalised X (see [`matmul_normed`]).
+const TILES_NORM: Kernel = Kernel {
+    spec: "NORM=1",
+    ..TILES
+};
 /// Rows and outputs per matmul_tiles workgroup.
 const TILES_EDGE: u32 = 64;
 /// Rows per subgroup tile of matmul_sg / matmul_xtex_sg (8 lanes x RTL rows).
@@ -229,7 +234,7 @@ pub fn matmul_using(
         MatmulKernel::MatVecGeneric => matvec(rec, rows, x, w, &bias, y, flags, ldk, true),
         MatmulKernel::TiledPortable => tiled_portable(rec, rows, x, w, &bias, y, flags),
         MatmulKernel::SplitK => split_k(rec, rows, x, w, &bias, y, flags),
-        MatmulKernel::Tiles => tiles(rec, rows, x, w, &bias, y, flags),
+        MatmulKernel::Tiles => tiles(rec, rows, x, w, &bias, y, flags, None),
         _ => tiled_xtex(rec, rows, x, w, &bias, y, flags, None, None),
     }
 }
@@ -300,16 +305,18 @@ pub fn matmul_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, group
     if rows < MATVEC_MAX_ROWS {
         return matvec_normed_supported(ctx, rows, w, groups);
     }
+    let plan = ctx.plan();
+    let fits_texture = (w.cols as u32).div_ceil(4) <= ctx.limits.max_texture_dimension_2d;
     groups == 1
-        && ctx.plan().subgroup8_kernels()
         && w.format() == WeightFormat::F32
-        && (w.cols as u32).div_ceil(4) <= ctx.limits.max_texture_dimension_2d
+        && (plan.gpu_products() || plan.subgroup8_kernels() && fits_texture)
 }
 
 /// [`matvec_normed`] for any number of rows: `y[t, o] (+)= sum_k n(x)[t, k] * w[o, k]
 /// (+ bias[o])` with n the RMSNorm without its weight (folded into `w`'s columns). Prefill
-/// (rows >= [`MATVEC_MAX_ROWS`]) runs matmul_xtex_sg's NORM variant, which sums each row's
-/// squares in its own loop: no norm dispatch, no normalised copy of X. Errors unless
+/// (rows >= [`MATVEC_MAX_ROWS`]) runs matmul_xtex_sg's NORM variant (the `gpu` plan:
+/// matmul_tiles'), which sums each row's squares in its own loop: no norm dispatch, no
+/// normalised copy of X. Errors unless
 /// [`matmul_normed_supported`].
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_normed(
@@ -343,6 +350,9 @@ pub fn matmul_normed(
         });
     }
     let (flags, bias) = product_flags(rec, bias, accumulate);
+    if rec.ctx().plan().gpu_products() {
+        return tiles(rec, rows, x, w, &bias, y, flags, Some(eps));
+    }
     tiled_xtex(rec, rows, x, w, &bias, y, flags, Some(eps), None)
 }
 
@@ -752,7 +762,8 @@ impl ProductParams {
     }
 }
 
-/// matmul_xtex_sg.wgsl's params: the product's and its NORM variant's eps.
+/// matmul_xtex_sg.wgsl's and matmul_tiles.wgsl's params: the product's and the NORM
+/// variant's eps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct TiledParams {
@@ -877,7 +888,9 @@ fn split_k(
     Ok(())
 }
 
-/// The `gpu` plan's prefill: matmul_tiles, X read in place.
+/// The `gpu` plan's prefill: matmul_tiles, X read in place; `norm`: the eps of the RMSNorm
+/// (one group, weight folded into `w`) applied to X's rows inside the product.
+#[allow(clippy::too_many_arguments)]
 fn tiles(
     rec: &mut Recorder,
     rows: u32,
@@ -886,15 +899,20 @@ fn tiles(
     bias: &GpuBuffer,
     y: View,
     flags: u32,
+    norm: Option<f32>,
 ) -> GpuResult<()> {
+    let kernel = if norm.is_some() { &TILES_NORM } else { &TILES };
     for b in &w.blocks {
-        let params = ProductParams::new(rows, w.cols, b, x, y, flags);
+        let params = TiledParams {
+            product: ProductParams::new(rows, w.cols, b, x, y, flags),
+            eps: norm.unwrap_or(0.0),
+        };
         let g = [
             (b.rows as u32).div_ceil(TILES_EDGE),
             rows.div_ceil(TILES_EDGE),
             1,
         ];
-        rec.dispatch(&TILES, words(&params), &[x.buf, &b.buffer, bias, y.buf], g)?;
+        rec.dispatch(kernel, words(&params), &[x.buf, &b.buffer, bias, y.buf], g)?;
     }
     Ok(())
 }
@@ -1012,7 +1030,7 @@ mod tests {
         let cases: [(&str, usize, &[&str]); 8] = [
             ("matmul", size_of::<ProductParams>(), product),
             ("matmul_sg", size_of::<ProductParams>(), product),
-            ("matmul_tiles", size_of::<ProductParams>(), product),
+            ("matmul_tiles", size_of::<TiledParams>(), &tiled),
             ("matvec_f16", size_of::<ProductParams>(), product),
             ("matmul_xtex_sg", size_of::<TiledParams>(), &tiled),
             ("matvec", size_of::<DecodeParams>(), &decode),
