@@ -603,11 +603,18 @@ describe('package API', () => {
       assert.equal(r.names.portable, 'portable');
       assert.equal(r.names.auto, 'portable', 'auto runs the portable plan on a software adapter');
       const lavapipe = nativeGenerate(models.demoModel, [1, 2, 3, 4, 5], 'config', 32, 'gpu');
+      // The same portable kernels on lavapipe: what the adapter, not the kernels, costs.
+      const portableOut = tmRun([
+        '--kernels', 'portable', 'generate', '--json', '--model', models.demoModel, '--tokens', '1,2,3,4,5',
+        '--transpoints', 'config', '--max-tokens', '32', '--backend', 'gpu',
+      ]);
+      const lavapipePortable = JSON.parse(portableOut.trim().split('\n').pop());
       const fmt = (v) => v.map((x) => x.toFixed(1)).join(' / ');
       console.log(
         `# demo model decode, tokens/s (2 alternating rounds): browser WebGPU plan ${r.names.gpu} ` +
-          `${fmt(r.rates.gpu)}, plan portable ${fmt(r.rates.portable)}; native lavapipe (cpu-adapter) ` +
-          `${lavapipe.decode_tokens_per_s.toFixed(1)}`,
+          `${fmt(r.rates.gpu)}, plan portable ${fmt(r.rates.portable)}; native lavapipe: cpu-adapter ` +
+          `${lavapipe.decode_tokens_per_s.toFixed(1)}, the same portable kernels ` +
+          `${lavapipePortable.decode_tokens_per_s.toFixed(1)}`,
       );
     } finally {
       await page.close();
