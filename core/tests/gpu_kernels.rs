@@ -1348,7 +1348,7 @@ fn chunked_scan_equals_recurrence_for_every_chunk_size() {
     for d in dims {
         let case = ScanCase::new(&mut r, d, 23);
         let (want_y, want_s) = case.reference(&case.s0);
-        for c in [ctx(), small_ctx()] {
+        for c in [ctx(), small_ctx(), gpu_ctx(), gpu_wg_ctx(), portable_ctx()] {
             if std::ptr::eq(c, small_ctx()) && d.state_len() * 4 > 4096 {
                 continue; // one state does not fit the 4 KiB test limit
             }
@@ -1374,7 +1374,7 @@ fn chunked_scan_equals_recurrence_for_every_chunk_size() {
                 .unwrap();
                 submit(rec);
                 assert_close(
-                    &format!("ssd y {d:?} Q={chunk}"),
+                    &format!("ssd ({}) y {d:?} Q={chunk}", c.kernels()),
                     &read(c, &yb),
                     &want_y,
                     1e-4,
@@ -1880,7 +1880,7 @@ fn memory_converter_matches_closed_formula() {
                 &want,
                 1e-5,
             );
-            for c in [ctx(), small_ctx()] {
+            for c in [ctx(), small_ctx(), gpu_ctx(), gpu_wg_ctx(), portable_ctx()] {
                 if std::ptr::eq(c, small_ctx()) && d.state_len() * 4 > 4096 {
                     continue; // one state does not fit the 4 KiB test limit
                 }
@@ -2946,42 +2946,57 @@ fn design_ssd_profile() {
 
 #[test]
 fn chunked_scan_with_several_tiles() {
-    // P, N and Q above the 32-wide tiles of the subgroup kernels, none a multiple of 32.
+    // P, N and Q above the 32-wide tiles of the subgroup and workgroup-memory kernels, none a
+    // multiple of 32; and mamba2-130m's head shape (P 64, N 128) with a ragged last chunk; on
+    // every plan.
     let mut r = rng(24);
-    let d = SsmDims {
-        heads: 4,
-        head_dim: 40,
-        state: 70,
-        groups: 2,
-    };
-    let case = ScanCase::new(&mut r, d, 150);
-    let (want_y, want_s) = case.reference(&case.s0);
-    let c = ctx();
-    let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
-    let inp = inputs(d, &xbc, stride, &dtb, &ab);
-    for chunk in [37u32, 64, 100, 128] {
-        let state = up(c, &case.s0);
-        let hp = d.inner() as usize;
-        let yb = c.zeros("y", case.t * hp).unwrap();
-        let mut rec = Recorder::new(c);
-        ssd_scan(
-            &mut rec,
-            d,
-            case.t as u32,
-            &inp,
-            &state,
-            View::dense(&yb, hp as u32),
-            chunk,
-        )
-        .unwrap();
-        submit(rec);
-        assert_close(&format!("ssd y Q={chunk}"), &read(c, &yb), &want_y, 1e-4);
-        assert_close(
-            &format!("ssd state Q={chunk}"),
-            &read(c, &state),
-            &want_s,
-            1e-4,
-        );
+    let shapes = [
+        (
+            SsmDims {
+                heads: 4,
+                head_dim: 40,
+                state: 70,
+                groups: 2,
+            },
+            &[37u32, 64, 100, 128][..],
+        ),
+        (
+            SsmDims {
+                heads: 2,
+                head_dim: 64,
+                state: 128,
+                groups: 1,
+            },
+            &[64u32, 128][..],
+        ),
+    ];
+    for (d, chunks) in shapes {
+        let case = ScanCase::new(&mut r, d, 150);
+        let (want_y, want_s) = case.reference(&case.s0);
+        for c in plan_ctxs() {
+            let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
+            let inp = inputs(d, &xbc, stride, &dtb, &ab);
+            for &chunk in chunks {
+                let state = up(c, &case.s0);
+                let hp = d.inner() as usize;
+                let yb = c.zeros("y", case.t * hp).unwrap();
+                let mut rec = Recorder::new(c);
+                ssd_scan(
+                    &mut rec,
+                    d,
+                    case.t as u32,
+                    &inp,
+                    &state,
+                    View::dense(&yb, hp as u32),
+                    chunk,
+                )
+                .unwrap();
+                submit(rec);
+                let what = format!("ssd ({}) {d:?} Q={chunk}", c.kernels());
+                assert_close(&format!("{what}: y"), &read(c, &yb), &want_y, 1e-4);
+                assert_close(&format!("{what}: state"), &read(c, &state), &want_s, 1e-4);
+            }
+        }
     }
 }
 

@@ -53,6 +53,7 @@ shaders!(
     "ssd_chunk_state",
     "ssd_chunk_state_sg",
     "ssd_chunk_state_xtex_sg",
+    "ssd_chunk_state_tiles",
     "ssd_cumsum",
     "ssd_state_passing",
     "ssd_state_passing_sg",

@@ -356,8 +356,8 @@ pub fn matmul_normed(
     tiled_xtex(rec, rows, x, w, &bias, y, flags, Some(eps), None)
 }
 
-/// Whether [`matmul_gated_normed`] runs: [`matmul_normed_supported`] for prefill rows (one
-/// norm group) and inputs `gated_rows_to_texture.wgsl` takes.
+/// Whether [`matmul_gated_normed`] runs: the `cpu-adapter` plan, [`matmul_normed_supported`]
+/// for prefill rows (one norm group) and inputs `gated_rows_to_texture.wgsl` takes.
 pub fn matmul_gated_normed_supported(
     ctx: &GpuContext,
     rows: u32,
@@ -367,6 +367,7 @@ pub fn matmul_gated_normed_supported(
     groups: u32,
 ) -> bool {
     rows >= MATVEC_MAX_ROWS
+        && ctx.plan().subgroup8_kernels()
         && matmul_normed_supported(ctx, rows, w, groups)
         && gate.packs(w.cols as u32, x)
 }

@@ -277,6 +277,7 @@ mod tests {
             "ssd_chunk_state",
             "ssd_chunk_state_sg",
             "ssd_chunk_state_xtex_sg",
+            "ssd_chunk_state_tiles",
             "ssd_state_passing",
             "ssd_state_passing_sg",
             "ssd_chunk_scan",

@@ -21,6 +21,12 @@ pub(crate) const CHUNK_STATE: Kernel = Kernel {
     access: "rrrrw",
     spec: "",
 };
+/// The `gpu` plan's chunk states: 32 x 32 (p, n) tiles of one (chunk, head) through workgroup
+/// memory.
+const CHUNK_STATE_TILES: Kernel = Kernel {
+    shader: "ssd_chunk_state_tiles",
+    ..CHUNK_STATE
+};
 /// Subgroup versions (8-wide subgroups only: the `cpu-adapter` plan): the same results
 /// with 16 MACs per storage load instead of 1/4 .. 1/2 (on lavapipe a storage load costs a
 /// per-lane loop, a subgroupBroadcast a register move).
@@ -292,6 +298,10 @@ pub(crate) fn segment_states(
             )?,
             None => rec.dispatch(&CHUNK_STATE_SG, words(p), &bufs, grid)?,
         }
+    } else if rec.ctx().plan().gpu_products() {
+        // MAX_SEGMENT bounds the chunks of a segment (2048) below any workgroup-count limit.
+        let grid = [d.head_dim.div_ceil(32) * d.state.div_ceil(32), d.heads, nc];
+        rec.dispatch(&CHUNK_STATE_TILES, words(p), &bufs, grid)?;
     } else {
         rec.dispatch(&CHUNK_STATE, words(p), &bufs, grid64(nc as u64 * hpn))?;
     }
