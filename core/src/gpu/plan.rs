@@ -111,8 +111,8 @@ pub enum KernelPlan {
     CpuAdapter,
     /// Real GPUs and browsers: decode products with lanes along K (coalesced texel reads)
     /// reduced by subgroups, or by workgroup memory without them; prefill products in 64 x 64
-    /// and SSD chunk states in 32 x 32 workgroup-memory tiles; the other steps run the portable
-    /// kernels.
+    /// and the SSD chunk states and outputs in 32 x 32 workgroup-memory tiles; the other steps
+    /// run the portable kernels.
     Gpu { subgroups: bool },
     /// No subgroups, no f16: every step's portable kernel.
     Portable,

@@ -50,6 +50,7 @@ shaders!(
     "ssd_chunk_scan",
     "ssd_chunk_scan_sg",
     "ssd_chunk_scan_xtex_sg",
+    "ssd_chunk_scan_tiles",
     "ssd_chunk_state",
     "ssd_chunk_state_sg",
     "ssd_chunk_state_xtex_sg",

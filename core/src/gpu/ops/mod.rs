@@ -283,6 +283,7 @@ mod tests {
             "ssd_chunk_scan",
             "ssd_chunk_scan_sg",
             "ssd_chunk_scan_xtex_sg",
+            "ssd_chunk_scan_tiles",
             "ssm_sequential_scan",
             "ssm_step",
         ];

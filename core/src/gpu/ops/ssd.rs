@@ -89,6 +89,13 @@ const LMAT: Kernel = Kernel {
     access: SCAN_ACCESS,
     spec: "",
 };
+/// The `gpu` plan's output step: 32 x 32 (t, p) tiles through workgroup memory.
+const SCAN_TILES: Kernel = Kernel {
+    shader: "ssd_chunk_scan_tiles",
+    entry: "scan",
+    access: SCAN_ACCESS,
+    spec: "",
+};
 const SCAN: Kernel = Kernel {
     shader: "ssd_chunk_scan",
     entry: "scan",
@@ -427,12 +434,13 @@ pub fn ssd_scan(
                 &bufs,
                 grid64(len as u64 * q as u64 * d.heads as u64),
             )?;
-            rec.dispatch(
-                &SCAN,
-                words(&p),
-                &bufs,
-                grid64(len as u64 * d.inner() as u64),
-            )?;
+            if rec.ctx().plan().gpu_products() {
+                let grid = [nc * q.div_ceil(32), d.heads, d.head_dim.div_ceil(32)];
+                rec.dispatch(&SCAN_TILES, words(&p), &bufs, grid)?;
+            } else {
+                let grid = grid64(len as u64 * d.inner() as u64);
+                rec.dispatch(&SCAN, words(&p), &bufs, grid)?;
+            }
         }
         r0 += len;
     }
