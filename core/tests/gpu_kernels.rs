@@ -1427,114 +1427,115 @@ fn chunked_scan_long_sequence_in_segments() {
 #[test]
 fn sequential_scan_and_step_equal_recurrence() {
     let mut r = rng(12);
-    let c = ctx();
-    // N = 9: the step on the state buffer (ssm_step); N = 8 and 32: the state in textures
-    // (ssm_step_tex; P = 6 too), B and C at offsets that are and are not multiples of 4.
-    for d in [
-        SsmDims {
-            heads: 2,
-            head_dim: 6,
-            state: 8,
-            groups: 1,
-        },
-        SsmDims {
-            heads: 4,
-            head_dim: 8,
-            state: 32,
-            groups: 2,
-        },
-        SsmDims {
-            heads: 4,
-            head_dim: 3,
-            state: 9,
-            groups: 2,
-        },
-        SsmDims {
-            heads: 4,
-            head_dim: 4,
-            state: 8,
-            groups: 2,
-        },
-    ] {
-        let case = ScanCase::new(&mut r, d, 17);
-        let (want_y, want_s) = case.reference(&case.s0);
-        let (pad, off) = if d.state == 8 { (4, 4) } else { (3, 1) };
-        let (xbc, dtb, ab, stride) = case.upload_layout(c, &mut r, pad, off);
-        let inp = inputs_at(d, &xbc, stride, off as u32, &dtb, &ab);
-        let hp = d.inner() as usize;
+    for c in plan_ctxs() {
+        // N = 9: the step on the state buffer (ssm_step); N = 8 and 32: the state in textures
+        // (ssm_step_tex; P = 6 too), B and C at offsets that are and are not multiples of 4.
+        for d in [
+            SsmDims {
+                heads: 2,
+                head_dim: 6,
+                state: 8,
+                groups: 1,
+            },
+            SsmDims {
+                heads: 4,
+                head_dim: 8,
+                state: 32,
+                groups: 2,
+            },
+            SsmDims {
+                heads: 4,
+                head_dim: 3,
+                state: 9,
+                groups: 2,
+            },
+            SsmDims {
+                heads: 4,
+                head_dim: 4,
+                state: 8,
+                groups: 2,
+            },
+        ] {
+            let case = ScanCase::new(&mut r, d, 17);
+            let (want_y, want_s) = case.reference(&case.s0);
+            let (pad, off) = if d.state == 8 { (4, 4) } else { (3, 1) };
+            let (xbc, dtb, ab, stride) = case.upload_layout(c, &mut r, pad, off);
+            let inp = inputs_at(d, &xbc, stride, off as u32, &dtb, &ab);
+            let hp = d.inner() as usize;
 
-        let state = up(c, &case.s0);
-        let yb = c.zeros("y", case.t * hp).unwrap();
-        let mut rec = Recorder::new(c);
-        ssm_sequential_scan(
-            &mut rec,
-            d,
-            case.t as u32,
-            &inp,
-            &state,
-            View::dense(&yb, hp as u32),
-        )
-        .unwrap();
-        submit(rec);
-        assert_close("sequential y", &read(c, &yb), &want_y, 1e-4);
-        assert_close("sequential state", &read(c, &state), &want_s, 1e-4);
+            let state = up(c, &case.s0);
+            let yb = c.zeros("y", case.t * hp).unwrap();
+            let mut rec = Recorder::new(c);
+            ssm_sequential_scan(
+                &mut rec,
+                d,
+                case.t as u32,
+                &inp,
+                &state,
+                View::dense(&yb, hp as u32),
+            )
+            .unwrap();
+            submit(rec);
+            assert_close("sequential y", &read(c, &yb), &want_y, 1e-4);
+            assert_close("sequential state", &read(c, &state), &want_s, 1e-4);
 
-        // Decode: one ssm_step per token (the state in its texture pair where the shape fits),
-        // with rows 5..11 through the chunked scan in between (the state moves to its buffer
-        // and back), all in one submission. Odd tokens pass dt raw (softplus^-1(dt) - bias)
-        // with its bias, for the step to apply step 3 itself.
-        let h = d.heads as usize;
-        let dt_bias = randv(&mut r, h, 1.0);
-        let raw: Vec<f32> = (0..case.t * h)
-            .map(|i| {
-                let dt = case.dt[i] as f64;
-                (dt.exp_m1().ln() - dt_bias[i % h] as f64) as f32
-            })
-            .collect();
-        let (rawb, biasb) = (up(c, &raw), up(c, &dt_bias));
-        let raw_view = View::dense(&rawb, h as u32);
-        let s0 = up(c, &case.s0);
-        let mut state = SsmState::zeros(c, d).unwrap();
-        let yb = c.zeros("y", case.t * hp).unwrap();
-        let y = View::dense(&yb, hp as u32);
-        let mut rec = Recorder::new(c);
-        let sb = state.buffer(&mut rec).unwrap().clone();
-        rec.copy(&s0, 0, &sb, 0, s0.len()).unwrap();
-        let mut t = 0u32;
-        while t < case.t as u32 {
-            let it = SsmInputs {
-                x: inp.x.rows_from(t),
-                b: inp.b.rows_from(t),
-                c: inp.c.rows_from(t),
-                dt: inp.dt.rows_from(t),
-                a_log: &ab,
-            };
-            if t == 5 {
-                let sb = state.buffer(&mut rec).unwrap().clone();
-                ssd_scan(&mut rec, d, 6, &it, &sb, y.rows_from(t), 4).unwrap();
-                t += 6;
-                continue;
-            }
-            if t % 2 == 1 {
+            // Decode: one ssm_step per token (the state in its texture pair where the shape fits),
+            // with rows 5..11 through the chunked scan in between (the state moves to its buffer
+            // and back), all in one submission. Odd tokens pass dt raw (softplus^-1(dt) - bias)
+            // with its bias, for the step to apply step 3 itself.
+            let h = d.heads as usize;
+            let dt_bias = randv(&mut r, h, 1.0);
+            let raw: Vec<f32> = (0..case.t * h)
+                .map(|i| {
+                    let dt = case.dt[i] as f64;
+                    (dt.exp_m1().ln() - dt_bias[i % h] as f64) as f32
+                })
+                .collect();
+            let (rawb, biasb) = (up(c, &raw), up(c, &dt_bias));
+            let raw_view = View::dense(&rawb, h as u32);
+            let s0 = up(c, &case.s0);
+            let mut state = SsmState::zeros(c, d).unwrap();
+            let yb = c.zeros("y", case.t * hp).unwrap();
+            let y = View::dense(&yb, hp as u32);
+            let mut rec = Recorder::new(c);
+            let sb = state.buffer(&mut rec).unwrap().clone();
+            rec.copy(&s0, 0, &sb, 0, s0.len()).unwrap();
+            let mut t = 0u32;
+            while t < case.t as u32 {
                 let it = SsmInputs {
-                    dt: raw_view.rows_from(t),
-                    ..it
+                    x: inp.x.rows_from(t),
+                    b: inp.b.rows_from(t),
+                    c: inp.c.rows_from(t),
+                    dt: inp.dt.rows_from(t),
+                    a_log: &ab,
                 };
-                let rd = RawDt {
-                    bias: &biasb,
-                    lo: 0.0,
-                    hi: f32::INFINITY,
-                };
-                ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t), Some(rd), None).unwrap();
-            } else {
-                ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t), None, None).unwrap();
+                if t == 5 {
+                    let sb = state.buffer(&mut rec).unwrap().clone();
+                    ssd_scan(&mut rec, d, 6, &it, &sb, y.rows_from(t), 4).unwrap();
+                    t += 6;
+                    continue;
+                }
+                if t % 2 == 1 {
+                    let it = SsmInputs {
+                        dt: raw_view.rows_from(t),
+                        ..it
+                    };
+                    let rd = RawDt {
+                        bias: &biasb,
+                        lo: 0.0,
+                        hi: f32::INFINITY,
+                    };
+                    ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t), Some(rd), None).unwrap();
+                } else {
+                    ssm_step(&mut rec, d, &it, &mut state, y.rows_from(t), None, None).unwrap();
+                }
+                t += 1;
             }
-            t += 1;
+            let sb = state.buffer(&mut rec).unwrap().clone();
+            submit(rec);
+            assert_close("step y", &read(c, &yb), &want_y, 1e-4);
+            assert_close("step state", &read(c, &sb), &want_s, 1e-4);
         }
-        let sb = state.buffer(&mut rec).unwrap().clone();
-        submit(rec);
-        assert_close("step y", &read(c, &yb), &want_y, 1e-4);
-        assert_close("step state", &read(c, &sb), &want_s, 1e-4);
     }
 }
 
@@ -1760,51 +1761,53 @@ fn conv_step_case(c: &GpuContext, r: &mut StdRng) {
 #[test]
 fn ssm_step_applies_the_gate() {
     let mut r = rng(32);
-    let c = ctx();
-    // The state in textures (N % 4 == 0), two groups, x / z at offsets.
-    let d = SsmDims {
-        heads: 4,
-        head_dim: 8,
-        state: 16,
-        groups: 2,
-    };
-    let case = ScanCase::new(&mut r, d, 1);
-    let (want_y, _) = case.reference(&case.s0);
-    let hp = d.inner() as usize;
-    let (xbc, dtb, ab, stride) = case.upload_layout(c, &mut r, 3, 1);
-    let inp = inputs_at(d, &xbc, stride, 1, &dtb, &ab);
-    let dskip = randv(&mut r, d.heads as usize, 1.0);
-    let z = randv(&mut r, hp, 2.0);
-    let (db, zb) = (up(c, &dskip), up(c, &[vec![9.0; 5], z.clone()].concat()));
-    let mut state = SsmState::zeros(c, d).unwrap();
-    let yb = c.zeros("y", hp).unwrap();
-    let mut rec = Recorder::new(c);
-    let sb = state.buffer(&mut rec).unwrap().clone();
-    let s0 = up(c, &case.s0);
-    rec.copy(&s0, 0, &sb, 0, s0.len()).unwrap();
-    assert!(ssm_step_fuses_gate(c, &state));
-    let gate = StepGate {
-        d: &db,
-        z: View::new(&zb, hp as u32, 5),
-    };
-    ssm_step(
-        &mut rec,
-        d,
-        &inp,
-        &mut state,
-        View::dense(&yb, hp as u32),
-        None,
-        Some(gate),
-    )
-    .unwrap();
-    submit(rec);
-    let want: Vec<f64> = (0..hp)
-        .map(|i| {
-            let v = want_y[i] + dskip[i / d.head_dim as usize] as f64 * case.x[i] as f64;
-            v * silu(z[i] as f64)
-        })
-        .collect();
-    assert_close("gated step y", &read(c, &yb), &want, 1e-4);
+    for c in plan_ctxs() {
+        // The state in textures (N % 4 == 0), two groups, x / z at offsets.
+        let d = SsmDims {
+            heads: 4,
+            head_dim: 8,
+            state: 16,
+            groups: 2,
+        };
+        let case = ScanCase::new(&mut r, d, 1);
+        let (want_y, _) = case.reference(&case.s0);
+        let hp = d.inner() as usize;
+        let (xbc, dtb, ab, stride) = case.upload_layout(c, &mut r, 3, 1);
+        let inp = inputs_at(d, &xbc, stride, 1, &dtb, &ab);
+        let dskip = randv(&mut r, d.heads as usize, 1.0);
+        let z = randv(&mut r, hp, 2.0);
+        let (db, zb) = (up(c, &dskip), up(c, &[vec![9.0; 5], z.clone()].concat()));
+        let mut state = SsmState::zeros(c, d).unwrap();
+        let yb = c.zeros("y", hp).unwrap();
+        let mut rec = Recorder::new(c);
+        let sb = state.buffer(&mut rec).unwrap().clone();
+        let s0 = up(c, &case.s0);
+        rec.copy(&s0, 0, &sb, 0, s0.len()).unwrap();
+        assert!(ssm_step_fuses_gate(c, &state));
+        let gate = StepGate {
+            d: &db,
+            z: View::new(&zb, hp as u32, 5),
+        };
+        ssm_step(
+            &mut rec,
+            d,
+            &inp,
+            &mut state,
+            View::dense(&yb, hp as u32),
+            None,
+            Some(gate),
+        )
+        .unwrap();
+        submit(rec);
+        let want: Vec<f64> = (0..hp)
+            .map(|i| {
+                let v = want_y[i] + dskip[i / d.head_dim as usize] as f64 * case.x[i] as f64;
+                v * silu(z[i] as f64)
+            })
+            .collect();
+        let what = format!("gated step y ({})", c.kernels());
+        assert_close(&what, &read(c, &yb), &want, 1e-4);
+    }
 }
 
 #[test]

@@ -111,8 +111,8 @@ pub enum KernelPlan {
     CpuAdapter,
     /// Real GPUs and browsers: decode products with lanes along K (coalesced texel reads)
     /// reduced by subgroups, or by workgroup memory without them; prefill products in 64 x 64
-    /// and the SSD chunk states and outputs in 32 x 32 workgroup-memory tiles; the other steps
-    /// run the portable kernels.
+    /// and the SSD chunk states and outputs in 32 x 32 workgroup-memory tiles; the decode step
+    /// with 8 lanes a state row; the other steps run the portable kernels.
     Gpu { subgroups: bool },
     /// No subgroups, no f16: every step's portable kernel.
     Portable,
@@ -236,7 +236,10 @@ impl KernelPlan {
                     "attention",
                     "attention products (matvec_split_k / matmul_tiles)",
                 ),
-                s("SSM decode step", "ssm_step_tex"),
+                s(
+                    "SSM decode step",
+                    "ssm_step_wide (8 lanes a state row, in place)",
+                ),
             ],
             KernelPlan::Portable => vec![
                 s("decode products", "matvec (8 outputs a lane), matvec_quant"),

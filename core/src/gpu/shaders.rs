@@ -61,6 +61,7 @@ shaders!(
     "ssm_sequential_scan",
     "ssm_step",
     "ssm_step_tex",
+    "ssm_step_wide",
     "swiglu",
     "texture_to_rows",
 );

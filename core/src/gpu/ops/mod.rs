@@ -288,7 +288,7 @@ mod tests {
             "ssm_step",
         ];
         check::<Ssd>(c, &ssd, Ssd::FIELDS);
-        check::<Step>(c, &["ssm_step_tex"], Step::FIELDS);
+        check::<Step>(c, &["ssm_step_tex", "ssm_step_wide"], Step::FIELDS);
         // The products (matmul::tests): their Params come from the file or its include.
         c.extend([
             "matmul",

@@ -2,7 +2,7 @@
 
 use crate::gpu::context::{GpuBuffer, GpuContext, Kernel};
 use crate::gpu::error::{ensure, GpuError};
-use crate::gpu::recorder::{grid64, Recorder};
+use crate::gpu::recorder::{grid64, grid_groups, Recorder};
 use crate::gpu::GpuResult;
 
 use super::dt::finite_limits;
@@ -128,6 +128,19 @@ const STEP_TEX_GATE: Kernel = Kernel {
 const STEP_TEX_RAW_DT_GATE: Kernel = Kernel {
     spec: "RAW_DT=1;GATE=1",
     ..STEP_TEX
+};
+/// The `gpu` plan's decode step (ssm_step_wide.wgsl: 8 lanes a state row, in place on the
+/// buffer), indexed `[raw dt][gate]`.
+const STEP_WIDE: [[Kernel; 2]; 2] = {
+    const fn k(spec: &'static str) -> Kernel {
+        Kernel {
+            shader: "ssm_step_wide",
+            entry: "main",
+            access: "rurrwwrrr",
+            spec,
+        }
+    }
+    [[k(""), k("GATE=1")], [k("RAW_DT=1"), k("RAW_DT=1;GATE=1")]]
 };
 const SEQ: Kernel = Kernel {
     shader: "ssm_sequential_scan",
@@ -497,9 +510,10 @@ pub fn ssm_step_fuses_gate(ctx: &crate::gpu::GpuContext, state: &SsmState) -> bo
 }
 
 /// One decode token (row 0 of each view): `S = exp(dt A) S + dt x B`, `y = S C` into row 0
-/// of `y` (with `raw_dt`, `inp.dt` is in_proj's raw dt: see [`RawDt`]). The state stays in its
-/// texture pair from token to token (ssm_step_tex, B and C copied into the uniform staging
-/// buffer) where the shape fits, else in its buffer (ssm_step).
+/// of `y` (with `raw_dt`, `inp.dt` is in_proj's raw dt: see [`RawDt`]). Where the shape fits
+/// (B and C copied into the uniform staging buffer), the `gpu` plan steps in place on the
+/// state buffer with 8 lanes a row (ssm_step_wide) and the other plans keep the state in its
+/// texture pair from token to token (ssm_step_tex); else the buffer kernel (ssm_step).
 pub fn ssm_step(
     rec: &mut Recorder,
     d: SsmDims,
@@ -555,7 +569,12 @@ pub fn ssm_step(
         rec.copy(b.buf, b.offset as usize, &st, 0, gn as usize)?;
         rec.copy(c.buf, c.offset as usize, &st, 4 * c4 as usize, gn as usize)?;
     }
-    let [s_in, s_out] = state.step_textures(rec)?;
+    let wide = rec.ctx().plan().gpu_products();
+    let textures = if wide {
+        None
+    } else {
+        Some(state.step_textures(rec)?)
+    };
     let (lo, hi) = raw_dt
         .as_ref()
         .map_or((0.0, 0.0), |r| finite_limits(r.lo, r.hi));
@@ -572,15 +591,25 @@ pub fn ssm_step(
         hi,
         z_off: gate.as_ref().map_or(0, |g| g.z.offset),
     };
+    let dummy = rec.ctx().dummy().clone();
+    let bias = raw_dt.as_ref().map_or(&dummy, |r| r.bias);
+    let (dskip, z) = gate.as_ref().map_or((&dummy, &dummy), |g| (g.d, g.z.buf));
+    let Some([s_in, s_out]) = textures else {
+        // The gpu plan: in place on the state buffer, 8 lanes a row.
+        let k = &STEP_WIDE[raw_dt.is_some() as usize][gate.is_some() as usize];
+        let sb = state.buffer(rec)?.clone();
+        let bufs = [
+            inp.x.buf, &st, inp.dt.buf, inp.a_log, &sb, y.buf, bias, dskip, z,
+        ];
+        let groups = grid_groups((d.inner() as u64).div_ceil(8));
+        return rec.dispatch(k, words(&p), &bufs, groups);
+    };
     let k = match (&raw_dt, &gate) {
         (Some(_), Some(_)) => &STEP_TEX_RAW_DT_GATE,
         (Some(_), None) => &STEP_TEX_RAW_DT,
         (None, Some(_)) => &STEP_TEX_GATE,
         (None, None) => &STEP_TEX,
     };
-    let dummy = rec.ctx().dummy().clone();
-    let bias = raw_dt.as_ref().map_or(&dummy, |r| r.bias);
-    let (dskip, z) = gate.as_ref().map_or((&dummy, &dummy), |g| (g.d, g.z.buf));
     let bufs = [
         inp.x.buf, &st, inp.dt.buf, inp.a_log, &s_in, &s_out, y.buf, bias, dskip, z,
     ];

@@ -1,0 +1,106 @@
+// One decode token of the SSM (MODEL.md step 4c) for the `gpu` plan, in place on the state
+// buffer [H, P, N]:
+//   S[h, p, :] = exp(dt[h] * A[h]) S[h, p, :] + dt[h] x[h, p] B[g, :];  y[h, p] = <S[h, p, :], C[g, :]>
+// A workgroup of 64 lanes owns 8 rows (h, p): 8 lanes a row, each reading and writing every
+// 8th vec4 of the row's state (consecutive lanes: consecutive 16 bytes, a row's 512 bytes in one
+// sweep), then the 8 partial dots of a row are summed through workgroup memory. ssm_step_tex
+// gives each row one lane that walks all of N: right for CPU adapters, too few and too serial
+// lanes for a GPU (H * P of them for the whole state).
+// B and C come from the uniform staging buffer (B at vec4 0, C at vec4 c4), as ssm_step_tex.
+// RAW_DT and GATE as ssm_step_tex.wgsl (step 3 applied here; y = (y + D x) silu(z)).
+// Needs N % 4 == 0. Params are ssm_step_tex's (ops::ssd::StepTexParams).
+// bindings: 0 params | 1 x | 2 B, C (uniform) | 3 dt | 4 A_log | 5 state (rw) | 6 y (rw)
+//           | 7 dt_bias | 8 D [H] | 9 z
+// grid: ceil(H * P / 8) workgroups, x + y * nwg.x (as grid_groups).
+
+struct Params {
+    h: u32,
+    p: u32,
+    n: u32,
+    g: u32,
+    x_off: u32,
+    dt_off: u32,
+    y_off: u32,
+    c4: u32,
+    lo: f32,
+    hi: f32,
+    z_off: u32,
+}
+
+override RAW_DT: u32 = 0u;
+override GATE: u32 = 0u;
+
+const ROWS: u32 = 8u;
+const LANES: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> xs: array<f32>;
+@group(0) @binding(2) var<uniform> bc: array<vec4<f32>, 4096>;
+@group(0) @binding(3) var<storage, read> dt: array<f32>;
+@group(0) @binding(4) var<storage, read> a_log: array<f32>;
+@group(0) @binding(5) var<storage, read_write> state: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> ys: array<f32>;
+@group(0) @binding(7) var<storage, read> dt_bias: array<f32>;
+@group(0) @binding(8) var<storage, read> dskip: array<f32>;
+@group(0) @binding(9) var<storage, read> zs: array<f32>;
+
+var<workgroup> part: array<f32, 64>;
+
+// As dt.wgsl: v for v > 20, exp(v) for v < -15 (keeps relative accuracy), else log(1 + exp(v)).
+fn softplus(v: f32) -> f32 {
+    if (v > 20.0) {
+        return v;
+    }
+    if (v < -15.0) {
+        return exp(v);
+    }
+    return log(1.0 + exp(v));
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let rows = p.h * p.p;
+    let i = (wid.x + wid.y * nwg.x) * ROWS + lid / LANES;
+    let q = lid % LANES;
+    let valid = i < rows;
+    // Rows past the end are clamped for loads; nothing of theirs is stored.
+    let ic = min(i, rows - 1u);
+    let h = ic / p.p;
+    let g = h / (p.h / p.g);
+    var d = dt[p.dt_off + h];
+    if (RAW_DT == 1u) {
+        d = clamp(softplus(d + dt_bias[h]), p.lo, p.hi);
+    }
+    let da = exp(d * -exp(a_log[h]));
+    let xi = xs[p.x_off + ic];
+    let dx = d * xi;
+    let n4 = p.n / 4u;
+    let bb = g * n4;
+    let cb = p.c4 + g * n4;
+    let sb = ic * n4;
+    var acc = vec4<f32>(0.0);
+    for (var j = q; j < n4; j += LANES) {
+        let s = da * state[sb + j] + dx * bc[bb + j];
+        if (valid) {
+            state[sb + j] = s;
+        }
+        acc += s * bc[cb + j];
+    }
+    part[lid] = acc.x + acc.y + acc.z + acc.w;
+    workgroupBarrier();
+    if (q == 0u && valid) {
+        var v = 0.0;
+        for (var k = 0u; k < LANES; k += 1u) {
+            v += part[lid + k];
+        }
+        if (GATE == 1u) {
+            let z = zs[p.z_off + ic];
+            v = (v + dskip[h] * xi) * (z / (1.0 + exp(-z)));
+        }
+        ys[p.y_off + ic] = v;
+    }
+}
