@@ -206,7 +206,7 @@ impl KernelPlan {
                 s("SSD state passing", "ssd_state_passing_sg"),
                 s(
                     "attention",
-                    "attention products (matvec / matmul_xtex_sg) or attention_sg",
+                    "no RoPE: products (matvec / matmul_xtex_sg) or attention_sg; RoPE: attention",
                 ),
                 s("SSM decode step", "ssm_step_tex"),
             ],
@@ -225,16 +225,16 @@ impl KernelPlan {
                 ),
                 s(
                     "prefill products",
-                    "matmul_tiles (64 x 64 workgroup-memory tiles)",
+                    "matmul_tiles (64 x 64 workgroup-memory tiles; NORM for in_proj)",
                 ),
                 s(
                     "SSD chunk state / scan",
-                    "ssd_chunk_state, ssd_chunk_scan (portable)",
+                    "ssd_chunk_state_tiles, ssd_chunk_scan_tiles (32 x 32 workgroup-memory tiles)",
                 ),
                 s("SSD state passing", "ssd_state_passing (portable)"),
                 s(
                     "attention",
-                    "attention products (matvec_split_k / matmul_tiles)",
+                    "no RoPE: products (matvec_split_k / matmul_tiles); RoPE: attention",
                 ),
                 s(
                     "SSM decode step",
@@ -250,7 +250,10 @@ impl KernelPlan {
                 s("prefill products", "matmul (4 x 4 a lane)"),
                 s("SSD chunk state / scan", "ssd_chunk_state, ssd_chunk_scan"),
                 s("SSD state passing", "ssd_state_passing"),
-                s("attention", "attention products (matvec / matmul)"),
+                s(
+                    "attention",
+                    "no RoPE: products (matvec / matmul); RoPE: attention",
+                ),
                 s("SSM decode step", "ssm_step_tex"),
             ],
         }
