@@ -999,123 +999,135 @@ fn rope_rot(v: &[f64], pos: usize, theta: f64) -> Vec<f64> {
 #[test]
 fn attention_matches_naive_softmax() {
     let mut r = rng(9);
-    let c = ctx();
-    let dims = [
-        SsmDims {
-            heads: 4,
-            head_dim: 5,
-            state: 6,
-            groups: 1,
-        },
-        SsmDims {
-            heads: 4,
-            head_dim: 40,
-            state: 8,
-            groups: 2,
-        },
-        SsmDims {
-            heads: 3,
-            head_dim: 64,
-            state: 16,
-            groups: 3,
-        },
-        // Aligned views, N and P multiples of 32: the vec4 subgroup kernel.
-        SsmDims {
-            heads: 2,
-            head_dim: 64,
-            state: 32,
-            groups: 1,
-        },
-    ];
-    for d in dims {
-        let (h, p, n, g) = (
-            d.heads as usize,
-            d.head_dim as usize,
-            d.state as usize,
-            d.groups as usize,
-        );
-        for (nq, p0) in [(1usize, 9usize), (5, 3), (6, 0), (1, 0), (19, 4)] {
-            for theta in [None, Some(10000.0f32), Some(50.0)] {
-                let cap = p0 + nq + 2;
-                let kc = randv(&mut r, cap * g * n, 1.0);
-                let vc = randv(&mut r, cap * h * p, 1.0);
-                let q = randv(&mut r, nq * g * n, 1.0);
-                let scale = 1.0 / (n as f32).sqrt();
-                // Q is the C part of xBC' rows: [x | B | C].
-                let (stride, off) = (h * p + 2 * g * n, h * p + g * n);
-                let qb = up(c, &pack(&mut r, &q, nq, g * n, stride, off));
-                let (kb, vb) = (up(c, &kc), up(c, &vc));
-                let yrow0 = 2usize;
-                let yb = c.zeros("y", (nq + yrow0) * h * p).unwrap();
-                let mut rec = Recorder::new(c);
-                attention(
-                    &mut rec,
-                    d,
-                    nq as u32,
-                    p0 as u32,
-                    View::new(&qb, stride as u32, off as u32),
-                    View::dense(&kb, (g * n) as u32),
-                    View::dense(&vb, (h * p) as u32),
-                    View::dense(&yb, (h * p) as u32).rows_from(yrow0 as u32),
-                    scale,
-                    theta,
-                )
-                .unwrap();
-                submit(rec);
-                let mut want = vec![0.0f64; nq * h * p];
-                for t in 0..nq {
-                    let pos = p0 + t;
-                    for hh in 0..h {
-                        let gg = hh / (h / g);
-                        let mut qv: Vec<f64> = q[t * g * n + gg * n..][..n]
-                            .iter()
-                            .map(|&v| v as f64)
-                            .collect();
-                        if let Some(th) = theta {
-                            qv = rope_rot(&qv, pos, th as f64);
-                        }
-                        let scores: Vec<f64> = (0..=pos)
-                            .map(|s| {
-                                let mut kv: Vec<f64> = kc[s * g * n + gg * n..][..n]
-                                    .iter()
-                                    .map(|&v| v as f64)
-                                    .collect();
-                                if let Some(th) = theta {
-                                    kv = rope_rot(&kv, s, th as f64);
-                                }
-                                scale as f64 * qv.iter().zip(&kv).map(|(a, b)| a * b).sum::<f64>()
-                            })
-                            .collect();
-                        let m = scores.iter().cloned().fold(f64::MIN, f64::max);
-                        let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
-                        let z: f64 = e.iter().sum();
-                        for pp in 0..p {
-                            want[t * h * p + hh * p + pp] = (0..=pos)
-                                .map(|s| e[s] / z * vc[s * h * p + hh * p + pp] as f64)
-                                .sum::<f64>();
+    for c in plan_ctxs() {
+        let dims = [
+            SsmDims {
+                heads: 4,
+                head_dim: 5,
+                state: 6,
+                groups: 1,
+            },
+            SsmDims {
+                heads: 4,
+                head_dim: 40,
+                state: 8,
+                groups: 2,
+            },
+            SsmDims {
+                heads: 3,
+                head_dim: 64,
+                state: 16,
+                groups: 3,
+            },
+            // Aligned views, N and P multiples of 32: the vec4 subgroup kernel.
+            SsmDims {
+                heads: 2,
+                head_dim: 64,
+                state: 32,
+                groups: 1,
+            },
+            // mamba2-130m's head shape: the gpu plan's tiles at their largest N.
+            SsmDims {
+                heads: 2,
+                head_dim: 64,
+                state: 128,
+                groups: 1,
+            },
+        ];
+        for d in dims {
+            let (h, p, n, g) = (
+                d.heads as usize,
+                d.head_dim as usize,
+                d.state as usize,
+                d.groups as usize,
+            );
+            for (nq, p0) in [(1usize, 9usize), (5, 3), (6, 0), (1, 0), (19, 4), (21, 30)] {
+                for theta in [None, Some(10000.0f32), Some(50.0)] {
+                    let cap = p0 + nq + 2;
+                    let kc = randv(&mut r, cap * g * n, 1.0);
+                    let vc = randv(&mut r, cap * h * p, 1.0);
+                    let q = randv(&mut r, nq * g * n, 1.0);
+                    let scale = 1.0 / (n as f32).sqrt();
+                    // Q is the C part of xBC' rows: [x | B | C].
+                    let (stride, off) = (h * p + 2 * g * n, h * p + g * n);
+                    let qb = up(c, &pack(&mut r, &q, nq, g * n, stride, off));
+                    let (kb, vb) = (up(c, &kc), up(c, &vc));
+                    let yrow0 = 2usize;
+                    let yb = c.zeros("y", (nq + yrow0) * h * p).unwrap();
+                    let mut rec = Recorder::new(c);
+                    attention(
+                        &mut rec,
+                        d,
+                        nq as u32,
+                        p0 as u32,
+                        View::new(&qb, stride as u32, off as u32),
+                        View::dense(&kb, (g * n) as u32),
+                        View::dense(&vb, (h * p) as u32),
+                        View::dense(&yb, (h * p) as u32).rows_from(yrow0 as u32),
+                        scale,
+                        theta,
+                    )
+                    .unwrap();
+                    submit(rec);
+                    let mut want = vec![0.0f64; nq * h * p];
+                    for t in 0..nq {
+                        let pos = p0 + t;
+                        for hh in 0..h {
+                            let gg = hh / (h / g);
+                            let mut qv: Vec<f64> = q[t * g * n + gg * n..][..n]
+                                .iter()
+                                .map(|&v| v as f64)
+                                .collect();
+                            if let Some(th) = theta {
+                                qv = rope_rot(&qv, pos, th as f64);
+                            }
+                            let scores: Vec<f64> = (0..=pos)
+                                .map(|s| {
+                                    let mut kv: Vec<f64> = kc[s * g * n + gg * n..][..n]
+                                        .iter()
+                                        .map(|&v| v as f64)
+                                        .collect();
+                                    if let Some(th) = theta {
+                                        kv = rope_rot(&kv, s, th as f64);
+                                    }
+                                    scale as f64
+                                        * qv.iter().zip(&kv).map(|(a, b)| a * b).sum::<f64>()
+                                })
+                                .collect();
+                            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+                            let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
+                            let z: f64 = e.iter().sum();
+                            for pp in 0..p {
+                                want[t * h * p + hh * p + pp] = (0..=pos)
+                                    .map(|s| e[s] / z * vc[s * h * p + hh * p + pp] as f64)
+                                    .sum::<f64>();
+                            }
                         }
                     }
-                }
-                let got = read(c, &yb);
-                assert!(
-                    got[..yrow0 * h * p].iter().all(|&v| v == 0.0),
-                    "rows before the offset are untouched"
-                );
-                assert_close(
-                    &format!("attention {d:?} nq={nq} p0={p0} rope={theta:?}"),
-                    &got[yrow0 * h * p..],
-                    &want,
-                    2e-5,
-                );
-                if theta.is_none() {
-                    let q = View::new(&qb, stride as u32, off as u32);
-                    let got = attention_products_run(c, d, nq, p0, cap, q, &kb, &vb, scale);
+                    let got = read(c, &yb);
+                    assert!(
+                        got[..yrow0 * h * p].iter().all(|&v| v == 0.0),
+                        "rows before the offset are untouched"
+                    );
                     assert_close(
-                        &format!("attention_products {d:?} nq={nq} p0={p0}"),
-                        &got,
+                        &format!(
+                            "attention ({}) {d:?} nq={nq} p0={p0} rope={theta:?}",
+                            c.kernels()
+                        ),
+                        &got[yrow0 * h * p..],
                         &want,
                         2e-5,
                     );
+                    if theta.is_none() {
+                        let q = View::new(&qb, stride as u32, off as u32);
+                        let got = attention_products_run(c, d, nq, p0, cap, q, &kb, &vb, scale);
+                        assert_close(
+                            &format!("attention_products {d:?} nq={nq} p0={p0}"),
+                            &got,
+                            &want,
+                            2e-5,
+                        );
+                    }
                 }
             }
         }

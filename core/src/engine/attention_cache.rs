@@ -135,9 +135,14 @@ impl AttentionCache {
         let (w, dims, cfg) = (widths(m), m.dims(), &m.config);
         let first = (self.len - rows as usize) as u32;
         let scale = cfg.attention_scale;
+        // The gpu plan's prefill goes through the flash-style kernel; decode (one query over a
+        // long cache) through the products' split-K.
+        let tiles = m.ctx.plan().gpu_products() && ops::attention_tiles_supported(dims, rows);
         match &self.tex {
-            Some(tex) => ops::attention_products(rec, dims, rows, first, c, tex, y, scale)?,
-            None => {
+            Some(tex) if !tiles => {
+                ops::attention_products(rec, dims, rows, first, c, tex, y, scale)?
+            }
+            _ => {
                 let (kc, vc) = (self.keys(&w), self.values(&w));
                 ops::attention(rec, dims, rows, first, c, kc, vc, y, scale, cfg.rope_theta)?
             }

@@ -234,7 +234,7 @@ impl KernelPlan {
                 s("SSD state passing", "ssd_state_passing (portable)"),
                 s(
                     "attention",
-                    "no RoPE: products (matvec_split_k / matmul_tiles); RoPE: attention",
+                    "prefill: attention_tiles (flash-style); decode: products (split-K)",
                 ),
                 s(
                     "SSM decode step",

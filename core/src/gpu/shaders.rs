@@ -24,6 +24,7 @@ macro_rules! shaders {
 shaders!(
     "attention",
     "attention_softmax",
+    "attention_tiles",
     "attention_sg",
     "attention_vec4_sg",
     "columns_to_texture",

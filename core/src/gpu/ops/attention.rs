@@ -35,6 +35,19 @@ const K: Kernel = Kernel {
     access: "rrrw",
     spec: "",
 };
+/// The `gpu` plan's prefill attention: 8 queries x 32 channels a workgroup, keys in blocks of
+/// 16 through workgroup memory (attention_tiles.wgsl).
+const K_TILES: Kernel = Kernel {
+    shader: "attention_tiles",
+    ..K
+};
+
+/// Whether the `gpu` plan runs [`attention`] as attention_tiles: several queries (a tile of 8
+/// serves one query poorly; decode takes the products' split-K route) and N <= 128 (a query
+/// and 16 keys in workgroup memory).
+pub fn attention_tiles_supported(d: SsmDims, nq: u32) -> bool {
+    nq >= 2 && d.state <= 128
+}
 /// `K_SG` reading Q, K, V and Y as vec4 (N and P multiples of 32, offsets and strides of 4).
 const K_VEC4_SG: Kernel = Kernel {
     shader: "attention_vec4_sg",
@@ -110,6 +123,10 @@ pub fn attention(
     };
     let params = words(&params);
     let chunks = d.head_dim.div_ceil(32) as u64;
+    if rec.ctx().plan().gpu_products() && attention_tiles_supported(d, nq) {
+        let grid = [nq.div_ceil(8), d.heads, d.head_dim.div_ceil(32)];
+        return rec.dispatch(&K_TILES, params, &[q.buf, k.buf, v.buf, y.buf], grid);
+    }
     let sg = rope.is_none()
         && rec.ctx().plan().subgroup8_kernels()
         && d.state.is_multiple_of(8)

@@ -21,7 +21,7 @@ mod ssd;
 mod ssm_state;
 mod swiglu;
 
-pub use attention::attention;
+pub use attention::{attention, attention_tiles_supported};
 pub use attention_products::{attention_products, AttentionTextures};
 pub use conv1d::conv1d;
 pub use copy_rows::copy_rows;
@@ -254,7 +254,12 @@ mod tests {
         use ssm_state::TextureToRowsParams as T2r;
         use swiglu::SwigluParams as Swiglu;
         let c = &mut Vec::new();
-        let attention = ["attention", "attention_sg", "attention_vec4_sg"];
+        let attention = [
+            "attention",
+            "attention_sg",
+            "attention_vec4_sg",
+            "attention_tiles",
+        ];
         check::<Att>(c, &attention, Att::FIELDS);
         check::<Cols>(c, &["columns_to_texture"], Cols::FIELDS);
         check::<Soft>(c, &["attention_softmax"], Soft::FIELDS);
