@@ -37,7 +37,10 @@ fn gpu_ctx() -> &'static GpuContext {
             kernels: KernelChoice::Gpu,
             ..Default::default()
         });
-        assert_eq!(c.plan(), KernelPlan::Gpu { subgroups: true });
+        assert!(c.plan().gpu_products());
+        if c.caps().lavapipe_like() {
+            assert_eq!(c.plan(), KernelPlan::Gpu { subgroups: true });
+        }
         c
     })
 }
@@ -67,10 +70,12 @@ fn portable_ctx() -> &'static GpuContext {
     })
 }
 
-/// One context per kernel plan: cpu-adapter (lavapipe's default), gpu, gpu without subgroups,
-/// portable.
+/// One context per kernel plan: the adapter's default (cpu-adapter on lavapipe, checked
+/// there), gpu, gpu without subgroups, portable.
 fn plan_ctxs() -> [&'static GpuContext; 4] {
-    assert_eq!(ctx().plan(), KernelPlan::CpuAdapter, "lavapipe's default");
+    if ctx().caps().lavapipe_like() {
+        assert_eq!(ctx().plan(), KernelPlan::CpuAdapter, "lavapipe's default");
+    }
     [ctx(), gpu_ctx(), gpu_wg_ctx(), portable_ctx()]
 }
 
@@ -795,7 +800,10 @@ fn copy_rows_and_swiglu() {
 fn matmul_gated_normed_equals_gate_norm_product() {
     let c = ctx();
     if !c.plan().subgroup8_kernels() {
-        return; // the prefill product it runs needs 8-wide subgroups (lavapipe has them)
+        // Only the cpu-adapter plan has this fusion (other plans run gate, norm and product
+        // apart, tested with the engine); lavapipe, where CI runs, has it: no skip there.
+        assert!(!c.caps().lavapipe_like());
+        return;
     }
     let mut r = rng(41);
     let eps = 1e-5f32;

@@ -82,6 +82,12 @@ impl DeviceCaps {
         }
     }
 
+    /// A software adapter with subgroups of 8 (lavapipe on AVX2, CI's device): `auto` runs the
+    /// `cpu-adapter` plan there, and the tests check that it does.
+    pub fn lavapipe_like(&self) -> bool {
+        self.software && self.subgroups_of_8()
+    }
+
     /// Subgroups of exactly 8 lanes: what the `cpu-adapter` kernels are written for.
     pub fn subgroups_of_8(&self) -> bool {
         self.subgroups && self.subgroup_min == 8 && self.subgroup_max == 8
