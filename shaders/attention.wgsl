@@ -12,25 +12,7 @@
 // One invocation per (t, h, chunk of 32 channels of P); N <= 256.
 // bindings: 0 params | 1 q | 2 k | 3 v | 4 y (rw)
 
-struct Params {
-    nq: u32,
-    p0: u32,
-    h: u32,
-    p: u32,
-    n: u32,
-    g: u32,
-    scale: f32,
-    log2_theta: f32,
-    q_stride: u32,
-    q_off: u32,
-    k_stride: u32,
-    k_off: u32,
-    v_stride: u32,
-    v_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    flags: u32,
-}
+#include attention_params
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qs: array<f32>;

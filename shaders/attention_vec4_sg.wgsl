@@ -8,25 +8,7 @@
 // Needs N % 8 == 0 and P % 8 == 0 (the op checks). N <= 256.
 // grid: ceil(nq / 8) * H * ceil(P / 32) workgroups of 8 (wid.x + wid.y * nwg.x).
 
-struct Params {
-    nq: u32,
-    p0: u32,
-    h: u32,
-    p: u32,
-    n: u32,
-    g: u32,
-    scale: f32,
-    log2_theta: f32,
-    q_stride: u32,
-    q_off: u32,
-    k_stride: u32,
-    k_off: u32,
-    v_stride: u32,
-    v_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    flags: u32,
-}
+#include attention_params
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> qs: array<vec4<f32>>;

@@ -4,7 +4,7 @@
 # and the subgroup shares them by subgroupBroadcast (8x fewer storage loads, the cost on CPU
 # Vulkan; a broadcast is a register move).
 src = open("shaders/attention.wgsl").read()
-params = src[src.index("struct Params"):src.index("@group(0) @binding(0)")]
+params = src[src.index("#include attention_params"):src.index("@group(0) @binding(0)")]
 
 
 def unrolled(load, body):

@@ -2,26 +2,7 @@
 # python3 shaders/gen_ssd_sg.py). Same idea as matmul_sg.wgsl: 8-lane subgroups, every lane
 # loads distinct values and shares them with subgroupBroadcast (a storage load is expensive on
 # CPU Vulkan, a broadcast is a register move).
-PARAMS = """struct Params {
-    t: u32,
-    h: u32,
-    p: u32,
-    n: u32,
-    g: u32,
-    q: u32,
-    nc: u32,
-    x_stride: u32,
-    x_off: u32,
-    b_stride: u32,
-    b_off: u32,
-    c_stride: u32,
-    c_off: u32,
-    dt_stride: u32,
-    dt_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    l_off: u32,
-}
+PARAMS = """#include ssd_params
 
 @group(0) @binding(0) var<uniform> p: Params;
 """

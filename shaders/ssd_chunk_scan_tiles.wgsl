@@ -10,26 +10,7 @@
 // bindings: 0 params | 1 x | 2 B | 3 C | 4 dt | 5 acs | 6 states | 7 cl scratch (rw) | 8 y (rw)
 // grid: x over chunks * ceil(Q / 32), y over H, z over ceil(P / 32).
 
-struct Params {
-    t: u32,
-    h: u32,
-    p: u32,
-    n: u32,
-    g: u32,
-    q: u32,
-    nc: u32,
-    x_stride: u32,
-    x_off: u32,
-    b_stride: u32,
-    b_off: u32,
-    c_stride: u32,
-    c_off: u32,
-    dt_stride: u32,
-    dt_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    l_off: u32,
-}
+#include ssd_params
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> xs: array<f32>;

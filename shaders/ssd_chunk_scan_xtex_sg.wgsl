@@ -13,26 +13,7 @@
 // bindings: 0 params | 1 x|B|C texture | 2 dt | 3 acs | 4 states (vec4) | 5 cl | 6 y (rw)
 // grid: x = ceil(Q / 32) * ceil(P / 32) tiles, y = H, z = chunks.
 
-struct Params {
-    t: u32,
-    h: u32,
-    p: u32,
-    n: u32,
-    g: u32,
-    q: u32,
-    nc: u32,
-    x_stride: u32,
-    x_off: u32,
-    b_stride: u32,
-    b_off: u32,
-    c_stride: u32,
-    c_off: u32,
-    dt_stride: u32,
-    dt_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    l_off: u32,
-}
+#include ssd_params
 
 @group(0) @binding(0) var<uniform> p: Params;
 

@@ -6,26 +6,7 @@
 // straddles two heads). No early return: lanes past the end load clamped, store nothing.
 // bindings: 0 params | 1 acs | 2 states [nc, H, P, N] (rw) | 3 state [H, P, N] (rw)
 
-struct Params {
-    t: u32,
-    h: u32,
-    p: u32,
-    n: u32,
-    g: u32,
-    q: u32,
-    nc: u32,
-    x_stride: u32,
-    x_off: u32,
-    b_stride: u32,
-    b_off: u32,
-    c_stride: u32,
-    c_off: u32,
-    dt_stride: u32,
-    dt_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    l_off: u32,
-}
+#include ssd_params
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> acs: array<f32>;

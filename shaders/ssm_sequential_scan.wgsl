@@ -3,26 +3,7 @@
 //   S = exp(dt[t, h] * A[h]) * S + dt[t, h] * x[t, h, p] * B[t, g, :];  y[t, h, p] = <S, C[t, g, :]>
 // Same params and bindings as ssm_step.wgsl; state holds S0 on entry and the final state on exit.
 
-struct Params {
-    t: u32,
-    h: u32,
-    p: u32,
-    n: u32,
-    g: u32,
-    q: u32,
-    nc: u32,
-    x_stride: u32,
-    x_off: u32,
-    b_stride: u32,
-    b_off: u32,
-    c_stride: u32,
-    c_off: u32,
-    dt_stride: u32,
-    dt_off: u32,
-    y_stride: u32,
-    y_off: u32,
-    l_off: u32,
-}
+#include ssd_params
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> xs: array<f32>;

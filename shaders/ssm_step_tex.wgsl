@@ -18,19 +18,7 @@
 //           | 9 D [H] | 10 z
 // grid: 64-wide over H * P, x + y * nwg.x (as grid64).
 
-struct Params {
-    h: u32,
-    p: u32,
-    n: u32,
-    g: u32,
-    x_off: u32,
-    dt_off: u32,
-    y_off: u32,
-    c4: u32,
-    lo: f32,
-    hi: f32,
-    z_off: u32,
-}
+#include step_tex_params
 
 override RAW_DT: u32 = 0u;
 override GATE: u32 = 0u;
@@ -47,16 +35,7 @@ override GATE: u32 = 0u;
 @group(0) @binding(9) var<storage, read> dskip: array<f32>;
 @group(0) @binding(10) var<storage, read> zs: array<f32>;
 
-// As dt.wgsl: v for v > 20, exp(v) for v < -15 (keeps relative accuracy), else log(1 + exp(v)).
-fn softplus(v: f32) -> f32 {
-    if (v > 20.0) {
-        return v;
-    }
-    if (v < -15.0) {
-        return exp(v);
-    }
-    return log(1.0 + exp(v));
-}
+#include softplus
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -13,19 +13,7 @@
 //           | 7 dt_bias | 8 D [H] | 9 z
 // grid: ceil(H * P / 8) workgroups, x + y * nwg.x (as grid_groups).
 
-struct Params {
-    h: u32,
-    p: u32,
-    n: u32,
-    g: u32,
-    x_off: u32,
-    dt_off: u32,
-    y_off: u32,
-    c4: u32,
-    lo: f32,
-    hi: f32,
-    z_off: u32,
-}
+#include step_tex_params
 
 override RAW_DT: u32 = 0u;
 override GATE: u32 = 0u;
@@ -46,16 +34,7 @@ const LANES: u32 = 8u;
 
 var<workgroup> part: array<f32, 64>;
 
-// As dt.wgsl: v for v > 20, exp(v) for v < -15 (keeps relative accuracy), else log(1 + exp(v)).
-fn softplus(v: f32) -> f32 {
-    if (v > 20.0) {
-        return v;
-    }
-    if (v < -15.0) {
-        return exp(v);
-    }
-    return log(1.0 + exp(v));
-}
+#include softplus
 
 @compute @workgroup_size(64)
 fn main(

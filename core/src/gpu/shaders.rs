@@ -68,10 +68,21 @@ shaders!(
 );
 
 /// Fragments the shaders include (`#include NAME`: `shaders/lib/NAME.wgsl`), not compiled alone.
-const LIBS: &[ShaderSource] = &[ShaderSource {
-    name: "decode_product",
-    source: include_str!("../../../shaders/lib/decode_product.wgsl"),
-}];
+macro_rules! libs {
+    ($($name:literal),* $(,)?) => {
+        const LIBS: &[ShaderSource] = &[
+            $(ShaderSource { name: $name, source: include_str!(concat!("../../../shaders/lib/", $name, ".wgsl")) }),*
+        ];
+    };
+}
+
+libs!(
+    "attention_params",
+    "decode_product",
+    "softplus",
+    "ssd_params",
+    "step_tex_params",
+);
 
 /// The source of shader `name`, if registered.
 pub fn shader_source(name: &str) -> Option<&'static str> {

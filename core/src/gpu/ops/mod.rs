@@ -301,10 +301,18 @@ mod tests {
             "matmul_tiles",
             "matvec_f16",
             "matmul_xtex_sg",
+            "matvec",
+            "matvec_quant",
+            "matvec_split_k",
         ]);
         let unchecked: Vec<&str> = crate::gpu::shaders::SHADERS
             .iter()
-            .filter(|s| s.source.contains("struct Params") && !c.contains(&s.name))
+            .filter(|s| !c.contains(&s.name))
+            .filter(|s| {
+                let src =
+                    crate::gpu::shaders::shader_variant(s.name, crate::gpu::WeightFormat::F32);
+                src.is_some_and(|src| src.contains("struct Params"))
+            })
             .map(|s| s.name)
             .collect();
         assert!(unchecked.is_empty(), "params not mirrored: {unchecked:?}");

@@ -1,0 +1,15 @@
+// The params of the decode-step kernels ssm_step_tex and ssm_step_wide (ops::ssd::StepTexParams).
+
+struct Params {
+    h: u32,
+    p: u32,
+    n: u32,
+    g: u32,
+    x_off: u32,
+    dt_off: u32,
+    y_off: u32,
+    c4: u32,
+    lo: f32,
+    hi: f32,
+    z_off: u32,
+}
