@@ -1334,6 +1334,28 @@ fn inputs_at<'a>(
     }
 }
 
+/// `ssd_scan` of `case` from its initial state with chunk size `chunk` on `c` gives the
+/// reference's outputs and final state (`want`).
+fn scan_matches(
+    c: &GpuContext,
+    case: &ScanCase,
+    inp: &SsmInputs,
+    chunk: u32,
+    want: (&[f64], &[f64]),
+) {
+    let d = case.d;
+    let state = up(c, &case.s0);
+    let hp = d.inner() as usize;
+    let yb = c.zeros("y", case.t * hp).unwrap();
+    let mut rec = Recorder::new(c);
+    let y = View::dense(&yb, hp as u32);
+    ssd_scan(&mut rec, d, case.t as u32, inp, &state, y, chunk).unwrap();
+    submit(rec);
+    let what = format!("ssd ({}) {d:?} Q={chunk}", c.kernels());
+    assert_close(&format!("{what}: y"), &read(c, &yb), want.0, 1e-4);
+    assert_close(&format!("{what}: state"), &read(c, &state), want.1, 1e-4);
+}
+
 #[test]
 fn chunked_scan_equals_recurrence_for_every_chunk_size() {
     let mut r = rng(10);
@@ -1378,33 +1400,7 @@ fn chunked_scan_equals_recurrence_for_every_chunk_size() {
                 if std::ptr::eq(c, small_ctx()) && chunk > 8 {
                     continue; // the 4 KiB test limit cannot hold a 64-row chunk's scratch
                 }
-                let state = up(c, &case.s0);
-                let hp = d.inner() as usize;
-                let yb = c.zeros("y", case.t * hp).unwrap();
-                let mut rec = Recorder::new(c);
-                ssd_scan(
-                    &mut rec,
-                    d,
-                    case.t as u32,
-                    &inp,
-                    &state,
-                    View::dense(&yb, hp as u32),
-                    chunk,
-                )
-                .unwrap();
-                submit(rec);
-                assert_close(
-                    &format!("ssd ({}) y {d:?} Q={chunk}", c.kernels()),
-                    &read(c, &yb),
-                    &want_y,
-                    1e-4,
-                );
-                assert_close(
-                    &format!("ssd state {d:?} Q={chunk}"),
-                    &read(c, &state),
-                    &want_s,
-                    1e-4,
-                );
+                scan_matches(c, &case, &inp, chunk, (&want_y, &want_s));
             }
         }
     }
@@ -3000,24 +2996,7 @@ fn chunked_scan_with_several_tiles() {
             let (xbc, dtb, ab, stride) = case.upload(c, &mut r);
             let inp = inputs(d, &xbc, stride, &dtb, &ab);
             for &chunk in chunks {
-                let state = up(c, &case.s0);
-                let hp = d.inner() as usize;
-                let yb = c.zeros("y", case.t * hp).unwrap();
-                let mut rec = Recorder::new(c);
-                ssd_scan(
-                    &mut rec,
-                    d,
-                    case.t as u32,
-                    &inp,
-                    &state,
-                    View::dense(&yb, hp as u32),
-                    chunk,
-                )
-                .unwrap();
-                submit(rec);
-                let what = format!("ssd ({}) {d:?} Q={chunk}", c.kernels());
-                assert_close(&format!("{what}: y"), &read(c, &yb), &want_y, 1e-4);
-                assert_close(&format!("{what}: state"), &read(c, &state), &want_s, 1e-4);
+                scan_matches(c, &case, &inp, chunk, (&want_y, &want_s));
             }
         }
     }

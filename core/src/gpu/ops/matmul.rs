@@ -499,13 +499,7 @@ pub fn matvec_normed(
         eps,
         conv: conv.as_ref(),
     };
-    if rec.ctx().plan().gpu_products() {
-        let sg = split_k_subgroups(rec.ctx()) as usize;
-        return product.dispatch(rec, &st, w, 0, |_, conv| {
-            Ok((&SPLIT_K_NORMED[sg][0][conv as usize], SPLIT_K_OUTS))
-        });
-    }
-    product.dispatch(rec, &st, w, 0, |_, conv| {
+    product.dispatch(rec, &st, w, None, |_, conv| {
         Ok(if conv {
             (&MATVEC_NORM_CONV, MATVEC_OUTS)
         } else {
@@ -528,25 +522,28 @@ struct NormedProduct<'a> {
 }
 
 impl NormedProduct<'_> {
-    /// One dispatch per block of `w` over the staged `st`: `kernel(block format, with conv)`
-    /// picks the entry point and says how many outputs a workgroup computes; params are
-    /// [`DecodeParams`] with the norm's, the conv step's (zero without one) and `g_row` (the
-    /// X texture's row holding the norm weight, for the kernels that read it there).
+    /// One dispatch per block of `w` over the staged `st`: the `gpu` plan runs matvec_split_k's
+    /// NORM entry (1: weight folded into `w`; 2: weight in the X texture's row `g_row`), other
+    /// plans `kernel(block format, with conv)`, which also says how many outputs a workgroup
+    /// computes; params are [`DecodeParams`] with the norm's, the conv step's (zero without
+    /// one) and `g_row`.
     fn dispatch(
         &self,
         rec: &mut Recorder,
         st: &GpuBuffer,
         w: &GpuMatrix,
-        g_row: u32,
+        g_row: Option<u32>,
         kernel: impl Fn(WeightFormat, bool) -> GpuResult<(&'static Kernel, u32)>,
     ) -> GpuResult<()> {
         let dummy = rec.ctx().dummy().clone();
+        let split_k = rec.ctx().plan().gpu_products();
+        let sg = split_k_subgroups(rec.ctx()) as usize;
         for b in &w.blocks {
             let product = ProductParams::new(self.rows, w.cols, b, self.x, self.y, self.flags);
             let mut params = DecodeParams {
                 groups: self.groups,
                 eps: self.eps,
-                g_row,
+                g_row: g_row.unwrap_or(0),
                 ..DecodeParams::plain(product)
             };
             if let Some(cv) = self.conv {
@@ -557,7 +554,13 @@ impl NormedProduct<'_> {
                 params.xbc_off = cv.out.offset;
             }
             let params = words(&params);
-            let (k, outs) = kernel(b.format(), self.conv.is_some())?;
+            let conv = self.conv.is_some();
+            let (k, outs) = if split_k {
+                let norm = g_row.is_some() as usize;
+                (&SPLIT_K_NORMED[sg][norm][conv as usize], SPLIT_K_OUTS)
+            } else {
+                kernel(b.format(), conv)?
+            };
             let g = [(b.rows as u32).div_ceil(outs), self.rows, 1];
             let (bias, y) = (self.bias, self.y.buf);
             match self.conv {
@@ -682,13 +685,7 @@ pub fn matvec_quant_normed(
         eps,
         conv: conv.as_ref(),
     };
-    if rec.ctx().plan().gpu_products() {
-        let sg = split_k_subgroups(rec.ctx()) as usize;
-        return product.dispatch(rec, &st, w, rows, |_, conv| {
-            Ok((&SPLIT_K_NORMED[sg][1][conv as usize], SPLIT_K_OUTS))
-        });
-    }
-    product.dispatch(rec, &st, w, rows, quant_norm_kernel)
+    product.dispatch(rec, &st, w, Some(rows), quant_norm_kernel)
 }
 
 const MATVEC_Q4_0_NORM: Kernel = Kernel {
