@@ -3,9 +3,12 @@
 // per 128 weights one texel of 4 f32 scales, then the codes (q4_0: one texel per block of 32,
 // 8 nibbles per u32 in weight order, offset 8; q8_0: two texels per block, 4 i8 per u32).
 // Why its own kernel: the generic `w4` variant fetches a scale and a code texel for every 4
-// weights; here a lane fetches each code texel once for 32 (q4_0) or 16 (q8_0) weights and each
-// scale texel once per 128, and X's 8 texels of a block once for its 8 rows: per row and block
-// 1.25 (q4_0) or 2.25 (q8_0) weight fetches where f32 takes 8 (lavapipe's cost is the fetch).
+// weights; here a lane fetches each code texel once for 32 (q4_0) or 16 (q8_0) weights, X's 8
+// texels of a block once for its 8 rows, and a block's scale texel with its codes: per row and
+// block 2 (q4_0) or 3 (q8_0) weight fetches where f32 takes 8 (lavapipe's cost is the fetch).
+// The scale texel is fetched again for each of its 4 blocks rather than held across them: 8
+// rows' scales carried through the K loop cost lavapipe more than the fetches they save
+// (measured: the kernel 1.2-1.4x faster without).
 // Structure as matvec.wgsl: an 8-lane workgroup, lane l owns outputs o0 + l + 8m (m < 8), X's
 // rows in an rgba32float texture (zero past K). K is a multiple of 32 (the op checks).
 // Params and flags as matvec.wgsl (bit 0 = add bias, bit 1 = accumulate into Y).
@@ -50,7 +53,6 @@ fn product(o: u32, t: u32) -> array<f32, 8> {
         rows[m] = i32(min(o + 8u * m, ol));
     }
     var acc: array<f32, 8>;
-    var scales: array<vec4<f32>, 8>;
     let texels = select(5u, 9u, Q8 == 1u);
     let nb = p.k / 32u;
     let groups = select(1u, p.groups, NORM == 1u);
@@ -62,11 +64,6 @@ fn product(o: u32, t: u32) -> array<f32, 8> {
         for (var bk = gi * seg; bk < (gi + 1u) * seg; bk += 1u) {
             let base = i32((bk >> 2u) * texels);
             let j = bk & 3u;
-            if (j == 0u || bk == gi * seg) {
-                for (var m = 0u; m < 8u; m += 1u) {
-                    scales[m] = bitcast<vec4<f32>>(textureLoad(w, vec2<i32>(base, rows[m])));
-                }
-            }
             let x0 = i32(8u * bk);
             var xv: array<vec4<f32>, 8>;
             for (var i = 0; i < 8; i += 1) {
@@ -93,7 +90,10 @@ fn product(o: u32, t: u32) -> array<f32, 8> {
                       + dot(xv[4], nib(c.z, 0u)) + dot(xv[5], nib(c.z, 16u))
                       + dot(xv[6], nib(c.w, 0u)) + dot(xv[7], nib(c.w, 16u));
                 }
-                part[m] += scales[m][j] * d;
+                // Block j's scale by selects (a dynamic component index goes through memory).
+                let sc = bitcast<vec4<f32>>(textureLoad(w, vec2<i32>(base, rows[m])));
+                let sj = select(select(sc.x, sc.y, j == 1u), select(sc.z, sc.w, j == 3u), j >= 2u);
+                part[m] += sj * d;
             }
         }
         var s = 1.0;
