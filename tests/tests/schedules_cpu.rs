@@ -135,6 +135,40 @@ fn prefill_then_decode(mut s: CpuSession<'_>, tokens: &[u32], prompt: usize) -> 
     got
 }
 
+/// The engine moves each forward pass onto a worker of rayon's pool (one hand-over a call, not
+/// one per parallel region) and runs in place when called from a worker already: both compute
+/// the model (against the f64 oracle; not bit for bit, since other tests here switch the
+/// process-wide kernel choice while this one runs).
+#[test]
+fn forward_on_and_off_the_thread_pool_computes_the_model() {
+    let spec = RandomSpec {
+        vocab: 96,
+        d: 128,
+        heads: 4,
+        head_dim: 64,
+        state: 64,
+        groups: 1,
+        ..RandomSpec::default()
+    };
+    let model = random_model(&spec, 31);
+    let tokens = random_tokens(spec.vocab, 24, 2);
+    let schedule = Schedule(vec![At(10); spec.layers]);
+    let (want, tol) = oracle(&model, &schedule, &tokens);
+    let run = || {
+        let s = CpuSession::new(&model, schedule.clone()).unwrap();
+        prefill_then_decode(s, &tokens, 16)
+    };
+    let on_pool = rayon::scope(|_| {
+        assert!(rayon::current_thread_index().is_some());
+        run()
+    });
+    for (place, got) in [("off the pool", run()), ("on the pool", on_pool)] {
+        assert_eq!(got.len(), want.len());
+        let err = max_abs_diff(&got, &want);
+        assert!(err < tol, "{place}: |Δ| = {err} (bound {tol})");
+    }
+}
+
 /// Real-model head sizes (P 64, N 128, and a ragged N of 40 = 32 + 8) over a prompt long enough
 /// for the packed GEMM (rows >= 8) with output blocks on several threads, then decode steps
 /// (the matrix-vector path) across the TransPoint; the AVX2/FMA scan and the portable one
