@@ -62,13 +62,15 @@ const TYPES = {
 
 /**
  * A plain static server on 127.0.0.1 (a random port): by default demo/ at / and out/web/test/
- * at /__test/; `root` replaces demo/ (a bundler's output directory).
+ * at /__test/; `root` replaces demo/ (a bundler's output directory). `extra` mounts more
+ * directories (`[prefix, dir]`, prefix like '/x/'); `isolated` sends the COOP/COEP headers that
+ * make a page cross-origin isolated (what multi-threaded wasm needs).
  */
-export async function serve(root = DEMO) {
-  const mounts = [
-    ['/__test/', OUT],
-    ['/', root],
-  ];
+export async function serve(root = DEMO, { extra = [], isolated = false } = {}) {
+  const mounts = [...extra, ['/__test/', OUT], ['/', root]];
+  const isolation = isolated
+    ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' }
+    : {};
   const server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     for (const [prefix, dir] of mounts) {
@@ -81,6 +83,7 @@ export async function serve(root = DEMO) {
         'content-type': TYPES[extname(file)] || 'application/octet-stream',
         'content-length': statSync(file).size,
         'cache-control': 'no-store',
+        ...isolation,
       });
       createReadStream(file).pipe(res);
       return;
