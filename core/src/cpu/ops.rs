@@ -79,6 +79,11 @@ fn gemm_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
         "gemm: operand sizes"
     );
     let mut y = vec![0f32; rows * n];
+    // gemm cannot detect wasm features at run time and leaves its SIMD128 kernels off unless
+    // told (its scalar 2x4 kernel ran our browser prefill); this module is built with SIMD128,
+    // so every engine that loads it has them. Set before the first call, which fixes the kernel.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    gemm_common::set_wasm_simd128(true);
     let threads = rayon::current_num_threads().max(1);
     // SAFETY: dst is the `rows × n` row-major `y` (column stride 1, row stride n); lhs is X,
     // `rows × k` row-major inside `x`; rhs is Wᵀ, `k × n` with column stride k and row stride 1,
