@@ -621,6 +621,39 @@ describe('package API', () => {
     }
   });
 
+  test('CPU engine prefill through the packed GEMM (SIMD128 kernels; 24 tokens, f32 and q4_0) equals tm-run forward', async () => {
+    // PROMPT is shorter than the GEMM's 8-row threshold: this prompt takes the prefill path.
+    const prompt = Array.from({ length: 24 }, (_, i) => 1 + ((i * 7) % 60));
+    const native = {};
+    for (const w of ['f32', 'q4_0']) {
+      const npy = join(OUT, `tiny-gemm-${w}.npy`);
+      tmRun(['forward', '--model', models.tiny, '--tokens', prompt.join(','), '--transpoints', '0',
+        '--weights', w, '--backend', 'cpu', '--out', npy]);
+      native[w] = Array.from(readNpy(npy));
+    }
+    const { page, log } = await openDemo('?autoload=0');
+    try {
+      const r = await page.evaluate(async (prompt) => {
+        const { loadModel } = await import('transmamba-web');
+        const out = {};
+        for (const weights of ['f32', 'q4_0']) {
+          const m = await loadModel('/__test/tiny.safetensors', { device: 'cpu', weights });
+          out[weights] = Array.from(await m.forward(prompt, { transpoints: 0, all: true }));
+          m.dispose();
+        }
+        return out;
+      }, prompt);
+      for (const w of ['f32', 'q4_0']) {
+        assert.equal(r[w].length, native[w].length, log.join('\n'));
+        let maxDiff = 0;
+        for (let i = 0; i < native[w].length; i++) maxDiff = Math.max(maxDiff, Math.abs(r[w][i] - native[w][i]));
+        assert.ok(maxDiff < 1e-3, `${w}: max |browser CPU - native| = ${maxDiff}`);
+      }
+    } finally {
+      await page.close();
+    }
+  });
+
   test('quantized weights and GGUF files: logits equal tm-run on both engines; the demo offers q4_0; decode tokens/s per format', async () => {
     const gguf = join(OUT, 'tiny-q4_0.gguf');
     writeFileSync(gguf, readFileSync(join(ROOT, 'tests/fixtures/gguf/hf-mamba2-tiny-q4_0.gguf')));
