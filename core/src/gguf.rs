@@ -335,19 +335,18 @@ impl<'a> GgufFile<'a> {
             .ok_or_else(|| self.bad(format!("metadata `{key}` is missing or not an integer")))
     }
 
-    /// Bytes the model takes once loaded (f32 values, plus quantized blocks kept): what the
-    /// browser checks against its wasm heap before loading.
+    /// Bytes the model takes once loaded (f32 values; q8_0 / q4_0 matrices as their blocks
+    /// only): what the browser checks against its wasm heap before loading.
     pub fn f32_bytes_needed(&self) -> u64 {
         self.tensors
             .values()
             .map(|t| {
                 let n: u64 = t.dims.iter().product();
-                n * 4
-                    + if t.ggml_type == 2 || t.ggml_type == 8 {
-                        t.len as u64
-                    } else {
-                        0
-                    }
+                if t.ggml_type == 2 || t.ggml_type == 8 {
+                    t.len as u64
+                } else {
+                    n * 4
+                }
             })
             .sum()
     }

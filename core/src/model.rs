@@ -1,6 +1,7 @@
 //! Loading a model: safetensors files (memory-mapped on native) into f32 tensors checked
 //! against the config, per MODEL.md's tensor table.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]
 use std::path::{Path, PathBuf};
@@ -12,14 +13,16 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::quant::{QuantFormat, QuantMatrix};
 
-/// A dense f32 tensor, row-major.
+/// A dense f32 tensor, row-major — or a matrix a file stored as q8_0 / q4_0 blocks, kept as
+/// those blocks only (`data` empty): its f32 values would take 7x (q4_0) the memory, and the
+/// engines read the blocks ([`Tensor::values`] dequantizes for code that needs f32).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     pub shape: Vec<usize>,
+    /// The values, row-major; empty for a matrix held as `blocks` only.
     pub data: Vec<f32>,
-    /// The q8_0 / q4_0 blocks `data` was dequantized from, when the file stored them: an engine
-    /// storing this matrix in that format uses them as they are (lossless) instead of
-    /// quantizing `data` again.
+    /// The q8_0 / q4_0 blocks a file stored: an engine storing this matrix in that format uses
+    /// them as they are (lossless), and the CPU engine's f32 path reads them dequantized.
     pub blocks: Option<Arc<QuantMatrix>>,
 }
 
@@ -33,12 +36,25 @@ impl Tensor {
         }
     }
 
-    /// A `[rows, cols]` tensor holding `q` dequantized, and `q` itself.
+    /// A `[rows, cols]` matrix held as the blocks `q` only.
     pub fn from_blocks(q: QuantMatrix) -> Self {
         Self {
             shape: vec![q.rows, q.cols],
-            data: q.dequantize(),
+            data: Vec::new(),
             blocks: Some(Arc::new(q)),
+        }
+    }
+
+    /// The blocks when this matrix is held as blocks only.
+    pub fn blocks_only(&self) -> Option<&QuantMatrix> {
+        self.blocks.as_deref().filter(|_| self.data.is_empty())
+    }
+
+    /// The values: `data`, or a blocks-only matrix dequantized (a copy, made on each call).
+    pub fn values(&self) -> Cow<'_, [f32]> {
+        match self.blocks_only() {
+            Some(q) => Cow::Owned(q.dequantize()),
+            None => Cow::Borrowed(&self.data),
         }
     }
 
@@ -52,13 +68,16 @@ impl Tensor {
             [r, c] => (r, c),
             _ => (1, self.data.len()),
         };
-        QuantMatrix::quantize(name, format, &self.data, rows, cols).map(Arc::new)
+        QuantMatrix::quantize(name, format, &self.values(), rows, cols).map(Arc::new)
     }
     pub fn len(&self) -> usize {
-        self.data.len()
+        match self.blocks_only() {
+            Some(q) => q.rows * q.cols,
+            None => self.data.len(),
+        }
     }
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 }
 
@@ -166,8 +185,8 @@ impl Model {
         Self::from_parts(config, &named)
     }
 
-    /// Bytes the tensors of a `.safetensors` image take once loaded (every element as f32), from
-    /// its header alone; `None` if the header does not parse or the sum overflows (the loader
+    /// Bytes the tensors of a `.safetensors` image take once loaded (every element as f32,
+    /// q8_0 / q4_0 matrices as their blocks), from its header alone; `None` if the header does not parse or the sum overflows (the loader
     /// then reports why). The browser checks it against what its wasm heap can still grow to
     /// before loading, so a model too big is a clear error, not an abort.
     pub fn f32_bytes_needed(bytes: &[u8]) -> Option<u64> {
@@ -182,9 +201,9 @@ impl Model {
                 .shape
                 .iter()
                 .try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
-            // Quantized blocks (U8) are kept and dequantized: at most 32 f32 per 18 bytes.
+            // Quantized blocks (U8) are kept as they are (no f32 copy).
             let bytes = match info.dtype {
-                Dtype::U8 => elements.checked_mul(4 * 32)? / 18 + elements,
+                Dtype::U8 => elements,
                 _ => elements.checked_mul(4)?,
             };
             total.checked_add(bytes)

@@ -270,7 +270,13 @@ pub fn with_stored_matrices(
 ) -> transmamba::Model {
     let store = |t: &mut transmamba::model::Tensor| match format.quant() {
         Some(q) => {
-            *t = transmamba::model::Tensor::from_blocks((*t.quantized("m", q).unwrap()).clone())
+            // The f32 values beside the blocks: the oracle reads `data`.
+            let blocks =
+                transmamba::model::Tensor::from_blocks((*t.quantized("m", q).unwrap()).clone());
+            *t = transmamba::model::Tensor {
+                data: blocks.values().into_owned(),
+                ..blocks
+            }
         }
         None if format == transmamba::WeightFormat::F16 => {
             for v in &mut t.data {

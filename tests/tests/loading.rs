@@ -261,7 +261,8 @@ fn bad_tokens_and_schedules() {
 }
 
 /// What the browser reserves before loading: every tensor as f32, from the header alone, for
-/// f32 and f16 files alike; nothing for bytes that are not a safetensors image.
+/// f32 and f16 files alike; a quantized file's matrices as their blocks (kept without an f32
+/// copy: what the model then holds); nothing for bytes that are not a safetensors image.
 #[test]
 fn f32_bytes_needed_counts_every_tensor_as_f32() {
     let m = model();
@@ -270,5 +271,16 @@ fn f32_bytes_needed_counts_every_tensor_as_f32() {
         let bytes = safetensors_bytes(&m, store, None).unwrap();
         assert_eq!(Model::f32_bytes_needed(&bytes), Some(want), "{store:?}");
     }
+    let (_, spec) = &quantizable_variants()[0];
+    let mq = transmamba::synthetic::random_model(spec, 3);
+    let q4 = StoreAs::Quant(transmamba::quant::QuantFormat::Q4_0);
+    let q4 = safetensors_bytes(&mq, q4, None).unwrap();
+    let need = Model::f32_bytes_needed(&q4).unwrap();
+    let all_f32 = 4 * mq.parameter_count() as u64;
+    assert!(
+        need <= q4.len() as u64 && need < all_f32 / 2,
+        "{need} for a {} B file",
+        q4.len()
+    );
     assert_eq!(Model::f32_bytes_needed(b"not a model"), None);
 }

@@ -12,8 +12,12 @@ use super::weights::Matrix;
 pub const GEMM_MIN_ROWS: usize = 8;
 
 impl<'a> From<&'a Tensor> for Matrix<'a> {
+    /// The tensor's f32 values, or its blocks for a matrix held as blocks only.
     fn from(t: &'a Tensor) -> Self {
-        Matrix::F32(t)
+        match t.blocks_only() {
+            Some(q) => Matrix::Quant(q),
+            None => Matrix::F32(t),
+        }
     }
 }
 

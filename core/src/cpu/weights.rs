@@ -60,15 +60,16 @@ impl Copy {
         if let Some(q) = format.quant() {
             return Ok(Copy::Quant(t.quantized(name, q)?));
         }
-        if let Some(index) = crate::model::first_beyond_f16(&t.data) {
+        let values = t.values();
+        if let Some(index) = crate::model::first_beyond_f16(&values) {
             return Err(Error::F16Overflow {
                 name: name.to_string(),
                 index,
-                value: t.data[index],
+                value: values[index],
             });
         }
         Ok(Copy::F16 {
-            data: t.data.iter().map(|&v| f16::from_f32(v)).collect(),
+            data: values.iter().map(|&v| f16::from_f32(v)).collect(),
             rows: t.shape[0],
             cols: t.shape[1],
         })
@@ -227,10 +228,10 @@ pub(crate) fn layer_matrices<'a>(
             fc2: l.mlp.as_ref().map(|(_, b)| b.view()),
         },
         None => LayerMatrices {
-            in_proj: Matrix::F32(&w.in_proj),
-            out_proj: Matrix::F32(&w.out_proj),
-            fc1: w.mlp.as_ref().map(|m| Matrix::F32(&m.fc1)),
-            fc2: w.mlp.as_ref().map(|m| Matrix::F32(&m.fc2)),
+            in_proj: Matrix::from(&w.in_proj),
+            out_proj: Matrix::from(&w.out_proj),
+            fc1: w.mlp.as_ref().map(|m| Matrix::from(&m.fc1)),
+            fc2: w.mlp.as_ref().map(|m| Matrix::from(&m.fc2)),
         },
     }
 }
@@ -238,6 +239,6 @@ pub(crate) fn layer_matrices<'a>(
 pub(crate) fn output_matrix<'a>(model: &'a Model, copies: Option<&'a WeightCopies>) -> Matrix<'a> {
     match copies {
         Some(f) => f.output.view(),
-        None => Matrix::F32(model.output_matrix()),
+        None => Matrix::from(model.output_matrix()),
     }
 }

@@ -86,7 +86,7 @@ pub struct GpuModel {
 impl GpuModel {
     /// Uploads `model` to the device of `ctx` (shared: several models may live on one device). Matrices larger than the binding limit are split.
     pub fn new(ctx: Arc<GpuContext>, model: &Model, options: EngineOptions) -> Result<Self> {
-        let up = |label: &str, t: &Tensor| ctx.upload_f32(label, &t.data);
+        let up = |label: &str, t: &Tensor| ctx.upload_f32(label, &t.values());
         let opt = |label: &str, t: &Option<Tensor>| t.as_ref().map(|t| up(label, t)).transpose();
         let mat = |label: &str, t: &Tensor| -> Result<GpuMatrix> {
             Ok(match options.weights.quant() {
@@ -95,7 +95,7 @@ impl GpuModel {
                 None => GpuMatrix::from_f32_as(
                     ctx.as_ref(),
                     label,
-                    &t.data,
+                    &t.values(),
                     t.shape[0],
                     t.shape[1],
                     options.weights,
@@ -120,6 +120,7 @@ impl GpuModel {
             && c.d_inner().is_multiple_of(32 * c.n_groups);
         let folded = |label: &str, t: &Tensor, g: &Tensor| {
             let (rows, cols) = (t.shape[0], t.shape[1]);
+            let values = t.values();
             if g.data.len() != cols {
                 return Err(crate::gpu::GpuError::Shape {
                     op: "fold norm weight",
@@ -133,7 +134,7 @@ impl GpuModel {
                 cols,
                 options.weights,
                 |r, out| {
-                    let src = &t.data[r.start * cols..r.end * cols];
+                    let src = &values[r.start * cols..r.end * cols];
                     for (o, (v, k)) in out.iter_mut().zip(src.iter().zip((0..cols).cycle())) {
                         *o = v * g.data[k];
                     }

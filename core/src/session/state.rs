@@ -89,7 +89,7 @@ fn hash_tensor(t: &Tensor) -> u64 {
     mix_words(
         shape
             .chain([u32::MAX])
-            .chain(t.data.iter().map(|v| v.to_bits())),
+            .chain(t.values().iter().map(|v| v.to_bits())),
     )
 }
 
