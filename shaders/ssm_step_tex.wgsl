@@ -36,6 +36,7 @@ override GATE: u32 = 0u;
 @group(0) @binding(10) var<storage, read> zs: array<f32>;
 
 #include softplus
+#include step_row
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -43,30 +44,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i >= p.h * p.p) {
         return;
     }
-    let h = i / p.p;
-    let g = h / (p.h / p.g);
-    var d = dt[p.dt_off + h];
-    if (RAW_DT == 1u) {
-        d = clamp(softplus(d + dt_bias[h]), p.lo, p.hi);
-    }
-    let da = exp(d * -exp(a_log[h]));
-    let xi = xs[p.x_off + i];
-    let dx = d * xi;
+    let r = step_row(i);
     let n4 = p.n / 4u;
-    let bb = g * n4;
-    let cb = p.c4 + g * n4;
     let row = i32(i);
     var acc = vec4<f32>(0.0);
     for (var j = 0u; j < n4; j += 1u) {
         let at = vec2<i32>(i32(j), row);
-        let s = da * textureLoad(s_in, at) + dx * bc[bb + j];
+        let s = r.da * textureLoad(s_in, at) + r.dx * bc[r.bb + j];
         textureStore(s_out, at, s);
-        acc += s * bc[cb + j];
+        acc += s * bc[r.cb + j];
     }
-    var v = acc.x + acc.y + acc.z + acc.w;
-    if (GATE == 1u) {
-        let z = zs[p.z_off + i];
-        v = (v + dskip[h] * xi) * (z / (1.0 + exp(-z)));
-    }
-    ys[p.y_off + i] = v;
+    store_y(r, i, acc.x + acc.y + acc.z + acc.w);
 }

@@ -35,6 +35,7 @@ const LANES: u32 = 8u;
 var<workgroup> part: array<f32, 64>;
 
 #include softplus
+#include step_row
 
 @compute @workgroup_size(64)
 fn main(
@@ -48,26 +49,16 @@ fn main(
     let valid = i < rows;
     // Rows past the end are clamped for loads; nothing of theirs is stored.
     let ic = min(i, rows - 1u);
-    let h = ic / p.p;
-    let g = h / (p.h / p.g);
-    var d = dt[p.dt_off + h];
-    if (RAW_DT == 1u) {
-        d = clamp(softplus(d + dt_bias[h]), p.lo, p.hi);
-    }
-    let da = exp(d * -exp(a_log[h]));
-    let xi = xs[p.x_off + ic];
-    let dx = d * xi;
+    let r = step_row(ic);
     let n4 = p.n / 4u;
-    let bb = g * n4;
-    let cb = p.c4 + g * n4;
     let sb = ic * n4;
     var acc = vec4<f32>(0.0);
     for (var j = q; j < n4; j += LANES) {
-        let s = da * state[sb + j] + dx * bc[bb + j];
+        let s = r.da * state[sb + j] + r.dx * bc[r.bb + j];
         if (valid) {
             state[sb + j] = s;
         }
-        acc += s * bc[cb + j];
+        acc += s * bc[r.cb + j];
     }
     part[lid] = acc.x + acc.y + acc.z + acc.w;
     workgroupBarrier();
@@ -76,10 +67,6 @@ fn main(
         for (var k = 0u; k < LANES; k += 1u) {
             v += part[lid + k];
         }
-        if (GATE == 1u) {
-            let z = zs[p.z_off + ic];
-            v = (v + dskip[h] * xi) * (z / (1.0 + exp(-z)));
-        }
-        ys[p.y_off + ic] = v;
+        store_y(r, ic, v);
     }
 }

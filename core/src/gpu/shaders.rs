@@ -81,6 +81,7 @@ libs!(
     "decode_product",
     "softplus",
     "ssd_params",
+    "step_row",
     "step_tex_params",
 );
 
