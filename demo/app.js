@@ -58,8 +58,12 @@ function describeModel(info) {
     const web = a.web || {};
     const adapter = [web.vendor, web.architecture, web.description || a.name].filter(Boolean).join(' / ') || a.name || 'unknown';
     $('gpu-status').textContent = `WebGPU: ${adapter} · shader-f16 ${info.shaderF16 ? 'used' : 'not used'}`;
+    $('gpu-status').title = '';
   } else {
-    $('gpu-status').textContent = `CPU engine (wasm SIMD, ${info.threads} thread) · ${info.engine.reason}`;
+    const threads = `${info.threads} thread${info.threads === 1 ? '' : 's'}`;
+    $('gpu-status').textContent = `CPU engine (wasm SIMD, ${threads}) · ${info.engine.reason}`;
+    // Why one thread (a page without cross-origin isolation), on hover.
+    $('gpu-status').title = info.threadsNote || '';
   }
   document.body.dataset.engine = info.engine.kind;
   $('model-info').textContent =

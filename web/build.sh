@@ -43,17 +43,35 @@ fi
 cargo build -q --profile wasm-release --target wasm32-unknown-unknown -p transmamba-web
 WASM="$TARGET_DIR/wasm32-unknown-unknown/wasm-release/transmamba_web.wasm"
 
+# 2b. the same module with wasm threads, for the CPU engine on cross-origin-isolated pages:
+# shared memory (imported, up to wasm32's 4 GiB) and atomics, which the prebuilt std lacks, so
+# std is rebuilt from the toolchain's rust-src (`-Z build-std`). RUSTC_BOOTSTRAP lets the stable
+# toolchain take that -Z flag: the same compiler as everything else, no nightly to pin.
+# Its own target dir: these RUSTFLAGS would otherwise invalidate the other build each time.
+rustup component list --installed | grep -q '^rust-src' || rustup component add rust-src
+THREADS_FLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals"
+for a in --shared-memory --import-memory --max-memory=4294967296 \
+  --export=__wasm_init_tls --export=__tls_size --export=__tls_align --export=__tls_base; do
+  THREADS_FLAGS+=" -C link-arg=$a"
+done
+RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR="$TARGET_DIR/wasm-threads" RUSTFLAGS="$THREADS_FLAGS" \
+  cargo build -q --profile wasm-release --target wasm32-unknown-unknown -p transmamba-web \
+  -Z build-std=panic_abort,std 2> >(grep -v -e 'unstable feature specified for `-Ctarget-feature`: `atomics`' \
+    -e '^  |$' -e 'this feature is not stably supported' -e '^$' >&2)
+WASM_THREADS="$TARGET_DIR/wasm-threads/wasm32-unknown-unknown/wasm-release/transmamba_web.wasm"
+
 # 3. stage the package: wasm-bindgen --target web, plus the hand-written ES module.
 rm -rf "$OUT/package"
-mkdir -p "$OUT/package/wasm"
+mkdir -p "$OUT/package/wasm" "$OUT/package/wasm-threads"
 wasm-bindgen --target web --no-typescript --out-dir "$OUT/package/wasm" "$WASM"
-cp web/npm/package.json web/npm/index.js web/npm/index.d.ts web/npm/worker.js web/npm/storage.js "$OUT/package/"
+wasm-bindgen --target web --no-typescript --out-dir "$OUT/package/wasm-threads" "$WASM_THREADS"
+cp web/npm/package.json web/npm/index.js web/npm/index.d.ts web/npm/worker.js web/npm/thread.js web/npm/storage.js "$OUT/package/"
 cp web/README.md "$OUT/package/README.md"
 
 # 4. npm pack (prints the tarball name).
 rm -f "$OUT"/transmamba-web-*.tgz
 TGZ="$OUT/$(cd "$OUT" && npm pack --silent ./package)"
-echo "build.sh: $TGZ ($(du -k "$TGZ" | cut -f1) KiB; wasm $(du -k "$OUT/package/wasm/transmamba_web_bg.wasm" | cut -f1) KiB)"
+echo "build.sh: $TGZ ($(du -k "$TGZ" | cut -f1) KiB; wasm $(du -k "$OUT/package/wasm/transmamba_web_bg.wasm" | cut -f1) KiB, threaded $(du -k "$OUT/package/wasm-threads/transmamba_web_bg.wasm" | cut -f1) KiB)"
 
 # 5. install the tarball into demo/ the way a user of the package would.
 (cd demo && npm install --silent --no-save --no-package-lock --no-audit --no-fund "$TGZ")

@@ -54,6 +54,12 @@ export interface LoadOptions {
    * workgroup-memory tiles), 'portable' (no subgroups, no shader-f16) or 'cpu-adapter' (an Error
    * on an adapter without 8-wide subgroups). `info().kernels` names the plan that runs. */
   kernels?: 'auto' | 'gpu' | 'portable' | 'cpu-adapter';
+  /** The CPU engine's threads: 'auto' (default: `navigator.hardwareConcurrency`, at most 16) or
+   * a count. More than one needs a cross-origin-isolated page (served with
+   * `Cross-Origin-Opener-Policy: same-origin` and `Cross-Origin-Embedder-Policy: require-corp`):
+   * elsewhere it runs one thread and `info().threadsNote` says why. Each thread is a Web Worker
+   * (thread.js) running the package's threaded module. */
+  threads?: 'auto' | number;
 }
 
 export interface LayerCache {
@@ -105,7 +111,7 @@ export interface ModelInfo {
     ropeTheta: number | null;
     attentionGate: boolean;
   };
-  /** The engine running the model and why ('cpu': the wasm CPU engine, one thread, SIMD128). */
+  /** The engine running the model and why ('cpu': the wasm CPU engine, SIMD128, `threads`). */
   engine: { kind: 'gpu' | 'cpu'; reason: string };
   /** What the browser's WebGPU offered (null when it was not asked: device 'cpu', or missing). */
   webgpu: { vendor: string; architecture: string; device: string; description: string; isFallbackAdapter: boolean; features: string[] } | null;
@@ -126,8 +132,11 @@ export interface ModelInfo {
   /** How the weight matrices are stored (either engine; 'auto' keeps a model as stored). */
   weights: 'f32' | 'f16' | 'q8_0' | 'q4_0';
   limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; bindingSizeUsed: number } | null;
-  /** The CPU engine's threads (1: the wasm build has no threads); absent on the GPU engine. */
+  /** The CPU engine's threads (option `threads`); absent on the GPU engine. */
   threads?: number;
+  /** Why the CPU engine runs fewer threads than asked (no cross-origin isolation, workers that
+   * failed to start), or null; absent on the GPU engine. */
+  threadsNote?: string | null;
   /** 'tokenizer.json' or 'bytes'. */
   tokenizer: string;
   /** Cache state of the latest sequence (generate or forward), null before the first. */
@@ -202,7 +211,8 @@ export declare class TransMambaModel {
   restore(state: Uint8Array | ArrayBuffer | Blob): Promise<TransMambaSession>;
   /** A session continuing from a state kept by `session.store(name)`. */
   restoreCached(name: string): Promise<TransMambaSession>;
-  /** Resolves if the GPU device is lost; every call then rejects with its message. */
+  /** Resolves if the GPU device is lost, or a thread of the CPU engine died (a bug); every call
+   * then rejects with its message. */
   readonly lost: Promise<{ message: string }>;
   /** Terminates the worker and frees the GPU device. */
   dispose(): void;

@@ -66,10 +66,14 @@ export async function loadModel(source, options = {}) {
     throw new TypeError(`option device must be 'auto', 'webgpu' or 'cpu', not ${JSON.stringify(device)}`);
   }
   if (device === 'webgpu' && !hasWebGPU()) throw new Error(NO_WEBGPU);
+  const threads = options.threads ?? 'auto';
+  if (threads !== 'auto' && !(Number.isInteger(threads) && threads >= 1 && threads <= 256)) {
+    throw new TypeError(`option threads must be 'auto' or an integer from 1 to 256, not ${JSON.stringify(threads)}`);
+  }
   const model = new TransMambaModel(options.workerUrl);
   const { onProgress, signal, tokenizer, cache = false } = options;
   const loadOptions = {};
-  for (const k of ['preferF16', 'maxBindingSize', 'maxBufferSize', 'chunkSize', 'maxRows', 'weights', 'device', 'kernels']) {
+  for (const k of ['preferF16', 'maxBindingSize', 'maxBufferSize', 'chunkSize', 'maxRows', 'weights', 'device', 'kernels', 'threads']) {
     if (options[k] !== undefined) loadOptions[k] = options[k];
   }
   const onAbort = () => model.dispose();
@@ -112,7 +116,8 @@ export class TransMambaModel {
     this._lost = null;
     /**
      * Resolves with `{ message }` if the GPU device is lost (a driver reset, the browser's GPU
-     * process gone); every call then rejects with that message. Load the model again to go on.
+     * process gone) or a thread of the CPU engine died (a bug); every call then rejects with
+     * that message. Load the model again to go on.
      */
     this.lost = new Promise((resolve) => {
       this._resolveLost = resolve;
@@ -125,6 +130,12 @@ export class TransMambaModel {
   }
 
   _onMessage(msg) {
+    if (msg.type === 'threadPort') {
+      // A thread of the CPU engine's pool tells us here if it dies: the worker then waits on
+      // it forever, so its calls fail and the worker goes.
+      msg.port.onmessage = (ev) => this._threadFailed(ev.data.message);
+      return;
+    }
     if (msg.type === 'lost') {
       this._lost = msg.message;
       this._resolveLost({ message: msg.message });
@@ -144,6 +155,14 @@ export class TransMambaModel {
       this._pending.delete(msg.id);
       p.reject(new Error(msg.message));
     }
+  }
+
+  _threadFailed(message) {
+    if (this._disposed || this._lost) return;
+    this._lost = message;
+    this._resolveLost({ message });
+    this._failAll(new Error(message));
+    this._worker.terminate();
   }
 
   _failAll(err) {

@@ -6,8 +6,19 @@
 // Requests run one at a time in arrival order; 'abort' is handled at once. Sessions are named by
 // ids the page picks (`sid`), so the page can use one before the worker has answered.
 
-import init, * as wasm from './wasm/transmamba_web.js';
+// Two builds of one module: the single-threaded one (every load starts with it, and WebGPU runs
+// on it), and one with wasm threads for the CPU engine, which needs memory shared between
+// workers: only a cross-origin-isolated page has SharedArrayBuffer.
+import initSingle, * as single from './wasm/transmamba_web.js';
+import initThreaded, * as threaded from './wasm-threads/transmamba_web.js';
 import { openStore } from './storage.js';
+
+// The module in use: `threaded` once its pool runs.
+let wasm = single;
+// The pool's workers (thread.js), kept referenced while they run.
+let threadWorkers = [];
+// Why the CPU engine runs fewer threads than asked, or null.
+let threadsNote = null;
 
 let engine = null;
 let loadedFromCache = false;
@@ -23,7 +34,7 @@ const post = (msg, transfer) => self.postMessage(msg, transfer || []);
 
 function errorMessage(e) {
   if (e instanceof WebAssembly.RuntimeError) {
-    const panic = wasm.takePanic?.();
+    const panic = wasm.takePanic();
     poisoned = `internal error in the wasm module: ${panic || e.message}`;
     return `${poisoned} (load the model again)`;
   }
@@ -85,9 +96,71 @@ function nextTask() {
 let wasmReady = null;
 function ensureWasm() {
   if (!wasmReady) {
-    wasmReady = init().then(() => wasm.installPanicHook());
+    wasmReady = initSingle().then(() => single.installPanicHook());
   }
   return wasmReady;
+}
+
+const MAX_THREADS = 16;
+
+// The CPU engine's threads: the `threads` option ('auto': each core the browser reports, at most
+// MAX_THREADS), and the reason it gets one thread where the page cannot share memory.
+function threadsWanted(option) {
+  const cores = (self.navigator && self.navigator.hardwareConcurrency) || 1;
+  const want = option === undefined || option === 'auto' ? Math.min(cores, MAX_THREADS) : option;
+  if (want <= 1) return { count: 1, note: null };
+  if (!self.crossOriginIsolated || typeof SharedArrayBuffer !== 'function') {
+    return {
+      count: 1,
+      note:
+        'one thread: the page is not cross-origin isolated, so it has no SharedArrayBuffer for ' +
+        'threads (serve it with the headers Cross-Origin-Opener-Policy: same-origin and ' +
+        'Cross-Origin-Embedder-Policy: require-corp)',
+    };
+  }
+  return { count: want, note: null };
+}
+
+function startThread(module, memory, workers) {
+  // Written out as `new Worker(new URL(<literal>, import.meta.url), { type: 'module' })`, the
+  // form bundlers recognise and bundle (see index.js).
+  const w = new Worker(new URL('./thread.js', import.meta.url), { type: 'module' });
+  workers.push(w);
+  const { port1, port2 } = new MessageChannel();
+  return new Promise((resolve, reject) => {
+    w.onmessage = (ev) => (ev.data && ev.data.ready ? resolve(port1) : reject(new Error(ev.data && ev.data.error)));
+    w.onerror = (ev) => {
+      ev.preventDefault?.();
+      reject(new Error(ev.message || 'it could not start (is thread.js served?)'));
+    };
+    w.postMessage({ module, memory, port: port2 }, [port2]);
+  });
+}
+
+// Instantiates the threaded module and starts `count` workers on its memory; only once each is
+// ready (instantiated, waiting for its thread) is rayon's pool built, so a worker that fails
+// leaves no pool thread that would never run. Each worker's port goes to the page, which hears
+// from it if the thread dies (a panic) while this worker waits on it.
+async function startThreads(count) {
+  await initThreaded();
+  threaded.installPanicHook();
+  const [module, memory] = threaded.threadPoolParts();
+  const workers = [];
+  let timer;
+  try {
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('they did not start within 60 s')), 60_000);
+    });
+    const ports = await Promise.race([Promise.all(Array.from({ length: count }, () => startThread(module, memory, workers))), timeout]);
+    threaded.buildThreadPool(count);
+    for (const port of ports) post({ type: 'threadPort', port }, [port]);
+    threadWorkers = workers;
+  } catch (e) {
+    for (const w of workers) w.terminate();
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 function concat(chunks, length) {
@@ -184,6 +257,7 @@ function parsedInfo() {
   info.webgpu = webAdapter;
   info.loadedFromCache = loadedFromCache;
   info.cacheError = cacheError;
+  if (info.engine.kind === 'cpu') info.threadsNote = threadsNote;
   return info;
 }
 
@@ -201,8 +275,21 @@ function requireEngine() {
 const handlers = {
   async load(msg) {
     if (engine) throw new Error('this worker already holds a model; create a new one');
-    const facts = await adapterFacts((msg.options && msg.options.device) || 'auto');
+    const { threads, ...options } = msg.options || {};
+    const facts = await adapterFacts(options.device || 'auto');
     await ensureWasm();
+    if (single.chooseEngine(JSON.stringify(options), JSON.stringify(facts)) === 'cpu') {
+      const want = threadsWanted(threads);
+      threadsNote = want.note;
+      if (want.count > 1) {
+        try {
+          await startThreads(want.count);
+          wasm = threaded;
+        } catch (e) {
+          threadsNote = `one thread: starting ${want.count} threads failed (${errorMessage(e)})`;
+        }
+      }
+    }
     const cache = !!msg.cache;
     const model = await readSource(msg.model, 'model', msg.id, cache);
     const tok = msg.tokenizer ? await readSource(msg.tokenizer, 'tokenizer', msg.id, cache) : null;
@@ -211,7 +298,7 @@ const handlers = {
       model.bytes,
       model.name,
       tok ? tok.bytes : undefined,
-      JSON.stringify(msg.options || {}),
+      JSON.stringify(options),
       JSON.stringify(facts),
     );
     // A lost device (driver reset, GPU process crash): refuse every later call, tell the page.

@@ -19,7 +19,7 @@ use js_sys::{Float32Array, Function, Promise};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use transmamba::engine::EngineOptions;
-use transmamba::engine_choice::{choose, AdapterFacts, EngineKind, EnginePreference};
+use transmamba::engine_choice::{choose, AdapterFacts, EngineChoice, EngineKind, EnginePreference};
 use transmamba::gpu::{GpuContext, GpuOptions, KernelChoice, WeightFormat};
 use transmamba::sampling::SamplingOptions;
 use transmamba::schedule::{Schedule, ScheduleSpec, TransPoint};
@@ -28,6 +28,9 @@ use transmamba::text::TextCodec;
 use transmamba::{Logits, Model, ModelConfig};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
+
+#[cfg(target_feature = "atomics")]
+mod threads;
 
 static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
 
@@ -164,25 +167,7 @@ pub async fn create_engine(
 ) -> Result<Engine, JsError> {
     let opts: LoadOptions = parse_options(&options_json, "load").map_err(js_err)?;
     let adapter: WebAdapter = parse_options(&adapter_json, "adapter").map_err(js_err)?;
-    let pref = match opts.device.as_deref().unwrap_or("auto") {
-        "auto" => EnginePreference::Auto,
-        "webgpu" => EnginePreference::Gpu,
-        "cpu" => EnginePreference::Cpu,
-        other => {
-            return Err(JsError::new(&format!(
-                "load option `device` must be \"auto\", \"webgpu\" or \"cpu\", not {other:?}"
-            )))
-        }
-    };
-    let facts = AdapterFacts {
-        name: adapter.name.clone(),
-        cpu_device_type: false,
-        fallback: adapter.fallback,
-    };
-    let choice = match &adapter.error {
-        Some(e) => choose(pref, Err(e.as_str())),
-        None => choose(pref, Ok(&facts)),
-    };
+    let (choice, facts) = engine_choice(&opts, &adapter)?;
     if let (EngineKind::Gpu, Some(e)) = (choice.kind, &adapter.error) {
         return Err(JsError::new(e));
     }
@@ -257,6 +242,47 @@ pub async fn create_engine(
             last_cache: RefCell::new(Value::Null),
         }),
     })
+}
+
+/// Which engine `createEngine` would put a model on: `"cpu"` or `"webgpu"` (the worker starts
+/// the threaded module's pool only for the CPU engine).
+#[wasm_bindgen(js_name = chooseEngine)]
+pub fn choose_engine(options_json: String, adapter_json: String) -> Result<String, JsError> {
+    let opts: LoadOptions = parse_options(&options_json, "load").map_err(js_err)?;
+    let adapter: WebAdapter = parse_options(&adapter_json, "adapter").map_err(js_err)?;
+    let (choice, _) = engine_choice(&opts, &adapter)?;
+    Ok(match choice.kind {
+        EngineKind::Cpu => "cpu",
+        EngineKind::Gpu => "webgpu",
+    }
+    .into())
+}
+
+/// The `device` option and what the worker found of WebGPU, resolved by core's engine choice.
+fn engine_choice(
+    opts: &LoadOptions,
+    adapter: &WebAdapter,
+) -> Result<(EngineChoice, AdapterFacts), JsError> {
+    let pref = match opts.device.as_deref().unwrap_or("auto") {
+        "auto" => EnginePreference::Auto,
+        "webgpu" => EnginePreference::Gpu,
+        "cpu" => EnginePreference::Cpu,
+        other => {
+            return Err(JsError::new(&format!(
+                "load option `device` must be \"auto\", \"webgpu\" or \"cpu\", not {other:?}"
+            )))
+        }
+    };
+    let facts = AdapterFacts {
+        name: adapter.name.clone(),
+        cpu_device_type: false,
+        fallback: adapter.fallback,
+    };
+    let choice = match &adapter.error {
+        Some(e) => choose(pref, Err(e.as_str())),
+        None => choose(pref, Ok(&facts)),
+    };
+    Ok((choice, facts))
 }
 
 /// Grows the wasm heap to what the weights will take as f32 (beside the file's bytes, still held)
@@ -390,13 +416,14 @@ impl Engine {
                     },
                 })
             }
-            // The CPU engine: one thread (no SharedArrayBuffer threads in this build), SIMD128.
+            // The CPU engine, SIMD128: rayon's pool over Web Workers in the threaded module,
+            // the worker's own thread alone in the other.
             None => json!({
                 "adapter": null,
                 "shaderF16": false,
                 "weights": inner.engine.weights().name(),
                 "limits": null,
-                "threads": 1,
+                "threads": rayon::current_num_threads(),
             }),
         };
         info["engine"] = engine;
@@ -475,6 +502,12 @@ impl Engine {
     /// the next step's.
     #[wasm_bindgen(js_name = debugFault)]
     pub fn debug_fault(&self, kind: &str) -> Result<(), JsError> {
+        if kind == "panicOnPoolThread" {
+            // A bug on one of the pool's threads: with panic=abort it ends that thread's
+            // instance and this one would wait on the job forever; the page must hear of it.
+            rayon::scope(|s| s.spawn(|_| panic!("debug fault: a panic on a pool thread")));
+            return Ok(());
+        }
         let gpu = self
             .inner
             .engine

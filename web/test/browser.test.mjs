@@ -654,6 +654,90 @@ describe('package API', () => {
     }
   });
 
+  test('threads: on a cross-origin-isolated page the CPU engine runs a pool of workers and equals tm-run; elsewhere one thread says why; a panic on a thread is an Error', async () => {
+    const model = models.demoModel;
+    const expected = nativeGenerate(model, PROMPT, '8', MAX_TOKENS, 'cpu');
+    // 24 tokens: the prefill goes through the GEMM (parallel over the pool), then decode rows.
+    const prompt = Array.from({ length: 24 }, (_, i) => 1 + ((i * 7) % 60));
+    const native = {};
+    for (const w of ['f32', 'q4_0']) {
+      const npy = join(OUT, `demo-threads-${w}.npy`);
+      tmRun(['forward', '--model', model, '--tokens', prompt.join(','), '--transpoints', '8',
+        '--weights', w, '--backend', 'cpu', '--out', npy]);
+      native[w] = Array.from(readNpy(npy));
+    }
+    const isolated = await serve(DEMO, { isolated: true });
+    const page = await browser.context.newPage();
+    const log = watch(page);
+    try {
+      await page.goto(`${isolated.url}/index.html?autoload=0`);
+      const r = await page.evaluate(async ({ prompt, tokens, maxTokens }) => {
+        const { loadModel } = await import('transmamba-web');
+        const url = '/transmamba-demo.safetensors';
+        const out = { isolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency, runs: [] };
+        for (const [threads, weights] of [['auto', 'f32'], [3, 'q4_0'], [1, 'f32']]) {
+          const m = await loadModel(url, { device: 'cpu', threads, weights });
+          const info = await m.info();
+          const logits = Array.from(await m.forward(prompt, { transpoints: 8, all: true }));
+          const ids = [];
+          const t0 = performance.now();
+          for await (const step of m.generate(tokens, { maxTokens, transpoints: 8 })) ids.push(step.token);
+          const seconds = (performance.now() - t0) / 1000;
+          out.runs.push({ threads, weights, info, logits, ids, rate: maxTokens / seconds });
+          m.dispose();
+        }
+        // A bug on a pool thread (a panic ends that thread's instance): calls reject, `lost` says so.
+        const m = await loadModel(url, { device: 'cpu', threads: 2 });
+        try { await m._debugFault('panicOnPoolThread'); } catch (e) { out.faultError = e.message; }
+        try { await m.forward(tokens); } catch (e) { out.afterFault = e.message; }
+        out.lost = (await m.lost).message;
+        try { await loadModel(url, { threads: 0 }); } catch (e) { out.badThreads = `${e instanceof TypeError} ${e.message}`; }
+        return out;
+      }, { prompt, tokens: PROMPT, maxTokens: MAX_TOKENS });
+      assert.equal(r.isolated, true, log.join('\n'));
+      for (const run of r.runs) {
+        const what = `threads ${run.threads}, ${run.weights}`;
+        assert.equal(run.info.engine.kind, 'cpu');
+        assert.equal(run.info.threads, run.threads === 'auto' ? Math.min(r.cores, 16) : run.threads, `${what}: ${JSON.stringify(run.info)}`);
+        assert.equal(run.info.threadsNote, null, what);
+        const want = native[run.weights];
+        assert.equal(run.logits.length, want.length, what);
+        let maxDiff = 0;
+        for (let i = 0; i < want.length; i++) maxDiff = Math.max(maxDiff, Math.abs(run.logits[i] - want[i]));
+        assert.ok(maxDiff < 1e-3, `${what}: max |browser CPU - native| = ${maxDiff}`);
+        if (run.weights === 'f32') assert.deepEqual(run.ids, expected.tokens, what);
+        else assert.equal(run.ids.length, MAX_TOKENS, what);
+      }
+      assert.match(r.faultError, /internal error in the wasm module, on a thread of the CPU engine: [\s\S]*debug fault: a panic on a pool thread/);
+      assert.equal(r.afterFault, r.faultError);
+      assert.equal(r.lost, r.faultError);
+      assert.match(r.badThreads, /^true option threads must be 'auto' or an integer from 1 to 256, not 0/);
+      console.log(
+        `# demo model decode on the browser's CPU engine, tokens/s: ` +
+          r.runs.map((x) => `${x.info.threads} thread(s) ${x.weights} ${x.rate.toFixed(1)}`).join(', '),
+      );
+      // Not isolated (the default server): one thread, and why.
+      const plain = await browser.context.newPage();
+      try {
+        await plain.goto(`${server.url}/index.html?autoload=0`);
+        const info = await plain.evaluate(async () => {
+          const { loadModel } = await import('transmamba-web');
+          const m = await loadModel('/__test/tiny.safetensors', { device: 'cpu' });
+          const i = await m.info();
+          m.dispose();
+          return i;
+        });
+        assert.equal(info.threads, 1);
+        assert.match(info.threadsNote, /^one thread: the page is not cross-origin isolated/);
+      } finally {
+        await plain.close();
+      }
+    } finally {
+      await page.close();
+      await isolated.close();
+    }
+  });
+
   test('quantized weights and GGUF files: logits equal tm-run on both engines; the demo offers q4_0; decode tokens/s per format', async () => {
     const gguf = join(OUT, 'tiny-q4_0.gguf');
     writeFileSync(gguf, readFileSync(join(ROOT, 'tests/fixtures/gguf/hf-mamba2-tiny-q4_0.gguf')));

@@ -99,8 +99,9 @@ impl CpuState {
         // On a worker of rayon's pool, so that each of a token's ~150 parallel regions is a
         // fork on that worker rather than a job injected from outside with the caller asleep
         // on a latch until it ends (a futex wake and two context switches each: ~20% of a
-        // decode step's samples).
-        #[cfg(not(target_arch = "wasm32"))]
+        // decode step's samples). In the browser only the threaded module (`+atomics`) has a
+        // pool; the other runs rayon on the caller's thread alone.
+        #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
         if rayon::current_thread_index().is_none() {
             return rayon::scope(|_| self.forward_on_pool(model, copies, tokens, which));
         }
