@@ -2,14 +2,14 @@
 // Chromium, on the same GGUF file, alternating: prefill and decode tokens/s. Not part of the
 // tests or the build.
 //
-//   node docs/bench/browser-vs-wllama.mjs MODEL.gguf [ROUNDS] [WLLAMA_THREADS]
+//   node docs/bench/browser-vs-wllama.mjs MODEL.gguf [ROUNDS] [THREADS]
 //
 // MODEL.gguf: e.g. the files docs/bench/compare-llama-cpp.sh leaves in its WORK directory
 // (model-f32.gguf, model-q8_0.gguf, model-q4_0.gguf: the mamba2-130m shape by llama.cpp's own
 // converter). wllama comes from npm (@wllama/wllama@2.4.0, installed into WLLAMA_DIR, default
 // /tmp/wllama-bench); the page is served cross-origin isolated so that wllama may use
-// WLLAMA_THREADS threads (default 2; it also runs with 1). transmamba-web's CPU engine runs one
-// thread (no wasm threads in its build). Both engines get the same 64 token ids, then decode
+// THREADS threads (default 2; 1 runs both single-threaded), and transmamba-web's CPU engine the
+// same number (its threaded module). Both engines get the same 64 token ids, then decode
 // 32 tokens greedily. Run web/build.sh first (and `npm ci` in web/test).
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -40,9 +40,9 @@ const gen = 32;
 
 const transmamba = () =>
   page.evaluate(
-    async ({ url, prompt, gen }) => {
+    async ({ url, prompt, gen, threads }) => {
       const { loadModel } = await import('transmamba-web');
-      const m = await loadModel(url, { device: 'cpu' });
+      const m = await loadModel(url, { device: 'cpu', threads });
       const it = m.generate(prompt, { maxTokens: gen });
       let last;
       for (;;) {
@@ -51,9 +51,9 @@ const transmamba = () =>
       }
       const info = await m.info();
       m.dispose();
-      return { what: `${info.engine.kind} (${info.weights})`, prefill: last.prefillTokensPerS, decode: last.decodeTokensPerS };
+      return { what: `${info.engine.kind} (${info.weights}), ${info.threads} threads`, prefill: last.prefillTokensPerS, decode: last.decodeTokensPerS };
     },
-    { url, prompt, gen },
+    { url, prompt, gen, threads },
   );
 
 const wllama = () =>

@@ -169,6 +169,52 @@ fn forward_on_and_off_the_thread_pool_computes_the_model() {
     }
 }
 
+/// While a forward pass runs, the pool's other workers poll for its jobs rather than sleep; a
+/// poller that lands on a thread busy with another forward gives that thread back once idle
+/// (two forwards whose pollers each sat on the other's thread would otherwise wait forever).
+/// Eight forwards at once from threads outside the pool (more than its workers here) all finish
+/// and all compute the model; a watchdog turns a hang into a failure. (That interleaving is
+/// rare: with the pollers unbounded this test still passed in the runs tried, so it guards
+/// the common paths, not that one.)
+#[test]
+fn concurrent_forwards_off_the_pool_all_finish_and_compute_the_model() {
+    let spec = RandomSpec {
+        // Products wide enough to split across the pool (the LM head's 4096 rows).
+        vocab: 4096,
+        d: 256,
+        heads: 8,
+        head_dim: 64,
+        state: 64,
+        groups: 1,
+        ..RandomSpec::default()
+    };
+    let model = std::sync::Arc::new(random_model(&spec, 37));
+    let tokens = random_tokens(spec.vocab, 24, 3);
+    let schedule = Schedule(vec![At(10); spec.layers]);
+    let (want, tol) = oracle(&model, &schedule, &tokens);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..8 {
+        let (model, tokens, schedule, tx) =
+            (model.clone(), tokens.clone(), schedule.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                let s = CpuSession::new(&model, schedule.clone()).unwrap();
+                got = prefill_then_decode(s, &tokens, 16);
+            }
+            tx.send((i, got)).unwrap();
+        });
+    }
+    for _ in 0..8 {
+        let (i, got) = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("a forward pass did not finish within 120 s: the pool deadlocked");
+        assert_eq!(got.len(), want.len());
+        let err = max_abs_diff(&got, &want);
+        assert!(err < tol, "thread {i}: |Δ| = {err} (bound {tol})");
+    }
+}
+
 /// Real-model head sizes (P 64, N 128, and a ragged N of 40 = 32 + 8) over a prompt long enough
 /// for the packed GEMM (rows >= 8) with output blocks on several threads, then decode steps
 /// (the matrix-vector path) across the TransPoint; the AVX2/FMA scan and the portable one

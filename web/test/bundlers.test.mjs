@@ -42,9 +42,13 @@ function freshApp() {
   return dir;
 }
 
-/** Serves `dist` and runs the app's page against the tiny model; returns the generated ids. */
-async function runBuiltApp(dist) {
-  const server = await serve(dist);
+/**
+ * Serves `dist` and runs the app's page against the tiny model; returns what the page reports
+ * (generated ids, engine, threads). `isolated`: served cross-origin isolated, where the CPU
+ * engine runs the threaded module on a pool of workers (thread.js, bundled from worker.js).
+ */
+async function runBuiltApp(dist, { isolated = false } = {}) {
+  const server = await serve(dist, { isolated });
   const page = await browser.context.newPage();
   const log = watch(page);
   try {
@@ -53,7 +57,7 @@ async function runBuiltApp(dist) {
     await page.waitForFunction(() => document.body.dataset.done, null, { timeout: 120_000 });
     const out = await page.textContent('#out');
     assert.equal(await page.getAttribute('body', 'data-done'), 'ok', `${out}\n${log.join('\n')}`);
-    return JSON.parse(out).tokens;
+    return JSON.parse(out);
   } finally {
     await page.close();
     await server.close();
@@ -80,8 +84,7 @@ describe('a fresh app, bundled without configuration', () => {
     });
     const assets = readdirSync(join(dist, 'assets'));
     assert.ok(assets.some((f) => f.endsWith('.wasm')), `vite emitted the wasm: ${assets.join(', ')}`);
-    const expected = nativeGenerate(models.tiny, PROMPT, '8', MAX_TOKENS);
-    assert.deepEqual(await runBuiltApp(dist), expected.tokens);
+    await checkBoth(dist);
   });
 
   test('webpack 5: the same page, the same tokens', async () => {
@@ -100,7 +103,18 @@ describe('a fresh app, bundled without configuration', () => {
     );
     assert.ok(existsSync(join(dist, 'main.js')));
     assert.ok(readdirSync(dist).some((f) => f.endsWith('.wasm')), 'webpack emitted the wasm');
-    const expected = nativeGenerate(models.tiny, PROMPT, '8', MAX_TOKENS);
-    assert.deepEqual(await runBuiltApp(dist), expected.tokens);
+    await checkBoth(dist);
   });
 });
+
+/** The built app generates as tm-run does: one thread on a plain page, a pool when isolated. */
+async function checkBoth(dist) {
+  const expected = nativeGenerate(models.tiny, PROMPT, '8', MAX_TOKENS);
+  const plain = await runBuiltApp(dist);
+  assert.deepEqual(plain.tokens, expected.tokens);
+  assert.equal(plain.engine, 'cpu');
+  assert.equal(plain.threads, 1);
+  const isolated = await runBuiltApp(dist, { isolated: true });
+  assert.deepEqual(isolated.tokens, expected.tokens);
+  assert.equal(isolated.threads, Math.min(isolated.cores, 16), 'the threaded module ran its pool');
+}

@@ -16,6 +16,43 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static PORTABLE: AtomicBool = AtomicBool::new(false);
 
+/// How many empty polls a kept-awake worker makes before it gives up and sleeps (~1 ms).
+const AWAKE_IDLE_POLLS: u32 = 20_000;
+
+/// Runs `op` on a worker of rayon's pool while the other workers poll for its jobs instead of
+/// sleeping. A decode step is ~150 parallel regions of ~100 µs; a sleeping worker woken for
+/// each (a futex natively, Atomics.wait in the browser, where a wake costs tens of µs) often
+/// arrives after the region ended. A poller gives up after [`AWAKE_IDLE_POLLS`] empty polls, so
+/// one that a busy thread ran on top of other work (a second forward, a test running in
+/// parallel) hands that thread back soon: it never waits on a job of its own.
+fn on_awake_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+    let done = AtomicBool::new(false);
+    rayon::scope(|s| {
+        let owner = rayon::current_thread_index();
+        for _ in 1..rayon::current_num_threads() {
+            let done = &done;
+            s.spawn(move |_| {
+                if rayon::current_thread_index() == owner {
+                    return; // the thread running `op`: it would wait on itself
+                }
+                let mut idle = 0;
+                while !done.load(Ordering::Acquire) && idle < AWAKE_IDLE_POLLS {
+                    match rayon::yield_now() {
+                        Some(rayon::Yield::Executed) => idle = 0,
+                        _ => {
+                            idle += 1;
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+            });
+        }
+        let r = op();
+        done.store(true, Ordering::Release);
+        r
+    })
+}
+
 /// Runs the portable loops instead of the x86-64 AVX2/FMA intrinsics from now on (process-wide):
 /// what the wasm build and CPUs without AVX2 run, so tests cover it on any machine, and for A/B
 /// timings. Both give the same results within f32 rounding.
@@ -103,7 +140,7 @@ impl CpuState {
         // pool; the other runs rayon on the caller's thread alone.
         #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
         if rayon::current_thread_index().is_none() {
-            return rayon::scope(|_| self.forward_on_pool(model, copies, tokens, which));
+            return on_awake_pool(|| self.forward_on_pool(model, copies, tokens, which));
         }
         self.forward_on_pool(model, copies, tokens, which)
     }

@@ -10,7 +10,8 @@ try {
   const tokens = [];
   const options = { maxTokens: Number(q.get('max') || 8), transpoints: q.get('tp') || 'config' };
   for await (const step of model.generate(prompt, options)) tokens.push(step.token);
-  out.textContent = JSON.stringify({ tokens });
+  const info = await model.info();
+  out.textContent = JSON.stringify({ tokens, engine: info.engine.kind, threads: info.threads ?? null, cores: navigator.hardwareConcurrency });
   document.body.dataset.done = 'ok';
 } catch (e) {
   out.textContent = `error: ${e.message}`;

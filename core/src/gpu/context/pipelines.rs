@@ -173,6 +173,12 @@ impl GpuContext {
         if let Some(m) = lock(&self.error).take() {
             return Err(GpuError::Validation(format!("pipeline {key}: {m}")));
         }
+        // Send + Sync everywhere but the browser's threaded module (wasm `+atomics`), where
+        // wgpu's web types are neither; the npm worker never runs the GPU engine on that module.
+        #[cfg_attr(
+            all(target_arch = "wasm32", target_feature = "atomics"),
+            allow(clippy::arc_with_non_send_sync)
+        )]
         let p = Arc::new(Pipeline {
             pipeline,
             access: k.access,
