@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static PORTABLE: AtomicBool = AtomicBool::new(false);
 
 /// How many empty polls a kept-awake worker makes before it gives up and sleeps (~1 ms).
+#[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
 const AWAKE_IDLE_POLLS: u32 = 20_000;
 
 /// Runs `op` on a worker of rayon's pool while the other workers poll for its jobs instead of
@@ -24,7 +25,9 @@ const AWAKE_IDLE_POLLS: u32 = 20_000;
 /// each (a futex natively, Atomics.wait in the browser, where a wake costs tens of µs) often
 /// arrives after the region ended. A poller gives up after [`AWAKE_IDLE_POLLS`] empty polls, so
 /// one that a busy thread ran on top of other work (a second forward, a test running in
-/// parallel) hands that thread back soon: it never waits on a job of its own.
+/// parallel) hands that thread back soon: it never waits on a job of its own. (Natively and in
+/// the browser's threaded module, wasm `+atomics`; the single-threaded module has no pool.)
+#[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
 fn on_awake_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
     let done = AtomicBool::new(false);
     rayon::scope(|s| {
