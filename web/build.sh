@@ -79,4 +79,4 @@ echo "build.sh: $TGZ ($(du -k "$TGZ" | cut -f1) KiB; wasm $(du -k "$OUT/package/
 # 6. the demo page's q4_0 variant of the demo model (tm-run quantize; not committed).
 cargo run -q -p tm-run -- quantize --to q4_0 --out demo/transmamba-demo-q4_0.safetensors
 
-echo "build.sh: done; serve demo/ with any static server, e.g. python3 -m http.server -d demo"
+echo "build.sh: done; serve demo/ with python3 demo/serve.py (cross-origin isolated: threads) or any static server"
