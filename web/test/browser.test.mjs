@@ -1,6 +1,7 @@
 // Headless-Chromium tests of the transmamba-web package (as installed into demo/ from its npm
 // tarball by web/build.sh) and of the demo page. Run: web/test.sh (or `node --test` here).
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -735,6 +736,34 @@ describe('package API', () => {
     } finally {
       await page.close();
       await isolated.close();
+    }
+  });
+
+  test('demo/serve.py serves the demo cross-origin isolated: the page runs the CPU engine on one thread per core', async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const py = spawn('python3', [join(DEMO, 'serve.py'), String(port)], { stdio: 'ignore' });
+    const plain = await launch({ webgpu: false });
+    try {
+      const page = await plain.context.newPage();
+      const log = watch(page);
+      for (let i = 0; ; i++) {
+        try {
+          await page.goto(`http://localhost:${port}/index.html`);
+          break;
+        } catch (e) {
+          if (i === 50) throw e;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+      await page.waitForFunction(() => ['ready', 'empty'].includes(document.body.dataset.state), null, { timeout: 120_000 });
+      const r = await page.evaluate(() => ({ isolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency, threads: window.transmambaDemo.info.threads }));
+      assert.equal(r.isolated, true, log.join('\n'));
+      assert.equal(r.threads, Math.min(r.cores, 16));
+      const want = `${r.threads} thread${r.threads === 1 ? '' : 's'}`;
+      assert.match(await page.textContent('#gpu-status'), new RegExp(`^CPU engine \\(wasm SIMD, ${want}\\) · auto: `));
+    } finally {
+      await plain.close();
+      py.kill();
     }
   });
 
