@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use crate::model::Tensor;
 
+pub use super::fixed_dot::{dot_quant_fixed, FixedRow};
 pub use super::simd::{dot, dot_f16, dot_quant, widen_f16};
 use super::weights::Matrix;
 
@@ -34,7 +35,9 @@ pub fn matmul<'a>(
     assert_eq!(x.len(), rows * k, "matmul: input is not [rows, in]");
     let mut y = match w {
         Matrix::F32(t) if rows >= GEMM_MIN_ROWS => gemm_xwt(x, rows, &t.data, n_out, k),
-        Matrix::F32(t) => gemv_rows(x, rows, &t.data, n_out, k, k, dot),
+        Matrix::F32(t) => gemv_rows(rows, &t.data, n_out, k, |r, w| {
+            dot(&x[r * k..(r + 1) * k], w)
+        }),
         // Prefill: widen once (a small cost beside the GEMM's 2·rows FLOPs per weight).
         Matrix::F16 { data, .. } if rows >= GEMM_MIN_ROWS => {
             let mut wide = vec![0f32; data.len()];
@@ -47,7 +50,9 @@ pub fn matmul<'a>(
                 });
             gemm_xwt(x, rows, &wide, n_out, k)
         }
-        Matrix::F16 { data, .. } => gemv_rows(x, rows, data, n_out, k, k, dot_f16),
+        Matrix::F16 { data, .. } => gemv_rows(rows, data, n_out, k, |r, w| {
+            dot_f16(&x[r * k..(r + 1) * k], w)
+        }),
         // Prefill: dequantize once, as f16 is widened.
         Matrix::Quant(q) if rows >= GEMM_MIN_ROWS => {
             let mut wide = vec![0f32; n_out * k];
@@ -56,9 +61,20 @@ pub fn matmul<'a>(
                 .for_each(|(r, o)| q.dequantize_row(r, o));
             gemm_xwt(x, rows, &wide, n_out, k)
         }
-        Matrix::Quant(q) => gemv_rows(x, rows, &q.bytes, n_out, k, q.row_bytes(), |x, w| {
-            dot_quant(q.format, x, w)
-        }),
+        // Decode: x once in fixed point, then integer multiply-adds against the codes
+        // (cpu/fixed_dot.rs); a non-finite x takes the f32 dots, which carry it through.
+        Matrix::Quant(q) => {
+            let fixed: Option<Vec<FixedRow>> =
+                x.chunks_exact(k.max(1)).map(FixedRow::new).collect();
+            match fixed {
+                Some(f) => gemv_rows(rows, &q.bytes, n_out, q.row_bytes(), |r, w| {
+                    dot_quant_fixed(q.format, &f[r], w)
+                }),
+                None => gemv_rows(rows, &q.bytes, n_out, q.row_bytes(), |r, w| {
+                    dot_quant(q.format, &x[r * k..(r + 1) * k], w)
+                }),
+            }
+        }
     };
     if let Some(b) = bias {
         for row in y.chunks_exact_mut(n_out) {
@@ -124,15 +140,14 @@ fn gemm_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
 
 /// A few input rows against every weight row: one rayon task per block of weight rows, so each
 /// weight row is read from memory once and meets every input row while it is in cache. A
-/// weight row is `row_len` elements of `w` (k values, or a quantized row's bytes).
+/// weight row is `row_len` elements of `w` (k values, or a quantized row's bytes); `dot(r, w_o)`
+/// is input row r's product with weight row `w_o`.
 fn gemv_rows<W: Sync>(
-    x: &[f32],
     rows: usize,
     w: &[W],
     n_out: usize,
-    k: usize,
     row_len: usize,
-    dot: impl Fn(&[f32], &[W]) -> f32 + Sync,
+    dot: impl Fn(usize, &[W]) -> f32 + Sync,
 ) -> Vec<f32> {
     let mut yt = vec![0f32; n_out * rows];
     yt.par_chunks_mut(rows.max(1))
@@ -147,7 +162,7 @@ fn gemv_rows<W: Sync>(
         .for_each(|(o, col)| {
             let w_o = &w[o * row_len..(o + 1) * row_len];
             for (r, y) in col.iter_mut().enumerate() {
-                *y = dot(&x[r * k..(r + 1) * k], w_o);
+                *y = dot(r, w_o);
             }
         });
     if rows <= 1 {

@@ -8,7 +8,7 @@
 use super::mixer::ScanHead;
 
 #[cfg(target_arch = "x86_64")]
-fn use_avx2() -> bool {
+pub(super) fn use_avx2() -> bool {
     !crate::cpu::portable_kernels_forced()
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
@@ -153,7 +153,7 @@ mod simd128 {
 /// A block's scale through [`widen_f16`] (vectorisable; `half`'s portable conversion is a
 /// branchy routine, slow in wasm).
 #[inline(always)]
-fn block_scale(b: &[u8]) -> f32 {
+pub(super) fn block_scale(b: &[u8]) -> f32 {
     widen_f16(half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])))
 }
 
