@@ -29,7 +29,10 @@ pub struct Engine(Arc<EngineInner>);
 struct EngineInner {
     imp: Imp,
     choice: EngineChoice,
-    fingerprint: u64,
+    /// The model's [`fingerprint`]: on the CPU engine hashed when first needed (saving or
+    /// restoring a state; it reads every weight, dequantizing a quantized file's), on the GPU
+    /// engine at upload, since the model is not kept.
+    fingerprint: std::sync::OnceLock<u64>,
     /// The weight matrices' weight count and the bytes all weights take in this engine's format.
     matrix_weights: usize,
     weight_bytes: u64,
@@ -44,7 +47,6 @@ enum Imp {
 impl Engine {
     /// `model` on the CPU engine, its large matrices stored as `weights`.
     pub fn cpu(model: Model, weights: WeightFormat, choice: EngineChoice) -> Result<Self> {
-        let fingerprint = fingerprint(&model);
         let (matrix_weights, weight_bytes) =
             (model.matrix_parameter_count(), model.stored_bytes(weights));
         let copies = match weights {
@@ -55,7 +57,7 @@ impl Engine {
         Ok(Self(Arc::new(EngineInner {
             imp: Imp::Cpu(model, copies),
             choice,
-            fingerprint,
+            fingerprint: std::sync::OnceLock::new(),
             matrix_weights,
             weight_bytes,
         })))
@@ -74,7 +76,7 @@ impl Engine {
         Ok(Self(Arc::new(EngineInner {
             imp: Imp::Gpu(gpu),
             choice,
-            fingerprint: fingerprint(model),
+            fingerprint: std::sync::OnceLock::from(fingerprint(model)),
             matrix_weights: model.matrix_parameter_count(),
             weight_bytes,
         })))
@@ -127,7 +129,11 @@ impl Engine {
 
     /// The model's [`fingerprint`]: state files carry it, and restoring checks it.
     pub fn fingerprint(&self) -> u64 {
-        self.0.fingerprint
+        *self.0.fingerprint.get_or_init(|| match &self.0.imp {
+            Imp::Cpu(m, _) => fingerprint(m),
+            // Set at upload (`on_gpu`): the GPU engine keeps no model to hash.
+            Imp::Gpu(_) => 0,
+        })
     }
 
     pub fn gpu(&self) -> Option<&GpuModel> {
