@@ -316,7 +316,9 @@ mod simd128 {
             let q = load16(blk, 2);
             // Low nibbles are weights 0..16, high nibbles 16..32; codes are offset by 8.
             let first = i8x16_sub(v128_and(q, low), eight);
-            let second = i8x16_sub(u8x16_shr(q, 4), eight);
+            // A 16-bit shift and a mask: wasm's byte shift has no x86 instruction (V8 emits
+            // the same shift plus a mask it builds each time).
+            let second = i8x16_sub(v128_and(u16x8_shr(q, 4), low), eight);
             let s = codes16(first, hi, lo, 32 * b, zero);
             let s = codes16(second, hi, lo, 32 * b + 16, s);
             acc = finish(s, crate::cpu::simd::block_scale(blk), acc);
