@@ -171,11 +171,23 @@ mod avx2 {
         _mm256_fmadd_ps(v, d, acc)
     }
 
-    /// Blocks two at a time into two accumulators (in registers: an array indexed by the
-    /// block's parity was kept on the stack), so one block's FMA chain overlaps the next.
+    /// `Σ_b d_b · (Σ c·hi · 2^15 + Σ c·lo)` over `blocks` blocks of `block_bytes` bytes (f16
+    /// scale, then codes), `codes` giving a block's 32 codes as i16 from its code bytes. Blocks
+    /// go two at a time into two accumulators (in registers: an array indexed by the block's
+    /// parity was kept on the stack), so one block's FMA chain overlaps the next.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn pairs(blocks: usize, one: impl Fn(usize, __m256) -> __m256) -> f64 {
+    unsafe fn blocks_dot(
+        (hi, lo): (&[i16], &[i16]),
+        w: &[u8],
+        (blocks, block_bytes): (usize, usize),
+        codes: impl Fn(*const u8) -> [__m256i; 2],
+    ) -> f64 {
+        let one = |b: usize, acc: __m256| {
+            let blk = w.as_ptr().add(block_bytes * b);
+            let (h, l) = (hi.as_ptr().add(32 * b), lo.as_ptr().add(32 * b));
+            block(codes(blk.add(2)), h, l, scale(blk), acc)
+        };
         let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut i = 0;
         while i + 2 <= blocks {
@@ -196,49 +208,31 @@ mod avx2 {
         lanes.iter().map(|&l| l as f64).sum()
     }
 
-    /// SAFETY: AVX2, FMA and F16C present; `hi`, `lo` hold 32·`blocks` values, `w` `blocks` q8_0 blocks.
+    /// SAFETY: AVX2, FMA and F16C present; `hi`, `lo` hold 32·`blocks` values, `w` `blocks`
+    /// q8_0 blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q8_0(hi: &[i16], lo: &[i16], w: &[u8], blocks: usize) -> f64 {
-        let one = |b: usize, acc: __m256| {
-            let blk = w.as_ptr().add(34 * b);
-            let d = scale(blk);
-            let q = blk.add(2) as *const __m128i;
-            let codes = [
+        blocks_dot((hi, lo), w, (blocks, 34), |q| {
+            let q = q as *const __m128i;
+            [
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(q)),
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(q.add(1))),
-            ];
-            block(
-                codes,
-                hi.as_ptr().add(32 * b),
-                lo.as_ptr().add(32 * b),
-                d,
-                acc,
-            )
-        };
-        pairs(blocks, one)
+            ]
+        })
     }
 
-    /// SAFETY: AVX2, FMA and F16C present; `hi`, `lo` hold 32·`blocks` values, `w` `blocks` q4_0 blocks.
+    /// SAFETY: AVX2, FMA and F16C present; `hi`, `lo` hold 32·`blocks` values, `w` `blocks`
+    /// q4_0 blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q4_0(hi: &[i16], lo: &[i16], w: &[u8], blocks: usize) -> f64 {
         let (low, eight) = (_mm_set1_epi8(15), _mm_set1_epi8(8));
-        let one = |b: usize, acc: __m256| {
-            let blk = w.as_ptr().add(18 * b);
-            let d = scale(blk);
-            let q = _mm_loadu_si128(blk.add(2) as *const __m128i);
+        blocks_dot((hi, lo), w, (blocks, 18), |q| {
+            let q = _mm_loadu_si128(q as *const __m128i);
             // Low nibbles are weights 0..16, high nibbles 16..32; codes are offset by 8.
             let first = _mm_sub_epi8(_mm_and_si128(q, low), eight);
             let second = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
-            let codes = [_mm256_cvtepi8_epi16(first), _mm256_cvtepi8_epi16(second)];
-            block(
-                codes,
-                hi.as_ptr().add(32 * b),
-                lo.as_ptr().add(32 * b),
-                d,
-                acc,
-            )
-        };
-        pairs(blocks, one)
+            [_mm256_cvtepi8_epi16(first), _mm256_cvtepi8_epi16(second)]
+        })
     }
 }
 
