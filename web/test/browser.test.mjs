@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { DEMO, OUT, ROOT, launch, nativeGenerate, prepare, readNpy, serve, tmRun, watch } from './harness.mjs';
+import { DEMO, OUT, ROOT, launch, maxAbsDiff, nativeForward, nativeGenerate, prepare, serve, tmRun, watch } from './harness.mjs';
 
 const PROMPT = [1, 2, 3, 4, 5];
 const MAX_TOKENS = 32;
@@ -284,9 +284,7 @@ describe('demo page', () => {
 
 describe('package API', () => {
   test('forward() logits equal tm-run forward; info(), abort and the model cache work', async () => {
-    const npy = join(OUT, 'tiny-forward.npy');
-    tmRun(['forward', '--model', models.tiny, '--tokens', PROMPT.join(','), '--transpoints', '3', '--out', npy]);
-    const native = readNpy(npy);
+    const native = nativeForward('tiny-forward', models.tiny, PROMPT, ['--transpoints', '3']);
     const { page, log } = await openDemo('?autoload=0');
     try {
       const r = await page.evaluate(async (prompt) => {
@@ -337,14 +335,11 @@ describe('package API', () => {
           logits: Array.from(logits), gpuLogits: Array.from(gpuLogits), info, gpuInfo, deviceError, progress, got: got.length, after: after.length, runaway, fromCache: info2.loadedFromCache, rangeError };
       }, PROMPT);
       assert.equal(r.logits.length, native.length, log.join('\n'));
-      let maxDiff = 0;
-      for (let i = 0; i < native.length; i++) maxDiff = Math.max(maxDiff, Math.abs(r.logits[i] - native[i]));
+      const maxDiff = maxAbsDiff(r.logits, native);
       assert.ok(maxDiff < 1e-3, `max |browser - native| = ${maxDiff}`);
-      let gpuDiff = 0;
-      for (let i = 0; i < native.length; i++) gpuDiff = Math.max(gpuDiff, Math.abs(r.gpuLogits[i] - native[i]));
+      const gpuDiff = maxAbsDiff(r.gpuLogits, native);
       assert.ok(gpuDiff < 1e-3, `max |browser WebGPU - native| = ${gpuDiff}`);
-      let portableDiff = 0;
-      for (let i = 0; i < native.length; i++) portableDiff = Math.max(portableDiff, Math.abs(r.portableLogits[i] - native[i]));
+      const portableDiff = maxAbsDiff(r.portableLogits, native);
       assert.ok(portableDiff < 1e-3, `max |browser WebGPU portable kernels - native| = ${portableDiff}`);
       assert.equal(r.portableKernels, 'portable');
       assert.match(r.kernelsError, /load option `kernels` must be "auto", "gpu", "portable" or "cpu-adapter", not "fast"/);
@@ -562,11 +557,7 @@ describe('package API', () => {
   });
 
   test('WebGPU kernel plans: each equals tm-run; demo model decode tokens/s per plan beside native lavapipe', async () => {
-    const native = readNpy((() => {
-      const npy = join(OUT, 'tiny-plans.npy');
-      tmRun(['forward', '--model', models.tiny, '--tokens', PROMPT.join(','), '--transpoints', '3', '--out', npy]);
-      return npy;
-    })());
+    const native = nativeForward('tiny-plans', models.tiny, PROMPT, ['--transpoints', '3']);
     const { page, log } = await openDemo('?autoload=0');
     try {
       const r = await page.evaluate(async (prompt) => {
@@ -596,8 +587,7 @@ describe('package API', () => {
       for (const k of ['auto', 'gpu', 'portable']) {
         const got = r.logits[k];
         assert.equal(got.length, native.length, log.join('\n'));
-        let diff = 0;
-        for (let i = 0; i < native.length; i++) diff = Math.max(diff, Math.abs(got[i] - native[i]));
+        const diff = maxAbsDiff(got, native);
         assert.ok(diff < 1e-3, `kernels ${k} (${r.names[k]}): max |browser - native| = ${diff}`);
       }
       assert.match(r.names.gpu, /^gpu/);
@@ -627,10 +617,7 @@ describe('package API', () => {
     const prompt = Array.from({ length: 24 }, (_, i) => 1 + ((i * 7) % 60));
     const native = {};
     for (const w of ['f32', 'q4_0']) {
-      const npy = join(OUT, `tiny-gemm-${w}.npy`);
-      tmRun(['forward', '--model', models.tiny, '--tokens', prompt.join(','), '--transpoints', '0',
-        '--weights', w, '--backend', 'cpu', '--out', npy]);
-      native[w] = Array.from(readNpy(npy));
+      native[w] = nativeForward(`tiny-gemm-${w}`, models.tiny, prompt, ['--transpoints', '0', '--weights', w, '--backend', 'cpu']);
     }
     const { page, log } = await openDemo('?autoload=0');
     try {
@@ -646,8 +633,7 @@ describe('package API', () => {
       }, prompt);
       for (const w of ['f32', 'q4_0']) {
         assert.equal(r[w].length, native[w].length, log.join('\n'));
-        let maxDiff = 0;
-        for (let i = 0; i < native[w].length; i++) maxDiff = Math.max(maxDiff, Math.abs(r[w][i] - native[w][i]));
+        const maxDiff = maxAbsDiff(r[w], native[w]);
         assert.ok(maxDiff < 1e-3, `${w}: max |browser CPU - native| = ${maxDiff}`);
       }
     } finally {
@@ -662,10 +648,7 @@ describe('package API', () => {
     const prompt = Array.from({ length: 24 }, (_, i) => 1 + ((i * 7) % 60));
     const native = {};
     for (const w of ['f32', 'q4_0']) {
-      const npy = join(OUT, `demo-threads-${w}.npy`);
-      tmRun(['forward', '--model', model, '--tokens', prompt.join(','), '--transpoints', '8',
-        '--weights', w, '--backend', 'cpu', '--out', npy]);
-      native[w] = Array.from(readNpy(npy));
+      native[w] = nativeForward(`demo-threads-${w}`, model, prompt, ['--transpoints', '8', '--weights', w, '--backend', 'cpu']);
     }
     const isolated = await serve(DEMO, { isolated: true });
     const page = await browser.context.newPage();
@@ -703,8 +686,7 @@ describe('package API', () => {
         assert.equal(run.info.threadsNote, null, what);
         const want = native[run.weights];
         assert.equal(run.logits.length, want.length, what);
-        let maxDiff = 0;
-        for (let i = 0; i < want.length; i++) maxDiff = Math.max(maxDiff, Math.abs(run.logits[i] - want[i]));
+        const maxDiff = maxAbsDiff(run.logits, want);
         assert.ok(maxDiff < 1e-3, `${what}: max |browser CPU - native| = ${maxDiff}`);
         if (run.weights === 'f32') assert.deepEqual(run.ids, expected.tokens, what);
         else assert.equal(run.ids.length, MAX_TOKENS, what);
@@ -772,13 +754,9 @@ describe('package API', () => {
     writeFileSync(gguf, readFileSync(join(ROOT, 'tests/fixtures/gguf/hf-mamba2-tiny-q4_0.gguf')));
     const native = {};
     for (const w of ['q8_0', 'q4_0']) {
-      const npy = join(OUT, `tiny-${w}.npy`);
-      tmRun(['forward', '--model', models.tiny, '--tokens', PROMPT.join(','), '--weights', w, '--out', npy]);
-      native[w] = Array.from(readNpy(npy));
+      native[w] = nativeForward(`tiny-${w}`, models.tiny, PROMPT, ['--weights', w]);
     }
-    const ggufNpy = join(OUT, 'tiny-gguf.npy');
-    tmRun(['forward', '--model', gguf, '--tokens', PROMPT.join(','), '--out', ggufNpy]);
-    native.gguf = Array.from(readNpy(ggufNpy));
+    native.gguf = nativeForward('tiny-gguf', gguf, PROMPT);
     const { page, log } = await openDemo('?autoload=0');
     try {
       const r = await page.evaluate(async (prompt) => {

@@ -39,6 +39,23 @@ export function nativeGenerate(model, tokens, transpoints, maxTokens, backend = 
   return JSON.parse(out.trim().split('\n').pop());
 }
 
+/**
+ * `tm-run forward` over `tokens` with `args` (more flags), every row's logits as an array;
+ * `name` names its .npy under out/web/test/.
+ */
+export function nativeForward(name, model, tokens, args = []) {
+  const npy = join(OUT, `${name}.npy`);
+  tmRun(['forward', '--model', model, '--tokens', tokens.join(','), ...args, '--out', npy]);
+  return Array.from(readNpy(npy));
+}
+
+/** The largest |a[i] - b[i]| (NaN if either holds one). */
+export function maxAbsDiff(a, b) {
+  let m = 0;
+  for (let i = 0; i < b.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
 /** Reads a float32 .npy (as tm-run forward --out writes it). */
 export function readNpy(path) {
   const buf = readFileSync(path);
