@@ -51,102 +51,16 @@ pub fn dot_f16(x: &[f32], w: &[half::f16]) -> f32 {
 }
 
 /// `x · w` for one row `w` of q8_0 / q4_0 blocks ([`crate::quant`]), dequantized as it is read:
-/// per block, the scale times the dot of its 32 codes with x. `x` has 32 values per block.
+/// per block, the scale times the dot of its codes with x. `x` has 32 values per block. Decode
+/// takes [`crate::cpu::fixed_dot`]'s integer products; this f32 form serves an x holding a NaN
+/// or an infinity (which fixed point cannot hold and this carries through), so it keeps only
+/// the portable loops.
 pub fn dot_quant(format: crate::quant::QuantFormat, x: &[f32], w: &[u8]) -> f32 {
     use crate::quant::QuantFormat;
-    let bb = format.block_bytes();
-    let blocks = (x.len() / 32).min(w.len() / bb);
-    #[cfg(target_arch = "x86_64")]
-    if use_avx2() {
-        // SAFETY: AVX2 and FMA are present (use_avx2); `blocks` whole blocks lie inside both.
-        return unsafe {
-            match format {
-                QuantFormat::Q8_0 => avx2::dot_q8_0(x, w, blocks),
-                QuantFormat::Q4_0 => avx2::dot_q4_0(x, w, blocks),
-            }
-        };
-    }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    return match format {
-        QuantFormat::Q8_0 => simd128::dot_q8_0(x, w, blocks),
-        QuantFormat::Q4_0 => simd128::dot_q4_0(x, w, blocks),
-    };
-    #[allow(unreachable_code)]
+    let blocks = (x.len() / 32).min(w.len() / format.block_bytes());
     match format {
         QuantFormat::Q8_0 => dot_q8_0_portable(x, w, blocks),
         QuantFormat::Q4_0 => dot_q4_0_portable(x, w, blocks),
-    }
-}
-
-/// The browser build's quantized dots in SIMD128 intrinsics: LLVM left the i8 → f32 widening
-/// of the portable q8_0 loop scalar there (1.5x slower than f32 weights, measured in
-/// Chromium); here 16 codes widen in 6 instructions.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-mod simd128 {
-    use core::arch::wasm32::*;
-
-    /// 16 signed 8-bit codes as 4 vectors of f32, in order.
-    #[inline(always)]
-    fn widen(c: v128) -> [v128; 4] {
-        let (lo, hi) = (i16x8_extend_low_i8x16(c), i16x8_extend_high_i8x16(c));
-        [
-            f32x4_convert_i32x4(i32x4_extend_low_i16x8(lo)),
-            f32x4_convert_i32x4(i32x4_extend_high_i16x8(lo)),
-            f32x4_convert_i32x4(i32x4_extend_low_i16x8(hi)),
-            f32x4_convert_i32x4(i32x4_extend_high_i16x8(hi)),
-        ]
-    }
-
-    /// `codes · x[..16]` into `s`.
-    #[inline(always)]
-    fn dot16(codes: v128, x: &[f32], mut s: v128) -> v128 {
-        for (j, c) in widen(codes).into_iter().enumerate() {
-            let xs = &x[4 * j..4 * j + 4];
-            // SAFETY: `xs` is 4 f32 = 16 bytes; v128_load takes unaligned addresses.
-            let xv = unsafe { v128_load(xs.as_ptr() as *const v128) };
-            s = f32x4_add(s, f32x4_mul(c, xv));
-        }
-        s
-    }
-
-    fn total(v: v128) -> f32 {
-        (f32x4_extract_lane::<0>(v) as f64
-            + f32x4_extract_lane::<1>(v) as f64
-            + f32x4_extract_lane::<2>(v) as f64
-            + f32x4_extract_lane::<3>(v) as f64) as f32
-    }
-
-    /// 16 bytes of `b` from `at` (the slice is indexed first, so out of range panics, never
-    /// reads past it).
-    #[inline(always)]
-    fn load16(b: &[u8], at: usize) -> v128 {
-        let s = &b[at..at + 16];
-        // SAFETY: `s` is 16 bytes; v128_load takes unaligned addresses.
-        unsafe { v128_load(s.as_ptr() as *const v128) }
-    }
-
-    pub(super) fn dot_q8_0(x: &[f32], w: &[u8], blocks: usize) -> f32 {
-        let mut acc = f32x4_splat(0.0);
-        for (xb, b) in x.chunks_exact(32).zip(w.chunks_exact(34)).take(blocks) {
-            let s = dot16(load16(b, 2), &xb[..16], f32x4_splat(0.0));
-            let s = dot16(load16(b, 18), &xb[16..], s);
-            acc = f32x4_add(acc, f32x4_mul(f32x4_splat(super::block_scale(b)), s));
-        }
-        total(acc)
-    }
-
-    pub(super) fn dot_q4_0(x: &[f32], w: &[u8], blocks: usize) -> f32 {
-        let mut acc = f32x4_splat(0.0);
-        let (low, eight) = (u8x16_splat(15), i8x16_splat(8));
-        for (xb, b) in x.chunks_exact(32).zip(w.chunks_exact(18)).take(blocks) {
-            let q = load16(b, 2);
-            // Low nibbles are weights 0..16, high nibbles 16..32; codes are offset by 8.
-            let lo = i8x16_sub(v128_and(q, low), eight);
-            let hi = i8x16_sub(u8x16_shr(q, 4), eight);
-            let s = dot16(hi, &xb[16..], dot16(lo, &xb[..16], f32x4_splat(0.0)));
-            acc = f32x4_add(acc, f32x4_mul(f32x4_splat(super::block_scale(b)), s));
-        }
-        total(acc)
     }
 }
 
@@ -324,54 +238,6 @@ mod avx2 {
             i += 1;
         }
         t as f32
-    }
-
-    /// A block's 32 codes (4 vectors of 8 i8 in their low bytes, in weight order) times the
-    /// scale `d`, dotted with `x`'s 32 values at `px` into 4 independent accumulators (one
-    /// running sum per block was bound by the FMA latency).
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_dot(codes: [__m128i; 4], px: *const f32, d: f32, acc: &mut [__m256; 4]) {
-        let dv = _mm256_set1_ps(d);
-        for (j, c) in codes.into_iter().enumerate() {
-            let w = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c)), dv);
-            acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(px.add(8 * j)), w, acc[j]);
-        }
-    }
-
-    /// SAFETY: the caller checked AVX2+FMA; `x` holds 32·`blocks` values and `w` `blocks`
-    /// q8_0 blocks.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q8_0(x: &[f32], w: &[u8], blocks: usize) -> f32 {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        for b in 0..blocks {
-            let blk = w.as_ptr().add(34 * b);
-            let d = super::block_scale(std::slice::from_raw_parts(blk, 2));
-            let q = blk.add(2);
-            let codes = [0, 8, 16, 24].map(|o| _mm_loadl_epi64(q.add(o) as *const __m128i));
-            block_dot(codes, x.as_ptr().add(32 * b), d, &mut acc);
-        }
-        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        total(sum) as f32
-    }
-
-    /// SAFETY: the caller checked AVX2+FMA; `x` holds 32·`blocks` values and `w` `blocks`
-    /// q4_0 blocks.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_q4_0(x: &[f32], w: &[u8], blocks: usize) -> f32 {
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let (low, eight) = (_mm_set1_epi8(15), _mm_set1_epi8(8));
-        for b in 0..blocks {
-            let blk = w.as_ptr().add(18 * b);
-            let d = super::block_scale(std::slice::from_raw_parts(blk, 2));
-            let q = _mm_loadu_si128(blk.add(2) as *const __m128i);
-            // Low nibbles are weights 0..16, high nibbles 16..32; codes are offset by 8.
-            let lo = _mm_sub_epi8(_mm_and_si128(q, low), eight);
-            let hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
-            let codes = [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)];
-            block_dot(codes, x.as_ptr().add(32 * b), d, &mut acc);
-        }
-        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        total(sum) as f32
     }
 
     /// SAFETY: the caller checked AVX2+FMA and that every operand holds what `p_n`, `n_n`
