@@ -47,9 +47,14 @@ impl FixedRow {
         let scale = 2f64.powi(e);
         let n = x.len().div_ceil(32) * 32;
         let (mut hi, mut lo) = (vec![0i16; n], vec![0i16; n]);
+        // 1.5·2^52: adding it rounds an f64 below 2^51 to an integer (ties to even) without a
+        // libm call, so this loop vectorises (`round` per value was 3% of a q4_0 decode step).
+        const ROUND: f64 = 6_755_399_441_055_744.0;
         for ((h, l), &v) in hi.iter_mut().zip(&mut lo).zip(x) {
-            let fixed = (v as f64 * scale).round() as i64;
-            let top = (fixed as f64 / (1 << LIMB) as f64).round() as i64;
+            // |v·2^e| < 2^29 and exact (a power-of-two scale), so `fixed` fits an i32.
+            let fixed = ((v as f64 * scale + ROUND) - ROUND) as i32;
+            // The nearest multiple of 2^15 (ties up) and the remainder, both within ±2^14.
+            let top = (fixed + (1 << (LIMB - 1))) >> LIMB;
             *h = top as i16;
             *l = (fixed - (top << LIMB)) as i16;
         }

@@ -8,7 +8,8 @@
 
 use rayon::prelude::*;
 
-use super::ops::{dot, inv_rms, matmul, rope_in_place, silu, softplus};
+use super::elementwise::{conv_silu, skip_gate_norm};
+use super::ops::{dot, matmul, rope_in_place, softplus};
 use super::weights::LayerMatrices;
 use crate::config::ModelConfig;
 use crate::model::LayerWeights;
@@ -65,7 +66,7 @@ pub(crate) fn mixer(
     p0: usize,
     u: &[f32],
 ) -> Vec<f32> {
-    let (h_n, p_n, n_n, g_n) = (cfg.num_heads, cfg.head_dim, cfg.state_size, cfg.n_groups);
+    let (h_n, n_n, g_n) = (cfg.num_heads, cfg.state_size, cfg.n_groups);
     let (di, dc) = (cfg.d_inner(), cfg.d_conv());
     let t_n = u.len() / cfg.hidden_size;
     let width = cfg.d_in_proj();
@@ -84,20 +85,9 @@ pub(crate) fn mixer(
         .map(|i| w.conv_weight.data[(i % dc) * k_n + i / dc])
         .collect();
     let mut xbc = vec![0f32; t_n * dc];
+    let bias = w.conv_bias.as_ref().map(|b| &b.data[..]);
     xbc.par_chunks_mut(dc).enumerate().for_each(|(t, out)| {
-        match &w.conv_bias {
-            Some(b) => out.copy_from_slice(&b.data[..dc]),
-            None => out.fill(0.0),
-        }
-        for (k, tap) in taps.chunks_exact(dc).enumerate() {
-            let row = &history[(t + k) * dc..(t + k + 1) * dc];
-            for ((o, &wk), &v) in out.iter_mut().zip(tap).zip(row) {
-                *o += wk * v;
-            }
-        }
-        for v in out.iter_mut() {
-            *v = silu(*v);
-        }
+        conv_silu(out, bias, &taps, &history[t * dc..(t + k_n) * dc]);
     });
     state.conv_state = history[t_n * dc..].to_vec();
     let x_of = |t: usize| &xbc[t * dc..t * dc + di];
@@ -158,22 +148,16 @@ pub(crate) fn mixer(
     // Per token and independent: rows in parallel (sequential, this was a fifth of prefill).
     let group = di / g_n;
     y.par_chunks_mut(di).enumerate().for_each(|(t, row)| {
-        let x = x_of(t);
-        for i in 0..di {
-            row[i] += w.d.data[i / p_n] * x[i];
-        }
-        if !transpoint.is_attention(p0 + t) || cfg.attention_gate {
-            let z = &zxbcdt[t * width..t * width + di];
-            for i in 0..di {
-                row[i] *= silu(z[i]);
-            }
-        }
-        for (gi, chunk) in row.chunks_exact_mut(group).enumerate() {
-            let inv = inv_rms(chunk, cfg.layer_norm_epsilon);
-            for (j, v) in chunk.iter_mut().enumerate() {
-                *v *= inv * w.gated_norm.data[gi * group + j];
-            }
-        }
+        let gated = !transpoint.is_attention(p0 + t) || cfg.attention_gate;
+        skip_gate_norm(
+            row,
+            x_of(t),
+            &w.d.data,
+            gated.then(|| &zxbcdt[t * width..t * width + di]),
+            &w.gated_norm.data,
+            group,
+            cfg.layer_norm_epsilon,
+        );
     });
 
     // 7. out_proj.

@@ -7,6 +7,7 @@
 //! row dots, the SSM scan with AVX2/FMA where the CPU has them, rayon across heads and output
 //! blocks; f32 storage, f64 where long sums accumulate.
 
+pub mod elementwise;
 pub mod fixed_dot;
 pub mod mixer;
 pub mod ops;
