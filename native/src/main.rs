@@ -84,16 +84,8 @@ enum Command {
         /// Ctrl-C stops a long run.
         #[arg(long, default_value_t = 64)]
         max_tokens: usize,
-        /// 0 = greedy.
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
-        /// 0 = off.
-        #[arg(long, default_value_t = 0)]
-        top_k: usize,
-        #[arg(long, default_value_t = 1.0)]
-        top_p: f32,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        sampling: Sampling,
         #[arg(long, default_value = "config", help = SPEC_HELP)]
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
@@ -122,16 +114,8 @@ enum Command {
         /// Tokens per answer.
         #[arg(long, default_value_t = 64)]
         max_tokens: usize,
-        /// 0 = greedy.
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
-        /// 0 = off.
-        #[arg(long, default_value_t = 0)]
-        top_k: usize,
-        #[arg(long, default_value_t = 1.0)]
-        top_p: f32,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        sampling: Sampling,
         #[arg(long, default_value = "config", help = SPEC_HELP)]
         transpoints: String,
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
@@ -262,7 +246,49 @@ enum Command {
     },
 }
 
+/// How the next token is drawn (generate and chat).
+#[derive(clap::Args)]
+struct Sampling {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl From<Sampling> for SamplingOptions {
+    fn from(s: Sampling) -> Self {
+        SamplingOptions {
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            seed: s.seed,
+        }
+    }
+}
+
+/// Mesa's Vulkan packages install an implicit layer, VK_LAYER_MESA_device_select, that connects
+/// to Wayland while listing devices; without XDG_RUNTIME_DIR (containers, CI) libwayland then
+/// prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment." on every adapter
+/// probe, which reads like a failure of ours. The layer only orders GPUs for a display, which
+/// this compute-only process does not use, so it is switched off there by its own variable
+/// (unless the user set that variable).
+fn quiet_mesa_device_select() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os("NODEVICE_SELECT").is_none()
+    {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 fn main() -> ExitCode {
+    // Before any thread exists (set_var races with other threads' getenv).
+    quiet_mesa_device_select();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -336,10 +362,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             prompt,
             tokens,
             max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
+            sampling,
             transpoints,
             backend,
             weights,
@@ -365,12 +388,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             let args = generate::GenerateArgs {
                 prompt_tokens,
                 max_tokens,
-                sampling: SamplingOptions {
-                    temperature,
-                    top_k,
-                    top_p,
-                    seed,
-                },
+                sampling: sampling.into(),
                 json,
                 state,
                 save_state,
@@ -380,10 +398,7 @@ fn run(cli: Cli) -> AnyResult<()> {
         Command::Chat {
             model,
             max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            seed,
+            sampling,
             transpoints,
             backend,
             weights,
@@ -396,12 +411,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             let engine = backend::load_engine(m, backend, opts, false, kernels)?;
             let gen = transmamba::session::GenerateOptions {
                 max_tokens,
-                sampling: SamplingOptions {
-                    temperature,
-                    top_k,
-                    top_p,
-                    seed,
-                },
+                sampling: sampling.into(),
                 stop_tokens: Vec::new(),
             };
             chat::chat(&engine, &codec, schedule, state.as_deref(), gen)

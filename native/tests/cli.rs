@@ -261,6 +261,25 @@ fn auto_picks_the_cpu_engine_on_a_software_adapter_and_says_why() {
     );
 }
 
+/// Without XDG_RUNTIME_DIR (containers, CI), probing adapters used to print libwayland's
+/// "error: XDG_RUNTIME_DIR is invalid …" through Mesa's device-select layer: a user's first run
+/// must not show an "error" line that is not ours. Both engines, stderr empty of it.
+#[test]
+fn no_wayland_noise_without_xdg_runtime_dir() {
+    for backend in ["auto", "gpu"] {
+        let r = Command::new(env!("CARGO_BIN_EXE_tm-run"))
+            .args(["generate", "--prompt", "Once", "--max-tokens", "2"])
+            .args(["--backend", backend])
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("NODEVICE_SELECT")
+            .output()
+            .expect("tm-run runs");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(r.status.success(), "{backend}: {err}");
+        assert!(!err.contains("XDG_RUNTIME_DIR"), "{backend}: {err}");
+    }
+}
+
 #[test]
 fn bench_prints_its_figures() {
     let r = tm_run(&[
