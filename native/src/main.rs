@@ -273,15 +273,15 @@ impl From<Sampling> for SamplingOptions {
 }
 
 /// Mesa's Vulkan packages install an implicit layer, VK_LAYER_MESA_device_select, that connects
-/// to Wayland while listing devices; without XDG_RUNTIME_DIR (containers, CI) libwayland then
-/// prints "error: XDG_RUNTIME_DIR is invalid or not set in the environment." on every adapter
-/// probe, which reads like a failure of ours. The layer only orders GPUs for a display, which
-/// this compute-only process does not use, so it is switched off there by its own variable
-/// (unless the user set that variable).
+/// to Wayland while listing devices; when XDG_RUNTIME_DIR is unset or not an absolute path (what
+/// libwayland checks; containers, CI) libwayland then prints "error: XDG_RUNTIME_DIR is invalid
+/// or not set in the environment." on every adapter probe, which reads like a failure of ours.
+/// The layer only orders GPUs for a display, which this compute-only process does not use, so
+/// it is switched off there by its own variable (unless the user set that variable).
 fn quiet_mesa_device_select() {
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none()
-        && std::env::var_os("NODEVICE_SELECT").is_none()
-    {
+    let runtime_dir_valid =
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| Path::new(&d).is_absolute());
+    if !runtime_dir_valid && std::env::var_os("NODEVICE_SELECT").is_none() {
         std::env::set_var("NODEVICE_SELECT", "1");
     }
 }

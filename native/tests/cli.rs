@@ -266,17 +266,25 @@ fn auto_picks_the_cpu_engine_on_a_software_adapter_and_says_why() {
 /// must not show an "error" line that is not ours. Both engines, stderr empty of it.
 #[test]
 fn no_wayland_noise_without_xdg_runtime_dir() {
-    for backend in ["auto", "gpu"] {
-        let r = Command::new(env!("CARGO_BIN_EXE_tm-run"))
-            .args(["generate", "--prompt", "Once", "--max-tokens", "2"])
-            .args(["--backend", backend])
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("NODEVICE_SELECT")
-            .output()
-            .expect("tm-run runs");
-        let err = String::from_utf8_lossy(&r.stderr);
-        assert!(r.status.success(), "{backend}: {err}");
-        assert!(!err.contains("XDG_RUNTIME_DIR"), "{backend}: {err}");
+    // Unset, and set to what libwayland also rejects (empty: not an absolute path).
+    for runtime_dir in [None, Some("")] {
+        for backend in ["auto", "gpu"] {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_tm-run"));
+            cmd.args(["generate", "--prompt", "Once", "--max-tokens", "2"])
+                .args(["--backend", backend])
+                .env_remove("NODEVICE_SELECT");
+            match runtime_dir {
+                Some(d) => cmd.env("XDG_RUNTIME_DIR", d),
+                None => cmd.env_remove("XDG_RUNTIME_DIR"),
+            };
+            let r = cmd.output().expect("tm-run runs");
+            let err = String::from_utf8_lossy(&r.stderr);
+            assert!(r.status.success(), "{runtime_dir:?} {backend}: {err}");
+            assert!(
+                !err.contains("XDG_RUNTIME_DIR"),
+                "{runtime_dir:?} {backend}: {err}"
+            );
+        }
     }
 }
 
