@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::config::limits::MAX_TENSOR_ELEMENTS;
 use crate::error::{Error, Result};
-use crate::model::{Model, Tensor, TensorSource};
+use crate::model::{widen, Model, Tensor, TensorSource};
 use crate::quant::{QuantFormat, QuantMatrix, BLOCK};
 use crate::ModelConfig;
 
@@ -543,23 +543,18 @@ impl TensorSource for GgufFile<'_> {
                     q,
                     rows,
                     cols,
-                    bytes.to_vec(),
+                    {
+                        let mut v = crate::huge_pages::vec_with_capacity(bytes.len());
+                        v.extend_from_slice(bytes);
+                        v
+                    },
                 )?)
             }
             None => {
-                let data: Vec<f32> = match info.ggml_type {
-                    0 => bytes
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect(),
-                    1 => bytes
-                        .chunks_exact(2)
-                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                        .collect(),
-                    _ => bytes
-                        .chunks_exact(2)
-                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                        .collect(),
+                let data = match info.ggml_type {
+                    0 => widen::<4>(bytes, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    1 => widen::<2>(bytes, |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+                    _ => widen::<2>(bytes, |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
                 };
                 if let Some(index) = data.iter().position(|x| !x.is_finite()) {
                     return Err(Error::NonFiniteWeight {

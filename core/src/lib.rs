@@ -12,6 +12,7 @@ pub mod engine_choice;
 pub mod error;
 pub mod gguf;
 pub mod gpu;
+mod huge_pages;
 pub mod memory;
 pub mod model;
 pub mod npy;

@@ -628,18 +628,9 @@ impl TensorSource for SafetensorsSource<'_, '_> {
             _ => {}
         }
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+            Dtype::F32 => widen::<4>(bytes, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            Dtype::F16 => widen::<2>(bytes, |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            Dtype::BF16 => widen::<2>(bytes, |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
             other => {
                 return Err(Error::UnsupportedDtype {
                     file: file.to_string(),
@@ -662,6 +653,14 @@ impl TensorSource for SafetensorsSource<'_, '_> {
             format!("{:?}", view.dtype()),
         ))
     }
+}
+
+/// A tensor's little-endian values of W bytes each (`f` reads one) as f32, in memory asked to
+/// be huge pages ([`crate::huge_pages`]); `bytes` is already checked to lie inside its file.
+pub(crate) fn widen<const W: usize>(bytes: &[u8], f: impl Fn(&[u8]) -> f32) -> Vec<f32> {
+    let mut data = crate::huge_pages::vec_with_capacity(bytes.len() / W);
+    data.extend(bytes.chunks_exact(W).map(f));
+    data
 }
 
 fn st_error(file: &str, e: SafeTensorError) -> Error {

@@ -101,7 +101,7 @@ impl QuantMatrix {
                 data[i]
             )));
         }
-        let mut bytes = Vec::with_capacity(rows * format.row_bytes(cols));
+        let mut bytes = crate::huge_pages::vec_with_capacity(rows * format.row_bytes(cols));
         // `chunks_exact` hands the quantizers whole blocks of BLOCK values.
         for block in data.chunks_exact(BLOCK) {
             match format {

@@ -69,7 +69,11 @@ impl Copy {
             });
         }
         Ok(Copy::F16 {
-            data: values.iter().map(|&v| f16::from_f32(v)).collect(),
+            data: {
+                let mut data = crate::huge_pages::vec_with_capacity(values.len());
+                data.extend(values.iter().map(|&v| f16::from_f32(v)));
+                data
+            },
             rows: t.shape[0],
             cols: t.shape[1],
         })
@@ -165,6 +169,26 @@ impl WeightCopies {
 
     pub fn format(&self) -> WeightFormat {
         self.format
+    }
+
+    /// Each copy's storage as (address, bytes), for [`super::huge_pages`].
+    pub(crate) fn for_each_buffer(&self, f: &mut dyn FnMut(*const u8, usize)) {
+        let mut one = |c: &Copy| match c {
+            Copy::F16 { data, .. } => f(data.as_ptr().cast(), std::mem::size_of_val(&data[..])),
+            Copy::Quant(q) => f(q.bytes.as_ptr(), q.bytes.len()),
+        };
+        for l in &self.layers {
+            one(&l.in_proj);
+            one(&l.out_proj);
+            if let Some((a, b)) = &l.mlp {
+                one(a);
+                one(b);
+            }
+        }
+        one(&self.output);
+        if let Some(e) = &self.embedding {
+            one(e);
+        }
     }
 
     /// Whether these copies fit `model` (same layers, same shapes).

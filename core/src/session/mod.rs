@@ -53,6 +53,7 @@ impl Engine {
             WeightFormat::F32 => None,
             other => Some(WeightCopies::new(&model, other)?),
         };
+        crate::huge_pages::back_weights(&model, copies.as_ref());
         #[allow(clippy::arc_with_non_send_sync)]
         Ok(Self(Arc::new(EngineInner {
             imp: Imp::Cpu(model, copies),
