@@ -45,6 +45,15 @@ impl Tensor {
         }
     }
 
+    /// As [`Tensor::from_blocks`], sharing `q` with whoever else holds it.
+    pub fn from_shared_blocks(q: Arc<QuantMatrix>) -> Self {
+        Self {
+            shape: vec![q.rows, q.cols],
+            data: Vec::new(),
+            blocks: Some(q),
+        }
+    }
+
     /// The blocks when this matrix is held as blocks only.
     pub fn blocks_only(&self) -> Option<&QuantMatrix> {
         self.blocks.as_deref().filter(|_| self.data.is_empty())

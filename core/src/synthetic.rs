@@ -71,7 +71,17 @@ pub fn random_model(spec: &RandomSpec, seed: u64) -> Model {
         attention_scale: 1.0 / (spec.state as f32).sqrt(),
         attention_gate: spec.attention_gate,
         rope_theta: spec.rope_theta,
-        transpoints: spec.transpoints.clone(),
+        // One per layer, as a parsed config has: the spec's list, cycled (or At(0)).
+        transpoints: match spec.transpoints.len() {
+            0 => vec![TransPoint::At(0); spec.layers],
+            _ => spec
+                .transpoints
+                .iter()
+                .copied()
+                .cycle()
+                .take(spec.layers)
+                .collect(),
+        },
         chunk_size: 8,
     };
     let c = &config;

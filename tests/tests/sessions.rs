@@ -2,12 +2,13 @@
 //! the CPU engine and the GPU engine (lavapipe in CI), across engines, with the save point
 //! before, at and after TransPoints; and state files that do not fit, refused by name.
 
+use transmamba::cpu::{CpuSession, WeightCopies};
 use transmamba::engine::EngineOptions;
 use transmamba::engine_choice::{choose, EnginePreference};
 use transmamba::gpu::WeightFormat;
 use transmamba::sampling::SamplingOptions;
 use transmamba::schedule::TransPoint::{At, Never};
-use transmamba::session::{Engine, GenerateOptions, Generator, Session};
+use transmamba::session::{fingerprint, Engine, GenerateOptions, Generator, Session};
 use transmamba::synthetic::{random_model, RandomSpec};
 use transmamba::text::TextCodec;
 use transmamba::{Error, Logits, Model, Schedule};
@@ -160,6 +161,44 @@ fn states_move_between_engines() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// A quantized CPU engine made from an f32 model keeps the quantized blocks only (its f32
+/// matrices become the copies' shared blocks): its logits are those of the same copies beside
+/// the untouched model, and its fingerprint is the loaded model's, so states move between it and
+/// the f32 engine; over every model variant (tied or not, MLP or not).
+#[test]
+fn quantized_cpu_engines_keep_the_models_fingerprint_and_logits() {
+    let tokens: Vec<u32> = (0..9).map(|i| (i * 5 + 1) % 64).collect();
+    for (name, spec) in quantizable_variants() {
+        let model = random_model(&spec, 43);
+        let sched = schedule(&model);
+        let f32_engine = cpu(&model);
+        for format in [WeightFormat::Q8_0, WeightFormat::Q4_0] {
+            let choice = choose(EnginePreference::Cpu, Err("test"));
+            let engine = Engine::cpu(model.clone(), format, choice).unwrap();
+            assert_eq!(
+                engine.fingerprint(),
+                fingerprint(&model),
+                "{name} {format:?}"
+            );
+            let copies = WeightCopies::new(&model, format).unwrap();
+            let want = CpuSession::with_weights(&model, &copies, sched.clone())
+                .unwrap()
+                .forward(&tokens, Logits::All)
+                .unwrap();
+            let mut s = engine.session(sched.clone()).unwrap();
+            let got = s.forward_blocking(&tokens, Logits::All).unwrap();
+            assert_eq!(got, want, "{name} {format:?}: logits");
+            let bytes = s.save_blocking().unwrap();
+            f32_engine.restore(&bytes, "state").unwrap();
+            let mut f = f32_engine.session(sched.clone()).unwrap();
+            f.forward_blocking(&tokens[..3], Logits::Last).unwrap();
+            engine
+                .restore(&f.save_blocking().unwrap(), "state")
+                .unwrap();
         }
     }
 }

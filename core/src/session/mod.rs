@@ -46,19 +46,27 @@ enum Imp {
 
 impl Engine {
     /// `model` on the CPU engine, its large matrices stored as `weights`.
-    pub fn cpu(model: Model, weights: WeightFormat, choice: EngineChoice) -> Result<Self> {
+    pub fn cpu(mut model: Model, weights: WeightFormat, choice: EngineChoice) -> Result<Self> {
         let (matrix_weights, weight_bytes) =
             (model.matrix_parameter_count(), model.stored_bytes(weights));
         let copies = match weights {
             WeightFormat::F32 => None,
             other => Some(WeightCopies::new(&model, other)?),
         };
+        let hash = std::sync::OnceLock::new();
+        if let Some(c) = &copies {
+            // The fingerprint names the model as loaded: hashed before its matrices become
+            // the quantized copies' blocks.
+            c.share_blocks_with(&mut model, |m| {
+                let _ = hash.set(fingerprint(m));
+            });
+        }
         crate::huge_pages::back_weights(&model, copies.as_ref());
         #[allow(clippy::arc_with_non_send_sync)]
         Ok(Self(Arc::new(EngineInner {
             imp: Imp::Cpu(model, copies),
             choice,
-            fingerprint: std::sync::OnceLock::new(),
+            fingerprint: hash,
             matrix_weights,
             weight_bytes,
         })))
