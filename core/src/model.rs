@@ -15,15 +15,19 @@ use crate::quant::{QuantFormat, QuantMatrix};
 
 /// A dense f32 tensor, row-major — or a matrix a file stored as q8_0 / q4_0 blocks, kept as
 /// those blocks only (`data` empty): its f32 values would take 7x (q4_0) the memory, and the
-/// engines read the blocks ([`Tensor::values`] dequantizes for code that needs f32).
+/// engines read the blocks ([`Tensor::values`] dequantizes for code that needs f32) — or a
+/// matrix held as f16 values only (`data` empty), shared with the CPU engine's f16 copy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
     pub shape: Vec<usize>,
-    /// The values, row-major; empty for a matrix held as `blocks` only.
+    /// The values, row-major; empty for a matrix held as `blocks` or `half` only.
     pub data: Vec<f32>,
     /// The q8_0 / q4_0 blocks a file stored: an engine storing this matrix in that format uses
     /// them as they are (lossless), and the CPU engine's f32 path reads them dequantized.
     pub blocks: Option<Arc<QuantMatrix>>,
+    /// The values as f16, when the CPU engine's f16 copy stands in for `data`
+    /// ([`crate::cpu::WeightCopies`]).
+    pub half: Option<Arc<Vec<half::f16>>>,
 }
 
 impl Tensor {
@@ -33,6 +37,17 @@ impl Tensor {
             shape,
             data,
             blocks: None,
+            half: None,
+        }
+    }
+
+    /// A matrix of `shape` held as the f16 values `half` only, shared with their other holder.
+    pub fn from_shared_half(shape: Vec<usize>, half: Arc<Vec<half::f16>>) -> Self {
+        Self {
+            shape,
+            data: Vec::new(),
+            blocks: None,
+            half: Some(half),
         }
     }
 
@@ -42,6 +57,7 @@ impl Tensor {
             shape: vec![q.rows, q.cols],
             data: Vec::new(),
             blocks: Some(Arc::new(q)),
+            half: None,
         }
     }
 
@@ -51,6 +67,7 @@ impl Tensor {
             shape: vec![q.rows, q.cols],
             data: Vec::new(),
             blocks: Some(q),
+            half: None,
         }
     }
 
@@ -59,10 +76,22 @@ impl Tensor {
         self.blocks.as_deref().filter(|_| self.data.is_empty())
     }
 
-    /// The values: `data`, or a blocks-only matrix dequantized (a copy, made on each call).
+    /// The f16 values when this matrix is held as those only.
+    pub fn half_only(&self) -> Option<&[half::f16]> {
+        self.half
+            .as_deref()
+            .map(Vec::as_slice)
+            .filter(|_| self.data.is_empty())
+    }
+
+    /// The values: `data`, or a blocks-only matrix dequantized, or an f16-only one widened (a
+    /// copy, made on each call).
     pub fn values(&self) -> Cow<'_, [f32]> {
-        match self.blocks_only() {
-            Some(q) => Cow::Owned(q.dequantize()),
+        if let Some(q) = self.blocks_only() {
+            return Cow::Owned(q.dequantize());
+        }
+        match self.half_only() {
+            Some(h) => Cow::Owned(h.iter().map(|v| v.to_f32()).collect()),
             None => Cow::Borrowed(&self.data),
         }
     }
@@ -80,9 +109,10 @@ impl Tensor {
         QuantMatrix::quantize(name, format, &self.values(), rows, cols).map(Arc::new)
     }
     pub fn len(&self) -> usize {
-        match self.blocks_only() {
-            Some(q) => q.rows * q.cols,
-            None => self.data.len(),
+        match (self.blocks_only(), self.half_only()) {
+            (Some(q), _) => q.rows * q.cols,
+            (None, Some(h)) => h.len(),
+            (None, None) => self.data.len(),
         }
     }
     pub fn is_empty(&self) -> bool {

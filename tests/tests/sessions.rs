@@ -165,18 +165,18 @@ fn states_move_between_engines() {
     }
 }
 
-/// A quantized CPU engine made from an f32 model keeps the quantized blocks only (its f32
-/// matrices become the copies' shared blocks): its logits are those of the same copies beside
-/// the untouched model, and its fingerprint is the loaded model's, so states move between it and
+/// An f16 / q8_0 / q4_0 CPU engine made from an f32 model keeps its copies only (its f32
+/// matrices become the copies, shared): its logits are those of the same copies beside the
+/// untouched model, and its fingerprint is the loaded model's, so states move between it and
 /// the f32 engine; over every model variant (tied or not, MLP or not).
 #[test]
-fn quantized_cpu_engines_keep_the_models_fingerprint_and_logits() {
+fn cpu_engines_on_copies_keep_the_models_fingerprint_and_logits() {
     let tokens: Vec<u32> = (0..9).map(|i| (i * 5 + 1) % 64).collect();
     for (name, spec) in quantizable_variants() {
         let model = random_model(&spec, 43);
         let sched = schedule(&model);
         let f32_engine = cpu(&model);
-        for format in [WeightFormat::Q8_0, WeightFormat::Q4_0] {
+        for format in [WeightFormat::F16, WeightFormat::Q8_0, WeightFormat::Q4_0] {
             let choice = choose(EnginePreference::Cpu, Err("test"));
             let engine = Engine::cpu(model.clone(), format, choice).unwrap();
             assert_eq!(

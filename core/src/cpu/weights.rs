@@ -48,7 +48,7 @@ impl Matrix<'_> {
 /// One matrix's copy.
 enum Copy {
     F16 {
-        data: Vec<f16>,
+        data: Arc<Vec<f16>>,
         rows: usize,
         cols: usize,
     },
@@ -59,6 +59,16 @@ impl Copy {
     fn new(name: &str, t: &Tensor, format: WeightFormat) -> Result<Self> {
         if let Some(q) = format.quant() {
             return Ok(Copy::Quant(t.quantized(name, q)?));
+        }
+        if let (Some(h), &[rows, cols]) = (&t.half, &t.shape[..]) {
+            if t.data.is_empty() {
+                // Held as f16 already (shared with an engine's copy): share it again.
+                return Ok(Copy::F16 {
+                    data: h.clone(),
+                    rows,
+                    cols,
+                });
+            }
         }
         let values = t.values();
         if let Some(index) = crate::model::first_beyond_f16(&values) {
@@ -72,7 +82,7 @@ impl Copy {
             data: {
                 let mut data = crate::huge_pages::vec_with_capacity(values.len());
                 data.extend(values.iter().map(|&v| f16::from_f32(v)));
-                data
+                Arc::new(data)
             },
             rows: t.shape[0],
             cols: t.shape[1],
@@ -171,26 +181,29 @@ impl WeightCopies {
         self.format
     }
 
-    /// Gives `model` its large matrices back as these copies' q8_0 / q4_0 blocks (shared, not
-    /// copied), freeing the f32 originals a quantized engine never reads: a q4_0 engine of an
-    /// f32 mamba2-130m then holds 72 MB of matrices, not 587 MB. `before` sees the model once,
-    /// before the first matrix is swapped (nothing is swapped, and it is not called, when the
-    /// matrices are the file's own blocks already or the copies are f16).
-    pub(crate) fn share_blocks_with(&self, model: &mut Model, before: impl FnOnce(&Model)) {
-        let swaps = |c: &Copy, t: &Tensor| matches!(c, Copy::Quant(_)) && !t.data.is_empty();
-        let any = self.layers.iter().zip(&model.layers).any(|(l, w)| {
-            swaps(&l.in_proj, &w.in_proj)
-                || swaps(&l.out_proj, &w.out_proj)
-                || matches!((&l.mlp, &w.mlp), (Some((a, b)), Some(m)) if swaps(a, &m.fc1) || swaps(b, &m.fc2))
-        }) || swaps(self.embedding.as_ref().unwrap_or(&self.output), &model.embedding)
-            || model.lm_head.as_ref().is_some_and(|h| swaps(&self.output, h));
+    /// Gives `model` these copies in place of its f32 matrices (shared, not copied), freeing
+    /// the originals the engine never reads again: an engine of an f32 mamba2-130m then holds
+    /// 72 MB of matrices in q4_0, not 587 MB, and an f16-stored model's matrices once, in f16.
+    /// `before` sees the model once, before the first matrix is swapped (it is not called when
+    /// nothing is: the matrices are the file's own blocks already).
+    pub(crate) fn share_with(&self, model: &mut Model, before: impl FnOnce(&Model)) {
+        let swaps = |t: &Tensor| !t.data.is_empty();
+        let any = model.layers.iter().any(|w| {
+            swaps(&w.in_proj)
+                || swaps(&w.out_proj)
+                || w.mlp
+                    .as_ref()
+                    .is_some_and(|m| swaps(&m.fc1) || swaps(&m.fc2))
+        }) || swaps(&model.embedding)
+            || model.lm_head.as_ref().is_some_and(swaps);
         if !any {
             return;
         }
         before(model);
         let give = |c: &Copy, t: &mut Tensor| {
-            if let Copy::Quant(q) = c {
-                *t = Tensor::from_shared_blocks(q.clone());
+            *t = match c {
+                Copy::Quant(q) => Tensor::from_shared_blocks(q.clone()),
+                Copy::F16 { data, .. } => Tensor::from_shared_half(t.shape.clone(), data.clone()),
             }
         };
         for (l, w) in self.layers.iter().zip(&mut model.layers) {

@@ -56,8 +56,8 @@ impl Engine {
         let hash = std::sync::OnceLock::new();
         if let Some(c) = &copies {
             // The fingerprint names the model as loaded: hashed before its matrices become
-            // the quantized copies' blocks.
-            c.share_blocks_with(&mut model, |m| {
+            // the copies.
+            c.share_with(&mut model, |m| {
                 let _ = hash.set(fingerprint(m));
             });
         }
