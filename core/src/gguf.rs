@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::config::limits::MAX_TENSOR_ELEMENTS;
 use crate::error::{Error, Result};
-use crate::model::{widen, Model, Tensor, TensorSource};
+use crate::model::{values_from_le, Model, StoredFloat, Tensor, TensorSource};
 use crate::quant::{QuantFormat, QuantMatrix, BLOCK};
 use crate::ModelConfig;
 
@@ -552,9 +552,9 @@ impl TensorSource for GgufFile<'_> {
             }
             None => {
                 let data = match info.ggml_type {
-                    0 => widen::<4>(bytes, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                    1 => widen::<2>(bytes, |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
-                    _ => widen::<2>(bytes, |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+                    0 => values_from_le(bytes, StoredFloat::F32),
+                    1 => values_from_le(bytes, StoredFloat::F16),
+                    _ => values_from_le(bytes, StoredFloat::BF16),
                 };
                 if let Some(index) = data.iter().position(|x| !x.is_finite()) {
                     return Err(Error::NonFiniteWeight {

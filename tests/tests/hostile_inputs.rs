@@ -44,6 +44,7 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
         (f32::NAN, StoreAs::F32),
         (f32::INFINITY, StoreAs::F32),
         (f32::NEG_INFINITY, StoreAs::F16),
+        (f32::NAN, StoreAs::F16),
         (f32::NAN, StoreAs::Bf16),
         // finite in f32, but beyond f16's range: the file stores +Inf.
         (1e6, StoreAs::F16),

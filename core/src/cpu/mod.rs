@@ -75,6 +75,7 @@ use crate::model::Model;
 use crate::schedule::Schedule;
 use crate::Logits;
 use mixer::LayerState;
+pub(crate) use simd::widen_f16;
 pub use weights::WeightCopies;
 
 /// What a sequence remembers on the CPU engine, owned (no borrow of the model): the schedule,
