@@ -6,6 +6,8 @@ use transmamba::cpu::{CpuSession, WeightCopies};
 use transmamba::engine::EngineOptions;
 use transmamba::engine_choice::{choose, EnginePreference};
 use transmamba::gpu::WeightFormat;
+use transmamba::model::Tensor;
+use transmamba::quant::QuantFormat;
 use transmamba::sampling::SamplingOptions;
 use transmamba::schedule::TransPoint::{At, Never};
 use transmamba::session::{fingerprint, Engine, GenerateOptions, Generator, Session};
@@ -168,39 +170,64 @@ fn states_move_between_engines() {
 /// An f16 / q8_0 / q4_0 CPU engine made from an f32 model keeps its copies only (its f32
 /// matrices become the copies, shared): its logits are those of the same copies beside the
 /// untouched model, and its fingerprint is the loaded model's, so states move between it and
-/// the f32 engine; over every model variant (tied or not, MLP or not).
+/// the f32 engine; over every model variant (tied or not, MLP or not), from f32 matrices and
+/// from q8_0 blocks (a quantized file: kept as they are for q8_0, replaced for the others).
 #[test]
 fn cpu_engines_on_copies_keep_the_models_fingerprint_and_logits() {
     let tokens: Vec<u32> = (0..9).map(|i| (i * 5 + 1) % 64).collect();
-    for (name, spec) in quantizable_variants() {
-        let model = random_model(&spec, 43);
-        let sched = schedule(&model);
-        let f32_engine = cpu(&model);
-        for format in [WeightFormat::F16, WeightFormat::Q8_0, WeightFormat::Q4_0] {
-            let choice = choose(EnginePreference::Cpu, Err("test"));
-            let engine = Engine::cpu(model.clone(), format, choice).unwrap();
-            assert_eq!(
-                engine.fingerprint(),
-                fingerprint(&model),
-                "{name} {format:?}"
-            );
-            let copies = WeightCopies::new(&model, format).unwrap();
-            let want = CpuSession::with_weights(&model, &copies, sched.clone())
-                .unwrap()
-                .forward(&tokens, Logits::All)
-                .unwrap();
-            let mut s = engine.session(sched.clone()).unwrap();
-            let got = s.forward_blocking(&tokens, Logits::All).unwrap();
-            assert_eq!(got, want, "{name} {format:?}: logits");
-            let bytes = s.save_blocking().unwrap();
-            f32_engine.restore(&bytes, "state").unwrap();
-            let mut f = f32_engine.session(sched.clone()).unwrap();
-            f.forward_blocking(&tokens[..3], Logits::Last).unwrap();
-            engine
-                .restore(&f.save_blocking().unwrap(), "state")
-                .unwrap();
+    for (variant, spec) in quantizable_variants() {
+        let f32_model = random_model(&spec, 43);
+        let q8_model = blocks_only(&f32_model, QuantFormat::Q8_0);
+        for (source, model) in [("f32", f32_model), ("q8_0 blocks", q8_model)] {
+            let name = format!("{variant} from {source}");
+            let sched = schedule(&model);
+            let f32_engine = cpu(&model);
+            for format in [WeightFormat::F16, WeightFormat::Q8_0, WeightFormat::Q4_0] {
+                let choice = choose(EnginePreference::Cpu, Err("test"));
+                let engine = Engine::cpu(model.clone(), format, choice).unwrap();
+                assert_eq!(
+                    engine.fingerprint(),
+                    fingerprint(&model),
+                    "{name} {format:?}"
+                );
+                let copies = WeightCopies::new(&model, format).unwrap();
+                let want = CpuSession::with_weights(&model, &copies, sched.clone())
+                    .unwrap()
+                    .forward(&tokens, Logits::All)
+                    .unwrap();
+                let mut s = engine.session(sched.clone()).unwrap();
+                let got = s.forward_blocking(&tokens, Logits::All).unwrap();
+                assert_eq!(got, want, "{name} {format:?}: logits");
+                let bytes = s.save_blocking().unwrap();
+                f32_engine.restore(&bytes, "state").unwrap();
+                let mut f = f32_engine.session(sched.clone()).unwrap();
+                f.forward_blocking(&tokens[..3], Logits::Last).unwrap();
+                engine
+                    .restore(&f.save_blocking().unwrap(), "state")
+                    .unwrap();
+            }
         }
     }
+}
+
+/// `model` with its large matrices held as `format` blocks only (as a quantized file loads).
+fn blocks_only(model: &Model, format: QuantFormat) -> Model {
+    let mut m = model.clone();
+    let blocks =
+        |t: &mut Tensor| *t = Tensor::from_shared_blocks(t.quantized("m", format).unwrap());
+    for l in &mut m.layers {
+        blocks(&mut l.in_proj);
+        blocks(&mut l.out_proj);
+        if let Some(mlp) = &mut l.mlp {
+            blocks(&mut mlp.fc1);
+            blocks(&mut mlp.fc2);
+        }
+    }
+    blocks(&mut m.embedding);
+    if let Some(h) = &mut m.lm_head {
+        blocks(h);
+    }
+    m
 }
 
 /// A session continues across calls (what a chat's next turn does) exactly as one call, and a

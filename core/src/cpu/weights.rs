@@ -181,46 +181,50 @@ impl WeightCopies {
         self.format
     }
 
-    /// Gives `model` these copies in place of its f32 matrices (shared, not copied), freeing
+    /// Gives `model` these copies in place of its own matrices (shared, not copied), freeing
     /// the originals the engine never reads again: an engine of an f32 mamba2-130m then holds
     /// 72 MB of matrices in q4_0, not 587 MB, and an f16-stored model's matrices once, in f16.
     /// `before` sees the model once, before the first matrix is swapped (it is not called when
-    /// nothing is: the matrices are the file's own blocks already).
+    /// every matrix already is its copy, as a quantized file's blocks in their own format are).
     pub(crate) fn share_with(&self, model: &mut Model, before: impl FnOnce(&Model)) {
-        let swaps = |t: &Tensor| !t.data.is_empty();
-        let any = model.layers.iter().any(|w| {
-            swaps(&w.in_proj)
-                || swaps(&w.out_proj)
-                || w.mlp
-                    .as_ref()
-                    .is_some_and(|m| swaps(&m.fc1) || swaps(&m.fc2))
-        }) || swaps(&model.embedding)
-            || model.lm_head.as_ref().is_some_and(swaps);
-        if !any {
+        let is_copy = |c: &Copy, t: &Tensor| {
+            t.data.is_empty()
+                && match c {
+                    Copy::Quant(q) => t.blocks.as_ref().is_some_and(|b| Arc::ptr_eq(b, q)),
+                    Copy::F16 { data, .. } => t.half.as_ref().is_some_and(|h| Arc::ptr_eq(h, data)),
+                }
+        };
+        if self.pairs(model).into_iter().all(|(c, t)| is_copy(c, t)) {
             return;
         }
         before(model);
-        let give = |c: &Copy, t: &mut Tensor| {
+        for (c, t) in self.pairs(model) {
             *t = match c {
                 Copy::Quant(q) => Tensor::from_shared_blocks(q.clone()),
                 Copy::F16 { data, .. } => Tensor::from_shared_half(t.shape.clone(), data.clone()),
-            }
-        };
+            };
+        }
+    }
+
+    /// Each copy with the model's matrix it copies.
+    fn pairs<'m>(&self, model: &'m mut Model) -> Vec<(&Copy, &'m mut Tensor)> {
+        let mut pairs = Vec::new();
         for (l, w) in self.layers.iter().zip(&mut model.layers) {
-            give(&l.in_proj, &mut w.in_proj);
-            give(&l.out_proj, &mut w.out_proj);
+            pairs.push((&l.in_proj, &mut w.in_proj));
+            pairs.push((&l.out_proj, &mut w.out_proj));
             if let (Some((a, b)), Some(m)) = (&l.mlp, &mut w.mlp) {
-                give(a, &mut m.fc1);
-                give(b, &mut m.fc2);
+                pairs.push((a, &mut m.fc1));
+                pairs.push((b, &mut m.fc2));
             }
         }
         match (&self.embedding, &mut model.lm_head) {
             (Some(e), Some(head)) => {
-                give(e, &mut model.embedding);
-                give(&self.output, head);
+                pairs.push((e, &mut model.embedding));
+                pairs.push((&self.output, head));
             }
-            _ => give(&self.output, &mut model.embedding),
+            _ => pairs.push((&self.output, &mut model.embedding)),
         }
+        pairs
     }
 
     /// Each copy's storage as (address, bytes), for [`crate::huge_pages`].
