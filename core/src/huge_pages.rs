@@ -25,6 +25,9 @@ pub(crate) fn back_weights(model: &Model, copies: Option<&WeightCopies>) {
                 if let Some(q) = &t.blocks {
                     collapse(q.bytes.as_ptr(), q.bytes.len());
                 }
+                if let Some(h) = &t.half {
+                    collapse(h.as_ptr().cast(), std::mem::size_of_val(&h[..]));
+                }
             };
             for l in &model.layers {
                 tensor(&l.in_proj);

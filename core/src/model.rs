@@ -364,7 +364,7 @@ impl Model {
         } else {
             return Err(Error::MissingTensor("backbone.embeddings.weight".into()));
         };
-        let embedding = loader.any_rows(emb_name, d)?;
+        let embedding = loader.matrix(emb_name, None, d)?;
         let vocab = embedding.shape[0];
         if vocab < c.vocab_size {
             return Err(Error::TensorShape {
@@ -389,15 +389,19 @@ impl Model {
                 let m = c.mlp_intermediate_size;
                 Some(MlpWeights {
                     norm2: loader.get(&format!("{p}norm2.weight"), &[d])?,
-                    fc1: loader.get(&format!("{p}mlp.fc1.weight"), &[2 * m, d])?,
-                    fc2: loader.get(&format!("{p}mlp.fc2.weight"), &[d, m])?,
+                    fc1: loader.matrix(&format!("{p}mlp.fc1.weight"), Some(2 * m), d)?,
+                    fc2: loader.matrix(&format!("{p}mlp.fc2.weight"), Some(d), m)?,
                 })
             } else {
                 None
             };
             layers.push(LayerWeights {
                 norm: loader.get(&format!("{p}norm.weight"), &[d])?,
-                in_proj: loader.get(&format!("{p}mixer.in_proj.weight"), &[c.d_in_proj(), d])?,
+                in_proj: loader.matrix(
+                    &format!("{p}mixer.in_proj.weight"),
+                    Some(c.d_in_proj()),
+                    d,
+                )?,
                 in_proj_bias: opt(
                     &mut loader,
                     "mixer.in_proj.bias",
@@ -410,7 +414,7 @@ impl Model {
                 a_log: loader.get(&format!("{p}mixer.A_log"), &[h])?,
                 d: loader.get(&format!("{p}mixer.D"), &[h])?,
                 gated_norm: loader.get(&format!("{p}mixer.norm.weight"), &[di])?,
-                out_proj: loader.get(&format!("{p}mixer.out_proj.weight"), &[d, di])?,
+                out_proj: loader.matrix(&format!("{p}mixer.out_proj.weight"), Some(d), di)?,
                 out_proj_bias: opt(&mut loader, "mixer.out_proj.bias", &[d], c.use_bias)?,
                 mlp,
             });
@@ -419,7 +423,7 @@ impl Model {
         let lm_head = if c.tie_word_embeddings && !source.contains("lm_head.weight") {
             None
         } else {
-            Some(loader.get("lm_head.weight", &[vocab, d])?)
+            Some(loader.matrix("lm_head.weight", Some(vocab), d)?)
         };
         let stored_dtype = dtypes.into_iter().collect::<Vec<_>>().join("+");
         Ok(Model {
@@ -614,17 +618,46 @@ impl Loader<'_> {
         Ok(t)
     }
 
-    /// A [rows, cols] tensor with any number of rows (the vocabulary, which the tensors decide).
-    fn any_rows(&mut self, name: &str, cols: usize) -> Result<Tensor> {
-        let t = self.load(name)?;
-        if t.shape.len() != 2 || t.shape[1] != cols || t.shape[0] == 0 {
-            return Err(Error::TensorShape {
-                name: name.into(),
-                expected: vec![t.shape.first().copied().unwrap_or(1).max(1), cols],
-                actual: t.shape,
-            });
+    /// A large matrix (in_proj, out_proj, the MLP's, the embedding, lm_head): `[rows, cols]`,
+    /// any number of rows (the vocabulary, which the tensors decide) without `rows`; one the
+    /// file stores in f16 is held as those
+    /// f16 values only ([`Tensor::half`]): half the memory of f32, and what the CPU engine's
+    /// f16 weights (the default for such a file) share without a copy.
+    fn matrix(&mut self, name: &str, rows: Option<usize>, cols: usize) -> Result<Tensor> {
+        let (t, dtype) = self.source.load(name)?;
+        self.dtypes.insert(dtype.clone());
+        let t = self.check_shape(name, t, rows, cols)?;
+        if dtype != "F16" || t.data.is_empty() {
+            return Ok(t);
         }
-        Ok(t)
+        // Exact: the values came from f16.
+        let mut half = crate::huge_pages::vec_with_capacity(t.data.len());
+        half.extend(t.data.iter().map(|&v| half::f16::from_f32(v)));
+        Ok(Tensor::from_shared_half(t.shape, Arc::new(half)))
+    }
+
+    fn check_shape(
+        &self,
+        name: &str,
+        t: Tensor,
+        rows: Option<usize>,
+        cols: usize,
+    ) -> Result<Tensor> {
+        let fits = t.shape.len() == 2
+            && t.shape[1] == cols
+            && rows.map_or(t.shape[0] > 0, |r| t.shape[0] == r);
+        if fits {
+            return Ok(t);
+        }
+        let expected = match rows {
+            Some(r) => vec![r, cols],
+            None => vec![t.shape.first().copied().unwrap_or(1).max(1), cols],
+        };
+        Err(Error::TensorShape {
+            name: name.into(),
+            expected,
+            actual: t.shape,
+        })
     }
 }
 

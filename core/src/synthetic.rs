@@ -219,7 +219,8 @@ pub fn safetensors_bytes(
     let mut quantized = serde_json::Map::new();
     let mut encoded: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (n, t) in named_tensors(model) {
-        let d = &t.data;
+        // `values`: a matrix held as blocks or f16 only has no `data`.
+        let d = &t.values();
         let f32_bytes = || d.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
         let (dtype, shape, bytes) = match store {
             StoreAs::F32 => (Dtype::F32, t.shape.clone(), f32_bytes()),

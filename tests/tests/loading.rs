@@ -51,6 +51,35 @@ fn f16_and_bf16_models_load() {
     }
 }
 
+/// An f16 file's large matrices are held as f16 values only (half the memory of f32 tensors),
+/// the rest as f32; the CPU engine computes from them what it computes from the same values in
+/// f32 tensors. A bf16 file's are f32 (a bf16 value is not an f16 one).
+#[test]
+fn f16_files_hold_their_large_matrices_in_f16() {
+    let m = model();
+    let loaded = Model::load(&write_dir(&m, "f16-half", StoreAs::F16)).unwrap();
+    let mut dense = loaded.clone();
+    let densify = |t: &mut transmamba::model::Tensor| {
+        assert!(t.half_only().is_some(), "{:?} is not f16-only", t.shape);
+        *t = transmamba::model::Tensor::new(t.shape.clone(), t.values().into_owned());
+    };
+    densify(&mut dense.embedding);
+    for l in &mut dense.layers {
+        densify(&mut l.in_proj);
+        densify(&mut l.out_proj);
+        let mlp = l.mlp.as_mut().expect("an MLP model");
+        densify(&mut mlp.fc1);
+        densify(&mut mlp.fc2);
+        assert!(l.norm.half_only().is_none() && !l.norm.data.is_empty());
+    }
+    assert_eq!(loaded.parameter_count(), m.parameter_count());
+    let (a, b) = (logits(&loaded), logits(&dense));
+    let scale = b.iter().fold(1f32, |s, v| s.max(v.abs()));
+    assert!(max_abs_diff(&a, &b) <= 1e-5 * scale);
+    let bf16 = Model::load(&write_dir(&m, "bf16-f32", StoreAs::Bf16)).unwrap();
+    assert!(bf16.layers[0].in_proj.half_only().is_none());
+}
+
 #[test]
 fn single_file_with_config_in_metadata() {
     let m = model();

@@ -174,16 +174,18 @@ impl CpuState {
                 // The embedding is a stored matrix too (the output matrix when tied): read as
                 // the copies hold it, as the GPU engine's storage does.
                 Some(c) => c.embedding_row(tok as usize, &mut h),
-                None => match model.embedding.blocks_only() {
-                    Some(q) => {
-                        let start = h.len();
-                        h.resize(start + d, 0.0);
-                        q.dequantize_row(tok as usize, &mut h[start..]);
+                None => {
+                    let row = tok as usize * d..(tok as usize + 1) * d;
+                    match (model.embedding.blocks_only(), model.embedding.half_only()) {
+                        (Some(q), _) => {
+                            let start = h.len();
+                            h.resize(start + d, 0.0);
+                            q.dequantize_row(tok as usize, &mut h[start..]);
+                        }
+                        (None, Some(half)) => h.extend(half[row].iter().map(|v| v.to_f32())),
+                        (None, None) => h.extend_from_slice(&model.embedding.data[row]),
                     }
-                    None => h.extend_from_slice(
-                        &model.embedding.data[tok as usize * d..(tok as usize + 1) * d],
-                    ),
-                },
+                }
             }
         }
         for (i, (w, state)) in model.layers.iter().zip(&mut self.layers).enumerate() {

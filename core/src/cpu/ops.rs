@@ -13,11 +13,12 @@ use super::weights::Matrix;
 pub const GEMM_MIN_ROWS: usize = 8;
 
 impl<'a> From<&'a Tensor> for Matrix<'a> {
-    /// The tensor's f32 values, or its blocks for a matrix held as blocks only.
+    /// The tensor's f32 values, or its blocks / f16 values for a matrix held as those only.
     fn from(t: &'a Tensor) -> Self {
-        match t.blocks_only() {
-            Some(q) => Matrix::Quant(q),
-            None => Matrix::F32(t),
+        match (t.blocks_only(), t.half_only(), &t.shape[..]) {
+            (Some(q), ..) => Matrix::Quant(q),
+            (None, Some(data), &[rows, cols]) => Matrix::F16 { data, rows, cols },
+            _ => Matrix::F32(t),
         }
     }
 }
