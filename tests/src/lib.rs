@@ -285,17 +285,25 @@ pub fn with_stored_matrices(
         }
         None => {}
     };
+    map_matrices(model, store)
+}
+
+/// `model` with `f` applied to each large matrix (embedding, output, in/out projections, MLP).
+pub fn map_matrices(
+    model: &transmamba::Model,
+    f: impl Fn(&mut transmamba::model::Tensor),
+) -> transmamba::Model {
     let mut m = model.clone();
-    store(&mut m.embedding);
+    f(&mut m.embedding);
     if let Some(h) = &mut m.lm_head {
-        store(h);
+        f(h);
     }
     for l in &mut m.layers {
-        store(&mut l.in_proj);
-        store(&mut l.out_proj);
+        f(&mut l.in_proj);
+        f(&mut l.out_proj);
         if let Some(mlp) = &mut l.mlp {
-            store(&mut mlp.fc1);
-            store(&mut mlp.fc2);
+            f(&mut mlp.fc1);
+            f(&mut mlp.fc2);
         }
     }
     m

@@ -212,22 +212,9 @@ fn cpu_engines_on_copies_keep_the_models_fingerprint_and_logits() {
 
 /// `model` with its large matrices held as `format` blocks only (as a quantized file loads).
 fn blocks_only(model: &Model, format: QuantFormat) -> Model {
-    let mut m = model.clone();
-    let blocks =
-        |t: &mut Tensor| *t = Tensor::from_shared_blocks(t.quantized("m", format).unwrap());
-    for l in &mut m.layers {
-        blocks(&mut l.in_proj);
-        blocks(&mut l.out_proj);
-        if let Some(mlp) = &mut l.mlp {
-            blocks(&mut mlp.fc1);
-            blocks(&mut mlp.fc2);
-        }
-    }
-    blocks(&mut m.embedding);
-    if let Some(h) = &mut m.lm_head {
-        blocks(h);
-    }
-    m
+    map_matrices(model, |t: &mut Tensor| {
+        *t = Tensor::from_shared_blocks(t.quantized("m", format).unwrap())
+    })
 }
 
 /// A session continues across calls (what a chat's next turn does) exactly as one call, and a
