@@ -11,36 +11,19 @@
 //! no (an older kernel, THP `never`, no free huge page) the weights stay where they are and only
 //! speed differs. Elsewhere than Linux this does nothing.
 
-use crate::cpu::weights::WeightCopies;
-use crate::model::{Model, Tensor};
+use crate::model::Model;
 
-/// Huge pages under every matrix the CPU engine's products read: the copies' when there are
-/// (the model's own f32 matrices are then not read per token), else the model's.
-pub(crate) fn back_weights(model: &Model, copies: Option<&WeightCopies>) {
-    match copies {
-        Some(c) => c.for_each_buffer(&mut |p, n| collapse(p, n)),
-        None => {
-            let tensor = |t: &Tensor| {
-                collapse(t.data.as_ptr().cast(), std::mem::size_of_val(&t.data[..]));
-                if let Some(q) = &t.blocks {
-                    collapse(q.bytes.as_ptr(), q.bytes.len());
-                }
-                if let Some(h) = &t.half {
-                    collapse(h.as_ptr().cast(), std::mem::size_of_val(&h[..]));
-                }
-            };
-            for l in &model.layers {
-                tensor(&l.in_proj);
-                tensor(&l.out_proj);
-                if let Some(m) = &l.mlp {
-                    tensor(&m.fc1);
-                    tensor(&m.fc2);
-                }
-            }
-            tensor(&model.embedding);
-            if let Some(h) = &model.lm_head {
-                tensor(h);
-            }
+/// Huge pages under every large matrix of `model`, in whichever storage it has: for the CPU
+/// engine, whose copies are by then the model's matrices (`WeightCopies::share_with`), these
+/// are what its products read.
+pub(crate) fn back_weights(model: &Model) {
+    for t in model.matrices() {
+        collapse(t.data.as_ptr().cast(), std::mem::size_of_val(&t.data[..]));
+        if let Some(q) = &t.blocks {
+            collapse(q.bytes.as_ptr(), q.bytes.len());
+        }
+        if let Some(h) = &t.half {
+            collapse(h.as_ptr().cast(), std::mem::size_of_val(&h[..]));
         }
     }
 }

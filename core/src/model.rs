@@ -477,16 +477,21 @@ impl Model {
     /// Weights in the large matrices a [`crate::WeightFormat`] stores (embedding, LM head,
     /// in_proj, out_proj, the MLP).
     pub fn matrix_parameter_count(&self) -> usize {
-        let layers: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.in_proj.len()
-                    + l.out_proj.len()
-                    + l.mlp.as_ref().map_or(0, |m| m.fc1.len() + m.fc2.len())
-            })
-            .sum();
-        self.embedding.len() + self.lm_head.as_ref().map_or(0, Tensor::len) + layers
+        self.matrices().into_iter().map(Tensor::len).sum()
+    }
+
+    /// The large matrices a [`crate::WeightFormat`] stores: the embedding, the LM head when
+    /// untied, and per layer in_proj, out_proj and the MLP's.
+    pub fn matrices(&self) -> Vec<&Tensor> {
+        let mut m = vec![&self.embedding];
+        m.extend(&self.lm_head);
+        for l in &self.layers {
+            m.extend([&l.in_proj, &l.out_proj]);
+            if let Some(mlp) = &l.mlp {
+                m.extend([&mlp.fc1, &mlp.fc2]);
+            }
+        }
+        m
     }
 
     /// Bytes the weights take stored as `format`: the large matrices at its bytes a weight
@@ -599,15 +604,16 @@ fn quantization_entries(file: &str, text: &str) -> Result<Vec<(String, QuantEntr
 }
 
 impl Loader<'_> {
-    fn load(&mut self, name: &str) -> Result<Tensor> {
+    /// The named tensor and the name of its stored type (recorded for `stored_dtype`).
+    fn load(&mut self, name: &str) -> Result<(Tensor, String)> {
         let (t, dtype) = self.source.load(name)?;
-        self.dtypes.insert(dtype);
-        Ok(t)
+        self.dtypes.insert(dtype.clone());
+        Ok((t, dtype))
     }
 
     /// The named tensor, which must have exactly `shape`.
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.load(name)?;
+        let (t, _) = self.load(name)?;
         if t.shape != shape {
             return Err(Error::TensorShape {
                 name: name.into(),
@@ -624,8 +630,7 @@ impl Loader<'_> {
     /// f16 values only ([`Tensor::half`]): half the memory of f32, and what the CPU engine's
     /// f16 weights (the default for such a file) share without a copy.
     fn matrix(&mut self, name: &str, rows: Option<usize>, cols: usize) -> Result<Tensor> {
-        let (t, dtype) = self.source.load(name)?;
-        self.dtypes.insert(dtype.clone());
+        let (t, dtype) = self.load(name)?;
         let t = self.check_shape(name, t, rows, cols)?;
         if dtype != "F16" || t.data.is_empty() {
             return Ok(t);

@@ -643,8 +643,11 @@ impl Lease {
         })
     }
 
-    fn get(&mut self) -> &mut Session {
-        self.session.as_mut().expect("held until drop")
+    /// The session, held from `take` until drop (an `Option` only so `Drop` can hand it back).
+    fn get(&mut self) -> Result<&mut Session, JsValue> {
+        self.session
+            .as_mut()
+            .ok_or_else(|| js_val("this session was handed back before the call ended"))
     }
 }
 
@@ -664,7 +667,7 @@ impl WebSession {
         future_to_promise(async move {
             let opts: GenerateOptions = parse_options(&options_json, "generate").map_err(js_val)?;
             let mut lease = Lease::take(&slot)?;
-            let summary = run_generation(&inner, lease.get(), &tokens, &opts, &on_step).await?;
+            let summary = run_generation(&inner, lease.get()?, &tokens, &opts, &on_step).await?;
             Ok(JsValue::from_str(&summary.to_string()))
         })
     }
@@ -674,7 +677,7 @@ impl WebSession {
         let slot = self.session.clone();
         future_to_promise(async move {
             let mut lease = Lease::take(&slot)?;
-            let bytes = lease.get().save().await.map_err(js_val)?;
+            let bytes = lease.get()?.save().await.map_err(js_val)?;
             Ok(Uint8Array::from(&bytes[..]).into())
         })
     }
@@ -684,7 +687,7 @@ impl WebSession {
         let (inner, slot) = (self.inner.clone(), self.session.clone());
         future_to_promise(async move {
             let mut lease = Lease::take(&slot)?;
-            let copy = lease.get().fork().await.map_err(js_val)?;
+            let copy = lease.get()?.fork().await.map_err(js_val)?;
             Ok(WebSession::new(&inner, copy).into())
         })
     }

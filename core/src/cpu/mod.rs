@@ -169,24 +169,11 @@ impl CpuState {
         let d = cfg.hidden_size;
         let t_n = tokens.len();
         let mut h = Vec::with_capacity(t_n * d);
+        // The embedding is a stored matrix too (the output matrix when tied): read as the
+        // copies hold it, as the GPU engine's storage does.
+        let embedding = weights::embedding_matrix(model, copies);
         for &tok in tokens {
-            match copies {
-                // The embedding is a stored matrix too (the output matrix when tied): read as
-                // the copies hold it, as the GPU engine's storage does.
-                Some(c) => c.embedding_row(tok as usize, &mut h),
-                None => {
-                    let row = tok as usize * d..(tok as usize + 1) * d;
-                    match (model.embedding.blocks_only(), model.embedding.half_only()) {
-                        (Some(q), _) => {
-                            let start = h.len();
-                            h.resize(start + d, 0.0);
-                            q.dequantize_row(tok as usize, &mut h[start..]);
-                        }
-                        (None, Some(half)) => h.extend(half[row].iter().map(|v| v.to_f32())),
-                        (None, None) => h.extend_from_slice(&model.embedding.data[row]),
-                    }
-                }
-            }
+            embedding.read_row(tok as usize, &mut h);
         }
         for (i, (w, state)) in model.layers.iter().zip(&mut self.layers).enumerate() {
             let mats = weights::layer_matrices(model, copies, i);

@@ -43,6 +43,21 @@ impl Matrix<'_> {
             Matrix::Quant(q) => q.cols,
         }
     }
+
+    /// Row `r` as the products see it (widened or dequantized), appended to `out`.
+    pub fn read_row(&self, r: usize, out: &mut Vec<f32>) {
+        match self {
+            Matrix::F32(t) => out.extend_from_slice(&t.data[r * t.shape[1]..(r + 1) * t.shape[1]]),
+            Matrix::F16 { data, cols, .. } => {
+                out.extend(data[r * cols..(r + 1) * cols].iter().map(|h| h.to_f32()))
+            }
+            Matrix::Quant(q) => {
+                let at = out.len();
+                out.resize(at + q.cols, 0.0);
+                q.dequantize_row(r, &mut out[at..]);
+            }
+        }
+    }
 }
 
 /// One matrix's copy.
@@ -103,20 +118,6 @@ impl Copy {
     fn shape(&self) -> [usize; 2] {
         let v = self.view();
         [v.rows(), v.cols()]
-    }
-
-    /// Row `r` as the products see it (rounded or dequantized), into `out`.
-    fn read_row(&self, r: usize, out: &mut Vec<f32>) {
-        match self {
-            Copy::F16 { data, cols, .. } => {
-                out.extend(data[r * cols..(r + 1) * cols].iter().map(|h| h.to_f32()))
-            }
-            Copy::Quant(q) => {
-                let at = out.len();
-                out.resize(at + q.cols, 0.0);
-                q.dequantize_row(r, &mut out[at..]);
-            }
-        }
     }
 }
 
@@ -227,26 +228,6 @@ impl WeightCopies {
         pairs
     }
 
-    /// Each copy's storage as (address, bytes), for [`crate::huge_pages`].
-    pub(crate) fn for_each_buffer(&self, f: &mut dyn FnMut(*const u8, usize)) {
-        let mut one = |c: &Copy| match c {
-            Copy::F16 { data, .. } => f(data.as_ptr().cast(), std::mem::size_of_val(&data[..])),
-            Copy::Quant(q) => f(q.bytes.as_ptr(), q.bytes.len()),
-        };
-        for l in &self.layers {
-            one(&l.in_proj);
-            one(&l.out_proj);
-            if let Some((a, b)) = &l.mlp {
-                one(a);
-                one(b);
-            }
-        }
-        one(&self.output);
-        if let Some(e) = &self.embedding {
-            one(e);
-        }
-    }
-
     /// Whether these copies fit `model` (same layers, same shapes).
     pub(crate) fn check(&self, model: &Model) -> Result<()> {
         let same = |m: &Copy, t: &Tensor| t.shape[..] == m.shape();
@@ -274,15 +255,6 @@ impl WeightCopies {
                 ),
             })
         }
-    }
-
-    /// Embedding row `token` as the products see the matrix (rounded or dequantized), appended
-    /// to `out`: the embedding is one of the stored matrices (the output matrix when tied).
-    pub(crate) fn embedding_row(&self, token: usize, out: &mut Vec<f32>) {
-        self.embedding
-            .as_ref()
-            .unwrap_or(&self.output)
-            .read_row(token, out);
     }
 }
 
@@ -313,6 +285,18 @@ pub(crate) fn layer_matrices<'a>(
             fc1: w.mlp.as_ref().map(|m| Matrix::from(&m.fc1)),
             fc2: w.mlp.as_ref().map(|m| Matrix::from(&m.fc2)),
         },
+    }
+}
+
+/// The embedding as the products see it: its copy when there are copies (the output matrix's
+/// when tied, as the GPU engine's storage has it), else the model's tensor.
+pub(crate) fn embedding_matrix<'a>(
+    model: &'a Model,
+    copies: Option<&'a WeightCopies>,
+) -> Matrix<'a> {
+    match copies {
+        Some(f) => f.embedding.as_ref().unwrap_or(&f.output).view(),
+        None => Matrix::from(&model.embedding),
     }
 }
 

@@ -61,7 +61,7 @@ impl Engine {
                 let _ = hash.set(fingerprint(m));
             });
         }
-        crate::huge_pages::back_weights(&model, copies.as_ref());
+        crate::huge_pages::back_weights(&model);
         #[allow(clippy::arc_with_non_send_sync)]
         Ok(Self(Arc::new(EngineInner {
             imp: Imp::Cpu(model, copies),
