@@ -9,6 +9,9 @@
 //! over its codes c_j are exact i32 multiply-adds (`vpmaddwd`, `i32x4.dot_i16x8_s`) shared by
 //! no conversion of the codes beyond a widening to i16. The only rounding of x is to 2^-30 of
 //! its largest value, below f32's own 2^-24; a block's total is then scaled in f32 as before.
+//!
+//! The limbs of a block are stored in the order its codes come out of the block's bytes
+//! cheapest ([`weight_at`]): q4_0's nibbles need only a shift and a mask per eight codes then.
 
 use crate::quant::QuantFormat;
 
@@ -17,18 +20,39 @@ const LIMB: i32 = 15;
 /// Largest |x · 2^e|: 2^29, so both limbs stay within ±2^14.
 const TOP_BITS: i32 = 29;
 
-/// One input row in fixed point: `x_j ≈ (hi_j · 2^15 + lo_j) · unit`, padded with zeros to a
-/// multiple of 32 values.
+/// Which weight of a block (0..32) the block's limb `p` holds. q8_0: weight p. q4_0: the block's
+/// 16 code bytes read as eight little-endian u16 `w_k` (bytes 2k, 2k + 1; low nibbles are weights
+/// 0..16, high nibbles 16..32) give four vectors of eight codes each by one shift and one mask,
+/// `w & 15` (weight 2k), `w >> 8 & 15` (2k + 1), `w >> 4 & 15` (16 + 2k) and `w >> 12`
+/// (17 + 2k): limbs 8v..8v + 8 are vector v's weights, so no byte is widened.
+pub fn weight_at(format: QuantFormat, p: usize) -> usize {
+    match format {
+        QuantFormat::Q8_0 => p,
+        QuantFormat::Q4_0 => {
+            let (v, k) = (p / 8, p % 8);
+            16 * (v / 2) + 2 * k + v % 2
+        }
+    }
+}
+
+/// One input row in fixed point for products with one format's blocks: block b's 64 limbs are
+/// its 32 `hi` then its 32 `lo`, limb p of each holding weight `j = weight_at(format, p)`:
+/// `x_{32b+j} ≈ (hi_p · 2^15 + lo_p) · unit`. Zero-padded to a multiple of 32 values.
 pub struct FixedRow {
-    hi: Vec<i16>,
-    lo: Vec<i16>,
+    format: QuantFormat,
+    limbs: Vec<i16>,
+    /// q4_0, per block: `−8 · Σ hi` and `−8 · Σ lo` (the codes' offset of 8, which the SIMD128
+    /// and portable kernels apply once per block instead of once per code: they read the
+    /// nibbles unsigned).
+    offset_hi: Vec<i32>,
+    offset_lo: Vec<i32>,
     /// 2^-e.
     unit: f64,
 }
 
 impl FixedRow {
     /// `None` when x holds a NaN or an infinity (the f32 product then says so).
-    pub fn new(x: &[f32]) -> Option<Self> {
+    pub fn new(x: &[f32], format: QuantFormat) -> Option<Self> {
         // (f32::max would skip a NaN.)
         let mut max = 0f32;
         for v in x {
@@ -45,88 +69,123 @@ impl FixedRow {
         };
         let e = TOP_BITS - exp;
         let scale = 2f64.powi(e);
-        let n = x.len().div_ceil(32) * 32;
-        let (mut hi, mut lo) = (vec![0i16; n], vec![0i16; n]);
+        let blocks = x.len().div_ceil(32);
+        let mut fixed = vec![0i32; 32 * blocks];
         // 1.5·2^52: adding it rounds an f64 below 2^51 to an integer (ties to even) without a
         // libm call, so this loop vectorises (`round` per value was 3% of a q4_0 decode step).
         const ROUND: f64 = 6_755_399_441_055_744.0;
-        for ((h, l), &v) in hi.iter_mut().zip(&mut lo).zip(x) {
+        for (f, &v) in fixed.iter_mut().zip(x) {
             // |v·2^e| < 2^29 and exact (a power-of-two scale), so `fixed` fits an i32.
-            let fixed = ((v as f64 * scale + ROUND) - ROUND) as i32;
-            // The nearest multiple of 2^15 (ties up) and the remainder, both within ±2^14.
-            let top = (fixed + (1 << (LIMB - 1))) >> LIMB;
-            *h = top as i16;
-            *l = (fixed - (top << LIMB)) as i16;
+            *f = ((v as f64 * scale + ROUND) - ROUND) as i32;
+        }
+        let order: [usize; 32] = std::array::from_fn(|p| weight_at(format, p));
+        let mut limbs = vec![0i16; 64 * blocks];
+        let (mut offset_hi, mut offset_lo) = (Vec::new(), Vec::new());
+        for (f, block) in fixed.chunks_exact(32).zip(limbs.chunks_exact_mut(64)) {
+            let (hi, lo) = block.split_at_mut(32);
+            for (p, &j) in order.iter().enumerate() {
+                // The nearest multiple of 2^15 (ties up) and the remainder, both within ±2^14.
+                let top = (f[j] + (1 << (LIMB - 1))) >> LIMB;
+                hi[p] = top as i16;
+                lo[p] = (f[j] - (top << LIMB)) as i16;
+            }
+            if format == QuantFormat::Q4_0 {
+                // |Σ| ≤ 32 · 2^14, so −8 · Σ fits an i32 with room to spare.
+                offset_hi.push(-8 * hi.iter().map(|&v| v as i32).sum::<i32>());
+                offset_lo.push(-8 * lo.iter().map(|&v| v as i32).sum::<i32>());
+            }
         }
         Some(Self {
-            hi,
-            lo,
+            format,
+            limbs,
+            offset_hi,
+            offset_lo,
             unit: 2f64.powi(-e),
         })
     }
 
     /// How many values (a multiple of 32).
     pub fn len(&self) -> usize {
-        self.hi.len()
+        self.limbs.len() / 2
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hi.is_empty()
+        self.limbs.is_empty()
     }
 }
 
-/// `x · w` for one row `w` of q8_0 / q4_0 blocks, x given as a [`FixedRow`].
-pub fn dot_quant_fixed(format: QuantFormat, x: &FixedRow, w: &[u8]) -> f32 {
-    let blocks = (x.len() / 32).min(w.len() / format.block_bytes());
-    let (hi, lo) = (&x.hi[..32 * blocks], &x.lo[..32 * blocks]);
-    #[cfg(target_arch = "x86_64")]
-    if super::simd::use_avx2() && std::arch::is_x86_feature_detected!("f16c") {
-        // SAFETY: AVX2, FMA and F16C are present; `hi` and `lo` hold 32·blocks values and `w`
-        // `blocks` whole blocks.
-        let total = unsafe {
-            match format {
-                QuantFormat::Q8_0 => avx2::dot_q8_0(hi, lo, w, blocks),
-                QuantFormat::Q4_0 => avx2::dot_q4_0(hi, lo, w, blocks),
-            }
-        };
-        return (total * x.unit) as f32;
-    }
+/// `x · w` for one row `w` of blocks in the format `x` was written for.
+pub fn dot_quant_fixed(x: &FixedRow, w: &[u8]) -> f32 {
+    let [y] = dot_quant_fixed_rows(x, [w]);
+    y
+}
+
+/// `x · w_r` for R rows of blocks at once (R = 2: the SIMD128 kernel reads each limb once for
+/// both rows; elsewhere one row after the other).
+pub fn dot_quant_fixed_rows<const R: usize>(x: &FixedRow, ws: [&[u8]; R]) -> [f32; R] {
+    let bb = x.format.block_bytes();
+    let blocks = ws.iter().fold(x.len() / 32, |n, w| n.min(w.len() / bb));
+    let ws = ws.map(|w| &w[..blocks * bb]);
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
-        let total = match format {
-            QuantFormat::Q8_0 => simd128::dot_q8_0(hi, lo, w, blocks),
-            QuantFormat::Q4_0 => simd128::dot_q4_0(hi, lo, w, blocks),
+        let limbs = &x.limbs[..64 * blocks];
+        let totals = match x.format {
+            QuantFormat::Q8_0 => simd128::dot_q8_0(limbs, ws),
+            QuantFormat::Q4_0 => {
+                simd128::dot_q4_0(limbs, (&x.offset_hi[..blocks], &x.offset_lo[..blocks]), ws)
+            }
         };
-        return (total * x.unit) as f32;
+        return totals.map(|t| (t * x.unit) as f32);
     }
     #[allow(unreachable_code)]
-    {
-        (dot_portable(format, hi, lo, w, blocks) * x.unit) as f32
-    }
+    ws.map(|w| (dot_row(x, w, blocks) * x.unit) as f32)
 }
 
-/// A block's code j as i32 (q8_0: byte j as i8; q4_0: byte j's low nibble for j < 16, byte
-/// j − 16's high nibble after, minus 8).
+/// One row's `Σ_b d_b · (Σ c·hi · 2^15 + Σ c·lo)` (in units of `FixedRow::unit`).
+fn dot_row(x: &FixedRow, w: &[u8], blocks: usize) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::use_avx2() && std::arch::is_x86_feature_detected!("f16c") {
+        let limbs = &x.limbs[..64 * blocks];
+        // SAFETY: AVX2, FMA and F16C are present; `limbs` holds 64·blocks values and `w`
+        // `blocks` whole blocks.
+        return unsafe {
+            match x.format {
+                QuantFormat::Q8_0 => avx2::dot_q8_0(limbs, w, blocks),
+                QuantFormat::Q4_0 => avx2::dot_q4_0(limbs, w, blocks),
+            }
+        };
+    }
+    dot_portable(x, w, blocks)
+}
+
+/// A block's code j as i32, unsigned for q4_0 (q8_0: byte j as i8; q4_0: byte j's low nibble
+/// for j < 16, byte j − 16's high nibble after).
 #[inline(always)]
 fn code(format: QuantFormat, q: &[u8], j: usize) -> i32 {
     match format {
         QuantFormat::Q8_0 => q[j] as i8 as i32,
-        QuantFormat::Q4_0 if j < 16 => (q[j] & 15) as i32 - 8,
-        QuantFormat::Q4_0 => (q[j - 16] >> 4) as i32 - 8,
+        QuantFormat::Q4_0 if j < 16 => (q[j] & 15) as i32,
+        QuantFormat::Q4_0 => (q[j - 16] >> 4) as i32,
     }
 }
 
-/// The definition, in plain integers: per block, `d · (Σ c·hi · 2^15 + Σ c·lo)`.
-fn dot_portable(format: QuantFormat, hi: &[i16], lo: &[i16], w: &[u8], blocks: usize) -> f64 {
+/// In plain integers, as the SIMD128 kernel computes it: per block, `d · (Σ c·hi · 2^15 +
+/// Σ c·lo)`, q4_0's codes unsigned and their offset of 8 the row's per-block sums.
+fn dot_portable(x: &FixedRow, w: &[u8], blocks: usize) -> f64 {
+    let format = x.format;
     let bb = format.block_bytes();
     let mut total = 0f64;
     for b in 0..blocks {
         let blk = &w[b * bb..(b + 1) * bb];
-        let (mut sh, mut sl) = (0i32, 0i32);
-        for j in 0..32 {
-            let c = code(format, &blk[2..], j);
-            sh += c * hi[32 * b + j] as i32;
-            sl += c * lo[32 * b + j] as i32;
+        let (hi, lo) = x.limbs[64 * b..64 * (b + 1)].split_at(32);
+        let (mut sh, mut sl) = match format {
+            QuantFormat::Q8_0 => (0, 0),
+            QuantFormat::Q4_0 => (x.offset_hi[b], x.offset_lo[b]),
+        };
+        for p in 0..32 {
+            let c = code(format, &blk[2..], weight_at(format, p));
+            sh += c * hi[p] as i32;
+            sl += c * lo[p] as i32;
         }
         let block = (sh as f32).mul_add((1 << LIMB) as f32, sl as f32);
         total += (super::simd::block_scale(blk) * block) as f64;
@@ -147,26 +206,19 @@ mod avx2 {
         _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
 
-    /// One block's 32 codes as two vectors of 16 i16, against the limbs at `at`: accumulates
-    /// `d · (Σ c·hi · 2^15 + Σ c·lo)` into `acc` (8 lanes).
+    /// One block's 32 codes as two vectors of 16 i16, against its 64 limbs at `limbs`:
+    /// accumulates `d · (Σ c·hi · 2^15 + Σ c·lo)` into `acc` (8 lanes).
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn block(
-        codes: [__m256i; 2],
-        hi: *const i16,
-        lo: *const i16,
-        d: __m256,
-        acc: __m256,
-    ) -> __m256 {
-        let h = [hi, hi.add(16)].map(|p| _mm256_loadu_si256(p as *const __m256i));
-        let l = [lo, lo.add(16)].map(|p| _mm256_loadu_si256(p as *const __m256i));
+    unsafe fn block(codes: [__m256i; 2], limbs: *const i16, d: __m256, acc: __m256) -> __m256 {
+        let v = |i: usize| _mm256_loadu_si256(limbs.add(16 * i) as *const __m256i);
         let sh = _mm256_add_epi32(
-            _mm256_madd_epi16(codes[0], h[0]),
-            _mm256_madd_epi16(codes[1], h[1]),
+            _mm256_madd_epi16(codes[0], v(0)),
+            _mm256_madd_epi16(codes[1], v(1)),
         );
         let sl = _mm256_add_epi32(
-            _mm256_madd_epi16(codes[0], l[0]),
-            _mm256_madd_epi16(codes[1], l[1]),
+            _mm256_madd_epi16(codes[0], v(2)),
+            _mm256_madd_epi16(codes[1], v(3)),
         );
         let v = _mm256_fmadd_ps(
             _mm256_cvtepi32_ps(sh),
@@ -183,15 +235,19 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn blocks_dot(
-        (hi, lo): (&[i16], &[i16]),
+        limbs: &[i16],
         w: &[u8],
         (blocks, block_bytes): (usize, usize),
         codes: impl Fn(*const u8) -> [__m256i; 2],
     ) -> f64 {
         let one = |b: usize, acc: __m256| {
             let blk = w.as_ptr().add(block_bytes * b);
-            let (h, l) = (hi.as_ptr().add(32 * b), lo.as_ptr().add(32 * b));
-            block(codes(blk.add(2)), h, l, scale(blk), acc)
+            block(
+                codes(blk.add(2)),
+                limbs.as_ptr().add(64 * b),
+                scale(blk),
+                acc,
+            )
         };
         let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let mut i = 0;
@@ -213,11 +269,11 @@ mod avx2 {
         lanes.iter().map(|&l| l as f64).sum()
     }
 
-    /// SAFETY: AVX2, FMA and F16C present; `hi`, `lo` hold 32·`blocks` values, `w` `blocks`
+    /// SAFETY: AVX2, FMA and F16C present; `limbs` holds 64·`blocks` values, `w` `blocks`
     /// q8_0 blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q8_0(hi: &[i16], lo: &[i16], w: &[u8], blocks: usize) -> f64 {
-        blocks_dot((hi, lo), w, (blocks, 34), |q| {
+    pub(super) unsafe fn dot_q8_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
+        blocks_dot(limbs, w, (blocks, 34), |q| {
             let q = q as *const __m128i;
             [
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(q)),
@@ -226,125 +282,196 @@ mod avx2 {
         })
     }
 
-    /// SAFETY: AVX2, FMA and F16C present; `hi`, `lo` hold 32·`blocks` values, `w` `blocks`
-    /// q4_0 blocks.
+    /// SAFETY: AVX2, FMA and F16C present; `limbs` holds 64·`blocks` values in q4_0's limb
+    /// order, `w` `blocks` q4_0 blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q4_0(hi: &[i16], lo: &[i16], w: &[u8], blocks: usize) -> f64 {
-        let (low, eight) = (_mm_set1_epi8(15), _mm_set1_epi8(8));
-        blocks_dot((hi, lo), w, (blocks, 18), |q| {
-            let q = _mm_loadu_si128(q as *const __m128i);
-            // Low nibbles are weights 0..16, high nibbles 16..32; codes are offset by 8.
-            let first = _mm_sub_epi8(_mm_and_si128(q, low), eight);
-            let second = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low), eight);
-            [_mm256_cvtepi8_epi16(first), _mm256_cvtepi8_epi16(second)]
+    pub(super) unsafe fn dot_q4_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
+        // The 16 code bytes in both halves; shifting each u32 lane (two u16 `w`) right by 0 / 8
+        // in the low / high half, then by 4 / 12, and masking each u16 to 4 bits gives the
+        // codes of limbs 0..16 and 16..32 (`weight_at`), offset by 8.
+        let (mask, eight) = (_mm256_set1_epi32(0x000f_000f), _mm256_set1_epi16(8));
+        let (first, second) = (
+            _mm256_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8),
+            _mm256_setr_epi32(4, 4, 4, 4, 12, 12, 12, 12),
+        );
+        blocks_dot(limbs, w, (blocks, 18), |q| {
+            let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(q as *const __m128i));
+            [first, second].map(|shift| {
+                _mm256_sub_epi16(
+                    _mm256_and_si256(_mm256_srlv_epi32(both, shift), mask),
+                    eight,
+                )
+            })
         })
     }
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128 {
+    //! Shaped for V8's TurboFan, which reloads vector constants and checks the stack in every
+    //! iteration, hoists a loop body's loads to its top (so unrolling blocks spilled), and
+    //! keeps few loop variables in registers: the blocks' f16 scales are widened first, four at
+    //! a time (the scalar widening was a sixth of a block's instructions), with q4_0's
+    //! per-block offsets; then one block an iteration, whose limbs sit in one run of 64, for
+    //! R weight rows at once (R = 2 loads each limb once for two rows: decode here is bound by
+    //! instructions, not bytes).
     use core::arch::wasm32::*;
 
-    /// 8 i16 of `v` from `at` (indexed first: out of range panics, never reads past).
+    /// The f16 scales of the four blocks at `w`, `w + bb`, ... as f32x4. Block scales are
+    /// finite (checked when blocks are made or loaded), so this is `widen_f16`'s exact
+    /// widening, four at once.
+    ///
+    /// SAFETY: `w + i·bb` valid for 2 bytes, i < 4.
     #[inline(always)]
-    fn load8(v: &[i16], at: usize) -> v128 {
-        let s = &v[at..at + 8];
-        // SAFETY: `s` is 8 i16 = 16 bytes; v128_load takes unaligned addresses.
-        unsafe { v128_load(s.as_ptr() as *const v128) }
-    }
-
-    #[inline(always)]
-    fn load16(b: &[u8], at: usize) -> v128 {
-        let s = &b[at..at + 16];
-        // SAFETY: `s` is 16 bytes; v128_load takes unaligned addresses.
-        unsafe { v128_load(s.as_ptr() as *const v128) }
-    }
-
-    /// 16 codes (i8x16, weights `at..at + 16` of a block) against that block's 32 limbs (`hi`,
-    /// `lo`: exactly 32 each, so the compiler drops the loads' bounds checks, which were a
-    /// sixth of the loop's wasm instructions): the two i32x4 partial sums `(Σ c·hi, Σ c·lo)`
-    /// added into `s`.
-    #[inline(always)]
-    fn codes16(
-        c: v128,
-        hi: &[i16; 32],
-        lo: &[i16; 32],
-        at: usize,
-        s: (v128, v128),
-    ) -> (v128, v128) {
-        let (c0, c1) = (i16x8_extend_low_i8x16(c), i16x8_extend_high_i8x16(c));
-        let sh = i32x4_add(
-            i32x4_dot_i16x8(c0, load8(hi, at)),
-            i32x4_dot_i16x8(c1, load8(hi, at + 8)),
+    unsafe fn scales4(w: *const u8, bb: usize) -> v128 {
+        let v = i32x4_splat(0);
+        let v = v128_load16_lane::<0>(v, w as *const u16);
+        let v = v128_load16_lane::<2>(v, w.add(bb) as *const u16);
+        let v = v128_load16_lane::<4>(v, w.add(2 * bb) as *const u16);
+        let v = v128_load16_lane::<6>(v, w.add(3 * bb) as *const u16);
+        const REBIAS: f32 = 5.192_297e33; // 2^112 = 2^(127 - 15)
+        let magnitude = f32x4_mul(
+            i32x4_shl(v128_and(v, i32x4_splat(0x7fff)), 13),
+            f32x4_splat(REBIAS),
         );
-        let sl = i32x4_add(
-            i32x4_dot_i16x8(c0, load8(lo, at)),
-            i32x4_dot_i16x8(c1, load8(lo, at + 8)),
-        );
-        (i32x4_add(s.0, sh), i32x4_add(s.1, sl))
+        v128_or(magnitude, i32x4_shl(v128_and(v, i32x4_splat(0x8000)), 16))
     }
 
-    /// `acc + d · (Σ c·hi · 2^15 + Σ c·lo)`.
+    /// Rows' accumulators: per row, f32x4 partial totals of `Σ d·Σ c·hi` and `Σ d·Σ c·lo`.
+    type Totals<const R: usize> = [(v128, v128); R];
+
+    /// `Σ_b d_b · (Σ c·hi · 2^15 + Σ c·lo)` of x (`limbs`) with each of R weight rows `ws`
+    /// (blocks of `bb` bytes: f16 scale, then codes; as many as `limbs` has blocks), `codes`
+    /// giving a block's four vectors of eight i16 codes from its code bytes; `offset` (q4_0),
+    /// per block, sums to add to `(Σ c·hi, Σ c·lo)`.
+    // Limb vector i meets code vector i of every row: indices read plainer than zips here.
+    #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    fn finish(s: (v128, v128), d: f32, acc: v128) -> v128 {
-        let v = f32x4_add(
-            f32x4_mul(
-                f32x4_convert_i32x4(s.0),
-                f32x4_splat((1 << super::LIMB) as f32),
-            ),
-            f32x4_convert_i32x4(s.1),
-        );
-        f32x4_add(acc, f32x4_mul(v, f32x4_splat(d)))
-    }
-
-    /// A row's limbs a block (32) at a time, for `blocks` blocks.
-    #[inline(always)]
-    fn limbs(v: &[i16], blocks: usize) -> impl Iterator<Item = &[i16; 32]> {
-        v.as_chunks::<32>().0.iter().take(blocks)
-    }
-
-    fn total(v: v128) -> f64 {
-        f32x4_extract_lane::<0>(v) as f64
-            + f32x4_extract_lane::<1>(v) as f64
-            + f32x4_extract_lane::<2>(v) as f64
-            + f32x4_extract_lane::<3>(v) as f64
-    }
-
-    pub(super) fn dot_q8_0(hi: &[i16], lo: &[i16], w: &[u8], blocks: usize) -> f64 {
-        let mut acc = f32x4_splat(0.0);
-        let zero = (i32x4_splat(0), i32x4_splat(0));
-        for ((blk, h), l) in w
-            .chunks_exact(34)
-            .zip(limbs(hi, blocks))
-            .zip(limbs(lo, blocks))
-        {
-            let s = codes16(load16(blk, 2), h, l, 0, zero);
-            let s = codes16(load16(blk, 18), h, l, 16, s);
-            acc = finish(s, crate::cpu::simd::block_scale(blk), acc);
+    fn rows_dot<const R: usize>(
+        limbs: &[i16],
+        ws: [&[u8]; R],
+        bb: usize,
+        offset: Option<(&[i32], &[i32])>,
+        codes: impl Fn(*const u8) -> [v128; 4],
+    ) -> [f64; R] {
+        const GROUP: usize = 64;
+        let blocks = limbs.len() / 64;
+        for w in ws {
+            assert!(w.len() >= bb * blocks, "fixed dot: operand sizes");
         }
-        total(acc)
+        if let Some((h, l)) = offset {
+            assert!(h.len() >= blocks && l.len() >= blocks, "fixed dot: offsets");
+        }
+        let (ws, limbs) = (ws.map(|w| w.as_ptr()), limbs.as_ptr());
+        let zero = f32x4_splat(0.0);
+        // The offsets' terms go into the same totals, in the scales' pass.
+        let mut acc: Totals<R> = [(zero, zero); R];
+        let mut scales = [[0f32; GROUP]; R];
+        let mut start = 0;
+        while start < blocks {
+            let n = GROUP.min(blocks - start);
+            // SAFETY: every block read is < `blocks`, for which the asserts above hold;
+            // `scales` holds GROUP ≥ n values a row.
+            unsafe {
+                for r in 0..R {
+                    let (w, scales, acc) = (ws[r], &mut scales[r], &mut acc[r]);
+                    let mut j = 0;
+                    while j + 4 <= n {
+                        let b = start + j;
+                        let d = scales4(w.add(bb * b), bb);
+                        v128_store(scales.as_mut_ptr().add(j) as *mut v128, d);
+                        if let Some((h, l)) = offset {
+                            let o = |v: &[i32]| {
+                                f32x4_convert_i32x4(v128_load(v.as_ptr().add(b) as *const v128))
+                            };
+                            acc.0 = f32x4_add(acc.0, f32x4_mul(o(h), d));
+                            acc.1 = f32x4_add(acc.1, f32x4_mul(o(l), d));
+                        }
+                        j += 4;
+                    }
+                    while j < n {
+                        let b = start + j;
+                        let at = w.add(bb * b);
+                        let bits = u16::from_le_bytes([*at, *at.add(1)]);
+                        let d = crate::cpu::simd::widen_f16(half::f16::from_bits(bits));
+                        scales[j] = d;
+                        if let Some((h, l)) = offset {
+                            let o = |v: &[i32]| {
+                                f32x4_replace_lane::<0>(zero, *v.as_ptr().add(b) as f32 * d)
+                            };
+                            acc.0 = f32x4_add(acc.0, o(h));
+                            acc.1 = f32x4_add(acc.1, o(l));
+                        }
+                        j += 1;
+                    }
+                }
+                for j in 0..n {
+                    let b = start + j;
+                    let x = limbs.add(64 * b);
+                    let c: [[v128; 4]; R] = std::array::from_fn(|r| codes(ws[r].add(bb * b + 2)));
+                    let (mut sh, mut sl) = ([i32x4_splat(0); R], [i32x4_splat(0); R]);
+                    for i in 0..4 {
+                        let h = v128_load(x.add(8 * i) as *const v128);
+                        let l = v128_load(x.add(32 + 8 * i) as *const v128);
+                        for r in 0..R {
+                            sh[r] = i32x4_add(sh[r], i32x4_dot_i16x8(c[r][i], h));
+                            sl[r] = i32x4_add(sl[r], i32x4_dot_i16x8(c[r][i], l));
+                        }
+                    }
+                    for r in 0..R {
+                        let d = v128_load32_splat(scales[r].as_ptr().add(j) as *const u32);
+                        let scaled = |s: v128| f32x4_mul(f32x4_convert_i32x4(s), d);
+                        acc[r].0 = f32x4_add(acc[r].0, scaled(sh[r]));
+                        acc[r].1 = f32x4_add(acc[r].1, scaled(sl[r]));
+                    }
+                }
+            }
+            start += n;
+        }
+        let lanes = |v: v128| {
+            f32x4_extract_lane::<0>(v) as f64
+                + f32x4_extract_lane::<1>(v) as f64
+                + f32x4_extract_lane::<2>(v) as f64
+                + f32x4_extract_lane::<3>(v) as f64
+        };
+        std::array::from_fn(|r| lanes(acc[r].0) * (1 << super::LIMB) as f64 + lanes(acc[r].1))
     }
 
-    pub(super) fn dot_q4_0(hi: &[i16], lo: &[i16], w: &[u8], blocks: usize) -> f64 {
-        let mut acc = f32x4_splat(0.0);
-        let zero = (i32x4_splat(0), i32x4_splat(0));
-        let (low, eight) = (u8x16_splat(15), i8x16_splat(8));
-        for ((blk, h), l) in w
-            .chunks_exact(18)
-            .zip(limbs(hi, blocks))
-            .zip(limbs(lo, blocks))
-        {
-            let q = load16(blk, 2);
-            // Low nibbles are weights 0..16, high nibbles 16..32; codes are offset by 8.
-            let first = i8x16_sub(v128_and(q, low), eight);
-            // A 16-bit shift and a mask: wasm's byte shift has no x86 instruction (V8 emits
-            // the same shift plus a mask it builds each time).
-            let second = i8x16_sub(v128_and(u16x8_shr(q, 4), low), eight);
-            let s = codes16(first, h, l, 0, zero);
-            let s = codes16(second, h, l, 16, s);
-            acc = finish(s, crate::cpu::simd::block_scale(blk), acc);
-        }
-        total(acc)
+    /// q8_0: the codes are the bytes, widened.
+    pub(super) fn dot_q8_0<const R: usize>(limbs: &[i16], ws: [&[u8]; R]) -> [f64; R] {
+        // SAFETY: `rows_dot` passes a block's code bytes, 32 of them.
+        rows_dot(limbs, ws, 34, None, |q| unsafe {
+            let (a, b) = (
+                v128_load(q as *const v128),
+                v128_load(q.add(16) as *const v128),
+            );
+            [
+                i16x8_extend_low_i8x16(a),
+                i16x8_extend_high_i8x16(a),
+                i16x8_extend_low_i8x16(b),
+                i16x8_extend_high_i8x16(b),
+            ]
+        })
+    }
+
+    /// q4_0: the codes unsigned (0..16) in `weight_at`'s order; their offset of 8 is the row's
+    /// per-block `offset` sums.
+    pub(super) fn dot_q4_0<const R: usize>(
+        limbs: &[i16],
+        offset: (&[i32], &[i32]),
+        ws: [&[u8]; R],
+    ) -> [f64; R] {
+        // SAFETY: `rows_dot` passes a block's code bytes, 16 of them.
+        rows_dot(limbs, ws, 18, Some(offset), |q| unsafe {
+            let w = v128_load(q as *const v128);
+            let mask = u16x8_splat(15);
+            [
+                v128_and(w, mask),
+                v128_and(u16x8_shr(w, 8), mask),
+                v128_and(u16x8_shr(w, 4), mask),
+                u16x8_shr(w, 12),
+            ]
+        })
     }
 }
 
@@ -373,7 +500,7 @@ mod tests {
                 let w: Vec<f32> = (0..3 * k).map(|_| lcg(&mut seed) * 0.1).collect();
                 for format in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
                     let q = QuantMatrix::quantize("w", format, &w, 3, k).unwrap();
-                    let fixed = FixedRow::new(&x).unwrap();
+                    let fixed = FixedRow::new(&x, format).unwrap();
                     for r in 0..3 {
                         let mut row = vec![0f32; k];
                         q.dequantize_row(r, &mut row);
@@ -387,7 +514,7 @@ mod tests {
                         let bytes = &q.bytes[r * q.row_bytes()..(r + 1) * q.row_bytes()];
                         for portable in [false, true] {
                             crate::cpu::force_portable_kernels(portable);
-                            let got = dot_quant_fixed(format, &fixed, bytes) as f64;
+                            let got = dot_quant_fixed(&fixed, bytes) as f64;
                             crate::cpu::force_portable_kernels(false);
                             assert!(
                                 (got - want).abs() <= 2e-6 * scale + 1e-30,
@@ -402,29 +529,51 @@ mod tests {
 
     #[test]
     fn non_finite_and_zero_rows() {
-        assert!(FixedRow::new(&[1.0, f32::NAN]).is_none());
-        assert!(FixedRow::new(&[f32::INFINITY]).is_none());
-        let zero = FixedRow::new(&[0.0; 40]).unwrap();
-        assert_eq!(zero.len(), 64);
-        let q = QuantMatrix::quantize("w", QuantFormat::Q8_0, &[0.5; 64], 1, 64).unwrap();
-        assert_eq!(dot_quant_fixed(QuantFormat::Q8_0, &zero, &q.bytes), 0.0);
-        // Tiny and huge magnitudes keep their relative precision (the exponent moves).
-        for m in [1e-30f32, 1e30] {
-            let x: Vec<f32> = (0..64).map(|i| m * (i as f32 - 31.5)).collect();
-            let f = FixedRow::new(&x).unwrap();
-            let got = dot_quant_fixed(QuantFormat::Q8_0, &f, &q.bytes) as f64;
-            let mut row = vec![0f32; 64];
-            q.dequantize_row(0, &mut row);
-            let want: f64 = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
-            let scale: f64 = row
-                .iter()
-                .zip(&x)
-                .map(|(&a, &b)| (a as f64 * b as f64).abs())
-                .sum();
-            assert!(
-                (got - want).abs() <= 2e-6 * scale,
-                "magnitude {m}: {got} vs {want}"
-            );
+        for format in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
+            assert!(FixedRow::new(&[1.0, f32::NAN], format).is_none());
+            assert!(FixedRow::new(&[f32::INFINITY], format).is_none());
+            let zero = FixedRow::new(&[0.0; 40], format).unwrap();
+            assert_eq!(zero.len(), 64);
+            let q = QuantMatrix::quantize("w", format, &[0.5; 64], 1, 64).unwrap();
+            assert_eq!(dot_quant_fixed(&zero, &q.bytes), 0.0);
+            // Tiny and huge magnitudes keep their relative precision (the exponent moves).
+            for m in [1e-30f32, 1e30] {
+                let x: Vec<f32> = (0..64).map(|i| m * (i as f32 - 31.5)).collect();
+                let f = FixedRow::new(&x, format).unwrap();
+                let got = dot_quant_fixed(&f, &q.bytes) as f64;
+                let mut row = vec![0f32; 64];
+                q.dequantize_row(0, &mut row);
+                let want: f64 = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+                let scale: f64 = row
+                    .iter()
+                    .zip(&x)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
+                assert!(
+                    (got - want).abs() <= 2e-6 * scale,
+                    "{format:?} magnitude {m}: {got} vs {want}"
+                );
+            }
         }
+    }
+
+    /// Each limb position holds one weight of its block, every weight once.
+    #[test]
+    fn limb_orders_are_permutations() {
+        for format in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
+            let mut seen = [false; 32];
+            for p in 0..32 {
+                seen[weight_at(format, p)] = true;
+            }
+            assert!(seen.iter().all(|&s| s), "{format:?}");
+        }
+        assert_eq!(
+            (0..8)
+                .map(|p| weight_at(QuantFormat::Q4_0, p))
+                .collect::<Vec<_>>(),
+            [0, 2, 4, 6, 8, 10, 12, 14]
+        );
+        assert_eq!(weight_at(QuantFormat::Q4_0, 31), 31);
+        assert_eq!(weight_at(QuantFormat::Q4_0, 24), 17);
     }
 }

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::model::Tensor;
 
-pub use super::fixed_dot::{dot_quant_fixed, FixedRow};
+pub use super::fixed_dot::{dot_quant_fixed, dot_quant_fixed_rows, FixedRow};
 pub use super::simd::{dot, dot_f16, dot_quant, widen_f16};
 use super::weights::Matrix;
 
@@ -65,12 +65,24 @@ pub fn matmul<'a>(
         // Decode: x once in fixed point, then integer multiply-adds against the codes
         // (cpu/fixed_dot.rs); a non-finite x takes the f32 dots, which carry it through.
         Matrix::Quant(q) => {
-            let fixed: Option<Vec<FixedRow>> =
-                x.chunks_exact(k.max(1)).map(FixedRow::new).collect();
+            let fixed: Option<Vec<FixedRow>> = x
+                .chunks_exact(k.max(1))
+                .map(|x| FixedRow::new(x, q.format))
+                .collect();
             match fixed {
-                Some(f) => gemv_rows(rows, &q.bytes, n_out, q.row_bytes(), |r, w| {
-                    dot_quant_fixed(q.format, &f[r], w)
-                }),
+                // Two weight rows a step: the browser's kernel reads x once for both.
+                Some(f) => {
+                    let rb = q.row_bytes();
+                    gemv_row_groups::<u8, 2>(rows, &q.bytes, n_out, rb, |r, w, out| {
+                        match (w.split_at_checked(rb), out) {
+                            (Some((w0, w1)), [y0, y1]) => {
+                                [*y0, *y1] = dot_quant_fixed_rows(&f[r], [w0, w1])
+                            }
+                            (_, [y]) => *y = dot_quant_fixed(&f[r], w),
+                            _ => {}
+                        }
+                    })
+                }
                 None => gemv_rows(rows, &q.bytes, n_out, q.row_bytes(), |r, w| {
                     dot_quant(q.format, &x[r * k..(r + 1) * k], w)
                 }),
@@ -152,20 +164,38 @@ fn gemv_rows<W: Sync>(
     row_len: usize,
     dot: impl Fn(usize, &[W]) -> f32 + Sync,
 ) -> Vec<f32> {
+    gemv_row_groups::<W, 1>(rows, w, n_out, row_len, |r, w_g, out| out[0] = dot(r, w_g))
+}
+
+/// [`gemv_rows`], G weight rows a step: `dot(r, w_g, out)` writes input row r's products with
+/// the (up to G; fewer at the end) consecutive weight rows of `w_g` into `out`.
+fn gemv_row_groups<W: Sync, const G: usize>(
+    rows: usize,
+    w: &[W],
+    n_out: usize,
+    row_len: usize,
+    dot: impl Fn(usize, &[W], &mut [f32]) + Sync,
+) -> Vec<f32> {
     let mut yt = vec![0f32; n_out * rows];
-    yt.par_chunks_mut(rows.max(1))
+    let per_row = rows.max(1);
+    yt.par_chunks_mut(G * per_row)
         // One contiguous run of rows per task, a few per thread: long sequential streams for the
         // prefetchers (decode is bandwidth-bound), enough tasks to balance.
         .with_min_len(
             n_out
-                .div_ceil(4 * rayon::current_num_threads().max(1))
-                .max(16),
+                .div_ceil(4 * G * rayon::current_num_threads().max(1))
+                .max(16usize.div_ceil(G)),
         )
         .enumerate()
-        .for_each(|(o, col)| {
-            let w_o = &w[o * row_len..(o + 1) * row_len];
-            for (r, y) in col.iter_mut().enumerate() {
-                *y = dot(r, w_o);
+        .for_each(|(g, col)| {
+            let (o, n) = (g * G, col.len() / per_row);
+            let w_g = &w[o * row_len..(o + n) * row_len];
+            let mut out = [0f32; G];
+            for r in 0..rows {
+                dot(r, w_g, &mut out[..n]);
+                for (i, &v) in out[..n].iter().enumerate() {
+                    col[i * rows + r] = v;
+                }
             }
         });
     if rows <= 1 {
