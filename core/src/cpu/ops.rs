@@ -255,3 +255,50 @@ pub fn rope_in_place(v: &mut [f32], pos: usize, theta: f32) {
         v[i + half] = (b * cos + a * sin) as f32;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{QuantFormat, QuantMatrix};
+
+    /// Decode products over quantized weights (two weight rows a step, `gemv_row_groups`) for
+    /// 1..8 input rows and odd and even output counts, against the f64 product with the
+    /// dequantized weights: every output lands in its place, the odd last row included.
+    #[test]
+    fn quantized_decode_products_put_every_output_in_place() {
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for (rows, k, n_out) in [
+            (1usize, 96usize, 1usize),
+            (1, 160, 33),
+            (2, 64, 5),
+            (3, 128, 64),
+            (7, 32, 17),
+        ] {
+            let x: Vec<f32> = (0..rows * k).map(|_| next()).collect();
+            let w: Vec<f32> = (0..n_out * k).map(|_| next() * 0.1).collect();
+            for format in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
+                let q = QuantMatrix::quantize("w", format, &w, n_out, k).unwrap();
+                let y = matmul(&x, rows, Matrix::Quant(&q), None);
+                let wd = q.dequantize();
+                for r in 0..rows {
+                    for o in 0..n_out {
+                        let terms = (0..k).map(|j| x[r * k + j] as f64 * wd[o * k + j] as f64);
+                        let want: f64 = terms.clone().sum();
+                        let scale: f64 = terms.map(f64::abs).sum();
+                        let got = y[r * n_out + o] as f64;
+                        assert!(
+                            (got - want).abs() <= 2e-6 * scale + 1e-30,
+                            "{format:?} rows {rows} k {k} n {n_out}: y[{r}, {o}] {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
