@@ -35,6 +35,9 @@ pub fn dot_f16(x: &[f32], w: &[half::f16]) -> f32 {
         // SAFETY: AVX2, FMA and F16C are present; the slices have equal length n.
         return unsafe { avx2::dot_f16(x, w) };
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return simd128::dot_f16(x, w);
+    #[allow(unreachable_code)]
     let mut acc = [0f32; 16];
     let mut cx = x.chunks_exact(16);
     let mut cw = w.chunks_exact(16);
@@ -104,16 +107,18 @@ fn dot_q4_0_portable(x: &[f32], w: &[u8], blocks: usize) -> f32 {
 }
 
 /// f16 → f32 for finite values, in integer and float lane operations that vectorise (SIMD128 has
-/// no f16 conversion, and `half`'s portable one is a branchy scalar routine): the magnitude's
-/// bits moved into f32 position, then the exponent rebased by an exact multiply by 2^112 (which
-/// also turns f16 subnormals into the right normal f32), then the sign. Weights are finite by
-/// construction (checked at load and by [`crate::cpu::F16Weights::new`]).
+/// no f16 conversion, and `half`'s portable one is a branchy scalar routine): the bits
+/// sign-extended and shifted left by 13 put the sign at bit 31 (with three copies below it,
+/// which the mask clears) and exponent and mantissa in f32 position; an exact multiply by
+/// 2^112 then rebases the exponent (and turns f16 subnormals into the right normal f32). Three
+/// lane operations and a multiply (the sign handled apart took five; in wasm the f16 decode
+/// product is bound by them). Weights are finite by construction (checked at load and by
+/// [`crate::cpu::F16Weights::new`]).
 #[inline(always)]
 pub fn widen_f16(h: half::f16) -> f32 {
     const REBIAS: f32 = 5.192_297e33; // 2^112 = 2^(127 - 15)
-    let b = h.to_bits() as u32;
-    let magnitude = f32::from_bits((b & 0x7fff) << 13) * REBIAS;
-    f32::from_bits(magnitude.to_bits() | ((b & 0x8000) << 16))
+    let bits = ((h.to_bits() as i16 as i32) << 13) as u32 & 0x8fff_ffff;
+    f32::from_bits(bits) * REBIAS
 }
 
 /// Sixteen independent lanes (two 8-wide or four 4-wide vectors): vectorises without
@@ -287,6 +292,69 @@ mod avx2 {
                 out[t_row * p_n + p] = t as f32;
             }
         }
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128 {
+    use core::arch::wasm32::*;
+
+    /// [`super::widen_f16`] on eight f16 at once, into two f32x4: each value moved into the
+    /// high half of a 32-bit lane by one unpack with zeros (an `i32x4.extend_high` is two x86
+    /// instructions in V8), shifted right arithmetically by 3 (the sign-extended shift left by
+    /// 13 of `widen_f16`), masked, rebased.
+    #[inline(always)]
+    fn widen8(h: v128) -> (v128, v128) {
+        let zero = i16x8_splat(0);
+        let (mask, rebias) = (u32x4_splat(0x8fff_ffff), f32x4_splat(5.192_297e33));
+        let widen = |v: v128| f32x4_mul(v128_and(i32x4_shr(v, 3), mask), rebias);
+        (
+            widen(i16x8_shuffle::<0, 8, 1, 9, 2, 10, 3, 11>(zero, h)),
+            widen(i16x8_shuffle::<4, 12, 5, 13, 6, 14, 7, 15>(zero, h)),
+        )
+    }
+
+    /// `x · w` with `w` in f16: 16 values an iteration into four accumulators, the tail in f64.
+    pub(super) fn dot_f16(x: &[f32], w: &[half::f16]) -> f32 {
+        let n = x.len().min(w.len());
+        let zero = f32x4_splat(0.0);
+        let mut acc = [zero; 4];
+        let (xs, ws) = (x[..n].chunks_exact(16), w[..n].chunks_exact(16));
+        let tail: f64 = xs
+            .remainder()
+            .iter()
+            .zip(ws.remainder())
+            .map(|(&a, &b)| a as f64 * super::widen_f16(b) as f64)
+            .sum();
+        for (a, b) in xs.zip(ws) {
+            // SAFETY: `a` holds 16 f32 and `b` 16 f16 (64 and 32 bytes); v128_load takes
+            // unaligned addresses.
+            let (a, b) = unsafe {
+                let a = a.as_ptr() as *const v128;
+                let b = b.as_ptr() as *const v128;
+                (
+                    [
+                        v128_load(a),
+                        v128_load(a.add(1)),
+                        v128_load(a.add(2)),
+                        v128_load(a.add(3)),
+                    ],
+                    [v128_load(b), v128_load(b.add(1))],
+                )
+            };
+            let (w0, w1) = widen8(b[0]);
+            let (w2, w3) = widen8(b[1]);
+            for (s, (a, w)) in acc.iter_mut().zip(a.into_iter().zip([w0, w1, w2, w3])) {
+                *s = f32x4_add(*s, f32x4_mul(a, w));
+            }
+        }
+        let lanes = |v: v128| {
+            f32x4_extract_lane::<0>(v) as f64
+                + f32x4_extract_lane::<1>(v) as f64
+                + f32x4_extract_lane::<2>(v) as f64
+                + f32x4_extract_lane::<3>(v) as f64
+        };
+        (acc.iter().map(|&v| lanes(v)).sum::<f64>() + tail) as f32
     }
 }
 
