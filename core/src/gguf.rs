@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::config::limits::MAX_TENSOR_ELEMENTS;
 use crate::error::{Error, Result};
-use crate::model::{values_from_le, Model, StoredFloat, Tensor, TensorSource};
+use crate::model::{half_from_le, values_from_le, Model, StoredFloat, Tensor, TensorSource};
 use crate::quant::{QuantFormat, QuantMatrix, BLOCK};
 use crate::ModelConfig;
 
@@ -494,7 +494,7 @@ impl<'a> GgufFile<'a> {
 }
 
 /// How a GGUF tensor differs from MODEL.md's.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Fixup {
     None,
     /// A vector stored with extra unit or group axes (D as [H, 1], the gated norm as [G, Di/G]).
@@ -510,7 +510,7 @@ impl TensorSource for GgufFile<'_> {
         Self::gguf_name(name).is_some_and(|(g, _)| self.tensors.contains_key(&g))
     }
 
-    fn load(&self, name: &str) -> Result<(Tensor, String)> {
+    fn load(&self, name: &str, keep_half: bool) -> Result<(Tensor, String)> {
         let (gname, fixup) =
             Self::gguf_name(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
         let info = self
@@ -549,6 +549,21 @@ impl TensorSource for GgufFile<'_> {
                         v
                     },
                 )?)
+            }
+            // A matrix kept in f16 (no fix-up works on it).
+            None if keep_half
+                && info.ggml_type == 1
+                && fixup == Fixup::None
+                && shape.len() == 2 =>
+            {
+                let half =
+                    half_from_le(bytes).map_err(|(index, value)| Error::NonFiniteWeight {
+                        file: self.name.clone(),
+                        name: gname.clone(),
+                        index,
+                        value,
+                    })?;
+                Tensor::from_shared_half(std::mem::take(&mut shape), std::sync::Arc::new(half))
             }
             None => {
                 let data = match info.ggml_type {

@@ -534,7 +534,9 @@ pub(crate) trait TensorSource {
     fn contains(&self, name: &str) -> bool;
     /// The tensor under MODEL.md's name and shape (as a safetensors checkpoint holds it), with
     /// the name of its stored type (F32, F16, BF16, Q8_0, Q4_0); non-finite values refused.
-    fn load(&self, name: &str) -> Result<(Tensor, String)>;
+    /// With `keep_half`, a large matrix stored in f16 comes as those f16 values only
+    /// ([`Tensor::half`]), never widened to f32.
+    fn load(&self, name: &str, keep_half: bool) -> Result<(Tensor, String)>;
 }
 
 struct Loader<'v> {
@@ -605,15 +607,15 @@ fn quantization_entries(file: &str, text: &str) -> Result<Vec<(String, QuantEntr
 
 impl Loader<'_> {
     /// The named tensor and the name of its stored type (recorded for `stored_dtype`).
-    fn load(&mut self, name: &str) -> Result<(Tensor, String)> {
-        let (t, dtype) = self.source.load(name)?;
+    fn load(&mut self, name: &str, keep_half: bool) -> Result<(Tensor, String)> {
+        let (t, dtype) = self.source.load(name, keep_half)?;
         self.dtypes.insert(dtype.clone());
         Ok((t, dtype))
     }
 
     /// The named tensor, which must have exactly `shape`.
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let (t, _) = self.load(name)?;
+        let (t, _) = self.load(name, false)?;
         if t.shape != shape {
             return Err(Error::TensorShape {
                 name: name.into(),
@@ -630,15 +632,8 @@ impl Loader<'_> {
     /// f16 values only ([`Tensor::half`]): half the memory of f32, and what the CPU engine's
     /// f16 weights (the default for such a file) share without a copy.
     fn matrix(&mut self, name: &str, rows: Option<usize>, cols: usize) -> Result<Tensor> {
-        let (t, dtype) = self.load(name)?;
-        let t = self.check_shape(name, t, rows, cols)?;
-        if dtype != "F16" || t.data.is_empty() {
-            return Ok(t);
-        }
-        // Exact: the values came from f16.
-        let mut half = crate::huge_pages::vec_with_capacity(t.data.len());
-        half.extend(t.data.iter().map(|&v| half::f16::from_f32(v)));
-        Ok(Tensor::from_shared_half(t.shape, Arc::new(half)))
+        let (t, _) = self.load(name, true)?;
+        self.check_shape(name, t, rows, cols)
     }
 
     fn check_shape(
@@ -671,7 +666,7 @@ impl TensorSource for SafetensorsSource<'_, '_> {
         self.views.contains_key(name)
     }
 
-    fn load(&self, name: &str) -> Result<(Tensor, String)> {
+    fn load(&self, name: &str, keep_half: bool) -> Result<(Tensor, String)> {
         let (file, view) = self
             .views
             .get(name)
@@ -703,6 +698,16 @@ impl TensorSource for SafetensorsSource<'_, '_> {
                 })
             }
             _ => {}
+        }
+        if keep_half && view.dtype() == Dtype::F16 && view.shape().len() == 2 {
+            let half = half_from_le(bytes).map_err(|(index, value)| Error::NonFiniteWeight {
+                file: file.to_string(),
+                name: name.into(),
+                index,
+                value,
+            })?;
+            let t = Tensor::from_shared_half(view.shape().to_vec(), Arc::new(half));
+            return Ok((t, "F16".into()));
         }
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => values_from_le(bytes, StoredFloat::F32),
@@ -744,6 +749,23 @@ pub(crate) enum StoredFloat {
 /// is already checked to lie inside its file. Loading is a pass over the whole file, so each
 /// kind is a loop that vectorises (in wasm too, where a per-value call was a third of the time
 /// `createEngine` plus 64 decode tokens took).
+/// Little-endian f16 values kept as f16 (one copy of the bytes), or the index and value of the
+/// first NaN or infinity among them.
+pub(crate) fn half_from_le(bytes: &[u8]) -> std::result::Result<Vec<half::f16>, (usize, f32)> {
+    let n = bytes.len() / 2;
+    let mut half: Vec<half::f16> = crate::huge_pages::vec_with_capacity(n);
+    half.extend(
+        bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]])),
+    );
+    // All exponent bits set: an infinity or a NaN (a bit test that vectorises).
+    match half.iter().position(|h| h.to_bits() & 0x7c00 == 0x7c00) {
+        Some(i) => Err((i, half[i].to_f32())),
+        None => Ok(half),
+    }
+}
+
 pub(crate) fn values_from_le(bytes: &[u8], kind: StoredFloat) -> Vec<f32> {
     fn widen<const W: usize>(bytes: &[u8], f: impl Fn(&[u8]) -> f32) -> Vec<f32> {
         let mut data = crate::huge_pages::vec_with_capacity(bytes.len() / W);
