@@ -338,14 +338,22 @@ impl<'a> GgufFile<'a> {
     /// Bytes the model takes once loaded (f32 values; q8_0 / q4_0 matrices as their blocks
     /// only): what the browser checks against its wasm heap before loading.
     pub fn f32_bytes_needed(&self) -> u64 {
+        // The large matrices: kept in f16 when stored so (the small tensors go through f32
+        // for their fix-ups).
+        let is_matrix = |name: &str| {
+            matches!(name, "token_embd.weight" | "output.weight")
+                || name.ends_with(".ssm_in.weight")
+                || name.ends_with(".ssm_out.weight")
+        };
         self.tensors
-            .values()
-            .map(|t| {
+            .iter()
+            .map(|(name, t)| {
                 let n: u64 = t.dims.iter().product();
-                if t.ggml_type == 2 || t.ggml_type == 8 {
-                    t.len as u64
-                } else {
-                    n * 4
+                match t.ggml_type {
+                    2 | 8 => t.len as u64,
+                    // An f16 matrix is kept as f16 (`load` with `keep_half`).
+                    1 if t.dims.len() == 2 && is_matrix(name) => n * 2,
+                    _ => n * 4,
                 }
             })
             .sum()

@@ -225,7 +225,7 @@ impl Model {
     }
 
     /// Bytes the tensors of a `.safetensors` image take once loaded (every element as f32,
-    /// q8_0 / q4_0 matrices as their blocks), from its header alone; `None` if the header does not parse or the sum overflows (the loader
+    /// q8_0 / q4_0 matrices as their blocks, f16 matrices as f16), from its header alone; `None` if the header does not parse or the sum overflows (the loader
     /// then reports why). The browser checks it against what its wasm heap can still grow to
     /// before loading, so a model too big is a clear error, not an abort.
     pub fn f32_bytes_needed(bytes: &[u8]) -> Option<u64> {
@@ -240,9 +240,11 @@ impl Model {
                 .shape
                 .iter()
                 .try_fold(1u64, |n, &d| n.checked_mul(d as u64))?;
-            // Quantized blocks (U8) are kept as they are (no f32 copy).
+            // Quantized blocks (U8) are kept as they are, f16 matrices (every 2-D tensor is
+            // one) as f16: no f32 copy of either.
             let bytes = match info.dtype {
                 Dtype::U8 => elements,
+                Dtype::F16 if info.shape.len() == 2 => elements.checked_mul(2)?,
                 _ => elements.checked_mul(4)?,
             };
             total.checked_add(bytes)

@@ -76,9 +76,26 @@ pub fn gguf_bytes(kvs: &[(String, Kv)], tensors: &[GgufTensor]) -> Vec<u8> {
     out
 }
 
+/// How [`model_gguf_as`] stores the large matrices.
+#[derive(Clone, Copy)]
+pub enum GgufMatrices {
+    F32,
+    /// Rounded to nearest f16 (`--outtype f16`).
+    F16,
+    Quant(QuantFormat),
+}
+
 /// `model` (plain Mamba2: no MLP, no attention extras) as llama.cpp's converter writes it:
 /// matrices in `matrices` (None: F32; Some: their q8_0 / q4_0 blocks), everything else F32.
 pub fn model_gguf(model: &Model, matrices: Option<QuantFormat>) -> Vec<u8> {
+    model_gguf_as(
+        model,
+        matrices.map_or(GgufMatrices::F32, GgufMatrices::Quant),
+    )
+}
+
+/// [`model_gguf`] with the matrices stored as `matrices` says.
+pub fn model_gguf_as(model: &Model, matrices: GgufMatrices) -> Vec<u8> {
     let c = &model.config;
     let kvs = vec![
         ("general.architecture".to_string(), Kv::Str("mamba2".into())),
@@ -113,8 +130,18 @@ pub fn model_gguf(model: &Model, matrices: Option<QuantFormat>) -> Vec<u8> {
     let matrix = |name: String, t: &Tensor| {
         let dims = vec![t.shape[1] as u64, t.shape[0] as u64];
         match matrices {
-            None => vector(name, dims, &t.data),
-            Some(q) => GgufTensor {
+            GgufMatrices::F32 => vector(name, dims, &t.values()),
+            GgufMatrices::F16 => GgufTensor {
+                name,
+                dims,
+                ggml_type: 1,
+                data: t
+                    .values()
+                    .iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect(),
+            },
+            GgufMatrices::Quant(q) => GgufTensor {
                 name,
                 dims,
                 ggml_type: if q == QuantFormat::Q8_0 { 8 } else { 2 },

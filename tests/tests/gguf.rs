@@ -9,7 +9,9 @@ use transmamba::engine::{EngineOptions, GpuModel};
 use transmamba::quant::QuantFormat;
 use transmamba::text::TextCodec;
 use transmamba::{Logits, Model, Schedule, ScheduleSpec, WeightFormat};
-use transmamba_tests::gguf_writer::{gguf_bytes, model_gguf, GgufTensor, Kv};
+use transmamba_tests::gguf_writer::{
+    gguf_bytes, model_gguf, model_gguf_as, GgufMatrices, GgufTensor, Kv,
+};
 use transmamba_tests::*;
 
 const TOL: f32 = 1e-4;
@@ -186,6 +188,44 @@ fn written_ggufs_load_like_the_model() {
             cpu(&model, WeightFormat::Q4_0, &tokens)
         );
     }
+}
+
+/// An f16 GGUF (`--outtype f16`): its large matrices load as f16 values only (no f32 copy),
+/// compute as the model's own f16 weights do, and a NaN among them is refused by name; the
+/// browser's size check counts them at 2 bytes.
+#[test]
+fn f16_ggufs_keep_their_matrices_in_f16() {
+    let spec = RandomSpec::default();
+    let model = random_model(&spec, 5);
+    let tokens = random_tokens(spec.vocab, 10, 3);
+    let bytes = model_gguf_as(&model, GgufMatrices::F16);
+    let loaded = Model::from_file_bytes(&bytes, "h.gguf").unwrap();
+    for t in loaded.matrices() {
+        assert!(
+            t.half_only().is_some() && t.data.is_empty(),
+            "{:?}",
+            t.shape
+        );
+    }
+    assert!(loaded.layers[0].a_log.half_only().is_none());
+    assert_eq!(
+        cpu(&loaded, WeightFormat::F16, &tokens),
+        cpu(&model, WeightFormat::F16, &tokens)
+    );
+    let f32_file = model_gguf(&model, None);
+    let (need16, need32) = (
+        Model::f32_bytes_needed(&bytes).unwrap(),
+        Model::f32_bytes_needed(&f32_file).unwrap(),
+    );
+    let matrix_bytes: u64 = model.matrices().iter().map(|t| 2 * t.len() as u64).sum();
+    assert_eq!(need32 - need16, matrix_bytes);
+    let mut bad = model.clone();
+    bad.layers[1].in_proj.data[7] = f32::NAN;
+    let e = refused(&model_gguf_as(&bad, GgufMatrices::F16));
+    assert!(
+        e.contains("blk.1.ssm_in.weight") && e.contains("non-finite"),
+        "{e}"
+    );
 }
 
 /// The error text of loading `bytes` as a model file (it must fail).

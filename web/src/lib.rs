@@ -285,7 +285,8 @@ fn engine_choice(
     Ok((choice, facts))
 }
 
-/// Grows the wasm heap to what the weights will take as f32 (beside the file's bytes, still held)
+/// Grows the wasm heap to what the weights will take once loaded (f32, or f16 / blocks for the
+/// matrices a file stores so; beside the file's bytes, still held)
 /// before loading, then frees it for the loader: a model too big for the heap (at most 4 GiB in
 /// wasm32, often less) is then this error naming the sizes, not an abort mid-load.
 fn reserve_model_memory(model_bytes: &[u8]) -> Result<(), JsError> {
@@ -295,7 +296,7 @@ fn reserve_model_memory(model_bytes: &[u8]) -> Result<(), JsError> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let too_big = || {
         JsError::new(&format!(
-            "the model needs {:.0} MiB of memory for its weights as f32, beside the {:.0} MiB \
+            "the model needs {:.0} MiB of memory for its weights once loaded, beside the {:.0} MiB \
              of the file itself, and the browser's WebAssembly memory cannot grow that far \
              (at most 4 GiB, often less): use a smaller model or one stored in fewer bits",
             mib(need),
