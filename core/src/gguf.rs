@@ -336,7 +336,7 @@ impl<'a> GgufFile<'a> {
     }
 
     /// Bytes the model takes once loaded (f32 values; q8_0 / q4_0 matrices as their blocks
-    /// only): what the browser checks against its wasm heap before loading.
+    /// only, f16 matrices as f16): what the browser checks against its wasm heap before loading.
     pub fn f32_bytes_needed(&self) -> u64 {
         // The large matrices: kept in f16 when stored so (the small tensors go through f32
         // for their fix-ups).

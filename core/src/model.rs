@@ -225,9 +225,10 @@ impl Model {
     }
 
     /// Bytes the tensors of a `.safetensors` image take once loaded (every element as f32,
-    /// q8_0 / q4_0 matrices as their blocks, f16 matrices as f16), from its header alone; `None` if the header does not parse or the sum overflows (the loader
-    /// then reports why). The browser checks it against what its wasm heap can still grow to
-    /// before loading, so a model too big is a clear error, not an abort.
+    /// q8_0 / q4_0 matrices as their blocks, f16 matrices as f16), from its header alone;
+    /// `None` if the header does not parse or the sum overflows (the loader then reports why).
+    /// The browser checks it against what its wasm heap can still grow to before loading, so
+    /// a model too big is a clear error, not an abort.
     pub fn f32_bytes_needed(bytes: &[u8]) -> Option<u64> {
         if crate::gguf::is_gguf(bytes) {
             return crate::gguf::GgufFile::parse(bytes, "")
