@@ -609,16 +609,16 @@ fn quantization_entries(file: &str, text: &str) -> Result<Vec<(String, QuantEntr
 }
 
 impl Loader<'_> {
-    /// The named tensor and the name of its stored type (recorded for `stored_dtype`).
-    fn load(&mut self, name: &str, keep_half: bool) -> Result<(Tensor, String)> {
+    /// The named tensor, its stored type recorded for `stored_dtype`.
+    fn load(&mut self, name: &str, keep_half: bool) -> Result<Tensor> {
         let (t, dtype) = self.source.load(name, keep_half)?;
-        self.dtypes.insert(dtype.clone());
-        Ok((t, dtype))
+        self.dtypes.insert(dtype);
+        Ok(t)
     }
 
     /// The named tensor, which must have exactly `shape`.
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let (t, _) = self.load(name, false)?;
+        let t = self.load(name, false)?;
         if t.shape != shape {
             return Err(Error::TensorShape {
                 name: name.into(),
@@ -631,21 +631,11 @@ impl Loader<'_> {
 
     /// A large matrix (in_proj, out_proj, the MLP's, the embedding, lm_head): `[rows, cols]`,
     /// any number of rows (the vocabulary, which the tensors decide) without `rows`; one the
-    /// file stores in f16 is held as those
-    /// f16 values only ([`Tensor::half`]): half the memory of f32, and what the CPU engine's
-    /// f16 weights (the default for such a file) share without a copy.
+    /// file stores in f16 is held as those f16 values only ([`Tensor::half`]): half the memory
+    /// of f32, and what the CPU engine's f16 weights (the default for such a file) share
+    /// without a copy.
     fn matrix(&mut self, name: &str, rows: Option<usize>, cols: usize) -> Result<Tensor> {
-        let (t, _) = self.load(name, true)?;
-        self.check_shape(name, t, rows, cols)
-    }
-
-    fn check_shape(
-        &self,
-        name: &str,
-        t: Tensor,
-        rows: Option<usize>,
-        cols: usize,
-    ) -> Result<Tensor> {
+        let t = self.load(name, true)?;
         let fits = t.shape.len() == 2
             && t.shape[1] == cols
             && rows.map_or(t.shape[0] > 0, |r| t.shape[0] == r);
@@ -748,12 +738,8 @@ pub(crate) enum StoredFloat {
     BF16,
 }
 
-/// A tensor's values as f32, in memory asked to be huge pages ([`crate::huge_pages`]); `bytes`
-/// is already checked to lie inside its file. Loading is a pass over the whole file, so each
-/// kind is a loop that vectorises (in wasm too, where a per-value call was a third of the time
-/// `createEngine` plus 64 decode tokens took).
-/// Little-endian f16 values kept as f16 (one copy of the bytes), or the index and value of the
-/// first NaN or infinity among them.
+/// Little-endian f16 values kept as f16 (one copy of the bytes, in memory asked to be huge
+/// pages), or the index and value of the first NaN or infinity among them.
 pub(crate) fn half_from_le(bytes: &[u8]) -> std::result::Result<Vec<half::f16>, (usize, f32)> {
     let n = bytes.len() / 2;
     let mut half: Vec<half::f16> = crate::huge_pages::vec_with_capacity(n);
@@ -769,6 +755,10 @@ pub(crate) fn half_from_le(bytes: &[u8]) -> std::result::Result<Vec<half::f16>, 
     }
 }
 
+/// A tensor's values as f32, in memory asked to be huge pages ([`crate::huge_pages`]); `bytes`
+/// is already checked to lie inside its file. Loading is a pass over the whole file, so each
+/// kind is a loop that vectorises (in wasm too, where a per-value call was a third of the time
+/// `createEngine` plus 64 decode tokens took).
 pub(crate) fn values_from_le(bytes: &[u8], kind: StoredFloat) -> Vec<f32> {
     fn widen<const W: usize>(bytes: &[u8], f: impl Fn(&[u8]) -> f32) -> Vec<f32> {
         let mut data = crate::huge_pages::vec_with_capacity(bytes.len() / W);
