@@ -1,7 +1,7 @@
 //! The CPU backend against an independent f64 evaluation of MODEL.md, over random models and
 //! TransPoint schedules, and decode against prefill.
 
-use transmamba::cpu::{CpuSession, WeightCopies};
+use transmamba::cpu::{CpuSession, KernelTier, WeightCopies};
 use transmamba::schedule::TransPoint::{self, At, Never};
 use transmamba::{Logits, Schedule, WeightFormat};
 use transmamba_tests::reference64::forward_f64;
@@ -256,7 +256,7 @@ fn cpu_engine_at_real_head_sizes_matches_f64() {
 /// f16 weight storage (products widen f16 as they read) computes the model whose matrices are
 /// rounded to f16, within the f32 bound of the f64 oracle on those weights: every model variant
 /// (MLP, tied output, biases, RoPE) and real head sizes, prefill (the GEMM path) then decode (the
-/// matrix-vector path) across the TransPoint, AVX2/F16C and portable loops. Values beyond f16's
+/// matrix-vector path) across the TransPoint, on every kernel tier (AVX-512, AVX2/F16C, portable). Values beyond f16's
 /// range are refused, naming the matrix.
 #[test]
 fn stored_weights_compute_the_model_as_stored() {
@@ -280,15 +280,15 @@ fn stored_weights_compute_the_model_as_stored() {
             let tokens = random_tokens(spec.vocab, 40, 6);
             let schedule = Schedule(vec![At(30); spec.layers]);
             let (want, tol) = oracle(&stored, &schedule, &tokens);
-            for portable in [false, true] {
-                transmamba::cpu::force_portable_kernels(portable);
+            for tier in KernelTier::ALL {
+                transmamba::cpu::limit_kernels(tier);
                 let s = CpuSession::with_weights(&model, &copies, schedule.clone()).unwrap();
                 let got = prefill_then_decode(s, &tokens, 36);
-                transmamba::cpu::force_portable_kernels(false);
+                transmamba::cpu::limit_kernels(KernelTier::Avx512);
                 let err = max_abs_diff(&got, &want);
                 assert!(
                     err < tol,
-                    "{format:?} {name} portable {portable}: |Δ| = {err} (bound {tol})"
+                    "{format:?} {name} {tier:?}: |Δ| = {err} (bound {tol})"
                 );
             }
             // The storage is not a no-op: the f32 model differs by more than the bound.

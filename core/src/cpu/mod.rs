@@ -14,9 +14,10 @@ pub mod ops;
 mod simd;
 pub mod weights;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-static PORTABLE: AtomicBool = AtomicBool::new(false);
+/// The widest kernel tier the CPU engine may pick ([`limit_kernels`]), as a `KernelTier`.
+static KERNEL_LIMIT: AtomicU8 = AtomicU8::new(KernelTier::Avx512 as u8);
 
 /// How many empty polls a kept-awake worker makes before it gives up and sleeps (~1 ms).
 #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
@@ -58,16 +59,50 @@ fn on_awake_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
     })
 }
 
-/// Runs the portable loops instead of the x86-64 AVX2/FMA intrinsics from now on (process-wide):
-/// what the wasm build and CPUs without AVX2 run, so tests cover it on any machine, and for A/B
-/// timings. Both give the same results within f32 rounding.
-pub fn force_portable_kernels(on: bool) {
-    PORTABLE.store(on, Ordering::Relaxed);
+/// The vector kernels the CPU engine runs, narrowest first. Each tier is used only where the CPU
+/// has it (checked at run time); all give the same results within f32 rounding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum KernelTier {
+    /// The portable loops: what the wasm build and CPUs without AVX2 run.
+    Portable = 0,
+    /// x86-64 AVX2 / FMA / F16C intrinsics.
+    Avx2 = 1,
+    /// AVX-512 (F, BW) where it pays: the quantized decode products.
+    Avx512 = 2,
 }
 
-/// Whether [`force_portable_kernels`] is on.
+impl KernelTier {
+    pub const ALL: [KernelTier; 3] = [KernelTier::Avx512, KernelTier::Avx2, KernelTier::Portable];
+}
+
+/// Runs no kernel wider than `tier` from now on (process-wide), so tests cover every tier on
+/// one machine, and for A/B timings.
+pub fn limit_kernels(tier: KernelTier) {
+    KERNEL_LIMIT.store(tier as u8, Ordering::Relaxed);
+}
+
+/// The tier [`limit_kernels`] set (by default the widest).
+pub fn kernel_limit() -> KernelTier {
+    match KERNEL_LIMIT.load(Ordering::Relaxed) {
+        0 => KernelTier::Portable,
+        1 => KernelTier::Avx2,
+        _ => KernelTier::Avx512,
+    }
+}
+
+/// Runs the portable loops instead of the x86-64 intrinsics from now on (`on`), or lifts the
+/// limit again: [`limit_kernels`] with [`KernelTier::Portable`] or the widest tier.
+pub fn force_portable_kernels(on: bool) {
+    limit_kernels(if on {
+        KernelTier::Portable
+    } else {
+        KernelTier::Avx512
+    });
+}
+
+/// Whether the portable loops are forced.
 pub fn portable_kernels_forced() -> bool {
-    PORTABLE.load(Ordering::Relaxed)
+    kernel_limit() == KernelTier::Portable
 }
 
 use crate::error::Result;

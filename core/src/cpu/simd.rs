@@ -3,15 +3,26 @@
 //! target: SSE2 on x86-64, SIMD128 in the browser build, NEON on arm64) and, on x86-64 CPUs with
 //! AVX2 and FMA (checked at run time, cached by std), an intrinsics form: 8 lanes, fused
 //! multiply-adds, four accumulators so a sum is not bound by the FMA latency.
-//! [`crate::cpu::force_portable_kernels`] makes the portable forms run everywhere (tests, A/B).
+//! [`crate::cpu::limit_kernels`] makes the portable forms (or no wider than AVX2) run everywhere
+//! (tests, A/B).
 
 use super::mixer::ScanHead;
 
 #[cfg(target_arch = "x86_64")]
 pub(super) fn use_avx2() -> bool {
-    !crate::cpu::portable_kernels_forced()
+    crate::cpu::kernel_limit() >= crate::cpu::KernelTier::Avx2
         && std::arch::is_x86_feature_detected!("avx2")
         && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// AVX-512 F and BW, with AVX2, FMA and F16C (every AVX-512 CPU has them).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn use_avx512() -> bool {
+    crate::cpu::kernel_limit() >= crate::cpu::KernelTier::Avx512
+        && use_avx2()
+        && std::arch::is_x86_feature_detected!("f16c")
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
 }
 
 /// `a · b` over the shorter length: f32 lanes, their total summed in f64.
