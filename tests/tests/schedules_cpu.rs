@@ -256,8 +256,8 @@ fn cpu_engine_at_real_head_sizes_matches_f64() {
 /// f16 weight storage (products widen f16 as they read) computes the model whose matrices are
 /// rounded to f16, within the f32 bound of the f64 oracle on those weights: every model variant
 /// (MLP, tied output, biases, RoPE) and real head sizes, prefill (the GEMM path) then decode (the
-/// matrix-vector path) across the TransPoint, on every kernel tier (AVX-512, AVX2/F16C, portable). Values beyond f16's
-/// range are refused, naming the matrix.
+/// matrix-vector path) across the TransPoint, on every kernel tier (AVX-512, AVX2/F16C,
+/// portable). Values beyond f16's range are refused, naming the matrix.
 #[test]
 fn stored_weights_compute_the_model_as_stored() {
     let wide = RandomSpec {

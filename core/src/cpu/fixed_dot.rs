@@ -48,6 +48,37 @@ pub struct FixedRow {
     offset_lo: Vec<i32>,
     /// 2^-e.
     unit: f64,
+    /// The kernel its products run, chosen once here rather than per weight row.
+    kernel: Kernel,
+}
+
+/// The native kernels (the wasm build has its SIMD128 one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernel {
+    /// The widest kernel the CPU has and [`crate::cpu::limit_kernels`] allows for `format`.
+    /// q4_0 only on AVX-512: q8_0's AVX-512 form was as fast on one thread and 0.7-0.9x on two
+    /// here (its 32-byte code loads at a 34-byte stride), so q8_0 stays on AVX2.
+    fn pick(format: QuantFormat) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if format == QuantFormat::Q4_0 && super::simd::use_avx512() {
+                return Kernel::Avx512;
+            }
+            if super::simd::use_avx2() && std::arch::is_x86_feature_detected!("f16c") {
+                return Kernel::Avx2;
+            }
+        }
+        let _ = format;
+        Kernel::Portable
+    }
 }
 
 impl FixedRow {
@@ -101,6 +132,7 @@ impl FixedRow {
             offset_hi,
             offset_lo,
             unit: 2f64.powi(-e),
+            kernel: Kernel::pick(format),
         })
     }
 
@@ -143,31 +175,21 @@ pub fn dot_quant_fixed_rows<const R: usize>(x: &FixedRow, ws: [&[u8]; R]) -> [f3
 
 /// One row's `Σ_b d_b · (Σ c·hi · 2^15 + Σ c·lo)` (in units of `FixedRow::unit`).
 fn dot_row(x: &FixedRow, w: &[u8], blocks: usize) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if super::simd::use_avx512() {
-        let limbs = &x.limbs[..64 * blocks];
-        // SAFETY: AVX-512 F/BW, AVX2, FMA and F16C are present; `limbs` holds 64·blocks values
-        // and `w` `blocks` whole blocks.
-        return unsafe {
-            match x.format {
-                QuantFormat::Q8_0 => avx512::dot_q8_0(limbs, w, blocks),
-                QuantFormat::Q4_0 => avx512::dot_q4_0(limbs, w, blocks),
-            }
-        };
+    let limbs = &x.limbs[..64 * blocks];
+    // SAFETY (each arm): `Kernel::pick` chose the kernel only where the CPU has its features
+    // (AVX-512 F/BW, AVX2, FMA, F16C); `limbs` holds 64·blocks values and `w` `blocks` whole
+    // blocks of x's format.
+    match (x.kernel, x.format) {
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx512, QuantFormat::Q4_0) => unsafe { avx512::dot_q4_0(limbs, w, blocks) },
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx2 | Kernel::Avx512, QuantFormat::Q8_0) => unsafe {
+            avx2::dot_q8_0(limbs, w, blocks)
+        },
+        #[cfg(target_arch = "x86_64")]
+        (Kernel::Avx2, QuantFormat::Q4_0) => unsafe { avx2::dot_q4_0(limbs, w, blocks) },
+        _ => dot_portable(x, w, blocks),
     }
-    #[cfg(target_arch = "x86_64")]
-    if super::simd::use_avx2() && std::arch::is_x86_feature_detected!("f16c") {
-        let limbs = &x.limbs[..64 * blocks];
-        // SAFETY: AVX2, FMA and F16C are present; `limbs` holds 64·blocks values and `w`
-        // `blocks` whole blocks.
-        return unsafe {
-            match x.format {
-                QuantFormat::Q8_0 => avx2::dot_q8_0(limbs, w, blocks),
-                QuantFormat::Q4_0 => avx2::dot_q4_0(limbs, w, blocks),
-            }
-        };
-    }
-    dot_portable(x, w, blocks)
 }
 
 /// A block's code j as i32, unsigned for q4_0 (q8_0: byte j as i8; q4_0: byte j's low nibble
@@ -318,9 +340,9 @@ mod avx2 {
     }
 }
 
-/// The AVX2 kernels' arithmetic on 512-bit vectors, one vector a block (32 codes as i16), and a
-/// software prefetch ahead of the row. On this project's Zen 5 (full-width AVX-512) a q4_0 row
-/// streamed from memory takes ~1.35x less time than with the AVX2 kernel, q8_0 ~1.2x
+/// The AVX2 q4_0 kernel's arithmetic on 512-bit vectors, one vector a block (32 codes as i16),
+/// and a software prefetch ahead of the row. On this project's Zen 5 (full-width AVX-512) a
+/// q4_0 row streamed from memory takes 1.2-1.4x less time than with the AVX2 kernel
 /// (docs/PERFORMANCE.md). Rows go one at a time: two rows interleaved (the SIMD128 kernel's
 /// sharing of limb loads) halved q8_0's streaming rate here.
 #[cfg(target_arch = "x86_64")]
@@ -374,15 +396,6 @@ mod avx512 {
             even = one(b, even);
         }
         _mm512_reduce_add_ps(_mm512_add_ps(even, odd)) as f64
-    }
-
-    /// SAFETY: AVX-512 F/BW, AVX2, FMA and F16C present; `limbs` holds 64·`blocks` values, `w`
-    /// `blocks` q8_0 blocks.
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
-    pub(super) unsafe fn dot_q8_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
-        row_dot(limbs, w, (blocks, 34), |q| {
-            _mm512_cvtepi8_epi16(_mm256_loadu_si256(q as *const __m256i))
-        })
     }
 
     /// SAFETY: AVX-512 F/BW, AVX2, FMA and F16C present; `limbs` holds 64·`blocks` values in
@@ -579,6 +592,47 @@ mod tests {
     use crate::cpu::KernelTier;
     use crate::quant::QuantMatrix;
 
+    impl Kernel {
+        /// The widest kernel a tier allows (what `pick` gives on a CPU with every feature).
+        fn widest(tier: KernelTier) -> Kernel {
+            match tier {
+                KernelTier::Portable => Kernel::Portable,
+                #[cfg(target_arch = "x86_64")]
+                KernelTier::Avx2 => Kernel::Avx2,
+                #[cfg(target_arch = "x86_64")]
+                KernelTier::Avx512 => Kernel::Avx512,
+                #[cfg(not(target_arch = "x86_64"))]
+                _ => Kernel::Portable,
+            }
+        }
+    }
+
+    /// On a CPU with AVX-512 F/BW (this project's CI machine), each tier runs its own kernel.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn each_tier_runs_its_kernel() {
+        let x = vec![0.5f32; 64];
+        let pick = |tier, format| {
+            crate::cpu::limit_kernels(tier);
+            let k = FixedRow::new(&x, format).unwrap().kernel;
+            crate::cpu::limit_kernels(KernelTier::Avx512);
+            k
+        };
+        assert_eq!(
+            pick(KernelTier::Portable, QuantFormat::Q4_0),
+            Kernel::Portable
+        );
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw");
+        if std::arch::is_x86_feature_detected!("avx2") {
+            assert_eq!(pick(KernelTier::Avx2, QuantFormat::Q4_0), Kernel::Avx2);
+            assert_eq!(pick(KernelTier::Avx512, QuantFormat::Q8_0), Kernel::Avx2);
+        }
+        if avx512 {
+            assert_eq!(pick(KernelTier::Avx512, QuantFormat::Q4_0), Kernel::Avx512);
+        }
+    }
+
     fn lcg(seed: &mut u64) -> f32 {
         *seed = seed
             .wrapping_mul(6364136223846793005)
@@ -599,7 +653,6 @@ mod tests {
                 let w: Vec<f32> = (0..3 * k).map(|_| lcg(&mut seed) * 0.1).collect();
                 for format in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
                     let q = QuantMatrix::quantize("w", format, &w, 3, k).unwrap();
-                    let fixed = FixedRow::new(&x, format).unwrap();
                     for r in 0..3 {
                         let mut row = vec![0f32; k];
                         q.dequantize_row(r, &mut row);
@@ -612,11 +665,14 @@ mod tests {
                             .sum();
                         let bytes = &q.bytes[r * q.row_bytes()..(r + 1) * q.row_bytes()];
                         for tier in KernelTier::ALL {
+                            // The row picks its kernel when it is written.
                             crate::cpu::limit_kernels(tier);
+                            let fixed = FixedRow::new(&x, format).unwrap();
+                            crate::cpu::limit_kernels(KernelTier::Avx512);
+                            assert!(fixed.kernel <= Kernel::widest(tier), "{tier:?}");
                             let got = dot_quant_fixed(&fixed, bytes) as f64;
                             // Two rows a pass (the decode products' grouping), row r twice.
                             let [a, b] = dot_quant_fixed_rows(&fixed, [bytes, bytes]);
-                            crate::cpu::limit_kernels(KernelTier::Avx512);
                             for got in [got, a as f64, b as f64] {
                                 assert!(
                                     (got - want).abs() <= 2e-6 * scale + 1e-30,

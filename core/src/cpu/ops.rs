@@ -106,8 +106,8 @@ pub fn matmul<'a>(
 /// mamba2-130m prefill sizes (512 rows, `core/examples/cpu_gemm.rs`, 2 cores, alternating):
 /// 106-137 GFLOP/s against 65-122 for `matrixmultiply` split over the threads by column blocks,
 /// and 2-4x our dot-product loop. Its AVX-512 kernels (gemm 0.19's `x86-v4` feature, stable
-/// Rust) against its AVX2 ones on this Zen 4 machine: in_proj 169-173 against 138-145 GFLOP/s,
-/// out_proj 139-142 against 146-189: ~10% off a layer's products, so they are on.
+/// Rust) against its AVX2 ones on this machine (AMD Zen 5): in_proj 169-173 against 138-145
+/// GFLOP/s, out_proj 139-142 against 146-189: ~10% off a layer's products, so they are on.
 fn gemm_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
     assert!(
         x.len() >= rows * k && w.len() >= n * k,
