@@ -173,6 +173,38 @@ pub fn dot_quant_fixed_rows<const R: usize>(x: &FixedRow, ws: [&[u8]; R]) -> [f3
     ws.map(|w| (dot_row(x, w, blocks) * x.unit) as f32)
 }
 
+/// `x · w_r` into `out[r]` for the `out.len()` consecutive rows of blocks in `w` (equal
+/// lengths): a run of a decode product's rows in one call, in pairs on SIMD128, in one kernel
+/// call with AVX-512.
+pub fn dot_quant_fixed_run(x: &FixedRow, w: &[u8], out: &mut [f32]) {
+    let n = out.len();
+    if n == 0 {
+        return;
+    }
+    let stride = w.len() / n;
+    #[cfg(target_arch = "x86_64")]
+    if (x.kernel, x.format) == (Kernel::Avx512, QuantFormat::Q4_0) {
+        let blocks = (x.len() / 32).min(stride / x.format.block_bytes());
+        // SAFETY: `Kernel::pick` chose AVX-512 only where the CPU has F/BW, AVX2, FMA and
+        // F16C; `limbs` holds 64·blocks values and each of the n rows of `w` `stride` ≥
+        // 18·blocks bytes.
+        unsafe {
+            avx512::dot_q4_0_run(&x.limbs[..64 * blocks], (w, stride, blocks), x.unit, out);
+        }
+        return;
+    }
+    let mut rows = w.chunks_exact(stride.max(1));
+    let mut outs = out.chunks_exact_mut(2);
+    for pair in &mut outs {
+        if let (Some(w0), Some(w1)) = (rows.next(), rows.next()) {
+            [pair[0], pair[1]] = dot_quant_fixed_rows(x, [w0, w1]);
+        }
+    }
+    if let ([y], Some(w)) = (outs.into_remainder(), rows.next()) {
+        *y = dot_quant_fixed(x, w);
+    }
+}
+
 /// One row's `Σ_b d_b · (Σ c·hi · 2^15 + Σ c·lo)` (in units of `FixedRow::unit`).
 fn dot_row(x: &FixedRow, w: &[u8], blocks: usize) -> f64 {
     let limbs = &x.limbs[..64 * blocks];
@@ -398,9 +430,27 @@ mod avx512 {
         _mm512_reduce_add_ps(_mm512_add_ps(even, odd)) as f64
     }
 
+    /// `unit · x · w_r` into `out[r]` for consecutive rows of `stride` bytes in `w`, in one call
+    /// (the constants and the call are paid once per run, not per row).
+    ///
+    /// SAFETY: AVX-512 F/BW, AVX2, FMA and F16C present; `limbs` holds 64·`blocks` values in
+    /// q4_0's limb order, `w` `out.len()` rows of `stride` ≥ 18·`blocks` bytes.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_0_run(
+        limbs: &[i16],
+        (w, stride, blocks): (&[u8], usize, usize),
+        unit: f64,
+        out: &mut [f32],
+    ) {
+        for (y, row) in out.iter_mut().zip(w.chunks_exact(stride)) {
+            *y = (dot_q4_0(limbs, row, blocks) * unit) as f32;
+        }
+    }
+
     /// SAFETY: AVX-512 F/BW, AVX2, FMA and F16C present; `limbs` holds 64·`blocks` values in
     /// q4_0's limb order, `w` `blocks` q4_0 blocks.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    #[inline]
     pub(super) unsafe fn dot_q4_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
         // The 16 code bytes in each 128-bit lane, shifted right by 0, 8, 4, 12 per lane (two u16
         // `w` a u32) and masked to 4 bits a u16: limbs 0..8, 8..16, 16..24, 24..32 (`weight_at`),

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::model::Tensor;
 
-pub use super::fixed_dot::{dot_quant_fixed, dot_quant_fixed_rows, FixedRow};
+pub use super::fixed_dot::{dot_quant_fixed, dot_quant_fixed_rows, dot_quant_fixed_run, FixedRow};
 pub use super::simd::{dot, dot_f16, dot_quant, widen_f16};
 use super::weights::Matrix;
 
@@ -70,17 +70,11 @@ pub fn matmul<'a>(
                 .map(|x| FixedRow::new(x, q.format))
                 .collect();
             match fixed {
-                // Two weight rows a step: the browser's kernel reads x once for both.
+                // Runs of 8 weight rows a call (pairs inside on SIMD128: the browser's kernel
+                // reads x once for both).
                 Some(f) => {
-                    let rb = q.row_bytes();
-                    gemv_row_groups::<u8, 2>(rows, &q.bytes, n_out, rb, |r, w, out| {
-                        match (w.split_at_checked(rb), out) {
-                            (Some((w0, w1)), [y0, y1]) => {
-                                [*y0, *y1] = dot_quant_fixed_rows(&f[r], [w0, w1])
-                            }
-                            (_, [y]) => *y = dot_quant_fixed(&f[r], w),
-                            _ => {}
-                        }
+                    gemv_row_groups::<u8, 8>(rows, &q.bytes, n_out, q.row_bytes(), |r, w, out| {
+                        dot_quant_fixed_run(&f[r], w, out)
                     })
                 }
                 None => gemv_rows(rows, &q.bytes, n_out, q.row_bytes(), |r, w| {
