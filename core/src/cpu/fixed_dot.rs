@@ -207,6 +207,7 @@ pub fn dot_quant_fixed_run(x: &FixedRow, w: &[u8], out: &mut [f32]) {
 
 /// One row's `Σ_b d_b · (Σ c·hi · 2^15 + Σ c·lo)` (in units of `FixedRow::unit`).
 fn dot_row(x: &FixedRow, w: &[u8], blocks: usize) -> f64 {
+    #[cfg(target_arch = "x86_64")]
     let limbs = &x.limbs[..64 * blocks];
     // SAFETY (each arm): `Kernel::pick` chose the kernel only where the CPU has its features
     // (AVX-512 F/BW, AVX2, FMA, F16C); `limbs` holds 64·blocks values and `w` `blocks` whole

@@ -14,7 +14,7 @@ pub mod ops;
 mod simd;
 pub mod weights;
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The widest kernel tier the CPU engine may pick ([`limit_kernels`]), as a `KernelTier`.
 static KERNEL_LIMIT: AtomicU8 = AtomicU8::new(KernelTier::Avx512 as u8);
@@ -32,7 +32,7 @@ const AWAKE_IDLE_POLLS: u32 = 20_000;
 /// the browser's threaded module, wasm `+atomics`; the single-threaded module has no pool.)
 #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
 fn on_awake_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
-    let done = AtomicBool::new(false);
+    let done = std::sync::atomic::AtomicBool::new(false);
     rayon::scope(|s| {
         let owner = rayon::current_thread_index();
         for _ in 1..rayon::current_num_threads() {
