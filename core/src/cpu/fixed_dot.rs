@@ -174,8 +174,8 @@ pub fn dot_quant_fixed_rows<const R: usize>(x: &FixedRow, ws: [&[u8]; R]) -> [f3
 }
 
 /// `x · w_r` into `out[r]` for the `out.len()` consecutive rows of blocks in `w` (equal
-/// lengths): a run of a decode product's rows in one call, in pairs on SIMD128, in one kernel
-/// call with AVX-512.
+/// lengths): a run of a decode product's rows in one kernel call natively (the call and its
+/// constants paid once per run), in pairs on SIMD128.
 pub fn dot_quant_fixed_run(x: &FixedRow, w: &[u8], out: &mut [f32]) {
     let n = out.len();
     if n == 0 {
@@ -183,13 +183,19 @@ pub fn dot_quant_fixed_run(x: &FixedRow, w: &[u8], out: &mut [f32]) {
     }
     let stride = w.len() / n;
     #[cfg(target_arch = "x86_64")]
-    if (x.kernel, x.format) == (Kernel::Avx512, QuantFormat::Q4_0) {
+    if x.kernel != Kernel::Portable {
         let blocks = (x.len() / 32).min(stride / x.format.block_bytes());
-        // SAFETY: `Kernel::pick` chose AVX-512 only where the CPU has F/BW, AVX2, FMA and
-        // F16C; `limbs` holds 64·blocks values and each of the n rows of `w` `stride` ≥
-        // 18·blocks bytes.
+        let (limbs, rows) = (&x.limbs[..64 * blocks], (w, stride, blocks));
+        // SAFETY: `Kernel::pick` chose the kernel only where the CPU has its features (AVX-512
+        // F/BW, AVX2, FMA, F16C; AVX-512 for q4_0 only); `limbs` holds 64·blocks values and
+        // each of the n rows of `w` `stride` bytes, at least `blocks` whole blocks.
         unsafe {
-            avx512::dot_q4_0_run(&x.limbs[..64 * blocks], (w, stride, blocks), x.unit, out);
+            match (x.kernel, x.format) {
+                (Kernel::Avx512, QuantFormat::Q4_0) => {
+                    avx512::dot_q4_0_run(limbs, rows, x.unit, out)
+                }
+                _ => avx2::dot_run(x.format, limbs, rows, x.unit, out),
+            }
         }
         return;
     }
@@ -264,6 +270,8 @@ fn dot_portable(x: &FixedRow, w: &[u8], blocks: usize) -> f64 {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use crate::quant::QuantFormat;
+
     /// A block's f16 scale at `blk`, in all 8 lanes (F16C: 3 instructions; the portable
     /// widening was a third of the block's).
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -336,9 +344,38 @@ mod avx2 {
         lanes.iter().map(|&l| l as f64).sum()
     }
 
+    /// `unit · x · w_r` into `out[r]` for consecutive rows of `stride` bytes in `w`, in one call
+    /// (as the AVX-512 kernel's run).
+    ///
+    /// SAFETY: AVX2, FMA and F16C present; `limbs` holds 64·`blocks` values in `format`'s limb
+    /// order, `w` `out.len()` rows of `stride` bytes, each at least `blocks` blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_run(
+        format: QuantFormat,
+        limbs: &[i16],
+        (w, stride, blocks): (&[u8], usize, usize),
+        unit: f64,
+        out: &mut [f32],
+    ) {
+        let rows = out.iter_mut().zip(w.chunks_exact(stride));
+        match format {
+            QuantFormat::Q8_0 => {
+                for (y, row) in rows {
+                    *y = (dot_q8_0(limbs, row, blocks) * unit) as f32;
+                }
+            }
+            QuantFormat::Q4_0 => {
+                for (y, row) in rows {
+                    *y = (dot_q4_0(limbs, row, blocks) * unit) as f32;
+                }
+            }
+        }
+    }
+
     /// SAFETY: AVX2, FMA and F16C present; `limbs` holds 64·`blocks` values, `w` `blocks`
     /// q8_0 blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     pub(super) unsafe fn dot_q8_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
         blocks_dot(limbs, w, (blocks, 34), |q| {
             let q = q as *const __m128i;
@@ -352,6 +389,7 @@ mod avx2 {
     /// SAFETY: AVX2, FMA and F16C present; `limbs` holds 64·`blocks` values in q4_0's limb
     /// order, `w` `blocks` q4_0 blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
     pub(super) unsafe fn dot_q4_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
         // The 16 code bytes in both halves; shifting each u32 lane (two u16 `w`) right by 0 / 8
         // in the low / high half, then by 4 / 12, and masking each u16 to 4 bits gives the
@@ -722,9 +760,15 @@ mod tests {
                             crate::cpu::limit_kernels(KernelTier::Avx512);
                             assert!(fixed.kernel <= Kernel::widest(tier), "{tier:?}");
                             let got = dot_quant_fixed(&fixed, bytes) as f64;
-                            // Two rows a pass (the decode products' grouping), row r twice.
+                            // Two rows a pass, and a run of three rows (the decode products'
+                            // groupings), row r each time.
                             let [a, b] = dot_quant_fixed_rows(&fixed, [bytes, bytes]);
-                            for got in [got, a as f64, b as f64] {
+                            let mut run = [0f32; 3];
+                            dot_quant_fixed_run(&fixed, &bytes.repeat(3), &mut run);
+                            for got in [got, a as f64, b as f64]
+                                .into_iter()
+                                .chain(run.map(f64::from))
+                            {
                                 assert!(
                                     (got - want).abs() <= 2e-6 * scale + 1e-30,
                                     "{format:?} k {k} outlier {outlier} {tier:?}: {got} vs {want}"
