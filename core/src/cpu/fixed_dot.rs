@@ -13,6 +13,7 @@
 //! The limbs of a block are stored in the order its codes come out of the block's bytes
 //! cheapest ([`weight_at`]): q4_0's nibbles need only a shift and a mask per eight codes then.
 
+use crate::cpu::KernelTier;
 use crate::quant::QuantFormat;
 
 /// Fixed point's fractional bits in the low limb.
@@ -63,27 +64,36 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The widest kernel the CPU has and [`crate::cpu::limit_kernels`] allows for `format`.
-    /// q4_0 only on AVX-512: q8_0's AVX-512 form was as fast on one thread and 0.7-0.9x on two
-    /// here (its 32-byte code loads at a 34-byte stride), so q8_0 stays on AVX2.
-    fn pick(format: QuantFormat) -> Self {
+    /// The widest kernel the CPU has and `cap` allows for `format`. q4_0 only on AVX-512: q8_0's
+    /// AVX-512 form was as fast on one thread and 0.7-0.9x on two here (its 32-byte code loads
+    /// at a 34-byte stride), so q8_0 stays on AVX2.
+    fn pick(format: QuantFormat, cap: KernelTier) -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if format == QuantFormat::Q4_0 && super::simd::use_avx512() {
+            use super::simd::{has_avx2, has_avx512};
+            if format == QuantFormat::Q4_0 && cap >= KernelTier::Avx512 && has_avx512() {
                 return Kernel::Avx512;
             }
-            if super::simd::use_avx2() && std::arch::is_x86_feature_detected!("f16c") {
+            if cap >= KernelTier::Avx2 && has_avx2() && std::arch::is_x86_feature_detected!("f16c")
+            {
                 return Kernel::Avx2;
             }
         }
-        let _ = format;
+        let _ = (format, cap);
         Kernel::Portable
     }
 }
 
 impl FixedRow {
-    /// `None` when x holds a NaN or an infinity (the f32 product then says so).
+    /// `None` when x holds a NaN or an infinity (the f32 product then says so). Its products
+    /// run the widest kernel [`crate::cpu::limit_kernels`] allows.
     pub fn new(x: &[f32], format: QuantFormat) -> Option<Self> {
+        Self::with_kernels(x, format, crate::cpu::kernel_limit())
+    }
+
+    /// As [`FixedRow::new`], its products on kernels no wider than `cap` (tests pick a tier
+    /// without the process-wide limit, which tests running in parallel share).
+    pub fn with_kernels(x: &[f32], format: QuantFormat, cap: KernelTier) -> Option<Self> {
         // (f32::max would skip a NaN.)
         let mut max = 0f32;
         for v in x {
@@ -132,7 +142,7 @@ impl FixedRow {
             offset_hi,
             offset_lo,
             unit: 2f64.powi(-e),
-            kernel: Kernel::pick(format),
+            kernel: Kernel::pick(format, cap),
         })
     }
 
@@ -415,7 +425,7 @@ mod avx2 {
 /// and a software prefetch ahead of the row. On this project's Zen 5 (full-width AVX-512) a
 /// q4_0 row streamed from memory takes 1.2-1.4x less time than with the AVX2 kernel
 /// (docs/PERFORMANCE.md). Rows go one at a time: two rows interleaved (the SIMD128 kernel's
-/// sharing of limb loads) halved q8_0's streaming rate here.
+/// sharing of limb loads) halved the streaming rate of a q8_0 form tried here.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -678,7 +688,6 @@ mod simd128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::KernelTier;
     use crate::quant::QuantMatrix;
 
     impl Kernel {
@@ -701,12 +710,7 @@ mod tests {
     #[test]
     fn each_tier_runs_its_kernel() {
         let x = vec![0.5f32; 64];
-        let pick = |tier, format| {
-            crate::cpu::limit_kernels(tier);
-            let k = FixedRow::new(&x, format).unwrap().kernel;
-            crate::cpu::limit_kernels(KernelTier::Avx512);
-            k
-        };
+        let pick = |tier, format| FixedRow::with_kernels(&x, format, tier).unwrap().kernel;
         assert_eq!(
             pick(KernelTier::Portable, QuantFormat::Q4_0),
             Kernel::Portable
@@ -755,9 +759,7 @@ mod tests {
                         let bytes = &q.bytes[r * q.row_bytes()..(r + 1) * q.row_bytes()];
                         for tier in KernelTier::ALL {
                             // The row picks its kernel when it is written.
-                            crate::cpu::limit_kernels(tier);
-                            let fixed = FixedRow::new(&x, format).unwrap();
-                            crate::cpu::limit_kernels(KernelTier::Avx512);
+                            let fixed = FixedRow::with_kernels(&x, format, tier).unwrap();
                             assert!(fixed.kernel <= Kernel::widest(tier), "{tier:?}");
                             let got = dot_quant_fixed(&fixed, bytes) as f64;
                             // Two rows a pass, and a run of three rows (the decode products'

@@ -10,16 +10,19 @@ use super::mixer::ScanHead;
 
 #[cfg(target_arch = "x86_64")]
 pub(super) fn use_avx2() -> bool {
-    crate::cpu::kernel_limit() >= crate::cpu::KernelTier::Avx2
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
+    crate::cpu::kernel_limit() >= crate::cpu::KernelTier::Avx2 && has_avx2()
 }
 
-/// AVX-512 F and BW, with AVX2, FMA and F16C (every AVX-512 CPU has them).
+/// Whether the CPU has AVX2 and FMA (whatever [`crate::cpu::limit_kernels`] says).
 #[cfg(target_arch = "x86_64")]
-pub(super) fn use_avx512() -> bool {
-    crate::cpu::kernel_limit() >= crate::cpu::KernelTier::Avx512
-        && use_avx2()
+pub(super) fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// Whether the CPU has AVX-512 F and BW, with AVX2, FMA and F16C (every AVX-512 CPU has them).
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx512() -> bool {
+    has_avx2()
         && std::arch::is_x86_feature_detected!("f16c")
         && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
