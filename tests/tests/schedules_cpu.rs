@@ -217,8 +217,8 @@ fn concurrent_forwards_off_the_pool_all_finish_and_compute_the_model() {
 
 /// Real-model head sizes (P 64, N 128, and a ragged N of 40 = 32 + 8) over a prompt long enough
 /// for the packed GEMM (rows >= 8) with output blocks on several threads, then decode steps
-/// (the matrix-vector path) across the TransPoint; the AVX2/FMA scan and the portable one
-/// (forced) both against the f64 oracle. Wide random models give logits in the hundreds: the
+/// (the matrix-vector path) across the TransPoint; the scan on every kernel tier (AVX-512,
+/// AVX2/FMA, portable; `limit_kernels`) against the f64 oracle. Wide random models give logits in the hundreds: the
 /// bound is f32's relative one (2e-6 of the largest logit), at least 1e-4.
 #[test]
 fn cpu_engine_at_real_head_sizes_matches_f64() {
@@ -238,15 +238,15 @@ fn cpu_engine_at_real_head_sizes_matches_f64() {
         for tps in [vec![At(0), At(0)], vec![At(33), At(72)], vec![Never, At(0)]] {
             let schedule = Schedule(tps.clone());
             let (want, tol) = oracle(&model, &schedule, &tokens);
-            for portable in [false, true] {
-                transmamba::cpu::force_portable_kernels(portable);
+            for tier in KernelTier::ALL {
+                transmamba::cpu::limit_kernels(tier);
                 let s = CpuSession::new(&model, schedule.clone()).unwrap();
                 let got = prefill_then_decode(s, &tokens, prompt);
-                transmamba::cpu::force_portable_kernels(false);
+                transmamba::cpu::limit_kernels(KernelTier::Avx512);
                 let err = max_abs_diff(&got, &want);
                 assert!(
                     err < tol,
-                    "N {state} G {groups} {tps:?} portable {portable}: |Δ| = {err} (bound {tol})"
+                    "N {state} G {groups} {tps:?} {tier:?}: |Δ| = {err} (bound {tol})"
                 );
             }
         }
