@@ -81,8 +81,17 @@ pub(crate) fn mixer(
         history.extend_from_slice(&zxbcdt[t * width + di..t * width + di + dc]);
     }
     // Taps transposed to `[K, Dc]`, so the inner loop runs over contiguous channels.
-    let taps: Vec<f32> = (0..k_n * dc)
-        .map(|i| w.conv_weight.data[(i % dc) * k_n + i / dc])
+    // (Strided reads rather than an integer division per value: this runs every token.)
+    let taps: Vec<f32> = (0..k_n)
+        .flat_map(|k| {
+            w.conv_weight
+                .data
+                .iter()
+                .skip(k)
+                .step_by(k_n.max(1))
+                .take(dc)
+        })
+        .copied()
         .collect();
     let mut xbc = vec![0f32; t_n * dc];
     let bias = w.conv_bias.as_ref().map(|b| &b.data[..]);
