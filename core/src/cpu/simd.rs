@@ -13,12 +13,6 @@ pub(super) fn use_avx2() -> bool {
     crate::cpu::kernel_limit() >= crate::cpu::KernelTier::Avx2 && has_avx2()
 }
 
-/// AVX-512 F (with AVX2, FMA, F16C, BW: see [`has_avx512`]) where the limit allows it.
-#[cfg(target_arch = "x86_64")]
-pub(super) fn use_avx512() -> bool {
-    crate::cpu::kernel_limit() >= crate::cpu::KernelTier::Avx512 && has_avx512()
-}
-
 /// Whether the CPU has AVX2 and FMA (whatever [`crate::cpu::limit_kernels`] says).
 #[cfg(target_arch = "x86_64")]
 pub(super) fn has_avx2() -> bool {
@@ -174,11 +168,6 @@ pub(crate) fn scan_head(head: &ScanHead, s: &mut [f32], out: &mut [f32]) {
         "ssm scan: operand sizes"
     );
     #[cfg(target_arch = "x86_64")]
-    if use_avx512() {
-        // SAFETY: AVX-512 F and FMA are present (use_avx512); sizes asserted above.
-        return unsafe { avx512::scan_head(head, s, out, p_n, n_n) };
-    }
-    #[cfg(target_arch = "x86_64")]
     if use_avx2() {
         // SAFETY: AVX2 and FMA are present (use_avx2); sizes asserted above.
         return unsafe { avx2::scan_head(head, s, out, p_n, n_n) };
@@ -309,74 +298,6 @@ mod avx2 {
                 let sum =
                     _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
                 let mut t = total(sum);
-                for n in vec_n..n_n {
-                    let r = row.add(n);
-                    *r = decay * *r + dx * b[n];
-                    t += *r as f64 * c[n] as f64;
-                }
-                out[t_row * p_n + p] = t as f32;
-            }
-        }
-    }
-}
-
-/// The scan on 16 lanes: half the instructions of the AVX2 form per state row, which in prefill
-/// (a head's state stays in L1 across its tokens) is what bounds it.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::ScanHead;
-    use std::arch::x86_64::*;
-
-    /// The f64 total of a vector's 16 lanes.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn total(v: __m512) -> f64 {
-        let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-        let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
-            _mm512_castps_pd(v),
-        )));
-        _mm512_reduce_add_pd(_mm512_add_pd(lo, hi))
-    }
-
-    /// As `avx2::scan_head`.
-    ///
-    /// SAFETY: the caller checked AVX-512 F and FMA and that every operand holds what `p_n`,
-    /// `n_n` and `head.dt.len()` promise.
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn scan_head(
-        head: &ScanHead,
-        s: &mut [f32],
-        out: &mut [f32],
-        p_n: usize,
-        n_n: usize,
-    ) {
-        let vec_n = n_n - n_n % 32;
-        for t_row in 0..head.dt.len() {
-            let d = head.dt[t_row];
-            let decay = (d * head.a).exp();
-            let (x, b, c) = (head.xs[t_row], head.bs[t_row], head.cs[t_row]);
-            let vdecay = _mm512_set1_ps(decay);
-            for p in 0..p_n {
-                let dx = d * x[p];
-                let vdx = _mm512_set1_ps(dx);
-                let row = s.as_mut_ptr().add(p * n_n);
-                let mut acc = [_mm512_setzero_ps(); 2];
-                let mut n = 0;
-                while n < vec_n {
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        let at = n + 16 * j;
-                        let r = _mm512_loadu_ps(row.add(at));
-                        let r = _mm512_fmadd_ps(
-                            vdx,
-                            _mm512_loadu_ps(b.as_ptr().add(at)),
-                            _mm512_mul_ps(vdecay, r),
-                        );
-                        _mm512_storeu_ps(row.add(at), r);
-                        *a = _mm512_fmadd_ps(r, _mm512_loadu_ps(c.as_ptr().add(at)), *a);
-                    }
-                    n += 32;
-                }
-                let mut t = total(_mm512_add_ps(acc[0], acc[1]));
                 for n in vec_n..n_n {
                     let r = row.add(n);
                     *r = decay * *r + dx * b[n];
