@@ -42,9 +42,9 @@ pub fn weight_at(format: QuantFormat, p: usize) -> usize {
 pub struct FixedRow {
     format: QuantFormat,
     limbs: Vec<i16>,
-    /// q4_0, per block: `−8 · Σ hi` and `−8 · Σ lo` (the codes' offset of 8, which the SIMD128
-    /// and portable kernels apply once per block instead of once per code: they read the
-    /// nibbles unsigned).
+    /// q4_0 on the portable kernel (and SIMD128, whose builds pick it), per block: `−8 · Σ hi`
+    /// and `−8 · Σ lo` (the codes' offset of 8, which those kernels apply once per block
+    /// instead of once per code: they read the nibbles unsigned); empty otherwise.
     offset_hi: Vec<i32>,
     offset_lo: Vec<i32>,
     /// 2^-e.
@@ -119,6 +119,10 @@ impl FixedRow {
             // |v·2^e| < 2^29 and exact (a power-of-two scale), so `fixed` fits an i32.
             *f = ((v as f64 * scale + ROUND) - ROUND) as i32;
         }
+        let kernel = Kernel::pick(format, cap);
+        // Only the portable and SIMD128 kernels read q4_0's offsets (the x86 ones subtract 8
+        // from each code).
+        let offsets = format == QuantFormat::Q4_0 && kernel == Kernel::Portable;
         let order: [usize; 32] = std::array::from_fn(|p| weight_at(format, p));
         let mut limbs = vec![0i16; 64 * blocks];
         let (mut offset_hi, mut offset_lo) = (Vec::new(), Vec::new());
@@ -130,7 +134,7 @@ impl FixedRow {
                 hi[p] = top as i16;
                 lo[p] = (f[j] - (top << LIMB)) as i16;
             }
-            if format == QuantFormat::Q4_0 {
+            if offsets {
                 // |Σ| ≤ 32 · 2^14, so −8 · Σ fits an i32 with room to spare.
                 offset_hi.push(-8 * hi.iter().map(|&v| v as i32).sum::<i32>());
                 offset_lo.push(-8 * lo.iter().map(|&v| v as i32).sum::<i32>());
@@ -142,7 +146,7 @@ impl FixedRow {
             offset_hi,
             offset_lo,
             unit: 2f64.powi(-e),
-            kernel: Kernel::pick(format, cap),
+            kernel,
         })
     }
 
