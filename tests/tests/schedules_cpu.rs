@@ -217,9 +217,9 @@ fn concurrent_forwards_off_the_pool_all_finish_and_compute_the_model() {
 
 /// Real-model head sizes (P 64, N 128, and a ragged N of 40 = 32 + 8) over a prompt long enough
 /// for the packed GEMM (rows >= 8) with output blocks on several threads, then decode steps
-/// (the matrix-vector path) across the TransPoint; the scan on every kernel tier (AVX-512,
-/// AVX2/FMA, portable; `limit_kernels`) against the f64 oracle. Wide random models give logits in the hundreds: the
-/// bound is f32's relative one (2e-6 of the largest logit), at least 1e-4.
+/// (the matrix-vector path) across the TransPoint, on every kernel tier (`limit_kernels`: the
+/// scan's AVX2/FMA and portable forms) against the f64 oracle. Wide random models give logits
+/// in the hundreds: the bound is f32's relative one (2e-6 of the largest logit), at least 1e-4.
 #[test]
 fn cpu_engine_at_real_head_sizes_matches_f64() {
     for (state, groups) in [(128, 1), (40, 2)] {

@@ -184,7 +184,11 @@ pub fn dot_quant_fixed_rows<const R: usize>(x: &FixedRow, ws: [&[u8]; R]) -> [f3
         return totals.map(|t| (t * x.unit) as f32);
     }
     #[allow(unreachable_code)]
-    ws.map(|w| (dot_row(x, w, blocks) * x.unit) as f32)
+    ws.map(|w| {
+        let mut y = [0f32];
+        run_native(x, (w, w.len().max(1), blocks), &mut y);
+        y[0]
+    })
 }
 
 /// `x · w_r` into `out[r]` for the `out.len()` consecutive rows of blocks in `w` (equal
@@ -195,53 +199,55 @@ pub fn dot_quant_fixed_run(x: &FixedRow, w: &[u8], out: &mut [f32]) {
     if n == 0 {
         return;
     }
-    let stride = w.len() / n;
-    #[cfg(target_arch = "x86_64")]
-    if x.kernel != Kernel::Portable {
-        let blocks = (x.len() / 32).min(stride / x.format.block_bytes());
-        let (limbs, rows) = (&x.limbs[..64 * blocks], (w, stride, blocks));
-        // SAFETY: `Kernel::pick` chose the kernel only where the CPU has its features (AVX-512
-        // F/BW, AVX2, FMA, F16C; AVX-512 for q4_0 only); `limbs` holds 64·blocks values and
-        // each of the n rows of `w` `stride` bytes, at least `blocks` whole blocks.
-        unsafe {
-            match (x.kernel, x.format) {
-                (Kernel::Avx512, QuantFormat::Q4_0) => {
-                    avx512::dot_q4_0_run(limbs, rows, x.unit, out)
-                }
-                _ => avx2::dot_run(x.format, limbs, rows, x.unit, out),
+    let stride = (w.len() / n).max(1);
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        let mut rows = w.chunks_exact(stride);
+        let mut outs = out.chunks_exact_mut(2);
+        for pair in &mut outs {
+            if let (Some(w0), Some(w1)) = (rows.next(), rows.next()) {
+                [pair[0], pair[1]] = dot_quant_fixed_rows(x, [w0, w1]);
             }
+        }
+        if let ([y], Some(w)) = (outs.into_remainder(), rows.next()) {
+            *y = dot_quant_fixed(x, w);
         }
         return;
     }
-    let mut rows = w.chunks_exact(stride.max(1));
-    let mut outs = out.chunks_exact_mut(2);
-    for pair in &mut outs {
-        if let (Some(w0), Some(w1)) = (rows.next(), rows.next()) {
-            [pair[0], pair[1]] = dot_quant_fixed_rows(x, [w0, w1]);
-        }
-    }
-    if let ([y], Some(w)) = (outs.into_remainder(), rows.next()) {
-        *y = dot_quant_fixed(x, w);
-    }
+    #[allow(unreachable_code)]
+    run_native(
+        x,
+        (
+            w,
+            stride,
+            (x.len() / 32).min(stride / x.format.block_bytes()),
+        ),
+        out,
+    );
 }
 
-/// One row's `Σ_b d_b · (Σ c·hi · 2^15 + Σ c·lo)` (in units of `FixedRow::unit`).
-fn dot_row(x: &FixedRow, w: &[u8], blocks: usize) -> f64 {
+/// `unit · x · w_r` into `out[r]` for the rows of `stride` bytes in `w`, `blocks` blocks of
+/// each, on the kernel x picked: the one place the native kernels are chosen.
+fn run_native(x: &FixedRow, (w, stride, blocks): (&[u8], usize, usize), out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    let limbs = &x.limbs[..64 * blocks];
-    // SAFETY (each arm): `Kernel::pick` chose the kernel only where the CPU has its features
-    // (AVX-512 F/BW, AVX2, FMA, F16C); `limbs` holds 64·blocks values and `w` `blocks` whole
-    // blocks of x's format.
+    let (limbs, rows) = (&x.limbs[..64 * blocks], (w, stride, blocks));
+    // SAFETY (each x86 arm): `Kernel::pick` chose the kernel only where the CPU has its
+    // features (AVX-512 F/BW, AVX2, FMA, F16C); `limbs` holds 64·blocks values and each row of
+    // `w` `stride` bytes, at least `blocks` whole blocks of x's format.
     match (x.kernel, x.format) {
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx512, QuantFormat::Q4_0) => unsafe { avx512::dot_q4_0(limbs, w, blocks) },
-        #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx2 | Kernel::Avx512, QuantFormat::Q8_0) => unsafe {
-            avx2::dot_q8_0(limbs, w, blocks)
+        (Kernel::Avx512, QuantFormat::Q4_0) => unsafe {
+            avx512::dot_q4_0_run(limbs, rows, x.unit, out)
         },
         #[cfg(target_arch = "x86_64")]
-        (Kernel::Avx2, QuantFormat::Q4_0) => unsafe { avx2::dot_q4_0(limbs, w, blocks) },
-        _ => dot_portable(x, w, blocks),
+        (Kernel::Avx2 | Kernel::Avx512, format) => unsafe {
+            avx2::dot_run(format, limbs, rows, x.unit, out)
+        },
+        _ => {
+            for (y, row) in out.iter_mut().zip(w.chunks_exact(stride)) {
+                *y = (dot_portable(x, row, blocks) * x.unit) as f32;
+            }
+        }
     }
 }
 
@@ -390,7 +396,7 @@ mod avx2 {
     /// q8_0 blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub(super) unsafe fn dot_q8_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
+    unsafe fn dot_q8_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
         blocks_dot(limbs, w, (blocks, 34), |q| {
             let q = q as *const __m128i;
             [
@@ -404,7 +410,7 @@ mod avx2 {
     /// order, `w` `blocks` q4_0 blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    pub(super) unsafe fn dot_q4_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
+    unsafe fn dot_q4_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
         // The 16 code bytes in both halves; shifting each u32 lane (two u16 `w`) right by 0 / 8
         // in the low / high half, then by 4 / 12, and masking each u16 to 4 bits gives the
         // codes of limbs 0..16 and 16..32 (`weight_at`), offset by 8.
@@ -504,7 +510,7 @@ mod avx512 {
     /// q4_0's limb order, `w` `blocks` q4_0 blocks.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     #[inline]
-    pub(super) unsafe fn dot_q4_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
+    unsafe fn dot_q4_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
         // The 16 code bytes in each 128-bit lane, shifted right by 0, 8, 4, 12 per lane (two u16
         // `w` a u32) and masked to 4 bits a u16: limbs 0..8, 8..16, 16..24, 24..32 (`weight_at`),
         // offset by 8, as the AVX2 kernel's two vectors.

@@ -90,21 +90,6 @@ pub fn kernel_limit() -> KernelTier {
     }
 }
 
-/// Runs the portable loops instead of the x86-64 intrinsics from now on (`on`), or lifts the
-/// limit again: [`limit_kernels`] with [`KernelTier::Portable`] or the widest tier.
-pub fn force_portable_kernels(on: bool) {
-    limit_kernels(if on {
-        KernelTier::Portable
-    } else {
-        KernelTier::Avx512
-    });
-}
-
-/// Whether the portable loops are forced.
-pub fn portable_kernels_forced() -> bool {
-    kernel_limit() == KernelTier::Portable
-}
-
 use crate::error::Result;
 use crate::model::Model;
 use crate::schedule::Schedule;
