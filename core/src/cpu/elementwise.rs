@@ -63,18 +63,30 @@ macro_rules! vectorized {
 }
 
 vectorized! {
-    /// One token's causal depthwise conv and SiLU: `out = silu(bias + Σ_k taps[k] ⊙ rows[k])`,
-    /// `taps` `[K, C]` (transposed, so the inner loop runs over contiguous channels), `rows` the
-    /// K input rows ending at this token, each `[C]`.
-    fn conv_silu(out: &mut [f32], bias: Option<&[f32]>, taps: &[f32], rows: &[f32]) {
+    /// One token's causal depthwise conv and SiLU: `out[c] = silu(bias[c] + Σ_k w[c, k] ·
+    /// rows[k][c])`, `weight` `[C, K]` as the model stores it (read in place: transposing it
+    /// every layer and token cost a decode step more than the conv itself), `rows` the K input
+    /// rows ending at this token, each `[C]`. The taps are added in k order either way.
+    fn conv_silu(out: &mut [f32], bias: Option<&[f32]>, weight: &[f32], rows: &[f32]) {
         let c = out.len();
         match bias {
             Some(b) => out.copy_from_slice(&b[..c]),
             None => out.fill(0.0),
         }
-        for (tap, row) in taps.chunks_exact(c).zip(rows.chunks_exact(c)) {
-            for ((o, &w), &v) in out.iter_mut().zip(tap).zip(row) {
-                *o += w * v;
+        let k_n = rows.len() / c.max(1);
+        if k_n == 4 {
+            // Every Mamba2 checkpoint's kernel size: the four taps of a channel in one pass.
+            let (r0, r) = rows.split_at(c);
+            let (r1, r) = r.split_at(c);
+            let (r2, r3) = r.split_at(c);
+            for (i, (o, w)) in out.iter_mut().zip(weight.chunks_exact(4)).enumerate() {
+                *o = *o + w[0] * r0[i] + w[1] * r1[i] + w[2] * r2[i] + w[3] * r3[i];
+            }
+        } else {
+            for (k, row) in rows.chunks_exact(c.max(1)).enumerate() {
+                for ((o, w), &v) in out.iter_mut().zip(weight.chunks_exact(k_n)).zip(row) {
+                    *o += w[k] * v;
+                }
             }
         }
         for v in out.iter_mut() {
@@ -136,5 +148,32 @@ mod tests {
         assert_eq!(silu(0.0), 0.0);
         assert!(silu(-1e4).abs() < 1e-30 && silu(1e4) == 1e4);
         assert!(silu(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn conv_silu_reads_the_stored_layout_for_every_kernel_size() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(7);
+        // K = 4 takes the four-tap pass; the others the general loop. Odd channel counts leave
+        // vector tails.
+        for k_n in 1..=6 {
+            for c in [1, 7, 8, 33, 1792] {
+                let weight: Vec<f32> = (0..c * k_n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let rows: Vec<f32> = (0..c * k_n).map(|_| rng.gen_range(-3.0..3.0)).collect();
+                let bias: Vec<f32> = (0..c).map(|_| rng.gen_range(-0.5..0.5)).collect();
+                for bias in [None, Some(&bias[..])] {
+                    let mut out = vec![0f32; c];
+                    conv_silu(&mut out, bias, &weight, &rows);
+                    for (ch, &got) in out.iter().enumerate() {
+                        // The taps in k order, as the spec writes the sum.
+                        let mut acc = bias.map_or(0.0, |b| b[ch]);
+                        for k in 0..k_n {
+                            acc += weight[ch * k_n + k] * rows[k * c + ch];
+                        }
+                        assert_eq!(got, silu(acc), "K {k_n}, C {c}, channel {ch}");
+                    }
+                }
+            }
+        }
     }
 }

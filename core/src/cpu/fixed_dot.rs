@@ -29,12 +29,26 @@ const TOP_BITS: i32 = 29;
 pub fn weight_at(format: QuantFormat, p: usize) -> usize {
     match format {
         QuantFormat::Q8_0 => p,
-        QuantFormat::Q4_0 => {
-            let (v, k) = (p / 8, p % 8);
-            16 * (v / 2) + 2 * k + v % 2
-        }
+        QuantFormat::Q4_0 => Q4_0_ORDER[p],
     }
 }
+
+/// 1.5·2^52: an f64 `v` with |v| < 2^51 plus this has `v` rounded to an integer in its low
+/// mantissa bits (two's complement; the constant's own low 32 bits are zero).
+const ROUND: f64 = 6_755_399_441_055_744.0;
+
+/// [`weight_at`] for q4_0 (vector `v = p / 8`, code `k = p % 8`), a table known at compile
+/// time so the limb permutation in [`FixedRow::new`] is constant moves.
+const Q4_0_ORDER: [usize; 32] = {
+    let mut order = [0; 32];
+    let mut p = 0;
+    while p < 32 {
+        let (v, k) = (p / 8, p % 8);
+        order[p] = 16 * (v / 2) + 2 * k + v % 2;
+        p += 1;
+    }
+    order
+};
 
 /// One input row in fixed point for products with one format's blocks: block b's 64 limbs are
 /// its 32 `hi` then its 32 `lo`, limb p of each holding weight `j = weight_at(format, p)`:
@@ -94,14 +108,14 @@ impl FixedRow {
     /// As [`FixedRow::new`], its products on kernels no wider than `cap` (tests pick a tier
     /// without the process-wide limit, which tests running in parallel share).
     pub fn with_kernels(x: &[f32], format: QuantFormat, cap: KernelTier) -> Option<Self> {
-        // (f32::max would skip a NaN.)
-        let mut max = 0f32;
-        for v in x {
-            if !v.is_finite() {
-                return None;
-            }
-            max = max.max(v.abs());
+        // The largest |x| by its bits (for finite values their order is the values' order, and
+        // a NaN or an infinity has the exponent's bits all set): one vectorised pass, where
+        // `is_finite` with an early return per value kept this loop scalar.
+        let max_bits = x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff));
+        if max_bits >= f32::INFINITY.to_bits() {
+            return None;
         }
+        let max = f32::from_bits(max_bits);
         // 2^e with max · 2^e < 2^29: e from max's binary exponent (max < 2^(exp+1)).
         let exp = if max == 0.0 {
             0
@@ -111,28 +125,41 @@ impl FixedRow {
         let e = TOP_BITS - exp;
         let scale = 2f64.powi(e);
         let blocks = x.len().div_ceil(32);
-        let mut fixed = vec![0i32; 32 * blocks];
-        // 1.5·2^52: adding it rounds an f64 below 2^51 to an integer (ties to even) without a
-        // libm call, so this loop vectorises (`round` per value was 3% of a q4_0 decode step).
-        const ROUND: f64 = 6_755_399_441_055_744.0;
-        for (f, &v) in fixed.iter_mut().zip(x) {
-            // |v·2^e| < 2^29 and exact (a power-of-two scale), so `fixed` fits an i32.
-            *f = ((v as f64 * scale + ROUND) - ROUND) as i32;
-        }
         let kernel = Kernel::pick(format, cap);
         // Only the portable and SIMD128 kernels read q4_0's offsets (the x86 ones subtract 8
         // from each code).
         let offsets = format == QuantFormat::Q4_0 && kernel == Kernel::Portable;
-        let order: [usize; 32] = std::array::from_fn(|p| weight_at(format, p));
         let mut limbs = vec![0i16; 64 * blocks];
         let (mut offset_hi, mut offset_lo) = (Vec::new(), Vec::new());
-        for (f, block) in fixed.chunks_exact(32).zip(limbs.chunks_exact_mut(64)) {
-            let (hi, lo) = block.split_at_mut(32);
-            for (p, &j) in order.iter().enumerate() {
+        for (b, block) in limbs.chunks_exact_mut(64).enumerate() {
+            // The block's values in their own order first (fixed-size loops the compiler
+            // vectorises), then placed in limb order by a permutation known at compile time.
+            let mut hi_j = [0i16; 32];
+            let mut lo_j = [0i16; 32];
+            let xb = &x[32 * b..x.len().min(32 * b + 32)];
+            for ((h, l), &v) in hi_j.iter_mut().zip(&mut lo_j).zip(xb) {
+                // |v·2^e| < 2^29 and exact (a power-of-two scale). Adding 1.5·2^52 rounds it to
+                // an integer (ties to even) held in the sum's low mantissa bits, two's
+                // complement: no libm `round` (3% of a q4_0 decode step once) and no saturating
+                // `as i32` (scalar compares per value), so this loop vectorises.
+                let f = (v as f64 * scale + ROUND).to_bits() as i32;
                 // The nearest multiple of 2^15 (ties up) and the remainder, both within ±2^14.
-                let top = (f[j] + (1 << (LIMB - 1))) >> LIMB;
-                hi[p] = top as i16;
-                lo[p] = (f[j] - (top << LIMB)) as i16;
+                let top = (f + (1 << (LIMB - 1))) >> LIMB;
+                *h = top as i16;
+                *l = (f - (top << LIMB)) as i16;
+            }
+            let (hi, lo) = block.split_at_mut(32);
+            match format {
+                QuantFormat::Q8_0 => {
+                    hi.copy_from_slice(&hi_j);
+                    lo.copy_from_slice(&lo_j);
+                }
+                QuantFormat::Q4_0 => {
+                    for p in 0..32 {
+                        hi[p] = hi_j[Q4_0_ORDER[p]];
+                        lo[p] = lo_j[Q4_0_ORDER[p]];
+                    }
+                }
             }
             if offsets {
                 // |Σ| ≤ 32 · 2^14, so −8 · Σ fits an i32 with room to spare.

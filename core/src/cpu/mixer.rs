@@ -80,23 +80,15 @@ pub(crate) fn mixer(
     for t in 0..t_n {
         history.extend_from_slice(&zxbcdt[t * width + di..t * width + di + dc]);
     }
-    // Taps transposed to `[K, Dc]`, so the inner loop runs over contiguous channels.
-    // (Strided reads rather than an integer division per value: this runs every token.)
-    let taps: Vec<f32> = (0..k_n)
-        .flat_map(|k| {
-            w.conv_weight
-                .data
-                .iter()
-                .skip(k)
-                .step_by(k_n.max(1))
-                .take(dc)
-        })
-        .copied()
-        .collect();
     let mut xbc = vec![0f32; t_n * dc];
     let bias = w.conv_bias.as_ref().map(|b| &b.data[..]);
     xbc.par_chunks_mut(dc).enumerate().for_each(|(t, out)| {
-        conv_silu(out, bias, &taps, &history[t * dc..(t + k_n) * dc]);
+        conv_silu(
+            out,
+            bias,
+            &w.conv_weight.data,
+            &history[t * dc..(t + k_n) * dc],
+        );
     });
     state.conv_state = history[t_n * dc..].to_vec();
     let x_of = |t: usize| &xbc[t * dc..t * dc + di];
