@@ -158,9 +158,9 @@ mod tests {
         // vector tails.
         for k_n in 1..=6 {
             for c in [1, 7, 8, 33, 1792] {
-                let weight: Vec<f32> = (0..c * k_n).map(|_| rng.gen_range(-1.0..1.0)).collect();
-                let rows: Vec<f32> = (0..c * k_n).map(|_| rng.gen_range(-3.0..3.0)).collect();
-                let bias: Vec<f32> = (0..c).map(|_| rng.gen_range(-0.5..0.5)).collect();
+                let weight: Vec<f32> = (0..c * k_n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let rows: Vec<f32> = (0..c * k_n).map(|_| rng.random_range(-3.0..3.0)).collect();
+                let bias: Vec<f32> = (0..c).map(|_| rng.random_range(-0.5..0.5)).collect();
                 for bias in [None, Some(&bias[..])] {
                     let mut out = vec![0f32; c];
                     conv_silu(&mut out, bias, &weight, &rows);
