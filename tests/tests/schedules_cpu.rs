@@ -215,19 +215,20 @@ fn concurrent_forwards_off_the_pool_all_finish_and_compute_the_model() {
     }
 }
 
-/// Real-model head sizes (P 64, N 128, and a ragged N of 40 = 32 + 8) over a prompt long enough
+/// Real-model head sizes (P 64, N 128, and a ragged N of 40 = 32 + 8; then P 6, N 20: the scan's
+/// four-row passes plus two single rows, a masked or scalar row end) over a prompt long enough
 /// for the packed GEMM (rows >= 8) with output blocks on several threads, then decode steps
 /// (the matrix-vector path) across the TransPoint, on every kernel tier (`limit_kernels`: the
-/// scan's AVX2/FMA and portable forms) against the f64 oracle. Wide random models give logits
+/// scan's AVX-512, AVX2/FMA and portable forms) against the f64 oracle. Wide random models give logits
 /// in the hundreds: the bound is f32's relative one (2e-6 of the largest logit), at least 1e-4.
 #[test]
 fn cpu_engine_at_real_head_sizes_matches_f64() {
-    for (state, groups) in [(128, 1), (40, 2)] {
+    for (head_dim, state, groups) in [(64, 128, 1), (64, 40, 2), (6, 20, 2)] {
         let spec = RandomSpec {
             vocab: 96,
             d: 128,
             heads: 4,
-            head_dim: 64,
+            head_dim,
             state,
             groups,
             ..RandomSpec::default()
@@ -246,7 +247,7 @@ fn cpu_engine_at_real_head_sizes_matches_f64() {
                 let err = max_abs_diff(&got, &want);
                 assert!(
                     err < tol,
-                    "N {state} G {groups} {tps:?} {tier:?}: |Δ| = {err} (bound {tol})"
+                    "P {head_dim} N {state} G {groups} {tps:?} {tier:?}: |Δ| = {err} (bound {tol})"
                 );
             }
         }

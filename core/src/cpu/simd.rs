@@ -2,7 +2,8 @@
 //! scan's inner loops. Each has a portable form (which the compiler vectorises for the build's
 //! target: SSE2 on x86-64, SIMD128 in the browser build, NEON on arm64) and, on x86-64 CPUs with
 //! AVX2 and FMA (checked at run time, cached by std), an intrinsics form: 8 lanes, fused
-//! multiply-adds, four accumulators so a sum is not bound by the FMA latency.
+//! multiply-adds, four accumulators so a sum is not bound by the FMA latency; the scan also has
+//! an AVX-512 form (16 lanes: it is bound by its multiplies, not by its loads).
 //! [`crate::cpu::limit_kernels`] makes the portable forms (or no wider than AVX2) run everywhere
 //! (tests, A/B).
 
@@ -168,9 +169,15 @@ pub(crate) fn scan_head(head: &ScanHead, s: &mut [f32], out: &mut [f32]) {
         "ssm scan: operand sizes"
     );
     #[cfg(target_arch = "x86_64")]
-    if use_avx2() {
-        // SAFETY: AVX2 and FMA are present (use_avx2); sizes asserted above.
-        return unsafe { avx2::scan_head(head, s, out, p_n, n_n) };
+    {
+        if crate::cpu::kernel_limit() >= crate::cpu::KernelTier::Avx512 && has_avx512() {
+            // SAFETY: AVX-512 F, AVX2 and FMA are present (has_avx512); sizes asserted above.
+            return unsafe { avx512::scan_head(head, s, out, p_n, n_n) };
+        }
+        if use_avx2() {
+            // SAFETY: AVX2 and FMA are present (use_avx2); sizes asserted above.
+            return unsafe { avx2::scan_head(head, s, out, p_n, n_n) };
+        }
     }
     for t in 0..t_n {
         let d = head.dt[t];
@@ -191,12 +198,19 @@ mod avx2 {
     use super::ScanHead;
     use std::arch::x86_64::*;
 
-    /// The f64 total of a vector's 8 lanes.
+    /// The f64 total of a vector's 8 lanes (widened in two halves and added pairwise in
+    /// registers: a store and eight scalar adds per total were a fifth of a scan row).
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn total(v: __m256) -> f64 {
-        let mut lanes = [0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
-        lanes.iter().map(|&l| l as f64).sum()
+        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+        let four = _mm256_add_pd(lo, hi);
+        let two = _mm_add_pd(
+            _mm256_castpd256_pd128(four),
+            _mm256_extractf128_pd::<1>(four),
+        );
+        _mm_cvtsd_f64(_mm_add_sd(two, _mm_unpackhi_pd(two, two)))
     }
 
     /// SAFETY: the caller checked AVX2+FMA; `a` and `b` have the same length.
@@ -269,42 +283,160 @@ mod avx2 {
         p_n: usize,
         n_n: usize,
     ) {
-        let vec_n = n_n - n_n % 32;
-        for t_row in 0..head.dt.len() {
-            let d = head.dt[t_row];
-            let decay = (d * head.a).exp();
-            let (x, b, c) = (head.xs[t_row], head.bs[t_row], head.cs[t_row]);
-            let vdecay = _mm256_set1_ps(decay);
-            for p in 0..p_n {
-                let dx = d * x[p];
-                let vdx = _mm256_set1_ps(dx);
-                let row = s.as_mut_ptr().add(p * n_n);
-                let mut acc = [_mm256_setzero_ps(); 4];
-                let mut n = 0;
-                while n < vec_n {
-                    for (j, a) in acc.iter_mut().enumerate() {
-                        let at = n + 8 * j;
-                        let r = _mm256_loadu_ps(row.add(at));
-                        let r = _mm256_fmadd_ps(
-                            vdx,
-                            _mm256_loadu_ps(b.as_ptr().add(at)),
-                            _mm256_mul_ps(vdecay, r),
-                        );
-                        _mm256_storeu_ps(row.add(at), r);
-                        *a = _mm256_fmadd_ps(r, _mm256_loadu_ps(c.as_ptr().add(at)), *a);
-                    }
-                    n += 32;
-                }
-                let sum =
-                    _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-                let mut t = total(sum);
-                for n in vec_n..n_n {
-                    let r = row.add(n);
-                    *r = decay * *r + dx * b[n];
-                    t += *r as f64 * c[n] as f64;
-                }
-                out[t_row * p_n + p] = t as f32;
+        for t in 0..head.dt.len() {
+            let (step, y) = Step::new(head, t, n_n, out, p_n);
+            // Four state rows a pass share each B and C load.
+            let mut p = 0;
+            while p + 4 <= p_n {
+                rows::<4>(&step, s, y, p);
+                p += 4;
             }
+            while p < p_n {
+                rows::<1>(&step, s, y, p);
+                p += 1;
+            }
+        }
+    }
+
+    impl<'a> Step<'a> {
+        /// Token t's step and its `[P]` outputs.
+        pub(super) fn new<'o>(
+            head: &ScanHead<'a>,
+            t: usize,
+            n_n: usize,
+            out: &'o mut [f32],
+            p_n: usize,
+        ) -> (Self, &'o mut [f32]) {
+            let d = head.dt[t];
+            let step = Step {
+                d,
+                decay: (d * head.a).exp(),
+                x: head.xs[t],
+                b: head.bs[t],
+                c: head.cs[t],
+                n_n,
+            };
+            (step, &mut out[t * p_n..(t + 1) * p_n])
+        }
+    }
+
+    /// One token of the scan: `dt`, `exp(dt·A)`, its x (`[P]`), B and C (`[N]`).
+    pub(super) struct Step<'a> {
+        pub(super) d: f32,
+        pub(super) decay: f32,
+        pub(super) x: &'a [f32],
+        pub(super) b: &'a [f32],
+        pub(super) c: &'a [f32],
+        pub(super) n_n: usize,
+    }
+
+    /// State rows `p..p + R`: `S[p] ← decay·S[p] + dt·x[p]·B`, `y[p] = S[p] · C`.
+    /// SAFETY: AVX2+FMA; `s` holds rows `p..p + R` of `n_n` values, `y` and `x` index `p + R - 1`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows<const R: usize>(st: &Step, s: &mut [f32], y: &mut [f32], p: usize) {
+        let n_n = st.n_n;
+        let vec_n = n_n - n_n % 8;
+        let vdecay = _mm256_set1_ps(st.decay);
+        let dx: [f32; R] = std::array::from_fn(|i| st.d * st.x[p + i]);
+        let vdx = dx.map(|v| _mm256_set1_ps(v));
+        let base = s.as_mut_ptr();
+        let row = |i: usize| base.add((p + i) * n_n);
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut n = 0;
+        while n < vec_n {
+            let vb = _mm256_loadu_ps(st.b.as_ptr().add(n));
+            let vc = _mm256_loadu_ps(st.c.as_ptr().add(n));
+            for i in 0..R {
+                let r = row(i).add(n);
+                let v = _mm256_fmadd_ps(vdx[i], vb, _mm256_mul_ps(vdecay, _mm256_loadu_ps(r)));
+                _mm256_storeu_ps(r, v);
+                acc[i] = _mm256_fmadd_ps(v, vc, acc[i]);
+            }
+            n += 8;
+        }
+        for i in 0..R {
+            let mut t = total(acc[i]);
+            for n in vec_n..n_n {
+                let r = row(i).add(n);
+                *r = st.decay * *r + dx[i] * st.b[n];
+                t += *r as f64 * st.c[n] as f64;
+            }
+            y[p + i] = t as f32;
+        }
+    }
+}
+
+/// The scan on 16 lanes: four state rows a pass, each B and C vector loaded once for the four,
+/// a row's ragged end under a lane mask. The AVX2 form is bound by its multiplies (three a state
+/// value: decay, update, read-out, on two FMA pipes); Zen 5's full-width units do them 16 wide.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::avx2::Step;
+    use super::ScanHead;
+    use std::arch::x86_64::*;
+
+    /// SAFETY: the caller checked AVX-512 F, AVX2 and FMA, and that every operand holds what
+    /// `p_n`, `n_n` and `head.dt.len()` promise.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn scan_head(
+        head: &ScanHead,
+        s: &mut [f32],
+        out: &mut [f32],
+        p_n: usize,
+        n_n: usize,
+    ) {
+        for t in 0..head.dt.len() {
+            let (step, y) = Step::new(head, t, n_n, out, p_n);
+            let mut p = 0;
+            while p + 4 <= p_n {
+                rows::<4>(&step, s, y, p);
+                p += 4;
+            }
+            while p < p_n {
+                rows::<1>(&step, s, y, p);
+                p += 1;
+            }
+        }
+    }
+
+    /// As the AVX2 `rows`, 16 lanes.
+    /// SAFETY: AVX-512 F; `s` holds rows `p..p + R` of `n_n` values, `y` and `x` index `p + R - 1`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn rows<const R: usize>(st: &Step, s: &mut [f32], y: &mut [f32], p: usize) {
+        let n_n = st.n_n;
+        let vdecay = _mm512_set1_ps(st.decay);
+        let vdx: [__m512; R] = std::array::from_fn(|i| _mm512_set1_ps(st.d * st.x[p + i]));
+        let base = s.as_mut_ptr();
+        let row = |i: usize| base.add((p + i) * n_n);
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut n = 0;
+        while n < n_n {
+            // All 16 lanes but at a row's end (masked lanes are neither read nor written).
+            let mask: __mmask16 = if n + 16 <= n_n {
+                0xffff
+            } else {
+                (1u16 << (n_n - n)) - 1
+            };
+            let vb = _mm512_maskz_loadu_ps(mask, st.b.as_ptr().add(n));
+            let vc = _mm512_maskz_loadu_ps(mask, st.c.as_ptr().add(n));
+            for i in 0..R {
+                let r = row(i).add(n);
+                let old = _mm512_maskz_loadu_ps(mask, r);
+                let v = _mm512_fmadd_ps(vdx[i], vb, _mm512_mul_ps(vdecay, old));
+                _mm512_mask_storeu_ps(r, mask, v);
+                acc[i] = _mm512_fmadd_ps(v, vc, acc[i]);
+            }
+            n += 16;
+        }
+        for i in 0..R {
+            // The f64 total of the 16 lanes.
+            let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(acc[i]));
+            let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+                _mm512_castps_pd(acc[i]),
+            )));
+            y[p + i] = _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)) as f32;
         }
     }
 }
