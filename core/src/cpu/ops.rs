@@ -41,14 +41,11 @@ pub fn matmul<'a>(
         }),
         // Prefill: widen once (a small cost beside the GEMM's 2·rows FLOPs per weight).
         Matrix::F16 { data, .. } if rows >= GEMM_MIN_ROWS => {
-            let mut wide = vec![0f32; data.len()];
-            wide.par_chunks_mut(k.max(1))
-                .zip(data.par_chunks(k.max(1)))
-                .for_each(|(o, h)| {
-                    for (o, &h) in o.iter_mut().zip(h) {
-                        *o = widen_f16(h);
-                    }
-                });
+            let wide = par_rows(n_out, k, |r, o| {
+                for (o, &h) in o.iter_mut().zip(&data[r * k..(r + 1) * k]) {
+                    *o = widen_f16(h);
+                }
+            });
             gemm_xwt(x, rows, &wide, n_out, k)
         }
         Matrix::F16 { data, .. } => gemv_rows(rows, data, n_out, k, |r, w| {
@@ -56,10 +53,7 @@ pub fn matmul<'a>(
         }),
         // Prefill: dequantize once, as f16 is widened.
         Matrix::Quant(q) if rows >= GEMM_MIN_ROWS => {
-            let mut wide = vec![0f32; n_out * k];
-            wide.par_chunks_mut(k.max(1))
-                .enumerate()
-                .for_each(|(r, o)| q.dequantize_row(r, o));
+            let wide = par_rows(n_out, k, |r, o| q.dequantize_row(r, o));
             gemm_xwt(x, rows, &wide, n_out, k)
         }
         // Decode: x once in fixed point, then integer multiply-adds against the codes
@@ -107,7 +101,9 @@ fn gemm_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
         x.len() >= rows * k && w.len() >= n * k,
         "gemm: operand sizes"
     );
-    let mut y = vec![0f32; rows * n];
+    // Not zeroed first (a serial memset of the whole output, ~2% of a prefill): the GEMM
+    // writes every value and reads none (`read_dst` false).
+    let mut y: Vec<f32> = Vec::with_capacity(rows * n);
     // gemm cannot detect wasm features at run time and leaves its SIMD128 kernels off unless
     // told (its scalar 2x4 kernel ran our browser prefill); this module is built with SIMD128,
     // so every engine that loads it has them. Set before the first call, which fixes the kernel.
@@ -143,8 +139,33 @@ fn gemm_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
                 gemm_common::Parallelism::None
             },
         );
+        // SAFETY: the call above wrote all rows · n values (dst is written, never read).
+        y.set_len(rows * n);
     }
     y
+}
+
+/// `rows × k` values, row r written by `fill(r, row)` on rayon's threads, without the zeroing
+/// pass `vec![0.0; n]` makes (a serial memset of a whole widened matrix before a prefill
+/// product): each task fills a scratch row of its own and moves it in.
+fn par_rows(rows: usize, k: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let n = rows * k;
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(k.max(1))
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; k],
+            |row, (r, dst)| {
+                fill(r, row);
+                for (d, &v) in dst.iter_mut().zip(row.iter()) {
+                    d.write(v);
+                }
+            },
+        );
+    // SAFETY: the chunks cover 0..n (n = rows · k) and each, k long, was written in full.
+    unsafe { out.set_len(n) };
+    out
 }
 
 /// A few input rows against every weight row: one rayon task per block of weight rows, so each
