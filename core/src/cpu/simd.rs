@@ -412,13 +412,22 @@ mod avx512 {
         let row = |i: usize| base.add((p + i) * n_n);
         let mut acc = [_mm512_setzero_ps(); R];
         let mut n = 0;
-        while n < n_n {
-            // All 16 lanes but at a row's end (masked lanes are neither read nor written).
-            let mask: __mmask16 = if n + 16 <= n_n {
-                0xffff
-            } else {
-                (1u16 << (n_n - n)) - 1
-            };
+        while n + 16 <= n_n {
+            let vb = _mm512_loadu_ps(st.b.as_ptr().add(n));
+            let vc = _mm512_loadu_ps(st.c.as_ptr().add(n));
+            for i in 0..R {
+                let r = row(i).add(n);
+                let v = _mm512_fmadd_ps(vdx[i], vb, _mm512_mul_ps(vdecay, _mm512_loadu_ps(r)));
+                _mm512_storeu_ps(r, v);
+                acc[i] = _mm512_fmadd_ps(v, vc, acc[i]);
+            }
+            n += 16;
+        }
+        if n < n_n {
+            // A row's ragged end under a lane mask (masked lanes are neither read nor written).
+            // Only there: masked stores are slow on AMD's cores, and decode reads the state
+            // from memory.
+            let mask: __mmask16 = (1u16 << (n_n - n)) - 1;
             let vb = _mm512_maskz_loadu_ps(mask, st.b.as_ptr().add(n));
             let vc = _mm512_maskz_loadu_ps(mask, st.c.as_ptr().add(n));
             for i in 0..R {
@@ -428,7 +437,6 @@ mod avx512 {
                 _mm512_mask_storeu_ps(r, mask, v);
                 acc[i] = _mm512_fmadd_ps(v, vc, acc[i]);
             }
-            n += 16;
         }
         for i in 0..R {
             // The f64 total of the 16 lanes.
