@@ -71,6 +71,18 @@ pub(crate) fn mixer(
     let t_n = u.len() / cfg.hidden_size;
     let width = cfg.d_in_proj();
 
+    // The layer's small tensors (conv weights and state, the norm's weight, D, dt bias, A),
+    // which the rest of the last token's weight stream evicted, are fetched while in_proj's
+    // product streams: decode's conv, dt and norm steps (serial) waited on them. In-process
+    // A/B, q4_0 decode on 2 threads: ~70 µs of a ~3.5 ms token.
+    for t in [&w.conv_weight, &w.gated_norm, &w.d, &w.dt_bias, &w.a_log]
+        .into_iter()
+        .chain(&w.conv_bias)
+    {
+        super::simd::prefetch(&t.data);
+    }
+    super::simd::prefetch(&state.conv_state);
+
     // 1. in_proj: rows [z | xBC | dt_raw].
     let zxbcdt = matmul(u, t_n, mats.in_proj, w.in_proj_bias.as_ref());
 
