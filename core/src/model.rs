@@ -96,11 +96,14 @@ impl Tensor {
         }
     }
 
-    /// This `[rows, cols]` matrix in `format`: its stored blocks when they are in `format`,
-    /// else quantized from `data`; `name` names it in errors.
+    /// This `[rows, cols]` matrix in `format`, in GGUF's row layout: its stored blocks when
+    /// they are in `format`, else quantized from `data`; `name` names it in errors.
     pub fn quantized(&self, name: &str, format: QuantFormat) -> Result<Arc<QuantMatrix>> {
         if let Some(b) = self.blocks.as_ref().filter(|b| b.format == format) {
-            return Ok(b.clone());
+            return Ok(match b.in_rows() {
+                Cow::Borrowed(_) => b.clone(),
+                Cow::Owned(rows) => Arc::new(rows),
+            });
         }
         let (rows, cols) = match self.shape[..] {
             [r, c] => (r, c),

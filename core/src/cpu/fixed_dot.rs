@@ -253,6 +253,48 @@ pub fn dot_quant_fixed_run(x: &FixedRow, w: &[u8], out: &mut [f32]) {
     );
 }
 
+/// Whether `format`'s matrices should be held in [`crate::quant::Layout::Groups8`] for this
+/// CPU: q4_0 where the AVX-512 kernel runs (the one with a grouped form; the others would
+/// gather each row back from its group).
+pub(crate) fn groups_pay_off(format: QuantFormat) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return Kernel::pick(format, crate::cpu::kernel_limit()) == Kernel::Avx512;
+    #[allow(unreachable_code)]
+    {
+        let _ = format;
+        false
+    }
+}
+
+/// `x · w_r` into `out[r]` for a group of 8 q4_0 rows in [`crate::quant::Layout::Groups8`]
+/// (`group` its 8 · row_bytes bytes; `out.len()` ≤ 8 of them are real rows). The AVX-512 kernel
+/// reads the group as one stream and x's block once for its 8 rows; on any other kernel (a tier
+/// capped by `limit_kernels`) each row is gathered back into GGUF's layout first.
+pub fn dot_q4_0_group(x: &FixedRow, group: &[u8], out: &mut [f32]) {
+    let n = out.len().min(8);
+    let blocks = (x.len() / 32).min(group.len() / (8 * 18));
+    #[cfg(target_arch = "x86_64")]
+    if x.kernel == Kernel::Avx512 && x.format == QuantFormat::Q4_0 {
+        // SAFETY: `Kernel::pick` chose AVX-512 only where the CPU has AVX-512 F/BW, AVX2, FMA
+        // and F16C; `limbs` holds 64·blocks values, `group` 144·blocks bytes at least.
+        unsafe {
+            avx512::dot_q4_0_group(
+                &x.limbs[..64 * blocks],
+                &group[..144 * blocks],
+                x.unit,
+                &mut out[..n],
+            )
+        };
+        return;
+    }
+    let mut row = Vec::with_capacity(18 * blocks);
+    for (i, y) in out[..n].iter_mut().enumerate() {
+        row.clear();
+        crate::quant::group_row(&group[..144 * blocks], i, &mut row);
+        *y = dot_quant_fixed(x, &row);
+    }
+}
+
 /// `unit · x · w_r` into `out[r]` for the rows of `stride` bytes in `w`, `blocks` blocks of
 /// each, on the kernel x picked: the one place the native kernels are chosen.
 fn run_native(x: &FixedRow, (w, stride, blocks): (&[u8], usize, usize), out: &mut [f32]) {
@@ -514,6 +556,46 @@ mod avx512 {
             even = one(b, even);
         }
         _mm512_reduce_add_ps(_mm512_add_ps(even, odd)) as f64
+    }
+
+    /// `unit · x · w_i` into `out[i]` for the rows of a q4_0 group (`Layout::Groups8`: per
+    /// block, 8 scales then 8 rows' 16 code bytes), one accumulator a row: x's two limb vectors
+    /// and the 8 scales are loaded once a block for the 8 rows, the group is one stream.
+    ///
+    /// SAFETY: AVX-512 F/BW, AVX2, FMA and F16C present; `limbs` holds 64·b values and `group`
+    /// 144·b bytes for the same b; `out.len()` ≤ 8.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_0_group(limbs: &[i16], group: &[u8], unit: f64, out: &mut [f32]) {
+        let shift = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 4, 4, 4, 4, 12, 12, 12, 12);
+        let (mask, eight) = (_mm512_set1_epi32(0x000f_000f), _mm512_set1_epi16(8));
+        let limb = _mm512_set1_ps((1 << super::LIMB) as f32);
+        let lane: [__m512i; 8] = std::array::from_fn(|i| _mm512_set1_epi32(i as i32));
+        let mut acc = [_mm512_setzero_ps(); 8];
+        for (b, blk) in group.chunks_exact(144).enumerate() {
+            let blk = blk.as_ptr();
+            // A hint only: past the group's end it reads nothing (wrapping: no pointer UB).
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(4 * 144) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(4 * 144 + 64) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(4 * 144 + 128) as *const i8);
+            let hi = _mm512_loadu_si512(limbs.as_ptr().add(64 * b) as *const _);
+            let lo = _mm512_loadu_si512(limbs.as_ptr().add(64 * b + 32) as *const _);
+            let scales = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(blk as *const _)));
+            for (i, a) in acc.iter_mut().enumerate() {
+                // Row i's codes as the row kernel takes them (limb order, offset by 8).
+                let q = _mm_loadu_si128(blk.add(16 + 16 * i) as *const __m128i);
+                let codes = _mm512_sub_epi16(
+                    _mm512_and_si512(_mm512_srlv_epi32(_mm512_broadcast_i32x4(q), shift), mask),
+                    eight,
+                );
+                let sh = _mm512_cvtepi32_ps(_mm512_madd_epi16(codes, hi));
+                let sl = _mm512_cvtepi32_ps(_mm512_madd_epi16(codes, lo));
+                let v = _mm512_fmadd_ps(sh, limb, sl);
+                *a = _mm512_fmadd_ps(v, _mm512_permutexvar_ps(lane[i], scales), *a);
+            }
+        }
+        for (y, a) in out.iter_mut().zip(acc) {
+            *y = (_mm512_reduce_add_ps(a) as f64 * unit) as f32;
+        }
     }
 
     /// `unit · x · w_r` into `out[r]` for consecutive rows of `stride` bytes in `w`, in one call
@@ -814,6 +896,45 @@ mod tests {
                                 );
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// q4_0 in groups of 8 rows (`Layout::Groups8`): every row of a group, the last group
+    /// padded (1..=17 rows), against the f64 dot with the dequantized row, on each tier (the
+    /// AVX-512 grouped kernel, and the others' gather back to GGUF's layout).
+    #[test]
+    fn grouped_q4_0_products_equal_the_dequantized_product() {
+        let mut seed = 11u64;
+        for (rows, k) in [(1usize, 32usize), (7, 96), (8, 768), (17, 1536)] {
+            let x: Vec<f32> = (0..k).map(|_| lcg(&mut seed)).collect();
+            let w: Vec<f32> = (0..rows * k).map(|_| lcg(&mut seed) * 0.1).collect();
+            let q = QuantMatrix::quantize("w", QuantFormat::Q4_0, &w, rows, k).unwrap();
+            let g = q.grouped().unwrap();
+            assert_eq!(g.bytes.len(), rows.div_ceil(8) * 8 * q.row_bytes());
+            for tier in KernelTier::ALL {
+                let fixed = FixedRow::with_kernels(&x, QuantFormat::Q4_0, tier).unwrap();
+                for (gi, group) in g.bytes.chunks_exact(8 * q.row_bytes()).enumerate() {
+                    let n = (rows - 8 * gi).min(8);
+                    let mut out = vec![f32::NAN; n];
+                    dot_q4_0_group(&fixed, group, &mut out);
+                    for (i, &got) in out.iter().enumerate() {
+                        let mut row = vec![0f32; k];
+                        q.dequantize_row(8 * gi + i, &mut row);
+                        let want: f64 =
+                            row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
+                        let scale: f64 = row
+                            .iter()
+                            .zip(&x)
+                            .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                            .sum();
+                        assert!(
+                            (got as f64 - want).abs() <= 2e-6 * scale + 1e-30,
+                            "rows {rows} k {k} row {} {tier:?}: {got} vs {want}",
+                            8 * gi + i
+                        );
                     }
                 }
             }

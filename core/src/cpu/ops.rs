@@ -4,9 +4,12 @@ use rayon::prelude::*;
 
 use crate::model::Tensor;
 
-pub use super::fixed_dot::{dot_quant_fixed, dot_quant_fixed_rows, dot_quant_fixed_run, FixedRow};
+pub use super::fixed_dot::{
+    dot_q4_0_group, dot_quant_fixed, dot_quant_fixed_rows, dot_quant_fixed_run, FixedRow,
+};
 pub use super::simd::{dot, dot_f16, dot_quant, widen_f16};
 use super::weights::Matrix;
+use crate::quant::Layout;
 
 /// Below this many rows a product is a matrix-vector pass (each weight row read once, straight
 /// from memory: decode is bandwidth-bound); from it on, a packed GEMM (prefill is compute-bound).
@@ -41,7 +44,7 @@ pub fn matmul<'a>(
         }),
         // Prefill: widen once (a small cost beside the GEMM's 2·rows FLOPs per weight).
         Matrix::F16 { data, .. } if rows >= GEMM_MIN_ROWS => {
-            let wide = par_rows(n_out, k, |r, o| {
+            let wide = par_rows(n_out, k, 1, |r, o| {
                 for (o, &h) in o.iter_mut().zip(&data[r * k..(r + 1) * k]) {
                     *o = widen_f16(h);
                 }
@@ -53,7 +56,12 @@ pub fn matmul<'a>(
         }),
         // Prefill: dequantize once, as f16 is widened.
         Matrix::Quant(q) if rows >= GEMM_MIN_ROWS => {
-            let wide = par_rows(n_out, k, |r, o| q.dequantize_row(r, o));
+            // Eight rows a task: a grouped q4_0 layout holds them together.
+            let wide = par_rows(n_out, k, 8, |r0, o| {
+                for (r, o) in o.chunks_exact_mut(k.max(1)).enumerate() {
+                    q.dequantize_row(r0 + r, o);
+                }
+            });
             gemm_xwt(x, rows, &wide, n_out, k)
         }
         // Decode: x once in fixed point, then integer multiply-adds against the codes
@@ -66,6 +74,12 @@ pub fn matmul<'a>(
             match fixed {
                 // Runs of 8 weight rows a call (pairs inside on SIMD128: the browser's kernel
                 // reads x once for both).
+                Some(f) if q.layout() == Layout::Groups8 => {
+                    // A group is 8 rows' bytes: each task's slice starts at its group.
+                    gemv_row_groups::<u8, 8>(rows, &q.bytes, n_out, q.row_bytes(), |r, w, out| {
+                        dot_q4_0_group(&f[r], w, out)
+                    })
+                }
                 Some(f) => {
                     gemv_row_groups::<u8, 8>(rows, &q.bytes, n_out, q.row_bytes(), |r, w, out| {
                         dot_quant_fixed_run(&f[r], w, out)
@@ -145,25 +159,32 @@ fn gemm_xwt(x: &[f32], rows: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
     y
 }
 
-/// `rows × k` values, row r written by `fill(r, row)` on rayon's threads, without the zeroing
-/// pass `vec![0.0; n]` makes (a serial memset of a whole widened matrix before a prefill
-/// product): each task fills a scratch row of its own and moves it in.
-fn par_rows(rows: usize, k: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let n = rows * k;
+/// `rows × k` values, `per` rows at a time (fewer at the end) written by `fill(r0, rows)` on
+/// rayon's threads, without the zeroing pass `vec![0.0; n]` makes (a serial memset of a whole
+/// widened matrix before a prefill product): each task fills scratch rows of its own and moves
+/// them in.
+fn par_rows(
+    rows: usize,
+    k: usize,
+    per: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let (n, chunk) = (rows * k, (per * k).max(1));
     let mut out: Vec<f32> = Vec::with_capacity(n);
     out.spare_capacity_mut()[..n]
-        .par_chunks_mut(k.max(1))
+        .par_chunks_mut(chunk)
         .enumerate()
         .for_each_init(
-            || vec![0f32; k],
-            |row, (r, dst)| {
-                fill(r, row);
-                for (d, &v) in dst.iter_mut().zip(row.iter()) {
+            || vec![0f32; chunk],
+            |scratch, (c, dst)| {
+                let scratch = &mut scratch[..dst.len()];
+                fill(c * per, scratch);
+                for (d, &v) in dst.iter_mut().zip(scratch.iter()) {
                     d.write(v);
                 }
             },
         );
-    // SAFETY: the chunks cover 0..n (n = rows · k) and each, k long, was written in full.
+    // SAFETY: the chunks cover 0..n and each was written in full (its scratch is as long).
     unsafe { out.set_len(n) };
     out
 }
@@ -204,7 +225,9 @@ fn gemv_row_groups<W: Sync, const G: usize>(
         .enumerate()
         .for_each(|(g, col)| {
             let (o, n) = (g * G, col.len() / per_row);
-            let w_g = &w[o * row_len..(o + n) * row_len];
+            // G rows' elements, fewer at the end of a row layout; a grouped layout's last
+            // group is whole (padded), and its task reads all of it.
+            let w_g = &w[o * row_len..((o + G) * row_len).min(w.len())];
             let mut out = [0f32; G];
             for r in 0..rows {
                 dot(r, w_g, &mut out[..n]);

@@ -73,7 +73,14 @@ enum Copy {
 impl Copy {
     fn new(name: &str, t: &Tensor, format: WeightFormat) -> Result<Self> {
         if let Some(q) = format.quant() {
-            return Ok(Copy::Quant(t.quantized(name, q)?));
+            let m = t.quantized(name, q)?;
+            // q4_0 in groups of 8 rows where the CPU's kernel reads them so (fixed_dot.rs).
+            if super::fixed_dot::groups_pay_off(q) {
+                if let Some(g) = m.grouped() {
+                    return Ok(Copy::Quant(Arc::new(g)));
+                }
+            }
+            return Ok(Copy::Quant(m));
         }
         if let (Some(h), &[rows, cols]) = (&t.half, &t.shape[..]) {
             if t.data.is_empty() {
