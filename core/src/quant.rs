@@ -59,8 +59,8 @@ impl QuantFormat {
 }
 
 /// A `[rows, cols]` matrix (checkpoint layout `[out, in]`) in blocks along each row, stored as
-/// GGUF stores it (row r is bytes `r · row_bytes ..`, its blocks in order) or, for the native
-/// CPU engine's q4_0 decode, in groups of eight rows ([`Layout::Groups8`]).
+/// GGUF stores it (row r is bytes `r · row_bytes ..`, its blocks in order) or, for the x86 CPU
+/// engine's q4_0 decode, in groups of eight rows ([`Layout::Groups8`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantMatrix {
     pub format: QuantFormat,

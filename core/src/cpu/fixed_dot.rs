@@ -254,11 +254,12 @@ pub fn dot_quant_fixed_run(x: &FixedRow, w: &[u8], out: &mut [f32]) {
 }
 
 /// Whether `format`'s matrices should be held in [`crate::quant::Layout::Groups8`] for this
-/// CPU: q4_0 where the AVX-512 kernel runs (the one with a grouped form; the others would
-/// gather each row back from its group).
+/// CPU: q4_0 where an x86 kernel (AVX-512 or AVX2) runs, the ones with a grouped form (the
+/// portable kernel would gather each row back from its group).
 pub(crate) fn groups_pay_off(format: QuantFormat) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return Kernel::pick(format, crate::cpu::kernel_limit()) == Kernel::Avx512;
+    return format == QuantFormat::Q4_0
+        && Kernel::pick(format, crate::cpu::kernel_limit()) >= Kernel::Avx2;
     #[allow(unreachable_code)]
     {
         let _ = format;
@@ -267,25 +268,27 @@ pub(crate) fn groups_pay_off(format: QuantFormat) -> bool {
 }
 
 /// `x · w_r` into `out[r]` for a group of 8 q4_0 rows in [`crate::quant::Layout::Groups8`]
-/// (`group` its 8 · row_bytes bytes; `out.len()` ≤ 8 of them are real rows). The AVX-512 kernel
-/// reads the group as one stream and x's block once for its 8 rows; on any other kernel (a tier
-/// capped by `limit_kernels`) each row is gathered back into GGUF's layout first.
+/// (`group` its 8 · row_bytes bytes; `out.len()` ≤ 8 of them are real rows). The AVX-512 and
+/// AVX2 kernels read the group as one stream and x's block once for its 8 rows; the portable
+/// one (a tier capped by `limit_kernels`) gathers each row back into GGUF's layout first.
 pub fn dot_q4_0_group(x: &FixedRow, group: &[u8], out: &mut [f32]) {
     let n = out.len().min(8);
     let blocks = (x.len() / 32).min(group.len() / (8 * 18));
     #[cfg(target_arch = "x86_64")]
-    if x.kernel == Kernel::Avx512 && x.format == QuantFormat::Q4_0 {
-        // SAFETY: `Kernel::pick` chose AVX-512 only where the CPU has AVX-512 F/BW, AVX2, FMA
-        // and F16C; `limbs` holds 64·blocks values, `group` 144·blocks bytes at least.
-        unsafe {
-            avx512::dot_q4_0_group(
-                &x.limbs[..64 * blocks],
-                &group[..144 * blocks],
-                x.unit,
-                &mut out[..n],
-            )
-        };
-        return;
+    if x.format == QuantFormat::Q4_0 {
+        let (limbs, group, out) = (
+            &x.limbs[..64 * blocks],
+            &group[..144 * blocks],
+            &mut out[..n],
+        );
+        // SAFETY (each arm): `Kernel::pick` chose the kernel only where the CPU has its
+        // features (AVX-512 F/BW, AVX2, FMA, F16C); `limbs` holds 64·blocks values, `group`
+        // 144·blocks bytes.
+        match x.kernel {
+            Kernel::Avx512 => return unsafe { avx512::dot_q4_0_group(limbs, group, x.unit, out) },
+            Kernel::Avx2 => return unsafe { avx2::dot_q4_0_group(limbs, group, x.unit, out) },
+            Kernel::Portable => {}
+        }
     }
     let mut row = Vec::with_capacity(18 * blocks);
     for (i, y) in out[..n].iter_mut().enumerate() {
@@ -431,6 +434,51 @@ mod avx2 {
         let mut lanes = [0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(a, b));
         lanes.iter().map(|&l| l as f64).sum()
+    }
+
+    /// As the AVX-512 `dot_q4_0_group`, 8 lanes: x's four limb vectors and the 8 scales loaded
+    /// once a block for the group's 8 rows, the group one stream.
+    ///
+    /// SAFETY: AVX2, FMA and F16C present; `limbs` holds 64·b values and `group` 144·b bytes
+    /// for the same b; `out.len()` ≤ 8.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn dot_q4_0_group(limbs: &[i16], group: &[u8], unit: f64, out: &mut [f32]) {
+        let (mask, eight) = (_mm256_set1_epi32(0x000f_000f), _mm256_set1_epi16(8));
+        let (first, second) = (
+            _mm256_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8),
+            _mm256_setr_epi32(4, 4, 4, 4, 12, 12, 12, 12),
+        );
+        let limb = _mm256_set1_ps((1 << super::LIMB) as f32);
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (b, blk) in group.chunks_exact(144).enumerate() {
+            let blk = blk.as_ptr();
+            // A hint only: past the group's end it reads nothing (wrapping: no pointer UB).
+            for line in [0, 64, 128] {
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(4 * 144 + line) as *const i8);
+            }
+            let l = limbs.as_ptr().add(64 * b);
+            let v: [__m256i; 4] =
+                std::array::from_fn(|i| _mm256_loadu_si256(l.add(16 * i) as *const __m256i));
+            let scales = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
+            for (i, a) in acc.iter_mut().enumerate() {
+                let q = _mm_loadu_si128(blk.add(16 + 16 * i) as *const __m128i);
+                let both = _mm256_broadcastsi128_si256(q);
+                let [c0, c1] = [first, second].map(|shift| {
+                    _mm256_sub_epi16(
+                        _mm256_and_si256(_mm256_srlv_epi32(both, shift), mask),
+                        eight,
+                    )
+                });
+                let sh = _mm256_add_epi32(_mm256_madd_epi16(c0, v[0]), _mm256_madd_epi16(c1, v[1]));
+                let sl = _mm256_add_epi32(_mm256_madd_epi16(c0, v[2]), _mm256_madd_epi16(c1, v[3]));
+                let t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sh), limb, _mm256_cvtepi32_ps(sl));
+                let d = _mm256_permutevar8x32_ps(scales, _mm256_set1_epi32(i as i32));
+                *a = _mm256_fmadd_ps(t, d, *a);
+            }
+        }
+        for (y, a) in out.iter_mut().zip(acc) {
+            *y = (total(a, _mm256_setzero_ps()) * unit) as f32;
+        }
     }
 
     /// `unit · x · w_r` into `out[r]` for consecutive rows of `stride` bytes in `w`, in one call
