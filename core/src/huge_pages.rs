@@ -14,7 +14,7 @@
 use crate::model::Model;
 
 /// Huge pages under every large matrix of `model`, in whichever storage it has: for the CPU
-/// engine, whose copies are by then the model's matrices (`WeightCopies::share_with`), these
+/// engine, whose copies are by then the model's matrices (`WeightCopies::sharing`), these
 /// are what its products read.
 pub(crate) fn back_weights(model: &Model) {
     for t in model.matrices() {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use half::f16;
 
 use crate::error::{Error, Result};
-use crate::model::{Model, Tensor};
+use crate::model::{LayerWeights, Model, Tensor};
 use crate::quant::QuantMatrix;
 use crate::weight_format::WeightFormat;
 
@@ -126,12 +126,50 @@ impl Copy {
         let v = self.view();
         [v.rows(), v.cols()]
     }
+
+    /// A tensor holding this copy (shared, not copied), for the model to read in place of the
+    /// matrix it copies.
+    fn tensor(&self) -> Tensor {
+        match self {
+            Copy::Quant(q) => Tensor::from_shared_blocks(q.clone()),
+            Copy::F16 { data, rows, cols } => {
+                Tensor::from_shared_half(vec![*rows, *cols], data.clone())
+            }
+        }
+    }
 }
 
 struct CopyLayer {
     in_proj: Copy,
     out_proj: Copy,
     mlp: Option<(Copy, Copy)>,
+}
+
+impl CopyLayer {
+    fn new(i: usize, w: &LayerWeights, format: WeightFormat) -> Result<Self> {
+        let name = |t: &str| format!("layer {i} {t}");
+        Ok(CopyLayer {
+            in_proj: Copy::new(&name("in_proj"), &w.in_proj, format)?,
+            out_proj: Copy::new(&name("out_proj"), &w.out_proj, format)?,
+            mlp: match &w.mlp {
+                Some(m) => Some((
+                    Copy::new(&name("mlp.fc1"), &m.fc1, format)?,
+                    Copy::new(&name("mlp.fc2"), &m.fc2, format)?,
+                )),
+                None => None,
+            },
+        })
+    }
+
+    /// Gives layer `w` these copies in place of its matrices.
+    fn share_with(&self, w: &mut LayerWeights) {
+        w.in_proj = self.in_proj.tensor();
+        w.out_proj = self.out_proj.tensor();
+        if let (Some((a, b)), Some(m)) = (&self.mlp, &mut w.mlp) {
+            m.fc1 = a.tensor();
+            m.fc2 = b.tensor();
+        }
+    }
 }
 
 /// Copies of a model's large matrices in one format, built once per model
@@ -148,30 +186,12 @@ pub struct WeightCopies {
 impl WeightCopies {
     /// Copies in `format` (f16, q8_0 or q4_0; f32 needs none and is refused here).
     pub fn new(model: &Model, format: WeightFormat) -> Result<Self> {
-        if format == WeightFormat::F32 {
-            return Err(Error::InvalidOption {
-                name: "weights",
-                reason: "f32 matrices are the model's own; no copies to make".into(),
-            });
-        }
+        Self::refuse_f32(format)?;
         let layers = model
             .layers
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                let name = |t: &str| format!("layer {i} {t}");
-                Ok(CopyLayer {
-                    in_proj: Copy::new(&name("in_proj"), &w.in_proj, format)?,
-                    out_proj: Copy::new(&name("out_proj"), &w.out_proj, format)?,
-                    mlp: match &w.mlp {
-                        Some(m) => Some((
-                            Copy::new(&name("mlp.fc1"), &m.fc1, format)?,
-                            Copy::new(&name("mlp.fc2"), &m.fc2, format)?,
-                        )),
-                        None => None,
-                    },
-                })
-            })
+            .map(|(i, w)| CopyLayer::new(i, w, format))
             .collect::<Result<Vec<_>>>()?;
         let embedding = match &model.lm_head {
             Some(_) => Some(Copy::new("embedding", &model.embedding, format)?),
@@ -185,54 +205,63 @@ impl WeightCopies {
         })
     }
 
+    fn refuse_f32(format: WeightFormat) -> Result<()> {
+        if format == WeightFormat::F32 {
+            return Err(Error::InvalidOption {
+                name: "weights",
+                reason: "f32 matrices are the model's own; no copies to make".into(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn format(&self) -> WeightFormat {
         self.format
     }
 
-    /// Gives `model` these copies in place of its own matrices (shared, not copied), freeing
-    /// the originals the engine never reads again: an engine of an f32 mamba2-130m then holds
-    /// 72 MB of matrices in q4_0, not 587 MB, and an f16-stored model's matrices once, in f16.
-    /// `before` sees the model once, before the first matrix is swapped (it is not called when
-    /// every matrix already is its copy, as a quantized file's blocks in their own format are).
-    pub(crate) fn share_with(&self, model: &mut Model, before: impl FnOnce(&Model)) {
-        let is_copy = |c: &Copy, t: &Tensor| {
-            t.data.is_empty()
-                && match c {
-                    Copy::Quant(q) => t.blocks.as_ref().is_some_and(|b| Arc::ptr_eq(b, q)),
-                    Copy::F16 { data, .. } => t.half.as_ref().is_some_and(|h| Arc::ptr_eq(h, data)),
-                }
+    /// Copies in `format` that `model` then reads in place of its own matrices (shared, not
+    /// copied), freeing the originals the engine never reads again: an engine of an f32
+    /// mamba2-130m then holds 72 MB of matrices in q4_0, not 587 MB, and an f16-stored model's
+    /// matrices once, in f16. Made and swapped in one layer at a time, so loading holds the
+    /// model plus one layer's copies at most (q4_0 copies regrouped for the x86 kernels are new
+    /// bytes even when the file's blocks are q4_0). `before` sees the model once, before the
+    /// first matrix whose values change (not at all when every matrix is already stored in
+    /// `format`: regrouping keeps the values).
+    pub(crate) fn sharing(
+        model: &mut Model,
+        format: WeightFormat,
+        before: impl FnOnce(&Model),
+    ) -> Result<Self> {
+        Self::refuse_f32(format)?;
+        let stored = |t: &Tensor| match format.quant() {
+            Some(q) => t.blocks_only().is_some_and(|b| b.format == q),
+            None => t.half_only().is_some(),
         };
-        if self.pairs(model).into_iter().all(|(c, t)| is_copy(c, t)) {
-            return;
+        if !model.matrices().into_iter().all(stored) {
+            before(model);
         }
-        before(model);
-        for (c, t) in self.pairs(model) {
-            *t = match c {
-                Copy::Quant(q) => Tensor::from_shared_blocks(q.clone()),
-                Copy::F16 { data, .. } => Tensor::from_shared_half(t.shape.clone(), data.clone()),
-            };
+        let mut layers = Vec::with_capacity(model.layers.len());
+        for (i, w) in model.layers.iter_mut().enumerate() {
+            let l = CopyLayer::new(i, w, format)?;
+            l.share_with(w);
+            layers.push(l);
         }
-    }
-
-    /// Each copy with the model's matrix it copies.
-    fn pairs<'m>(&self, model: &'m mut Model) -> Vec<(&Copy, &'m mut Tensor)> {
-        let mut pairs = Vec::new();
-        for (l, w) in self.layers.iter().zip(&mut model.layers) {
-            pairs.push((&l.in_proj, &mut w.in_proj));
-            pairs.push((&l.out_proj, &mut w.out_proj));
-            if let (Some((a, b)), Some(m)) = (&l.mlp, &mut w.mlp) {
-                pairs.push((a, &mut m.fc1));
-                pairs.push((b, &mut m.fc2));
+        let embedding = match &model.lm_head {
+            Some(_) => {
+                let e = Copy::new("embedding", &model.embedding, format)?;
+                model.embedding = e.tensor();
+                Some(e)
             }
-        }
-        match (&self.embedding, &mut model.lm_head) {
-            (Some(e), Some(head)) => {
-                pairs.push((e, &mut model.embedding));
-                pairs.push((&self.output, head));
-            }
-            _ => pairs.push((&self.output, &mut model.embedding)),
-        }
-        pairs
+            None => None,
+        };
+        let output = Copy::new("output matrix", model.output_matrix(), format)?;
+        *model.lm_head.as_mut().unwrap_or(&mut model.embedding) = output.tensor();
+        Ok(Self {
+            format,
+            layers,
+            output,
+            embedding,
+        })
     }
 
     /// Whether these copies fit `model` (same layers, same shapes).

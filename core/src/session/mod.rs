@@ -49,18 +49,15 @@ impl Engine {
     pub fn cpu(mut model: Model, weights: WeightFormat, choice: EngineChoice) -> Result<Self> {
         let (matrix_weights, weight_bytes) =
             (model.matrix_parameter_count(), model.stored_bytes(weights));
+        let hash = std::sync::OnceLock::new();
         let copies = match weights {
             WeightFormat::F32 => None,
-            other => Some(WeightCopies::new(&model, other)?),
-        };
-        let hash = std::sync::OnceLock::new();
-        if let Some(c) = &copies {
             // The fingerprint names the model as loaded: hashed before its matrices become
-            // the copies.
-            c.share_with(&mut model, |m| {
+            // the copies (when that changes their values).
+            other => Some(WeightCopies::sharing(&mut model, other, |m| {
                 let _ = hash.set(fingerprint(m));
-            });
-        }
+            })?),
+        };
         crate::huge_pages::back_weights(&model);
         #[allow(clippy::arc_with_non_send_sync)]
         Ok(Self(Arc::new(EngineInner {
