@@ -263,9 +263,20 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     out
 }
 
-/// `1 / sqrt(mean(x²) + eps)`, accumulated in f64.
+/// `1 / sqrt(mean(x²) + eps)`, accumulated in f64 in 8 independent lanes (one running sum was
+/// a chain of dependent f64 adds, ~4% of a prefill through the gated norm); inlined so the
+/// AVX2 builds of its callers (`elementwise.rs`) vectorise it.
+#[inline]
 pub fn inv_rms(x: &[f32], eps: f32) -> f32 {
-    let ms = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / x.len() as f64;
+    let mut lanes = [0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v as f64 * v as f64;
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64 * v as f64).sum();
+    let ms = (lanes.iter().sum::<f64>() + tail) / x.len() as f64;
     (1.0 / (ms + eps as f64).sqrt()) as f32
 }
 
