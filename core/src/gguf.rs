@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::config::limits::MAX_TENSOR_ELEMENTS;
 use crate::error::{Error, Result};
-use crate::model::{half_from_le, values_from_le, Model, StoredFloat, Tensor, TensorSource};
+use crate::model::{finite_values_from_le, half_from_le, Model, StoredFloat, Tensor, TensorSource};
 use crate::quant::{QuantFormat, QuantMatrix, BLOCK};
 use crate::ModelConfig;
 
@@ -535,6 +535,12 @@ impl TensorSource for GgufFile<'_> {
             8 => Some(QuantFormat::Q8_0),
             _ => None,
         };
+        let non_finite = |(index, value)| Error::NonFiniteWeight {
+            file: self.name.clone(),
+            name: gname.clone(),
+            index,
+            value,
+        };
         let mut t = match quant {
             Some(q) => {
                 let cols = shape[shape.len() - 1];
@@ -564,29 +570,16 @@ impl TensorSource for GgufFile<'_> {
                 && fixup == Fixup::None
                 && shape.len() == 2 =>
             {
-                let half =
-                    half_from_le(bytes).map_err(|(index, value)| Error::NonFiniteWeight {
-                        file: self.name.clone(),
-                        name: gname.clone(),
-                        index,
-                        value,
-                    })?;
+                let half = half_from_le(bytes).map_err(non_finite)?;
                 Tensor::from_shared_half(std::mem::take(&mut shape), std::sync::Arc::new(half))
             }
             None => {
-                let data = match info.ggml_type {
-                    0 => values_from_le(bytes, StoredFloat::F32),
-                    1 => values_from_le(bytes, StoredFloat::F16),
-                    _ => values_from_le(bytes, StoredFloat::BF16),
+                let kind = match info.ggml_type {
+                    0 => StoredFloat::F32,
+                    1 => StoredFloat::F16,
+                    _ => StoredFloat::BF16,
                 };
-                if let Some(index) = data.iter().position(|x| !x.is_finite()) {
-                    return Err(Error::NonFiniteWeight {
-                        file: self.name.clone(),
-                        name: gname,
-                        index,
-                        value: data[index],
-                    });
-                }
+                let data = finite_values_from_le(bytes, kind).map_err(non_finite)?;
                 Tensor::new(std::mem::take(&mut shape), data)
             }
         };

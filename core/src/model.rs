@@ -695,20 +695,21 @@ impl TensorSource for SafetensorsSource<'_, '_> {
             }
             _ => {}
         }
+        let non_finite = |(index, value)| Error::NonFiniteWeight {
+            file: file.to_string(),
+            name: name.into(),
+            index,
+            value,
+        };
         if keep_half && view.dtype() == Dtype::F16 && view.shape().len() == 2 {
-            let half = half_from_le(bytes).map_err(|(index, value)| Error::NonFiniteWeight {
-                file: file.to_string(),
-                name: name.into(),
-                index,
-                value,
-            })?;
+            let half = half_from_le(bytes).map_err(non_finite)?;
             let t = Tensor::from_shared_half(view.shape().to_vec(), Arc::new(half));
             return Ok((t, "F16".into()));
         }
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => values_from_le(bytes, StoredFloat::F32),
-            Dtype::F16 => values_from_le(bytes, StoredFloat::F16),
-            Dtype::BF16 => values_from_le(bytes, StoredFloat::BF16),
+        let kind = match view.dtype() {
+            Dtype::F32 => StoredFloat::F32,
+            Dtype::F16 => StoredFloat::F16,
+            Dtype::BF16 => StoredFloat::BF16,
             other => {
                 return Err(Error::UnsupportedDtype {
                     file: file.to_string(),
@@ -717,15 +718,7 @@ impl TensorSource for SafetensorsSource<'_, '_> {
                 })
             }
         };
-        // NaN or ±Inf in a weight poisons every logit downstream: refuse the file, naming it.
-        if let Some(index) = data.iter().position(|x| !x.is_finite()) {
-            return Err(Error::NonFiniteWeight {
-                file: file.to_string(),
-                name: name.into(),
-                index,
-                value: data[index],
-            });
-        }
+        let data = finite_values_from_le(bytes, kind).map_err(non_finite)?;
         Ok((
             Tensor::new(view.shape().to_vec(), data),
             format!("{:?}", view.dtype()),
@@ -755,6 +748,20 @@ pub(crate) fn half_from_le(bytes: &[u8]) -> std::result::Result<Vec<half::f16>, 
     match half.iter().position(|h| h.to_bits() & 0x7c00 == 0x7c00) {
         Some(i) => Err((i, half[i].to_f32())),
         None => Ok(half),
+    }
+}
+
+/// A tensor's values as f32 ([`values_from_le`]), or the index and value of the first NaN or
+/// infinity among them (as [`half_from_le`] reports one): a NaN or ±Inf in a weight poisons
+/// every logit downstream, so the sources refuse the file, naming it.
+pub(crate) fn finite_values_from_le(
+    bytes: &[u8],
+    kind: StoredFloat,
+) -> std::result::Result<Vec<f32>, (usize, f32)> {
+    let data = values_from_le(bytes, kind);
+    match data.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err((i, data[i])),
+        None => Ok(data),
     }
 }
 

@@ -443,11 +443,6 @@ mod avx2 {
     /// for the same b; `out.len()` ≤ 8.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q4_0_group(limbs: &[i16], group: &[u8], unit: f64, out: &mut [f32]) {
-        let (mask, eight) = (_mm256_set1_epi32(0x000f_000f), _mm256_set1_epi16(8));
-        let (first, second) = (
-            _mm256_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8),
-            _mm256_setr_epi32(4, 4, 4, 4, 12, 12, 12, 12),
-        );
         let limb = _mm256_set1_ps((1 << super::LIMB) as f32);
         let mut acc = [_mm256_setzero_ps(); 8];
         for (b, blk) in group.chunks_exact(144).enumerate() {
@@ -461,14 +456,7 @@ mod avx2 {
                 std::array::from_fn(|i| _mm256_loadu_si256(l.add(16 * i) as *const __m256i));
             let scales = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
             for (i, a) in acc.iter_mut().enumerate() {
-                let q = _mm_loadu_si128(blk.add(16 + 16 * i) as *const __m128i);
-                let both = _mm256_broadcastsi128_si256(q);
-                let [c0, c1] = [first, second].map(|shift| {
-                    _mm256_sub_epi16(
-                        _mm256_and_si256(_mm256_srlv_epi32(both, shift), mask),
-                        eight,
-                    )
-                });
+                let [c0, c1] = q4_0_codes(blk.add(16 + 16 * i));
                 let sh = _mm256_add_epi32(_mm256_madd_epi16(c0, v[0]), _mm256_madd_epi16(c1, v[1]));
                 let sl = _mm256_add_epi32(_mm256_madd_epi16(c0, v[2]), _mm256_madd_epi16(c1, v[3]));
                 let t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sh), limb, _mm256_cvtepi32_ps(sl));
@@ -528,22 +516,27 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     unsafe fn dot_q4_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
-        // The 16 code bytes in both halves; shifting each u32 lane (two u16 `w`) right by 0 / 8
-        // in the low / high half, then by 4 / 12, and masking each u16 to 4 bits gives the
-        // codes of limbs 0..16 and 16..32 (`weight_at`), offset by 8.
+        blocks_dot(limbs, w, (blocks, 18), |q| q4_0_codes(q))
+    }
+
+    /// A q4_0 block's 16 code bytes at `q` as its 32 codes in limb order, two vectors of 16 i16
+    /// offset by 8: the bytes in both halves; shifting each u32 lane (two u16 `w`) right by
+    /// 0 / 8 in the low / high half, then by 4 / 12, and masking each u16 to 4 bits gives the
+    /// codes of limbs 0..16 and 16..32 (`weight_at`).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn q4_0_codes(q: *const u8) -> [__m256i; 2] {
         let (mask, eight) = (_mm256_set1_epi32(0x000f_000f), _mm256_set1_epi16(8));
-        let (first, second) = (
+        let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(q as *const __m128i));
+        [
             _mm256_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8),
             _mm256_setr_epi32(4, 4, 4, 4, 12, 12, 12, 12),
-        );
-        blocks_dot(limbs, w, (blocks, 18), |q| {
-            let both = _mm256_broadcastsi128_si256(_mm_loadu_si128(q as *const __m128i));
-            [first, second].map(|shift| {
-                _mm256_sub_epi16(
-                    _mm256_and_si256(_mm256_srlv_epi32(both, shift), mask),
-                    eight,
-                )
-            })
+        ]
+        .map(|shift| {
+            _mm256_sub_epi16(
+                _mm256_and_si256(_mm256_srlv_epi32(both, shift), mask),
+                eight,
+            )
         })
     }
 }
@@ -575,35 +568,22 @@ mod avx512 {
         _mm512_fmadd_ps(v, _mm512_broadcastss_ps(d), acc)
     }
 
-    /// `Σ_b d_b · (Σ c·hi · 2^15 + Σ c·lo)` over `blocks` blocks of `block_bytes` bytes, `codes`
-    /// giving a block's 32 codes as i16 from its code bytes. Even and odd blocks go to separate
-    /// accumulators, so the FMA chain is not the bound.
+    /// A q4_0 block's 16 code bytes at `q` as its 32 codes in limb order, i16, offset by 8:
+    /// the bytes in each 128-bit lane, shifted right by 0, 8, 4, 12 per lane (two u16 `w` a
+    /// u32) and masked to 4 bits a u16: limbs 0..8, 8..16, 16..24, 24..32 (`weight_at`), as the
+    /// AVX2 kernel's two vectors.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     #[inline]
-    unsafe fn row_dot(
-        limbs: &[i16],
-        w: &[u8],
-        (blocks, block_bytes): (usize, usize),
-        codes: impl Fn(*const u8) -> __m512i,
-    ) -> f64 {
-        let one = |b: usize, acc: __m512| {
-            let blk = w.as_ptr().add(block_bytes * b);
-            block(codes(blk.add(2)), limbs.as_ptr().add(64 * b), blk, acc)
-        };
-        let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let mut b = 0;
-        while b + 2 <= blocks {
-            // A hint only: past the row's end it reads nothing (wrapping: no pointer UB).
-            let ahead = w.as_ptr().wrapping_add(block_bytes * b + PREFETCH);
-            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-            even = one(b, even);
-            odd = one(b + 1, odd);
-            b += 2;
-        }
-        if b < blocks {
-            even = one(b, even);
-        }
-        _mm512_reduce_add_ps(_mm512_add_ps(even, odd)) as f64
+    unsafe fn q4_0_codes(q: *const u8) -> __m512i {
+        let shift = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 4, 4, 4, 4, 12, 12, 12, 12);
+        let bytes = _mm512_broadcast_i32x4(_mm_loadu_si128(q as *const __m128i));
+        _mm512_sub_epi16(
+            _mm512_and_si512(
+                _mm512_srlv_epi32(bytes, shift),
+                _mm512_set1_epi32(0x000f_000f),
+            ),
+            _mm512_set1_epi16(8),
+        )
     }
 
     /// `unit · x · w_i` into `out[i]` for the rows of a q4_0 group (`Layout::Groups8`: per
@@ -614,8 +594,6 @@ mod avx512 {
     /// 144·b bytes for the same b; `out.len()` ≤ 8.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     pub(super) unsafe fn dot_q4_0_group(limbs: &[i16], group: &[u8], unit: f64, out: &mut [f32]) {
-        let shift = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 4, 4, 4, 4, 12, 12, 12, 12);
-        let (mask, eight) = (_mm512_set1_epi32(0x000f_000f), _mm512_set1_epi16(8));
         let limb = _mm512_set1_ps((1 << super::LIMB) as f32);
         let lane: [__m512i; 8] = std::array::from_fn(|i| _mm512_set1_epi32(i as i32));
         let mut acc = [_mm512_setzero_ps(); 8];
@@ -629,12 +607,7 @@ mod avx512 {
             let lo = _mm512_loadu_si512(limbs.as_ptr().add(64 * b + 32) as *const _);
             let scales = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(blk as *const _)));
             for (i, a) in acc.iter_mut().enumerate() {
-                // Row i's codes as the row kernel takes them (limb order, offset by 8).
-                let q = _mm_loadu_si128(blk.add(16 + 16 * i) as *const __m128i);
-                let codes = _mm512_sub_epi16(
-                    _mm512_and_si512(_mm512_srlv_epi32(_mm512_broadcast_i32x4(q), shift), mask),
-                    eight,
-                );
+                let codes = q4_0_codes(blk.add(16 + 16 * i));
                 let sh = _mm512_cvtepi32_ps(_mm512_madd_epi16(codes, hi));
                 let sl = _mm512_cvtepi32_ps(_mm512_madd_epi16(codes, lo));
                 let v = _mm512_fmadd_ps(sh, limb, sl);
@@ -663,23 +636,32 @@ mod avx512 {
         }
     }
 
+    /// `Σ_b d_b · (Σ c·hi · 2^15 + Σ c·lo)` over a row's `blocks` q4_0 blocks. Even and odd
+    /// blocks go to separate accumulators, so the FMA chain is not the bound.
+    ///
     /// SAFETY: AVX-512 F/BW, AVX2, FMA and F16C present; `limbs` holds 64·`blocks` values in
     /// q4_0's limb order, `w` `blocks` q4_0 blocks.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     #[inline]
     unsafe fn dot_q4_0(limbs: &[i16], w: &[u8], blocks: usize) -> f64 {
-        // The 16 code bytes in each 128-bit lane, shifted right by 0, 8, 4, 12 per lane (two u16
-        // `w` a u32) and masked to 4 bits a u16: limbs 0..8, 8..16, 16..24, 24..32 (`weight_at`),
-        // offset by 8, as the AVX2 kernel's two vectors.
-        let shift = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 4, 4, 4, 4, 12, 12, 12, 12);
-        let (mask, eight) = (_mm512_set1_epi32(0x000f_000f), _mm512_set1_epi16(8));
-        row_dot(limbs, w, (blocks, 18), |q| {
-            let bytes = _mm512_broadcast_i32x4(_mm_loadu_si128(q as *const __m128i));
-            _mm512_sub_epi16(
-                _mm512_and_si512(_mm512_srlv_epi32(bytes, shift), mask),
-                eight,
-            )
-        })
+        let one = |b: usize, acc: __m512| {
+            let blk = w.as_ptr().add(18 * b);
+            block(q4_0_codes(blk.add(2)), limbs.as_ptr().add(64 * b), blk, acc)
+        };
+        let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut b = 0;
+        while b + 2 <= blocks {
+            // A hint only: past the row's end it reads nothing (wrapping: no pointer UB).
+            let ahead = w.as_ptr().wrapping_add(18 * b + PREFETCH);
+            _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+            even = one(b, even);
+            odd = one(b + 1, odd);
+            b += 2;
+        }
+        if b < blocks {
+            even = one(b, even);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(even, odd)) as f64
     }
 }
 

@@ -275,7 +275,11 @@ pub fn inv_rms(x: &[f32], eps: f32) -> f32 {
             *l += v as f64 * v as f64;
         }
     }
-    let tail: f64 = chunks.remainder().iter().map(|&v| v as f64 * v as f64).sum();
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| v as f64 * v as f64)
+        .sum();
     let ms = (lanes.iter().sum::<f64>() + tail) / x.len() as f64;
     (1.0 / (ms + eps as f64).sqrt()) as f32
 }
