@@ -338,13 +338,6 @@ impl<'a> GgufFile<'a> {
     /// Bytes the model takes once loaded (f32 values; q8_0 / q4_0 matrices as their blocks
     /// only, f16 matrices as f16): what the browser checks against its wasm heap before loading.
     pub fn f32_bytes_needed(&self) -> u64 {
-        // The large matrices: kept in f16 when stored so (the small tensors go through f32
-        // for their fix-ups).
-        let is_matrix = |name: &str| {
-            matches!(name, "token_embd.weight" | "output.weight")
-                || name.ends_with(".ssm_in.weight")
-                || name.ends_with(".ssm_out.weight")
-        };
         self.tensors
             .iter()
             .map(|(name, t)| {
@@ -352,7 +345,7 @@ impl<'a> GgufFile<'a> {
                 match t.ggml_type {
                     2 | 8 => t.len as u64,
                     // An f16 matrix is kept as f16 (`load` with `keep_half`).
-                    1 if t.dims.len() == 2 && is_matrix(name) => n * 2,
+                    1 if t.dims.len() == 2 && Self::is_matrix(name) => n * 2,
                     _ => n * 4,
                 }
             })
@@ -473,6 +466,14 @@ impl<'a> GgufFile<'a> {
     }
 
     /// The GGUF tensor holding MODEL.md's `name`, and how its values are rearranged.
+    /// Whether `gname` (a name [`Self::gguf_name`] gives) is one of the large matrices, which
+    /// load kept in f16 when stored so (the small tensors go through f32 for their fix-ups).
+    fn is_matrix(gname: &str) -> bool {
+        matches!(gname, "token_embd.weight" | "output.weight")
+            || gname.ends_with(".ssm_in.weight")
+            || gname.ends_with(".ssm_out.weight")
+    }
+
     fn gguf_name(name: &str) -> Option<(String, Fixup)> {
         let plain = |s: String| Some((s, Fixup::None));
         match name {

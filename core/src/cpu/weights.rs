@@ -48,9 +48,12 @@ impl Matrix<'_> {
     pub fn read_row(&self, r: usize, out: &mut Vec<f32>) {
         match self {
             Matrix::F32(t) => out.extend_from_slice(&t.data[r * t.shape[1]..(r + 1) * t.shape[1]]),
-            Matrix::F16 { data, cols, .. } => {
-                out.extend(data[r * cols..(r + 1) * cols].iter().map(|h| h.to_f32()))
-            }
+            // As the products widen it (finite values: checked when stored).
+            Matrix::F16 { data, cols, .. } => out.extend(
+                data[r * cols..(r + 1) * cols]
+                    .iter()
+                    .map(|&h| super::simd::widen_f16(h)),
+            ),
             Matrix::Quant(q) => {
                 let at = out.len();
                 out.resize(at + q.cols, 0.0);
