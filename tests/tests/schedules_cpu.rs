@@ -215,6 +215,10 @@ fn concurrent_forwards_off_the_pool_all_finish_and_compute_the_model() {
     }
 }
 
+/// Held by the tests that set the process-wide kernel tier (`limit_kernels`), so one's
+/// portable pass is not run on another's AVX-512 setting.
+static TIER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Real-model head sizes (P 64, N 128, and a ragged N of 40 = 32 + 8; then P 6, N 20: the scan's
 /// four-row passes plus two single rows, a masked or scalar row end) over a prompt long enough
 /// for the packed GEMM (rows >= 8) with output blocks on several threads, then decode steps
@@ -239,6 +243,7 @@ fn cpu_engine_at_real_head_sizes_matches_f64() {
         for tps in [vec![At(0), At(0)], vec![At(33), At(72)], vec![Never, At(0)]] {
             let schedule = Schedule(tps.clone());
             let (want, tol) = oracle(&model, &schedule, &tokens);
+            let _tier = TIER.lock().unwrap_or_else(|e| e.into_inner());
             for tier in KernelTier::ALL {
                 transmamba::cpu::limit_kernels(tier);
                 let s = CpuSession::new(&model, schedule.clone()).unwrap();
@@ -277,12 +282,15 @@ fn stored_weights_compute_the_model_as_stored() {
         for (name, spec) in cases {
             let model = random_model(&spec, 23);
             let stored = with_stored_matrices(&model, format);
-            let copies = WeightCopies::new(&model, format).unwrap();
             let tokens = random_tokens(spec.vocab, 40, 6);
             let schedule = Schedule(vec![At(30); spec.layers]);
             let (want, tol) = oracle(&stored, &schedule, &tokens);
+            let _tier = TIER.lock().unwrap_or_else(|e| e.into_inner());
             for tier in KernelTier::ALL {
                 transmamba::cpu::limit_kernels(tier);
+                // Copies made under the tier, as an engine on such a CPU makes them (q4_0 in
+                // groups of 8 rows for the x86 kernels, in rows for the portable one).
+                let copies = WeightCopies::new(&model, format).unwrap();
                 let s = CpuSession::with_weights(&model, &copies, schedule.clone()).unwrap();
                 let got = prefill_then_decode(s, &tokens, 36);
                 transmamba::cpu::limit_kernels(KernelTier::Avx512);
