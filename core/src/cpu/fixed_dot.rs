@@ -882,6 +882,15 @@ mod tests {
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 
+    /// The f64 dot of x with row r of q dequantized, and the sum of its terms' magnitudes (the
+    /// scale of f32's bound on it).
+    fn dequantized_dot(q: &QuantMatrix, r: usize, x: &[f32]) -> (f64, f64) {
+        let mut row = vec![0f32; q.cols];
+        q.dequantize_row(r, &mut row);
+        let terms = || row.iter().zip(x).map(|(&a, &b)| a as f64 * b as f64);
+        (terms().sum(), terms().map(f64::abs).sum())
+    }
+
     /// Against the f64 dot of x with the dequantized row, for both formats, on each kernel tier
     /// this CPU has (AVX-512, AVX2, portable); x with an outlier 1000x the rest (the limbs keep 30
     /// bits of the largest value, so small values lose relative bits but not the sum's).
@@ -896,15 +905,7 @@ mod tests {
                 for format in [QuantFormat::Q8_0, QuantFormat::Q4_0] {
                     let q = QuantMatrix::quantize("w", format, &w, 3, k).unwrap();
                     for r in 0..3 {
-                        let mut row = vec![0f32; k];
-                        q.dequantize_row(r, &mut row);
-                        let want: f64 =
-                            row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
-                        let scale: f64 = row
-                            .iter()
-                            .zip(&x)
-                            .map(|(&a, &b)| (a as f64 * b as f64).abs())
-                            .sum();
+                        let (want, scale) = dequantized_dot(&q, r, &x);
                         let bytes = &q.bytes[r * q.row_bytes()..(r + 1) * q.row_bytes()];
                         for tier in KernelTier::ALL {
                             // The row picks its kernel when it is written.
@@ -951,15 +952,7 @@ mod tests {
                     let mut out = vec![f32::NAN; n];
                     dot_q4_0_group(&fixed, group, &mut out);
                     for (i, &got) in out.iter().enumerate() {
-                        let mut row = vec![0f32; k];
-                        q.dequantize_row(8 * gi + i, &mut row);
-                        let want: f64 =
-                            row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
-                        let scale: f64 = row
-                            .iter()
-                            .zip(&x)
-                            .map(|(&a, &b)| (a as f64 * b as f64).abs())
-                            .sum();
+                        let (want, scale) = dequantized_dot(&q, 8 * gi + i, &x);
                         assert!(
                             (got as f64 - want).abs() <= 2e-6 * scale + 1e-30,
                             "rows {rows} k {k} row {} {tier:?}: {got} vs {want}",
@@ -985,14 +978,7 @@ mod tests {
                 let x: Vec<f32> = (0..64).map(|i| m * (i as f32 - 31.5)).collect();
                 let f = FixedRow::new(&x, format).unwrap();
                 let got = dot_quant_fixed(&f, &q.bytes) as f64;
-                let mut row = vec![0f32; 64];
-                q.dequantize_row(0, &mut row);
-                let want: f64 = row.iter().zip(&x).map(|(&a, &b)| a as f64 * b as f64).sum();
-                let scale: f64 = row
-                    .iter()
-                    .zip(&x)
-                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
-                    .sum();
+                let (want, scale) = dequantized_dot(&q, 0, &x);
                 assert!(
                     (got - want).abs() <= 2e-6 * scale,
                     "{format:?} magnitude {m}: {got} vs {want}"

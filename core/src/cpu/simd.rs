@@ -208,9 +208,56 @@ pub(crate) fn scan_head(head: &ScanHead, s: &mut [f32], out: &mut [f32]) {
     }
 }
 
+/// One token of the scan: `dt`, `exp(dt·A)`, its x (`[P]`), B and C (`[N]`).
+#[cfg(target_arch = "x86_64")]
+struct Step<'a> {
+    d: f32,
+    decay: f32,
+    x: &'a [f32],
+    b: &'a [f32],
+    c: &'a [f32],
+    n_n: usize,
+}
+
+/// The scan's order of work, shared by its vector forms: token after token, the state rows
+/// four a pass (each B and C load shared by them), then the rest one at a time;
+/// `pass(step, state, y, p, four)` runs rows `p..p + 4` or row p. Inlined into each form, so
+/// its passes compile for that form's features.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn each_row_pass(
+    head: &ScanHead,
+    s: &mut [f32],
+    out: &mut [f32],
+    (p_n, n_n): (usize, usize),
+    mut pass: impl FnMut(&Step, &mut [f32], &mut [f32], usize, bool),
+) {
+    for t in 0..head.dt.len() {
+        let d = head.dt[t];
+        let step = Step {
+            d,
+            decay: (d * head.a).exp(),
+            x: head.xs[t],
+            b: head.bs[t],
+            c: head.cs[t],
+            n_n,
+        };
+        let y = &mut out[t * p_n..(t + 1) * p_n];
+        let mut p = 0;
+        while p + 4 <= p_n {
+            pass(&step, s, y, p, true);
+            p += 4;
+        }
+        while p < p_n {
+            pass(&step, s, y, p, false);
+            p += 1;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::ScanHead;
+    use super::{ScanHead, Step};
     use std::arch::x86_64::*;
 
     /// The f64 total of a vector's 8 lanes (widened in two halves and added pairwise in
@@ -298,51 +345,13 @@ mod avx2 {
         p_n: usize,
         n_n: usize,
     ) {
-        for t in 0..head.dt.len() {
-            let (step, y) = Step::new(head, t, n_n, out, p_n);
-            // Four state rows a pass share each B and C load.
-            let mut p = 0;
-            while p + 4 <= p_n {
-                rows::<4>(&step, s, y, p);
-                p += 4;
+        super::each_row_pass(head, s, out, (p_n, n_n), |st, s, y, p, four| {
+            if four {
+                rows::<4>(st, s, y, p)
+            } else {
+                rows::<1>(st, s, y, p)
             }
-            while p < p_n {
-                rows::<1>(&step, s, y, p);
-                p += 1;
-            }
-        }
-    }
-
-    impl<'a> Step<'a> {
-        /// Token t's step and its `[P]` outputs.
-        pub(super) fn new<'o>(
-            head: &ScanHead<'a>,
-            t: usize,
-            n_n: usize,
-            out: &'o mut [f32],
-            p_n: usize,
-        ) -> (Self, &'o mut [f32]) {
-            let d = head.dt[t];
-            let step = Step {
-                d,
-                decay: (d * head.a).exp(),
-                x: head.xs[t],
-                b: head.bs[t],
-                c: head.cs[t],
-                n_n,
-            };
-            (step, &mut out[t * p_n..(t + 1) * p_n])
-        }
-    }
-
-    /// One token of the scan: `dt`, `exp(dt·A)`, its x (`[P]`), B and C (`[N]`).
-    pub(super) struct Step<'a> {
-        pub(super) d: f32,
-        pub(super) decay: f32,
-        pub(super) x: &'a [f32],
-        pub(super) b: &'a [f32],
-        pub(super) c: &'a [f32],
-        pub(super) n_n: usize,
+        });
     }
 
     /// State rows `p..p + R`: `S[p] ← decay·S[p] + dt·x[p]·B`, `y[p] = S[p] · C`.
@@ -387,8 +396,7 @@ mod avx2 {
 /// value: decay, update, read-out, on two FMA pipes); Zen 5's full-width units do them 16 wide.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::avx2::Step;
-    use super::ScanHead;
+    use super::{ScanHead, Step};
     use std::arch::x86_64::*;
 
     /// SAFETY: the caller checked AVX-512 F, AVX2 and FMA, and that every operand holds what
@@ -401,18 +409,13 @@ mod avx512 {
         p_n: usize,
         n_n: usize,
     ) {
-        for t in 0..head.dt.len() {
-            let (step, y) = Step::new(head, t, n_n, out, p_n);
-            let mut p = 0;
-            while p + 4 <= p_n {
-                rows::<4>(&step, s, y, p);
-                p += 4;
+        super::each_row_pass(head, s, out, (p_n, n_n), |st, s, y, p, four| {
+            if four {
+                rows::<4>(st, s, y, p)
+            } else {
+                rows::<1>(st, s, y, p)
             }
-            while p < p_n {
-                rows::<1>(&step, s, y, p);
-                p += 1;
-            }
-        }
+        });
     }
 
     /// As the AVX2 `rows`, 16 lanes.
