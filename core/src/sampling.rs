@@ -49,6 +49,11 @@ impl Sampler {
         Ok(Self { opts })
     }
 
+    /// Whether this sampler takes the argmax (temperature 0).
+    pub fn is_greedy(&self) -> bool {
+        self.opts.temperature == 0.0
+    }
+
     /// The next token for one row of logits, the model's output at sequence `position`. The
     /// random draw depends only on the seed and `position` (not on earlier draws), so a sequence
     /// saved and continued samples what one uninterrupted run would. Logits

@@ -13,7 +13,7 @@ use transmamba::synthetic::random_tokens;
 use transmamba::{Logits, Schedule};
 
 use crate::AnyResult;
-use transmamba::session::Engine;
+use transmamba::session::{Engine, Session};
 
 pub struct BenchArgs {
     pub prompt_len: usize,
@@ -24,7 +24,37 @@ pub struct BenchArgs {
     pub scan_compare: Option<usize>,
     pub matmul: bool,
     pub repeats: usize,
+    /// Decode through every logit rather than greedy decoding's screened output product.
+    pub full_logits: bool,
     pub json: bool,
+}
+
+/// Rows the output screen computed exactly, summed over the greedy tokens it chose.
+#[derive(Default)]
+struct ScreenTally {
+    tokens: usize,
+    screened: usize,
+    candidates: usize,
+}
+
+/// One decode step: feeds the pending token and chooses the next greedily, as `generate` does
+/// (through the CPU engine's output screen, which `full_logits` turns off), then appends it.
+fn decode_step(s: &mut Session, full_logits: bool, tally: &mut ScreenTally) -> AnyResult<()> {
+    let screened = match full_logits {
+        true => None,
+        false => s.screened_greedy_blocking()?,
+    };
+    tally.tokens += 1;
+    let next = match screened {
+        Some(x) => {
+            tally.screened += 1;
+            tally.candidates += x.candidates;
+            x.token
+        }
+        None => transmamba::sampling::argmax(&s.next_logits_blocking()?),
+    };
+    s.push(next)?;
+    Ok(())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -109,16 +139,18 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
     // Every decode token's time: the fastest tenth is the least disturbed by a busy machine.
     let mut per_token = Vec::new();
     let mut peak = 0;
+    let mut tally = ScreenTally::default();
     for _ in 0..args.repeats {
         let mut s = engine.session(schedule.clone())?;
         let t0 = Instant::now();
-        let mut logits = s.forward_blocking(&tokens, Logits::Last)?;
+        let logits = s.forward_blocking(&tokens, Logits::Last)?;
         prefill.push(t0.elapsed());
+        s.push(transmamba::sampling::argmax(&logits))?;
+        // Each step feeds one token and chooses the next.
         let t1 = Instant::now();
         for _ in 0..args.gen {
             let t = Instant::now();
-            let next = transmamba::sampling::argmax(&logits);
-            logits = s.forward_blocking(&[next], Logits::Last)?;
+            decode_step(&mut s, args.full_logits, &mut tally)?;
             per_token.push(t.elapsed());
             peak = peak.max(s.cache_bytes());
         }
@@ -146,10 +178,25 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
         q,
         "decode time per token: p10 {p10:.2} ms, median {p50:.2} ms"
     );
+    let decode_logits = match (args.full_logits, engine.screen_bytes()) {
+        (true, _) => "every logit".to_string(),
+        (false, 0) => "greedy, every logit (no output screen on this engine)".to_string(),
+        (false, bytes) => {
+            let each = tally.candidates as f64 / tally.screened.max(1) as f64;
+            say!(
+                q,
+                "output screen ({}): {} of {} greedy tokens chosen from {each:.1} exact rows each, of {vocab}",
+                format_bytes(bytes),
+                tally.screened,
+                tally.tokens
+            );
+            format!("greedy through the output screen ({each:.1} exact rows a token)")
+        }
+    };
     say!(q, "peak cache memory: {}", format_bytes(peak));
     report["prefill"] =
         json!({"tokens": args.prompt_len, "ms": ms(p), "tokens_per_s": prefill_tps});
-    report["decode"] = json!({"tokens": args.gen, "ms_per_token": ms(d) / args.gen.max(1) as f64, "tokens_per_s": decode_tps, "token_ms_p10": p10, "token_ms_median": p50});
+    report["decode"] = json!({"tokens": args.gen, "ms_per_token": ms(d) / args.gen.max(1) as f64, "tokens_per_s": decode_tps, "token_ms_p10": p10, "token_ms_median": p50, "logits": decode_logits});
     report["peak_cache_bytes"] = json!(peak);
     if profiling {
         if let Some(g) = engine.gpu() {
@@ -169,12 +216,12 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
         for &pos in &args.positions {
             let mut s = engine.session(schedule.clone())?;
             let prompt = random_tokens(vocab, pos.max(1), 2);
-            let mut logits = s.forward_blocking(&prompt, Logits::Last)?;
+            let logits = s.forward_blocking(&prompt, Logits::Last)?;
+            s.push(transmamba::sampling::argmax(&logits))?;
             let mut times = Vec::new();
             for _ in 0..8 {
-                let next = transmamba::sampling::argmax(&logits);
                 let t = Instant::now();
-                logits = s.forward_blocking(&[next], Logits::Last)?;
+                decode_step(&mut s, args.full_logits, &mut ScreenTally::default())?;
                 times.push(t.elapsed());
             }
             let per = ms(median(times));

@@ -179,6 +179,11 @@ enum Command {
         /// own instead of inside the products and the SSM step (to compare the two).
         #[arg(long)]
         unfused_decode: bool,
+        /// Decode computing every logit each token, as a full forward pass does, instead of
+        /// greedy decoding as `generate` runs it (where the CPU engine's output screen computes
+        /// only the rows that can be the argmax).
+        #[arg(long)]
+        full_logits: bool,
         #[arg(long)]
         json: bool,
     },
@@ -434,6 +439,7 @@ fn run(cli: Cli) -> AnyResult<()> {
             chunk,
             fused_attention,
             unfused_decode,
+            full_logits,
             json,
         } => {
             let spec: ScheduleSpec = transpoints.parse()?;
@@ -471,6 +477,7 @@ fn run(cli: Cli) -> AnyResult<()> {
                 scan_compare,
                 matmul,
                 repeats: repeats.max(1),
+                full_logits,
                 json,
             };
             bench::bench(&engine, &schedule, &args)

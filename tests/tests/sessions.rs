@@ -406,3 +406,76 @@ fn bad_state_files_are_refused_by_name() {
 fn bad_state(e: &Error) -> bool {
     matches!(e, Error::StateFile { .. } | Error::StateMismatch { .. })
 }
+
+/// Greedy generation on the CPU engine takes its tokens through the output screen (a q8_0 copy
+/// of the output matrix and a bound, `cpu/output_screen.rs`): the tokens equal the argmax of
+/// every logit, step by step, for f32 and f16 output matrices (tied and untied, a wide model
+/// too), the screen decides every step here, and a state saved after screened steps holds the
+/// very logits of the full product.
+#[test]
+fn greedy_tokens_through_the_output_screen_equal_the_full_argmax() {
+    let wide = RandomSpec {
+        vocab: 2000,
+        d: 96,
+        heads: 4,
+        head_dim: 24,
+        state: 16,
+        tied: true,
+        transpoints: vec![At(3), Never],
+        ..RandomSpec::default()
+    };
+    let mut cases: Vec<(&str, Model)> = models();
+    cases.push(("wide-tied", random_model(&wide, 43)));
+    for (name, model) in cases {
+        for format in [WeightFormat::F32, WeightFormat::F16] {
+            let choice = choose(EnginePreference::Cpu, Err("test"));
+            let engine = Engine::cpu(model.clone(), format, choice).unwrap();
+            assert!(engine.screen_bytes() > 0, "{name} {format:?}: a screen");
+            let prompt = [5u32, 9, 2];
+            let (mut screened, mut full) = (
+                engine.session(schedule(&model)).unwrap(),
+                engine.session(schedule(&model)).unwrap(),
+            );
+            screened.forward_blocking(&prompt, Logits::Last).unwrap();
+            full.forward_blocking(&prompt, Logits::Last).unwrap();
+            for step in 0..12 {
+                let want = transmamba::sampling::argmax(&full.next_logits_blocking().unwrap());
+                let got = screened.screened_greedy_blocking().unwrap();
+                // The first step follows a forward (every logit already there): no screen.
+                let token = match (step, got) {
+                    (0, None) => want,
+                    (0, Some(_)) => panic!("{name} {format:?}: screened after a forward"),
+                    (_, Some(s)) => s.token,
+                    (_, None) => panic!("{name} {format:?} step {step}: not decided"),
+                };
+                assert_eq!(token, want, "{name} {format:?} step {step}");
+                screened.push(token).unwrap();
+                full.push(want).unwrap();
+            }
+            // Fed the last token and asked: the same logits, bit for bit, and the same state.
+            screened.screened_greedy_blocking().unwrap().unwrap();
+            assert_eq!(
+                screened.next_logits_blocking().unwrap(),
+                full.next_logits_blocking().unwrap(),
+                "{name} {format:?}"
+            );
+            assert!(
+                screened.state_blocking().unwrap() == full.state_blocking().unwrap(),
+                "{name} {format:?}: states differ"
+            );
+            // A generator on a fresh session gives these tokens too.
+            let mut s = engine.session(schedule(&model)).unwrap();
+            let tokens = generate(&mut s, &prompt, &options(12, false));
+            let mut f = engine.session(schedule(&model)).unwrap();
+            f.forward_blocking(&prompt, Logits::Last).unwrap();
+            for &t in &tokens {
+                assert_eq!(
+                    t,
+                    transmamba::sampling::argmax(&f.next_logits_blocking().unwrap()),
+                    "{name} {format:?}: generator"
+                );
+                f.push(t).unwrap();
+            }
+        }
+    }
+}

@@ -11,6 +11,7 @@ pub mod elementwise;
 pub mod fixed_dot;
 pub mod mixer;
 pub mod ops;
+pub mod output_screen;
 mod simd;
 pub mod weights;
 
@@ -95,6 +96,7 @@ use crate::model::Model;
 use crate::schedule::Schedule;
 use crate::Logits;
 use mixer::LayerState;
+pub use output_screen::{OutputScreen, Screened};
 pub(crate) use simd::widen_f16;
 pub use weights::WeightCopies;
 
@@ -159,19 +161,26 @@ impl CpuState {
         tokens: &[u32],
         which: Logits,
     ) -> Result<Vec<f32>> {
-        // On a worker of rayon's pool, so that each of a token's ~150 parallel regions is a
-        // fork on that worker rather than a job injected from outside with the caller asleep
-        // on a latch until it ends (a futex wake and two context switches each: ~20% of a
-        // decode step's samples). In the browser only the threaded module (`+atomics`) has a
-        // pool; the other runs rayon on the caller's thread alone.
-        #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
-        if rayon::current_thread_index().is_none() {
-            return on_awake_pool(|| self.forward_on_pool(model, copies, tokens, which));
-        }
-        self.forward_on_pool(model, copies, tokens, which)
+        on_pool(|| {
+            let normed = self.normed_on_pool(model, copies, tokens, which)?;
+            Ok(output_logits(model, copies, &normed))
+        })
     }
 
-    fn forward_on_pool(
+    /// Feeds `tokens` as [`CpuState::forward`] does, but returns the last token's final-normed
+    /// hidden row (`[D]`) instead of its logits: greedy decoding takes the token from it
+    /// through an [`OutputScreen`], and [`output_logits`] gives the logits when they are asked.
+    pub fn feed(
+        &mut self,
+        model: &Model,
+        copies: Option<&WeightCopies>,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>> {
+        on_pool(|| self.normed_on_pool(model, copies, tokens, Logits::Last))
+    }
+
+    /// The layers, then the final norm of the rows `which` names.
+    fn normed_on_pool(
         &mut self,
         model: &Model,
         copies: Option<&WeightCopies>,
@@ -226,14 +235,36 @@ impl CpuState {
             Logits::All => &h[..],
             Logits::Last => &h[(t_n - 1) * d..],
         };
-        let normed = ops::rms_norm(rows, &model.norm_f.data, cfg.layer_norm_epsilon);
-        Ok(ops::matmul(
-            &normed,
-            rows.len() / d,
-            weights::output_matrix(model, copies),
-            None,
+        Ok(ops::rms_norm(
+            rows,
+            &model.norm_f.data,
+            cfg.layer_norm_epsilon,
         ))
     }
+}
+
+/// The logits of final-normed hidden rows (`[T, D]` -> `[T, V]`).
+pub fn output_logits(model: &Model, copies: Option<&WeightCopies>, normed: &[f32]) -> Vec<f32> {
+    let d = model.config.hidden_size;
+    ops::matmul(
+        normed,
+        normed.len() / d.max(1),
+        weights::output_matrix(model, copies),
+        None,
+    )
+}
+
+/// Runs `op` on a worker of rayon's pool: each of a token's ~150 parallel regions is then a
+/// fork on that worker rather than a job injected from outside with the caller asleep on a
+/// latch until it ends (a futex wake and two context switches each: ~20% of a decode step's
+/// samples). In the browser only the threaded module (`+atomics`) has a pool; the other runs
+/// rayon on the caller's thread alone.
+fn on_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+    #[cfg(any(not(target_arch = "wasm32"), target_feature = "atomics"))]
+    if rayon::current_thread_index().is_none() {
+        return on_awake_pool(op);
+    }
+    op()
 }
 
 /// One sequence being processed on a model: [`CpuState`] with the weights it runs on.

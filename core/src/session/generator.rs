@@ -85,8 +85,19 @@ impl<'c> Generator<'c> {
             .position()
             .checked_sub(1)
             .ok_or(Error::EmptyTokens)?;
-        let logits = session.next_logits().await?;
-        let token = self.sampler.sample(logits, position)?;
+        // Greedy: the CPU engine's output screen gives the argmax from a few exact rows;
+        // otherwise (or where it cannot decide) every logit.
+        let screened = match self.sampler.is_greedy() {
+            true => session.screened_greedy().await?,
+            false => None,
+        };
+        let token = match screened {
+            Some(s) => s.token,
+            None => {
+                let logits = session.next_logits().await?;
+                self.sampler.sample(logits, position)?
+            }
+        };
         session.push(token)?;
         self.tokens.push(token);
         self.stopped = self.stop_tokens.contains(&token);

@@ -12,7 +12,7 @@ pub use generator::{GenerateOptions, Generator, Step};
 pub use state::{fingerprint, SessionState, STATE_FORMAT, STATE_VERSION};
 
 use crate::config::ModelConfig;
-use crate::cpu::{CpuState, WeightCopies};
+use crate::cpu::{CpuState, OutputScreen, Screened, WeightCopies};
 use crate::engine::{EngineOptions, GpuModel, GpuState};
 use crate::engine_choice::{EngineChoice, EngineKind};
 use crate::error::{Error, Result};
@@ -39,8 +39,9 @@ struct EngineInner {
 }
 
 enum Imp {
-    /// The model, and copies of its large matrices unless the weights are f32.
-    Cpu(Model, Option<WeightCopies>),
+    /// The model, copies of its large matrices unless the weights are f32, and the output
+    /// matrix's screen for greedy decoding where it pays (an f32 or f16 output matrix).
+    Cpu(Model, Option<WeightCopies>, Option<OutputScreen>),
     Gpu(GpuModel),
 }
 
@@ -59,9 +60,10 @@ impl Engine {
             })?),
         };
         crate::huge_pages::back_weights(&model);
+        let screen = OutputScreen::new(crate::cpu::weights::output_matrix(&model, copies.as_ref()));
         #[allow(clippy::arc_with_non_send_sync)]
         Ok(Self(Arc::new(EngineInner {
-            imp: Imp::Cpu(model, copies),
+            imp: Imp::Cpu(model, copies, screen),
             choice,
             fingerprint: hash,
             matrix_weights,
@@ -113,22 +115,22 @@ impl Engine {
     /// How the large matrices are stored.
     pub fn weights(&self) -> WeightFormat {
         match &self.0.imp {
-            Imp::Cpu(_, Some(c)) => c.format(),
-            Imp::Cpu(_, None) => WeightFormat::F32,
+            Imp::Cpu(_, Some(c), _) => c.format(),
+            Imp::Cpu(_, None, _) => WeightFormat::F32,
             Imp::Gpu(g) => g.options.weights,
         }
     }
 
     pub fn config(&self) -> &ModelConfig {
         match &self.0.imp {
-            Imp::Cpu(m, _) => &m.config,
+            Imp::Cpu(m, ..) => &m.config,
             Imp::Gpu(g) => &g.config,
         }
     }
 
     pub fn vocab(&self) -> usize {
         match &self.0.imp {
-            Imp::Cpu(m, _) => m.vocab,
+            Imp::Cpu(m, ..) => m.vocab,
             Imp::Gpu(g) => g.vocab,
         }
     }
@@ -136,10 +138,18 @@ impl Engine {
     /// The model's [`fingerprint`]: state files carry it, and restoring checks it.
     pub fn fingerprint(&self) -> u64 {
         *self.0.fingerprint.get_or_init(|| match &self.0.imp {
-            Imp::Cpu(m, _) => fingerprint(m),
+            Imp::Cpu(m, ..) => fingerprint(m),
             // Set at upload (`on_gpu`): the GPU engine keeps no model to hash.
             Imp::Gpu(_) => 0,
         })
+    }
+
+    /// Bytes of the output screen greedy decoding reads on the CPU engine (0 without one).
+    pub fn screen_bytes(&self) -> usize {
+        match &self.0.imp {
+            Imp::Cpu(_, _, Some(s)) => s.bytes(),
+            _ => 0,
+        }
     }
 
     pub fn gpu(&self) -> Option<&GpuModel> {
@@ -172,14 +182,14 @@ impl Engine {
     /// A fresh sequence under `schedule` (resolved for this model).
     pub fn session(&self, schedule: Schedule) -> Result<Session> {
         let state = match &self.0.imp {
-            Imp::Cpu(m, _) => EngineState::Cpu(CpuState::new(m, schedule)?),
+            Imp::Cpu(m, ..) => EngineState::Cpu(CpuState::new(m, schedule)?),
             Imp::Gpu(g) => EngineState::Gpu(Box::new(GpuState::new(g, schedule)?)),
         };
         Ok(Session {
             engine: self.clone(),
             state,
             pending: Vec::new(),
-            logits: None,
+            last: None,
             poisoned: None,
         })
     }
@@ -196,7 +206,7 @@ impl Engine {
     /// [`SessionState::from_bytes`], or exported from a session of this model).
     pub fn session_from(&self, state: SessionState) -> Result<Session> {
         let engine_state = match &self.0.imp {
-            Imp::Cpu(m, _) => {
+            Imp::Cpu(m, ..) => {
                 let mut s = CpuState::new(m, state.schedule)?;
                 s.layers = state.layers;
                 s.position = state.position;
@@ -213,10 +223,17 @@ impl Engine {
             engine: self.clone(),
             state: engine_state,
             pending: Vec::new(),
-            logits: state.logits,
+            last: state.logits.map(LastOutput::Logits),
             poisoned: None,
         })
     }
+}
+
+/// What the last fed position left: its logits, or (greedy decoding through the CPU engine's
+/// output screen) its final-normed hidden row, whose logits are computed if they are asked for.
+enum LastOutput {
+    Logits(Vec<f32>),
+    Hidden(Vec<f32>),
 }
 
 enum EngineState {
@@ -242,8 +259,8 @@ pub struct Session {
     state: EngineState,
     /// Tokens appended but not yet fed.
     pending: Vec<u32>,
-    /// The logits of the last fed position.
-    logits: Option<Vec<f32>>,
+    /// What the last fed position left.
+    last: Option<LastOutput>,
     poisoned: Option<String>,
 }
 
@@ -320,7 +337,7 @@ impl Session {
             Logits::All if skip > 0 => logits[skip * v..].to_vec(),
             _ => logits,
         };
-        self.logits = Some(logits[logits.len() - v..].to_vec());
+        self.last = Some(LastOutput::Logits(logits[logits.len() - v..].to_vec()));
         Ok(logits)
     }
 
@@ -335,7 +352,7 @@ impl Session {
     async fn run(&mut self, tokens: &[u32], which: Logits) -> Result<Vec<f32>> {
         match (&mut self.state, &self.engine.0.imp) {
             // The CPU engine checks everything before it changes anything.
-            (EngineState::Cpu(s), Imp::Cpu(m, c)) => s.forward(m, c.as_ref(), tokens, which),
+            (EngineState::Cpu(s), Imp::Cpu(m, c, _)) => s.forward(m, c.as_ref(), tokens, which),
             (EngineState::Gpu(s), Imp::Gpu(g)) => {
                 let r = s.forward(g, tokens, which).await;
                 if let (Err(_), Some(why)) = (&r, s.poisoned()) {
@@ -361,7 +378,7 @@ impl Session {
         if !self.pending.is_empty() {
             let fed = std::mem::take(&mut self.pending);
             match self.run(&fed, Logits::Last).await {
-                Ok(logits) => self.logits = Some(logits),
+                Ok(logits) => self.last = Some(LastOutput::Logits(logits)),
                 Err(e) => {
                     self.pending = fed;
                     return Err(e);
@@ -375,12 +392,63 @@ impl Session {
     /// next token is sampled from. An error on a session that has seen no token.
     pub async fn next_logits(&mut self) -> Result<&[f32]> {
         self.flush().await?;
-        self.logits.as_deref().ok_or(Error::EmptyTokens)
+        self.logits_from_hidden();
+        match &self.last {
+            Some(LastOutput::Logits(l)) => Ok(l),
+            Some(LastOutput::Hidden(_)) => unreachable!("only the CPU engine leaves a hidden row"),
+            None => Err(Error::EmptyTokens),
+        }
+    }
+
+    /// Replaces a hidden row left by [`Self::screened_greedy`] with its logits.
+    fn logits_from_hidden(&mut self) {
+        if let (Some(LastOutput::Hidden(x)), Imp::Cpu(m, c, _)) = (&self.last, &self.engine.0.imp) {
+            let logits = crate::cpu::output_logits(m, c.as_ref(), x);
+            self.last = Some(LastOutput::Logits(logits));
+        }
+    }
+
+    /// The greedy next token (the argmax of [`Self::next_logits`], the first on ties) where the
+    /// engine can take it without every logit: on the CPU engine with an output screen
+    /// ([`OutputScreen`]), which computes only the rows its bound cannot rule out. `None`:
+    /// take the argmax of [`Self::next_logits`] (another engine, or a case the screen leaves to
+    /// the full product, such as non-finite values).
+    pub async fn screened_greedy(&mut self) -> Result<Option<Screened>> {
+        self.check_usable()?;
+        let engine = self.engine.clone();
+        let (Imp::Cpu(m, c, Some(screen)), EngineState::Cpu(s)) = (&engine.0.imp, &mut self.state)
+        else {
+            return Ok(None);
+        };
+        if !self.pending.is_empty() {
+            let fed = std::mem::take(&mut self.pending);
+            match s.feed(m, c.as_ref(), &fed) {
+                Ok(x) => self.last = Some(LastOutput::Hidden(x)),
+                Err(e) => {
+                    // The CPU engine checks before it changes anything: still to be fed.
+                    self.pending = fed;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(match &self.last {
+            Some(LastOutput::Hidden(x)) => {
+                screen.argmax(crate::cpu::weights::output_matrix(m, c.as_ref()), x)
+            }
+            _ => None,
+        })
+    }
+
+    /// Blocking [`Self::screened_greedy`] (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn screened_greedy_blocking(&mut self) -> Result<Option<Screened>> {
+        pollster::block_on(self.screened_greedy())
     }
 
     /// The state as host data (pending tokens fed first).
     pub async fn state(&mut self) -> Result<SessionState> {
         self.flush().await?;
+        self.logits_from_hidden();
         let layers = match (&mut self.state, &self.engine.0.imp) {
             (EngineState::Cpu(s), _) => s.layers.clone(),
             (EngineState::Gpu(s), Imp::Gpu(g)) => s.export(g).await?,
@@ -390,7 +458,10 @@ impl Session {
             position: self.fed(),
             schedule: self.schedule().clone(),
             layers,
-            logits: self.logits.clone(),
+            logits: match &self.last {
+                Some(LastOutput::Logits(l)) => Some(l.clone()),
+                _ => None,
+            },
         })
     }
 
