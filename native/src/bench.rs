@@ -114,11 +114,12 @@ pub fn bench(engine: &Engine, schedule: &Schedule, args: &BenchArgs) -> AnyResul
         "method": "one warm-up run, then the median of `repeats` runs",
     });
 
-    // Warm-up: pipelines, buffers.
+    // Warm-up: pipelines, buffers, a decode step.
     let tokens = random_tokens(vocab, args.prompt_len.max(1), 1);
-    engine
-        .session(schedule.clone())?
-        .forward_blocking(&tokens[..tokens.len().min(8)], Logits::Last)?;
+    let mut warm = engine.session(schedule.clone())?;
+    let logits = warm.forward_blocking(&tokens[..tokens.len().min(8)], Logits::Last)?;
+    warm.push(transmamba::sampling::argmax(&logits))?;
+    decode_step(&mut warm, args.full_logits, &mut ScreenTally::default())?;
     if let Some(g) = engine.gpu() {
         g.ctx.profile_reset();
         if let Some(m) = g.ctx.memory() {
