@@ -20,6 +20,30 @@ use crate::error::{Error, Result};
 /// Weights per block.
 pub const BLOCK: usize = 32;
 
+/// The geometry of q4_0 in [`Layout::Groups8`], which the CPU kernels (`cpu/fixed_dot.rs`)
+/// read too: per group of [`groups8::ROWS`] rows and block index b, [`groups8::BLOCK_BYTES`]
+/// bytes, the rows' f16 scales first, then their code bytes, row after row.
+pub mod groups8 {
+    /// Rows a group.
+    pub const ROWS: usize = 8;
+    /// One q4_0 block: an f16 scale and 16 code bytes.
+    pub const Q4_0_BLOCK_BYTES: usize = 18;
+    /// Code bytes of a q4_0 block.
+    pub const CODE_BYTES: usize = 16;
+    /// A group's block: every row's block (144 bytes).
+    pub const BLOCK_BYTES: usize = ROWS * Q4_0_BLOCK_BYTES;
+
+    /// Where row `i`'s scale starts in a group's block.
+    pub const fn scale_at(i: usize) -> usize {
+        2 * i
+    }
+
+    /// Where row `i`'s code bytes start in a group's block (after the 8 scales).
+    pub const fn codes_at(i: usize) -> usize {
+        2 * ROWS + CODE_BYTES * i
+    }
+}
+
 /// A block format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QuantFormat {
@@ -216,14 +240,16 @@ impl QuantMatrix {
             Layout::Rows => std::borrow::Cow::Borrowed(&self.bytes[r * n..(r + 1) * n]),
             Layout::Groups8 => {
                 let mut row = Vec::with_capacity(n);
-                group_row(
-                    &self.bytes[8 * n * (r / 8)..8 * n * (r / 8 + 1)],
-                    r % 8,
-                    &mut row,
-                );
+                group_row(self.group_of(r), r % groups8::ROWS, &mut row);
                 std::borrow::Cow::Owned(row)
             }
         }
+    }
+
+    /// The bytes of row `r`'s group in [`Layout::Groups8`].
+    fn group_of(&self, r: usize) -> &[u8] {
+        let (g, len) = (r / groups8::ROWS, groups8::ROWS * self.row_bytes());
+        &self.bytes[g * len..(g + 1) * len]
     }
 
     /// This matrix in [`Layout::Groups8`] (q4_0 in rows only; `None` otherwise).
@@ -231,19 +257,23 @@ impl QuantMatrix {
         if self.format != QuantFormat::Q4_0 || self.layout != Layout::Rows {
             return None;
         }
+        use groups8::{CODE_BYTES, Q4_0_BLOCK_BYTES, ROWS};
         let n = self.row_bytes();
-        let mut bytes = crate::huge_pages::vec_with_capacity(self.rows.div_ceil(8) * 8 * n);
-        for g in 0..self.rows.div_ceil(8) {
+        let groups = self.rows.div_ceil(ROWS);
+        let mut bytes = crate::huge_pages::vec_with_capacity(groups * ROWS * n);
+        for g in 0..groups {
             for b in 0..self.cols / BLOCK {
                 let block = |i: usize| {
-                    let r = 8 * g + i;
-                    (r < self.rows).then(|| &self.bytes[r * n + 18 * b..r * n + 18 * (b + 1)])
+                    let (r, at) = (ROWS * g + i, Q4_0_BLOCK_BYTES * b);
+                    (r < self.rows).then(|| &self.bytes[r * n + at..r * n + at + Q4_0_BLOCK_BYTES])
                 };
-                for i in 0..8 {
+                // Scales, then codes (a padding row: scale 0, codes 8 = weight 0).
+                for i in 0..ROWS {
                     bytes.extend_from_slice(block(i).map_or(&[0, 0][..], |blk| &blk[..2]));
                 }
-                for i in 0..8 {
-                    bytes.extend_from_slice(block(i).map_or(&[0x88; 16][..], |blk| &blk[2..]));
+                for i in 0..ROWS {
+                    let pad = &[0x88; CODE_BYTES][..];
+                    bytes.extend_from_slice(block(i).map_or(pad, |blk| &blk[2..]));
                 }
             }
         }
@@ -273,11 +303,15 @@ impl QuantMatrix {
         match self.layout {
             Layout::Rows => dequantize_row(self.format, &self.row(r), out),
             Layout::Groups8 => {
-                let (n, i) = (self.row_bytes(), r % 8);
-                let group = &self.bytes[8 * n * (r / 8)..8 * n * (r / 8 + 1)];
-                for (blk, o) in group.chunks_exact(8 * 18).zip(out.chunks_exact_mut(BLOCK)) {
-                    let d = scale(&blk[2 * i..]);
-                    dequantize_block(self.format, d, &blk[16 + 16 * i..32 + 16 * i], o);
+                use groups8::{codes_at, scale_at, BLOCK_BYTES, CODE_BYTES};
+                let i = r % groups8::ROWS;
+                let group = self.group_of(r);
+                for (blk, o) in group
+                    .chunks_exact(BLOCK_BYTES)
+                    .zip(out.chunks_exact_mut(BLOCK))
+                {
+                    let (d, codes) = (scale(&blk[scale_at(i)..]), codes_at(i));
+                    dequantize_block(self.format, d, &blk[codes..codes + CODE_BYTES], o);
                 }
             }
         }
@@ -296,9 +330,10 @@ impl QuantMatrix {
 /// Row `i` (< 8) of a q4_0 group in [`Layout::Groups8`] (`group` its bytes) appended to `row`
 /// in GGUF's layout.
 pub fn group_row(group: &[u8], i: usize, row: &mut Vec<u8>) {
-    for blk in group.chunks_exact(8 * 18) {
-        row.extend_from_slice(&blk[2 * i..2 * i + 2]);
-        row.extend_from_slice(&blk[16 + 16 * i..32 + 16 * i]);
+    use groups8::{codes_at, scale_at, BLOCK_BYTES, CODE_BYTES};
+    for blk in group.chunks_exact(BLOCK_BYTES) {
+        row.extend_from_slice(&blk[scale_at(i)..scale_at(i) + 2]);
+        row.extend_from_slice(&blk[codes_at(i)..codes_at(i) + CODE_BYTES]);
     }
 }
 

@@ -14,7 +14,7 @@
 //! cheapest ([`weight_at`]): q4_0's nibbles need only a shift and a mask per eight codes then.
 
 use crate::cpu::KernelTier;
-use crate::quant::QuantFormat;
+use crate::quant::{groups8, QuantFormat};
 
 /// Fixed point's fractional bits in the low limb.
 const LIMB: i32 = 15;
@@ -272,28 +272,25 @@ pub(crate) fn groups_pay_off(format: QuantFormat) -> bool {
 /// AVX2 kernels read the group as one stream and x's block once for its 8 rows; the portable
 /// one (a tier capped by `limit_kernels`) gathers each row back into GGUF's layout first.
 pub fn dot_q4_0_group(x: &FixedRow, group: &[u8], out: &mut [f32]) {
-    let n = out.len().min(8);
-    let blocks = (x.len() / 32).min(group.len() / (8 * 18));
+    let n = out.len().min(groups8::ROWS);
+    let blocks = (x.len() / 32).min(group.len() / groups8::BLOCK_BYTES);
+    let group = &group[..groups8::BLOCK_BYTES * blocks];
     #[cfg(target_arch = "x86_64")]
     if x.format == QuantFormat::Q4_0 {
-        let (limbs, group, out) = (
-            &x.limbs[..64 * blocks],
-            &group[..144 * blocks],
-            &mut out[..n],
-        );
+        let (limbs, out) = (&x.limbs[..64 * blocks], &mut out[..n]);
         // SAFETY (each arm): `Kernel::pick` chose the kernel only where the CPU has its
         // features (AVX-512 F/BW, AVX2, FMA, F16C); `limbs` holds 64·blocks values, `group`
-        // 144·blocks bytes.
+        // blocks group blocks.
         match x.kernel {
             Kernel::Avx512 => return unsafe { avx512::dot_q4_0_group(limbs, group, x.unit, out) },
             Kernel::Avx2 => return unsafe { avx2::dot_q4_0_group(limbs, group, x.unit, out) },
             Kernel::Portable => {}
         }
     }
-    let mut row = Vec::with_capacity(18 * blocks);
+    let mut row = Vec::with_capacity(groups8::Q4_0_BLOCK_BYTES * blocks);
     for (i, y) in out[..n].iter_mut().enumerate() {
         row.clear();
-        crate::quant::group_row(&group[..144 * blocks], i, &mut row);
+        crate::quant::group_row(group, i, &mut row);
         *y = dot_quant_fixed(x, &row);
     }
 }
@@ -362,6 +359,7 @@ fn dot_portable(x: &FixedRow, w: &[u8], blocks: usize) -> f64 {
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use crate::quant::groups8::{codes_at, BLOCK_BYTES};
     use crate::quant::QuantFormat;
 
     /// A block's f16 scale at `blk`, in all 8 lanes (F16C: 3 instructions; the portable
@@ -439,24 +437,24 @@ mod avx2 {
     /// As the AVX-512 `dot_q4_0_group`, 8 lanes: x's four limb vectors and the 8 scales loaded
     /// once a block for the group's 8 rows, the group one stream.
     ///
-    /// SAFETY: AVX2, FMA and F16C present; `limbs` holds 64·b values and `group` 144·b bytes
-    /// for the same b; `out.len()` ≤ 8.
+    /// SAFETY: AVX2, FMA and F16C present; `limbs` holds 64·b values and `group` b group
+    /// blocks (`groups8::BLOCK_BYTES` each) for the same b; `out.len()` ≤ 8.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn dot_q4_0_group(limbs: &[i16], group: &[u8], unit: f64, out: &mut [f32]) {
         let limb = _mm256_set1_ps((1 << super::LIMB) as f32);
         let mut acc = [_mm256_setzero_ps(); 8];
-        for (b, blk) in group.chunks_exact(144).enumerate() {
+        for (b, blk) in group.chunks_exact(BLOCK_BYTES).enumerate() {
             let blk = blk.as_ptr();
             // A hint only: past the group's end it reads nothing (wrapping: no pointer UB).
             for line in [0, 64, 128] {
-                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(4 * 144 + line) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(4 * BLOCK_BYTES + line) as *const i8);
             }
             let l = limbs.as_ptr().add(64 * b);
             let v: [__m256i; 4] =
                 std::array::from_fn(|i| _mm256_loadu_si256(l.add(16 * i) as *const __m256i));
             let scales = _mm256_cvtph_ps(_mm_loadu_si128(blk as *const __m128i));
             for (i, a) in acc.iter_mut().enumerate() {
-                let [c0, c1] = q4_0_codes(blk.add(16 + 16 * i));
+                let [c0, c1] = q4_0_codes(blk.add(codes_at(i)));
                 let sh = _mm256_add_epi32(_mm256_madd_epi16(c0, v[0]), _mm256_madd_epi16(c1, v[1]));
                 let sl = _mm256_add_epi32(_mm256_madd_epi16(c0, v[2]), _mm256_madd_epi16(c1, v[3]));
                 let t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sh), limb, _mm256_cvtepi32_ps(sl));
@@ -550,6 +548,8 @@ mod avx2 {
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use crate::quant::groups8::{codes_at, BLOCK_BYTES};
+
     /// How far ahead of the block being read the row is prefetched, in bytes.
     const PREFETCH: usize = 512;
 
@@ -591,23 +591,23 @@ mod avx512 {
     /// and the 8 scales are loaded once a block for the 8 rows, the group is one stream.
     ///
     /// SAFETY: AVX-512 F/BW, AVX2, FMA and F16C present; `limbs` holds 64·b values and `group`
-    /// 144·b bytes for the same b; `out.len()` ≤ 8.
+    /// b group blocks (`groups8::BLOCK_BYTES` each) for the same b; `out.len()` ≤ 8.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     pub(super) unsafe fn dot_q4_0_group(limbs: &[i16], group: &[u8], unit: f64, out: &mut [f32]) {
         let limb = _mm512_set1_ps((1 << super::LIMB) as f32);
         let lane: [__m512i; 8] = std::array::from_fn(|i| _mm512_set1_epi32(i as i32));
         let mut acc = [_mm512_setzero_ps(); 8];
-        for (b, blk) in group.chunks_exact(144).enumerate() {
+        for (b, blk) in group.chunks_exact(BLOCK_BYTES).enumerate() {
             let blk = blk.as_ptr();
             // A hint only: past the group's end it reads nothing (wrapping: no pointer UB).
-            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(4 * 144) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(4 * 144 + 64) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(4 * 144 + 128) as *const i8);
+            for line in [0, 64, 128] {
+                _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(4 * BLOCK_BYTES + line) as *const i8);
+            }
             let hi = _mm512_loadu_si512(limbs.as_ptr().add(64 * b) as *const _);
             let lo = _mm512_loadu_si512(limbs.as_ptr().add(64 * b + 32) as *const _);
             let scales = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128(blk as *const _)));
             for (i, a) in acc.iter_mut().enumerate() {
-                let codes = q4_0_codes(blk.add(16 + 16 * i));
+                let codes = q4_0_codes(blk.add(codes_at(i)));
                 let sh = _mm512_cvtepi32_ps(_mm512_madd_epi16(codes, hi));
                 let sl = _mm512_cvtepi32_ps(_mm512_madd_epi16(codes, lo));
                 let v = _mm512_fmadd_ps(sh, limb, sl);

@@ -76,7 +76,8 @@ pub fn matmul<'a>(
                 // reads x once for both).
                 Some(f) if q.layout() == Layout::Groups8 => {
                     // A group is 8 rows' bytes: each task's slice starts at its group.
-                    gemv_row_groups::<u8, 8>(rows, &q.bytes, n_out, q.row_bytes(), |r, w, out| {
+                    const G: usize = crate::quant::groups8::ROWS;
+                    gemv_row_groups::<u8, G>(rows, &q.bytes, n_out, q.row_bytes(), |r, w, out| {
                         dot_q4_0_group(&f[r], w, out)
                     })
                 }
