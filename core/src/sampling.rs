@@ -76,16 +76,53 @@ impl Sampler {
         if self.opts.temperature == 0.0 {
             return argmax(logits);
         }
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        let rows: Vec<(u32, f32)> = (0..logits.len() as u32)
+            .zip(logits.iter().copied())
+            .collect();
+        self.draw(rows, position)
+    }
+
+    /// The top k of [`SamplingOptions::top_k`], when set: the rows a sample needs.
+    pub fn top_k(&self) -> Option<usize> {
+        (self.opts.temperature > 0.0 && self.opts.top_k > 0).then_some(self.opts.top_k)
+    }
+
+    /// [`Self::sample`] from some rows of the logits: `(token, logit)` in ascending token
+    /// order, holding (at least) the [`Self::top_k`] largest logits of the whole row, every other
+    /// token's logit below theirs (what `OutputScreen::top` gives). The token drawn is the one
+    /// `sample` would draw from the whole row.
+    pub fn sample_top(&mut self, rows: Vec<(u32, f32)>, position: usize) -> Result<u32> {
+        let k = self.top_k().ok_or_else(|| Error::InvalidOption {
+            name: "top-k",
+            reason: "sampling from the top rows needs a temperature and a top-k".into(),
+        })?;
+        if rows.len() < k || !rows.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(Error::InvalidOption {
+                name: "top-k",
+                reason: format!(
+                    "{} rows in ascending order are needed for top-{k}",
+                    rows.len()
+                ),
+            });
+        }
+        if let Some(&(_, value)) = rows.iter().find(|r| !r.1.is_finite()) {
+            return Err(Error::NonFiniteLogits { position, value });
+        }
+        Ok(self.draw(rows, position))
+    }
+
+    /// Temperature, top-k and top-p over `rows` (ascending tokens, finite logits).
+    fn draw(&mut self, mut order: Vec<(u32, f32)>, position: usize) -> u32 {
+        // Stable: equal logits keep ascending token order.
+        order.sort_by(|a, b| b.1.total_cmp(&a.1));
         if self.opts.top_k > 0 {
             order.truncate(self.opts.top_k);
         }
-        let max = logits[order[0] as usize] as f64;
+        let max = order[0].1 as f64;
         let t = self.opts.temperature as f64;
         let mut probs: Vec<f64> = order
             .iter()
-            .map(|&i| ((logits[i as usize] as f64 - max) / t).exp())
+            .map(|&(_, l)| ((l as f64 - max) / t).exp())
             .collect();
         let total: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= total);
@@ -104,13 +141,13 @@ impl Sampler {
         let total: f64 = probs.iter().sum();
         let mut rng = StdRng::seed_from_u64(draw_seed(self.opts.seed, position as u64));
         let mut r = rng.random::<f64>() * total;
-        for (p, &tok) in probs.iter().zip(&order) {
+        for (p, &(tok, _)) in probs.iter().zip(&order) {
             r -= p;
             if r <= 0.0 {
                 return tok;
             }
         }
-        order[order.len() - 1]
+        order[order.len() - 1].0
     }
 }
 
@@ -191,6 +228,56 @@ mod tests {
             .unwrap()
             .sample_many(&logits, 40);
         assert_ne!(other, want, "another seed gives another stream");
+    }
+
+    /// Sampling from rows that hold the top k (and some rows beyond, ties at the k-th place)
+    /// draws what sampling from the whole row draws, with and without top-p; rows short of k,
+    /// out of order, or non-finite are refused.
+    #[test]
+    fn top_rows_draw_what_the_whole_row_draws() {
+        let mut logits: Vec<f32> = (0..300)
+            .map(|i| ((i * 7919) % 1000) as f32 / 300.0)
+            .collect();
+        logits[40] = logits[41]; // a tie
+        for (top_k, top_p) in [(1usize, 1.0f32), (3, 1.0), (8, 0.9), (20, 0.5), (41, 1.0)] {
+            let opts = SamplingOptions {
+                temperature: 0.7,
+                top_k,
+                top_p,
+                seed: 3,
+            };
+            let mut order: Vec<u32> = (0..300).collect();
+            order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+            // The top k and the next 5 (a screen keeps some rows beyond k), ascending.
+            let mut ids: Vec<u32> = order[..top_k + 5].to_vec();
+            ids.sort();
+            let rows: Vec<(u32, f32)> = ids.iter().map(|&i| (i, logits[i as usize])).collect();
+            let (mut whole, mut top) = (
+                Sampler::new(opts.clone()).unwrap(),
+                Sampler::new(opts.clone()).unwrap(),
+            );
+            assert_eq!(top.top_k(), Some(top_k));
+            for position in 0..60 {
+                assert_eq!(
+                    top.sample_top(rows.clone(), position).unwrap(),
+                    whole.sample(&logits, position).unwrap(),
+                    "top-k {top_k}, top-p {top_p}, position {position}"
+                );
+            }
+            let short = rows[..top_k - 1].to_vec();
+            assert!(top.sample_top(short, 0).is_err());
+            let mut backwards = rows.clone();
+            backwards.reverse();
+            assert!(top_k == 1 || top.sample_top(backwards, 0).is_err());
+            let mut nan = rows.clone();
+            nan[0].1 = f32::NAN;
+            assert!(matches!(
+                top.sample_top(nan, 4),
+                Err(Error::NonFiniteLogits { position: 4, .. })
+            ));
+        }
+        let greedy = Sampler::new(SamplingOptions::default()).unwrap();
+        assert_eq!(greedy.top_k(), None);
     }
 
     impl Sampler {

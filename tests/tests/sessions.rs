@@ -479,3 +479,61 @@ fn greedy_tokens_through_the_output_screen_equal_the_full_argmax() {
         }
     }
 }
+
+/// Top-k sampling on the CPU engine draws from the rows the output screen keeps: the tokens a
+/// seeded generator gives equal those drawn from every logit, for several k (with top-p too),
+/// and the screen decides the steps.
+#[test]
+fn top_k_samples_through_the_output_screen_equal_the_full_draw() {
+    let wide = RandomSpec {
+        vocab: 3000,
+        d: 64,
+        heads: 4,
+        head_dim: 16,
+        state: 16,
+        transpoints: vec![At(2), Never],
+        ..RandomSpec::default()
+    };
+    let model = random_model(&wide, 44);
+    let engine = cpu(&model);
+    let prompt = [7u32, 1, 99];
+    for (top_k, top_p) in [(1usize, 1.0f32), (5, 1.0), (40, 0.9)] {
+        let sampling = SamplingOptions {
+            temperature: 0.8,
+            top_k,
+            top_p,
+            seed: 9,
+        };
+        let mut s = engine.session(schedule(&model)).unwrap();
+        let opts = GenerateOptions {
+            max_tokens: 16,
+            sampling: sampling.clone(),
+            stop_tokens: Vec::new(),
+        };
+        let tokens = generate(&mut s, &prompt, &opts);
+        let mut f = engine.session(schedule(&model)).unwrap();
+        f.forward_blocking(&prompt, Logits::Last).unwrap();
+        let mut sampler = transmamba::sampling::Sampler::new(sampling).unwrap();
+        for (i, &t) in tokens.iter().enumerate() {
+            let position = f.position() - 1;
+            let want = sampler
+                .sample(&f.next_logits_blocking().unwrap(), position)
+                .unwrap();
+            assert_eq!(t, want, "top-k {top_k}: token {i}");
+            f.push(t).unwrap();
+        }
+        // The screen decides here: a step through it gives rows, not `None`.
+        let mut probe = engine.session(schedule(&model)).unwrap();
+        probe.forward_blocking(&prompt, Logits::Last).unwrap();
+        probe.push(tokens[0]).unwrap();
+        let rows = probe
+            .screened_top_blocking(top_k)
+            .unwrap()
+            .expect("decided");
+        assert!(
+            rows.len() >= top_k && rows.len() < 3000 / 8,
+            "{} rows",
+            rows.len()
+        );
+    }
+}

@@ -21,8 +21,8 @@ use crate::quant::{QuantFormat, QuantMatrix};
 /// Rows of the output matrix quantized per rayon task while the screen is made.
 const ROWS_PER_TASK: usize = 256;
 
-/// More candidates than one in this many rows: computing them one by one would cost more than
-/// the full product saves, so the caller takes the full product.
+/// More candidates than one in this many rows (or than the k asked for): computing them one by
+/// one would cost more than the full product saves, so the caller takes the full product.
 const MOST_CANDIDATES_PER: usize = 16;
 
 /// A q8_0 copy of an f32 or f16 output matrix and, per row, the bound on its error.
@@ -130,8 +130,27 @@ impl OutputScreen {
     /// products read it; `x` one final-normed row), or `None` where the caller must compute
     /// every logit (see the module's comment).
     pub fn argmax(&self, output: Matrix<'_>, x: &[f32]) -> Option<Screened> {
+        let rows = self.top(output, x, 1)?;
+        // First index on ties, as the full product's argmax (`rows` ascend by index).
+        let mut best = rows[0];
+        for &(r, y) in &rows[1..] {
+            if y > best.1 {
+                best = (r, y);
+            }
+        }
+        Some(Screened {
+            token: best.0,
+            candidates: rows.len(),
+        })
+    }
+
+    /// Rows of `output · x` that hold its `k` largest logits, each with its exact logit (the
+    /// full product's), in ascending row order: every row left out has a logit below the k-th
+    /// largest of these, so the top k of all rows, ties and their order included, are the top
+    /// k of these. `None` where the caller must compute every logit.
+    pub fn top(&self, output: Matrix<'_>, x: &[f32], k: usize) -> Option<Vec<(u32, f32)>> {
         let (rows, cols) = (self.codes.rows, self.codes.cols);
-        if output.rows() != rows || output.cols() != cols || x.len() != cols {
+        if output.rows() != rows || output.cols() != cols || x.len() != cols || k == 0 || k > rows {
             return None;
         }
         let l1: f64 = x.iter().map(|&v| (v as f64).abs()).sum();
@@ -141,37 +160,35 @@ impl OutputScreen {
             return None;
         }
         let approx = ops::matmul(x, 1, Matrix::Quant(&self.codes), None);
-        let bound = |r: usize| self.slack[r] as f64 * l1;
-        // The largest lower bound, then the rows whose upper bound reaches it.
-        let mut floor = f64::NEG_INFINITY;
-        for (r, &a) in approx.iter().enumerate() {
-            if !a.is_finite() {
-                return None;
-            }
-            floor = floor.max(a as f64 - bound(r));
+        if !approx.iter().all(|a| a.is_finite()) {
+            return None;
         }
-        let most = rows.div_ceil(MOST_CANDIDATES_PER);
-        let mut best: Option<(f32, usize)> = None;
-        let mut candidates = 0;
+        let bound = |r: usize| self.slack[r] as f64 * l1;
+        // The k-th largest lower bound: at least k rows' logits reach it, so a row whose upper
+        // bound falls below it is not among the top k.
+        let lower = |r: usize| approx[r] as f64 - bound(r);
+        let floor = if k == 1 {
+            (0..rows).map(lower).fold(f64::NEG_INFINITY, f64::max)
+        } else {
+            let mut lows: Vec<f64> = (0..rows).map(lower).collect();
+            *lows.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a)).1
+        };
+        let most = rows.div_ceil(MOST_CANDIDATES_PER).max(k);
+        let mut kept = Vec::new();
         for (r, &a) in approx.iter().enumerate() {
             if a as f64 + bound(r) < floor {
                 continue;
             }
-            candidates += 1;
-            if candidates > most {
+            if kept.len() == most {
                 return None;
             }
             let y = exact_logit(output, x, r);
-            // First index on ties, as the full product's argmax.
-            if best.is_none_or(|(b, _)| y > b) {
-                best = Some((y, r));
+            if !y.is_finite() {
+                return None;
             }
+            kept.push((r as u32, y));
         }
-        let (y, token) = best?;
-        y.is_finite().then_some(Screened {
-            token: token as u32,
-            candidates,
-        })
+        Some(kept)
     }
 }
 
@@ -268,6 +285,53 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `top(k)` holds the full product's k largest logits (their exact values), and every row
+    /// it leaves out ranks below them, for k from 1 to 40 over random matrices and a planted
+    /// tie at the k-th place.
+    #[test]
+    fn top_rows_hold_the_full_products_top_k() {
+        // Enough rows that the rows near the 40th largest stay under the cap (1/16 of them).
+        let (rows, cols) = (8000, 64);
+        let mut w = values(rows * cols, 21, 0.1);
+        // Rows 10 and 11 equal.
+        let (a, b) = w.split_at_mut(11 * cols);
+        b[..cols].copy_from_slice(&a[10 * cols..]);
+        let t = Tensor::new(vec![rows, cols], w);
+        let output = Matrix::F32(&t);
+        let screen = OutputScreen::new(output).unwrap();
+        for (i, k) in [1usize, 2, 5, 17, 40].into_iter().enumerate() {
+            let x = values(cols, 30 + i as u64, 2.0);
+            let full = ops::matmul(&x, 1, output, None);
+            let mut order: Vec<usize> = (0..rows).collect();
+            order.sort_by(|&a, &b| full[b].total_cmp(&full[a]));
+            let got = screen
+                .top(output, &x, k)
+                .unwrap_or_else(|| panic!("k {k}: undecided"));
+            assert!(got.windows(2).all(|p| p[0].0 < p[1].0), "ascending");
+            for &(r, y) in &got {
+                assert_eq!(y.to_bits(), full[r as usize].to_bits(), "row {r}: exact");
+            }
+            let kept: Vec<usize> = got.iter().map(|&(r, _)| r as usize).collect();
+            for &r in &order[..k] {
+                assert!(kept.contains(&r), "k {k}: top row {r} left out");
+            }
+            let kth = full[order[k - 1]];
+            for r in (0..rows).filter(|r| !kept.contains(r)) {
+                assert!(full[r] < kth, "k {k}: row {r} left out at {}", full[r]);
+            }
+        }
+        // x along row 10: rows 10 and 11 lead, tied; top(1) keeps both.
+        let x: Vec<f32> = t.data[10 * cols..11 * cols]
+            .iter()
+            .map(|v| v * 40.0)
+            .collect();
+        let got = screen.top(output, &x, 1).unwrap();
+        assert!(got.iter().any(|r| r.0 == 10) && got.iter().any(|r| r.0 == 11));
+        assert_eq!(screen.argmax(output, &x).unwrap().token, 10);
+        assert!(screen.top(output, &x, 0).is_none());
+        assert!(screen.top(output, &x, rows + 1).is_none());
     }
 
     /// Rows the screen ranks in the wrong order (its copy's rounding reverses them): row 0's

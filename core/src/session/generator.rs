@@ -85,14 +85,20 @@ impl<'c> Generator<'c> {
             .position()
             .checked_sub(1)
             .ok_or(Error::EmptyTokens)?;
-        // Greedy: the CPU engine's output screen gives the argmax from a few exact rows;
-        // otherwise (or where it cannot decide) every logit.
-        let screened = match self.sampler.is_greedy() {
-            true => session.screened_greedy().await?,
-            false => None,
+        // Greedy or top-k: the CPU engine's output screen gives the rows needed from a few
+        // exact ones; otherwise (or where it cannot decide) every logit.
+        let screened = if self.sampler.is_greedy() {
+            session.screened_greedy().await?.map(|s| s.token)
+        } else if let Some(k) = self.sampler.top_k() {
+            match session.screened_top(k).await? {
+                Some(rows) => Some(self.sampler.sample_top(rows, position)?),
+                None => None,
+            }
+        } else {
+            None
         };
         let token = match screened {
-            Some(s) => s.token,
+            Some(token) => token,
             None => {
                 let logits = session.next_logits().await?;
                 self.sampler.sample(logits, position)?

@@ -416,13 +416,36 @@ impl Session {
     /// take the argmax of [`Self::next_logits`] (another engine, or a case the screen leaves to
     /// the full product, such as non-finite values).
     pub async fn screened_greedy(&mut self) -> Result<Option<Screened>> {
+        self.through_screen(|screen, output, x| screen.argmax(output, x))
+    }
+
+    /// The rows holding the `k` largest next logits, each with its exact logit, ascending by
+    /// token, where the engine can tell them without every logit (the CPU engine's output
+    /// screen, [`OutputScreen::top`]): what top-k sampling draws from
+    /// ([`crate::sampling::Sampler::sample_top`]). `None` as for [`Self::screened_greedy`].
+    pub async fn screened_top(&mut self, k: usize) -> Result<Option<Vec<(u32, f32)>>> {
+        self.through_screen(|screen, output, x| screen.top(output, x, k))
+    }
+
+    /// Blocking [`Self::screened_top`] (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn screened_top_blocking(&mut self, k: usize) -> Result<Option<Vec<(u32, f32)>>> {
+        pollster::block_on(self.screened_top(k))
+    }
+
+    /// Feeds the pending tokens without the output product and asks the output screen `ask`
+    /// about the last hidden row; `None` without a screen or a hidden row (logits already
+    /// computed), or where the screen cannot decide.
+    fn through_screen<R>(
+        &mut self,
+        ask: impl FnOnce(&OutputScreen, crate::cpu::weights::Matrix<'_>, &[f32]) -> Option<R>,
+    ) -> Result<Option<R>> {
         self.check_usable()?;
         let engine = self.engine.clone();
         let (Imp::Cpu(m, c, Some(screen)), EngineState::Cpu(s)) = (&engine.0.imp, &mut self.state)
         else {
             return Ok(None);
         };
-        let output = crate::cpu::weights::output_matrix(m, c.as_ref());
         if !self.pending.is_empty() {
             let fed = std::mem::take(&mut self.pending);
             match s.feed(m, c.as_ref(), &fed) {
@@ -435,7 +458,9 @@ impl Session {
             }
         }
         Ok(match &self.last {
-            Some(LastOutput::Hidden(x)) => screen.argmax(output, x),
+            Some(LastOutput::Hidden(x)) => {
+                ask(screen, crate::cpu::weights::output_matrix(m, c.as_ref()), x)
+            }
             _ => None,
         })
     }
