@@ -40,6 +40,19 @@ pub(crate) fn vec_with_capacity<T>(n: usize) -> Vec<T> {
     v
 }
 
+/// [`vec_with_capacity`], or `None` where the allocator cannot give `n` values (in wasm, a
+/// heap that cannot grow): for optional structures, which are then left out.
+pub(crate) fn try_vec_with_capacity<T>(n: usize) -> Option<Vec<T>> {
+    let mut v: Vec<T> = Vec::new();
+    v.try_reserve_exact(n).ok()?;
+    advise(
+        v.as_ptr().cast(),
+        n.saturating_mul(std::mem::size_of::<T>()),
+        false,
+    );
+    Some(v)
+}
+
 /// Moves the written pages in `len` bytes at `at` into huge pages now, and asks for huge ones
 /// for any faulted in later.
 fn collapse(at: *const u8, len: usize) {

@@ -35,13 +35,6 @@ pub struct OutputScreen {
     max_weight: f32,
 }
 
-/// One task's rows of a screen being made.
-struct Part {
-    codes: Vec<u8>,
-    slack: Vec<f32>,
-    max_weight: f32,
-}
-
 /// What [`OutputScreen::argmax`] decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Screened {
@@ -60,21 +53,29 @@ impl OutputScreen {
             return None;
         }
         let row_bytes = QuantFormat::Q8_0.row_bytes(cols);
-        // Each task quantizes its rows and measures their error against the values the
-        // products read (an f16 matrix widened).
-        let parts: Option<Vec<Part>> = (0..rows)
-            .into_par_iter()
-            .step_by(ROWS_PER_TASK)
-            .map(|r0| {
-                let n = ROWS_PER_TASK.min(rows - r0);
+        // Fallible: a screen is optional, and a heap that cannot hold it (a large model in
+        // wasm) leaves the engine without one rather than aborting.
+        let mut bytes = crate::huge_pages::try_vec_with_capacity(rows.checked_mul(row_bytes)?)?;
+        bytes.resize(rows * row_bytes, 0u8);
+        let mut slack = Vec::new();
+        slack.try_reserve_exact(rows).ok()?;
+        slack.resize(rows, 0f32);
+        // Each task quantizes its rows into their place and measures their error against the
+        // values the products read (an f16 matrix widened).
+        let max_weight = bytes
+            .par_chunks_mut(ROWS_PER_TASK * row_bytes)
+            .zip(slack.par_chunks_mut(ROWS_PER_TASK))
+            .enumerate()
+            .map(|(t, (codes, slack))| {
+                let (r0, n) = (t * ROWS_PER_TASK, slack.len());
                 let mut values = Vec::with_capacity(n * cols);
                 for r in r0..r0 + n {
                     output.read_row(r, &mut values);
                 }
                 let q = QuantMatrix::quantize("output screen", QuantFormat::Q8_0, &values, n, cols)
                     .ok()?;
+                codes.copy_from_slice(&q.bytes);
                 let mut back = vec![0f32; cols];
-                let mut slack = Vec::with_capacity(n);
                 let mut max_weight = 0f32;
                 for (i, w) in values.chunks_exact(cols).enumerate() {
                     q.dequantize_row(i, &mut back);
@@ -87,24 +88,12 @@ impl OutputScreen {
                         err = err.max((a - b).abs());
                         max = max.max(a.abs());
                     }
-                    slack.push(slack_of(err as f64, max as f64, cols));
+                    slack[i] = slack_of(err as f64, max as f64, cols);
                     max_weight = max_weight.max(max);
                 }
-                Some(Part {
-                    codes: q.bytes,
-                    slack,
-                    max_weight,
-                })
+                Some(max_weight)
             })
-            .collect();
-        let mut bytes = crate::huge_pages::vec_with_capacity(rows * row_bytes);
-        let mut slack = Vec::with_capacity(rows);
-        let mut max_weight = 0f32;
-        for part in parts? {
-            bytes.extend_from_slice(&part.codes);
-            slack.extend_from_slice(&part.slack);
-            max_weight = max_weight.max(part.max_weight);
-        }
+            .try_reduce(|| 0f32, |a, b| Some(a.max(b)))?;
         let codes = QuantMatrix::from_bytes(
             "output screen",
             "output",
