@@ -1,4 +1,5 @@
-//! Greedy decoding's output product from a quarter of the bytes, with the same token.
+//! Greedy and top-k decoding's output product from a quarter of the bytes, with the same
+//! tokens.
 //!
 //! The output matrix (`[V, D]`) is the largest a decode step streams: 30% of an f32
 //! mamba2-130m's bytes. Greedy decoding needs only the argmax of its product, not every logit.
@@ -8,9 +9,10 @@
 //! rounding. A row whose upper bound falls below the largest lower bound cannot be the argmax;
 //! the few rows left (the *candidates*) are computed exactly from the stored matrix with the
 //! row dot the full product uses, so the token is the full product's argmax, ties going to the
-//! first index as [`crate::sampling::argmax`] does. When the bound cannot decide cheaply (a
-//! non-finite value, an input that could overflow, too many candidates) the caller computes
-//! every logit instead.
+//! first index as [`crate::sampling::argmax`] does. Top-k sampling keeps the rows whose upper
+//! bound reaches the k-th largest lower bound ([`OutputScreen::top`]). When the bound cannot
+//! decide cheaply (a non-finite value, an input that could overflow, too many candidates) the
+//! caller computes every logit instead.
 
 use rayon::prelude::*;
 
