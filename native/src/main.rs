@@ -729,8 +729,10 @@ fn inspect(model_path: Option<&Path>, transpoints: &str, kernels: Kernels) -> An
                     .map_or("?".into(), |v| v.get_name().to_string()),
                 caps.device_type
             );
-            for s in plan.steps() {
-                out!("  {:<26} {}", s.step, s.kernels);
+            let steps = plan.steps();
+            let w = steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
+            for s in steps {
+                out!("  {:<w$}  {}", s.step, s.kernels);
             }
         }
         Err(e) => out!("GPU kernel plan: none ({e})"),

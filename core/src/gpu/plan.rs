@@ -188,7 +188,9 @@ impl KernelPlan {
         matches!(self, KernelPlan::Gpu { .. })
     }
 
-    /// The kernel of each step of MODEL.md in this plan (`tm-run inspect`, docs).
+    /// The kernel of each step of MODEL.md in this plan: what `tm-run inspect` prints, and
+    /// (through [`KernelPlan::markdown_table`]) ARCHITECTURE.md's table, which a test holds to
+    /// this one source. Every plan lists the same steps in the same order.
     pub fn steps(self) -> Vec<PlanStep> {
         let s = |step, kernels| PlanStep { step, kernels };
         match self {
@@ -206,14 +208,15 @@ impl KernelPlan {
                     "rows_to_texture + matmul_xtex_sg (NORM, gated)",
                 ),
                 s(
-                    "SSD chunk state / scan",
-                    "ssd_chunk_state_xtex_sg, ssd_chunk_scan_xtex_sg",
+                    "SSD chunk state / scan / passing",
+                    "ssd_chunk_state_xtex_sg, ssd_chunk_scan_xtex_sg, ssd_state_passing_sg",
                 ),
-                s("SSD state passing", "ssd_state_passing_sg"),
                 s(
-                    "attention",
-                    "no RoPE: products (matvec / matmul_xtex_sg) or attention_sg; RoPE: attention",
+                    "attention, no RoPE",
+                    "products on the texture cache (matvec / matmul_xtex_sg; attention_sg where \
+                     the cache exceeds a texture)",
                 ),
+                s("attention, RoPE", "attention (fused, online softmax)"),
                 s("SSM decode step", "ssm_step_tex"),
             ],
             KernelPlan::Gpu { subgroups } => vec![
@@ -227,20 +230,24 @@ impl KernelPlan {
                 ),
                 s(
                     "decode norm + conv fusion",
-                    "matvec_split_k NORM, main_conv",
+                    "matvec_split_k NORM (1: weight folded, 2: weight in the X texture), main_conv",
                 ),
                 s(
                     "prefill products",
                     "matmul_tiles (64 x 64 workgroup-memory tiles; NORM for in_proj)",
                 ),
                 s(
-                    "SSD chunk state / scan",
-                    "ssd_chunk_state_tiles, ssd_chunk_scan_tiles (32 x 32 workgroup-memory tiles)",
+                    "SSD chunk state / scan / passing",
+                    "ssd_chunk_state_tiles, ssd_chunk_scan_tiles (32 x 32 workgroup-memory tiles, \
+                     after the portable cb / lmat), ssd_state_passing (portable)",
                 ),
-                s("SSD state passing", "ssd_state_passing (portable)"),
                 s(
-                    "attention",
+                    "attention, no RoPE",
                     "prefill: attention_tiles (flash-style); decode: products (split-K)",
+                ),
+                s(
+                    "attention, RoPE",
+                    "prefill: attention_tiles; decode: attention",
                 ),
                 s(
                     "SSM decode step",
@@ -254,15 +261,39 @@ impl KernelPlan {
                     "matvec / matvec_quant NORM, main_conv",
                 ),
                 s("prefill products", "matmul (4 x 4 a lane)"),
-                s("SSD chunk state / scan", "ssd_chunk_state, ssd_chunk_scan"),
-                s("SSD state passing", "ssd_state_passing"),
                 s(
-                    "attention",
-                    "no RoPE: products (matvec / matmul); RoPE: attention",
+                    "SSD chunk state / scan / passing",
+                    "ssd_chunk_state, ssd_chunk_scan, ssd_state_passing",
                 ),
+                s("attention, no RoPE", "products (matvec / matmul)"),
+                s("attention, RoPE", "attention"),
                 s("SSM decode step", "ssm_step_tex"),
             ],
         }
+    }
+
+    /// The plans' [`KernelPlan::steps`] side by side as a Markdown table (ARCHITECTURE.md);
+    /// `gpu` in its subgroup form (without subgroups only its decode reduction differs).
+    pub fn markdown_table() -> String {
+        let plans = [
+            (KernelPlan::CpuAdapter, "`cpu-adapter` (lavapipe)"),
+            (KernelPlan::Gpu { subgroups: true }, "`gpu` (real GPUs)"),
+            (KernelPlan::Portable, "`portable` (the floor)"),
+        ];
+        let mut t = String::from("| step |");
+        for (_, head) in &plans {
+            t += &format!(" {head} |");
+        }
+        t += "\n|---|---|---|---|\n";
+        let columns: Vec<Vec<PlanStep>> = plans.iter().map(|(p, _)| p.steps()).collect();
+        for (i, step) in columns[0].iter().enumerate() {
+            t += &format!("| {} |", step.step);
+            for c in &columns {
+                t += &format!(" {} |", c[i].kernels);
+            }
+            t += "\n";
+        }
+        t
     }
 }
 
@@ -283,6 +314,28 @@ mod tests {
             max_workgroup_invocations: 256,
             max_workgroup_storage: 16384,
         }
+    }
+
+    /// Every plan names the same steps in the same order, and ARCHITECTURE.md's table is the
+    /// one these give (regenerate it from the message when a kernel changes).
+    #[test]
+    fn the_plan_table_is_written_once() {
+        let steps = |p: KernelPlan| p.steps().iter().map(|s| s.step).collect::<Vec<_>>();
+        let all = [
+            KernelPlan::CpuAdapter,
+            KernelPlan::Gpu { subgroups: true },
+            KernelPlan::Gpu { subgroups: false },
+            KernelPlan::Portable,
+        ];
+        for p in all {
+            assert_eq!(steps(p), steps(KernelPlan::Portable), "{}", p.name());
+        }
+        let doc = include_str!("../../../ARCHITECTURE.md");
+        let table = KernelPlan::markdown_table();
+        assert!(
+            doc.contains(&table),
+            "ARCHITECTURE.md's kernel plan table differs from KernelPlan::steps; it should read:\n{table}"
+        );
     }
 
     #[test]
