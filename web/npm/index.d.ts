@@ -134,6 +134,10 @@ export interface ModelInfo {
   limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; bindingSizeUsed: number } | null;
   /** The CPU engine's threads (option `threads`); absent on the GPU engine. */
   threads?: number;
+  /** Bytes of the CPU engine's output screen (a q8_0 copy of an f32/f16 output matrix through
+   * which greedy and top-k decoding compute only the rows that can be chosen; same tokens), 0
+   * without one; absent on the GPU engine. */
+  outputScreenBytes?: number;
   /** Why the CPU engine runs fewer threads than asked (no cross-origin isolation, workers that
    * failed to start), or null; absent on the GPU engine. */
   threadsNote?: string | null;

@@ -425,6 +425,8 @@ impl Engine {
                 "weights": inner.engine.weights().name(),
                 "limits": null,
                 "threads": rayon::current_num_threads(),
+                // Bytes of the output screen greedy and top-k decoding read (0: none).
+                "outputScreenBytes": inner.engine.screen_bytes(),
             }),
         };
         info["engine"] = engine;

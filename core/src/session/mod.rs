@@ -164,10 +164,15 @@ impl Engine {
     /// The engine, its device and why it was chosen, for status lines and JSON.
     pub fn name(&self) -> String {
         match &self.0.imp {
-            Imp::Cpu(..) => format!(
-                "cpu ({} threads, {} weights; {})",
+            Imp::Cpu(_, _, screen) => format!(
+                "cpu ({} threads, {} weights{}; {})",
                 rayon::current_num_threads(),
                 self.weights().name(),
+                match screen {
+                    Some(s) =>
+                        format!(", output screen {}", crate::memory::format_bytes(s.bytes())),
+                    None => String::new(),
+                },
                 self.0.choice.reason
             ),
             Imp::Gpu(g) => format!(
