@@ -1,11 +1,13 @@
-//! Every GPU op against a naive f64 CPU computation. Needs a WebGPU adapter (lavapipe works):
-//! without one these tests fail, they never skip.
+//! Every GPU op against a naive f64 CPU computation, on every kernel plan (the contexts the
+//! end-to-end tests share, `transmamba_tests::plan_contexts`). Needs a WebGPU adapter
+//! (lavapipe works): without one these tests fail, they never skip.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use transmamba::gpu::*;
+use transmamba_tests::plan_contexts;
 
 fn new_ctx(opts: GpuOptions) -> GpuContext {
     GpuContext::new_blocking(opts).unwrap_or_else(|e| {
@@ -13,9 +15,36 @@ fn new_ctx(opts: GpuOptions) -> GpuContext {
     })
 }
 
+/// Context `i` of the shared [`plan_contexts`] (which checks each runs its plan): 0 the
+/// adapter's default (cpu-adapter on lavapipe), 1 gpu, 2 gpu without subgroups, 3 portable.
+fn plan_ctx(i: usize) -> &'static GpuContext {
+    static CTXS: OnceLock<Vec<Arc<GpuContext>>> = OnceLock::new();
+    CTXS.get_or_init(|| plan_contexts().into_iter().map(|(_, c)| c).collect())[i].as_ref()
+}
+
 fn ctx() -> &'static GpuContext {
-    static CTX: OnceLock<GpuContext> = OnceLock::new();
-    CTX.get_or_init(|| new_ctx(GpuOptions::default()))
+    plan_ctx(0)
+}
+
+/// The `gpu` plan forced on the adapter: on lavapipe its subgroup reductions run with
+/// subgroups of 8.
+fn gpu_ctx() -> &'static GpuContext {
+    plan_ctx(1)
+}
+
+/// The `gpu` plan on a device created without subgroups: its workgroup-memory reductions.
+fn gpu_wg_ctx() -> &'static GpuContext {
+    plan_ctx(2)
+}
+
+/// The portable plan: no subgroups, no shader-f16.
+fn portable_ctx() -> &'static GpuContext {
+    plan_ctx(3)
+}
+
+/// One context per kernel plan (the adapter's default, gpu, gpu without subgroups, portable).
+fn plan_ctxs() -> [&'static GpuContext; 4] {
+    [ctx(), gpu_ctx(), gpu_wg_ctx(), portable_ctx()]
 }
 
 /// A context that pretends storage bindings are at most 4 KiB.
@@ -27,56 +56,6 @@ fn small_ctx() -> &'static GpuContext {
             ..Default::default()
         })
     })
-}
-
-/// The `gpu` plan forced on lavapipe: its subgroup reductions run with subgroups of 8.
-fn gpu_ctx() -> &'static GpuContext {
-    static CTX: OnceLock<GpuContext> = OnceLock::new();
-    CTX.get_or_init(|| {
-        let c = new_ctx(GpuOptions {
-            kernels: KernelChoice::Gpu,
-            ..Default::default()
-        });
-        assert!(c.plan().gpu_products());
-        if c.caps().lavapipe_like() {
-            assert_eq!(c.plan(), KernelPlan::Gpu { subgroups: true });
-        }
-        c
-    })
-}
-
-/// The `gpu` plan on a device created without subgroups: its workgroup-memory reductions.
-fn gpu_wg_ctx() -> &'static GpuContext {
-    static CTX: OnceLock<GpuContext> = OnceLock::new();
-    CTX.get_or_init(|| {
-        let c = new_ctx(GpuOptions {
-            kernels: KernelChoice::Gpu,
-            without_subgroups: true,
-            ..Default::default()
-        });
-        assert_eq!(c.plan(), KernelPlan::Gpu { subgroups: false });
-        c
-    })
-}
-
-/// The portable plan: no subgroups, no shader-f16.
-fn portable_ctx() -> &'static GpuContext {
-    static CTX: OnceLock<GpuContext> = OnceLock::new();
-    CTX.get_or_init(|| {
-        new_ctx(GpuOptions {
-            kernels: KernelChoice::Portable,
-            ..Default::default()
-        })
-    })
-}
-
-/// One context per kernel plan: the adapter's default (cpu-adapter on lavapipe, checked
-/// there), gpu, gpu without subgroups, portable.
-fn plan_ctxs() -> [&'static GpuContext; 4] {
-    if ctx().caps().lavapipe_like() {
-        assert_eq!(ctx().plan(), KernelPlan::CpuAdapter, "lavapipe's default");
-    }
-    [ctx(), gpu_ctx(), gpu_wg_ctx(), portable_ctx()]
 }
 
 fn rng(seed: u64) -> StdRng {
@@ -2143,7 +2122,7 @@ fn profiler_reports_named_kernels() {
     }
 }
 
-/// `cargo test -p transmamba --test gpu_kernels bench -- --ignored --nocapture`
+/// `cargo test -p transmamba-tests --test gpu_kernels bench -- --ignored --nocapture`
 /// (variants are interleaved so a busy machine affects them alike).
 #[test]
 #[ignore]
@@ -2270,7 +2249,7 @@ fn bench_matmul_and_scan() {
 // ------------------------------------------------------------------------------------------
 // Kernel-design micro-benchmarks: raw WGSL variants run through wgpu directly, interleaved in
 // one process so a busy machine affects them alike.
-// `cargo test -p transmamba --test gpu_kernels design -- --ignored --nocapture`
+// `cargo test -p transmamba-tests --test gpu_kernels design -- --ignored --nocapture`
 
 mod design {
     use super::*;
@@ -2769,7 +2748,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
 }
 
 /// Old (transposed layout, vec4 over outputs, scalar X) vs the library kernels, same run.
-/// `cargo test -p transmamba --test gpu_kernels design_old_vs_new -- --ignored --nocapture`
+/// `cargo test -p transmamba-tests --test gpu_kernels design_old_vs_new -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn design_old_vs_new() {
@@ -2887,7 +2866,7 @@ fn design_old_vs_new() {
 }
 
 /// Per-kernel times of the chunked scan (timestamp profiler) beside the sequential scan.
-/// `cargo test -p transmamba --test gpu_kernels design_ssd_profile -- --ignored --nocapture`
+/// `cargo test -p transmamba-tests --test gpu_kernels design_ssd_profile -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn design_ssd_profile() {
