@@ -27,9 +27,9 @@ pub mod groups8 {
     /// Rows a group.
     pub const ROWS: usize = 8;
     /// One q4_0 block: an f16 scale and 16 code bytes.
-    pub const Q4_0_BLOCK_BYTES: usize = 18;
+    pub const Q4_0_BLOCK_BYTES: usize = super::QuantFormat::Q4_0.block_bytes();
     /// Code bytes of a q4_0 block.
-    pub const CODE_BYTES: usize = 16;
+    pub const CODE_BYTES: usize = super::BLOCK / 2;
     /// A group's block: every row's block (144 bytes).
     pub const BLOCK_BYTES: usize = ROWS * Q4_0_BLOCK_BYTES;
 
@@ -69,7 +69,7 @@ impl QuantFormat {
     }
 
     /// Bytes per block of 32 weights.
-    pub fn block_bytes(self) -> usize {
+    pub const fn block_bytes(self) -> usize {
         match self {
             QuantFormat::Q8_0 => 2 + BLOCK,
             QuantFormat::Q4_0 => 2 + BLOCK / 2,

@@ -73,7 +73,7 @@ impl Sampler {
     }
 
     fn sample_finite(&mut self, logits: &[f32], position: usize) -> u32 {
-        if self.opts.temperature == 0.0 {
+        if self.is_greedy() {
             return argmax(logits);
         }
         let rows: Vec<(u32, f32)> = (0..logits.len() as u32)

@@ -123,8 +123,9 @@ impl OutputScreen {
     pub fn argmax(&self, output: Matrix<'_>, x: &[f32]) -> Option<Screened> {
         let rows = self.top(output, x, 1)?;
         // First index on ties, as the full product's argmax (`rows` ascend by index).
-        let mut best = rows[0];
-        for &(r, y) in &rows[1..] {
+        let (&first, rest) = rows.split_first()?;
+        let mut best = first;
+        for &(r, y) in rest {
             if y > best.1 {
                 best = (r, y);
             }
@@ -173,23 +174,21 @@ impl OutputScreen {
             if kept.len() == most {
                 return None;
             }
-            let y = exact_logit(output, x, r);
-            if !y.is_finite() {
-                return None;
-            }
+            let y = exact_logit(output, x, r).filter(|y| y.is_finite())?;
             kept.push((r as u32, y));
         }
         Some(kept)
     }
 }
 
-/// Row r's logit as the full product computes it (`ops::matmul`'s decode row dot).
-fn exact_logit(output: Matrix<'_>, x: &[f32], r: usize) -> f32 {
+/// Row r's logit as the full product computes it (`ops::matmul`'s decode row dot); `None` for
+/// a quantized matrix, which has no screen (a caller passing one gets the full product).
+fn exact_logit(output: Matrix<'_>, x: &[f32], r: usize) -> Option<f32> {
     let k = x.len();
     match output {
-        Matrix::F32(t) => dot(x, &t.data[r * k..(r + 1) * k]),
-        Matrix::F16 { data, .. } => dot_f16(x, &data[r * k..(r + 1) * k]),
-        Matrix::Quant(_) => unreachable!("a screen is made only for f32 and f16 matrices"),
+        Matrix::F32(t) => Some(dot(x, &t.data[r * k..(r + 1) * k])),
+        Matrix::F16 { data, .. } => Some(dot_f16(x, &data[r * k..(r + 1) * k])),
+        Matrix::Quant(_) => None,
     }
 }
 

@@ -382,14 +382,30 @@ impl Session {
     /// Feeds the pending tokens, if any.
     pub async fn flush(&mut self) -> Result<()> {
         self.check_usable()?;
-        if !self.pending.is_empty() {
-            let fed = std::mem::take(&mut self.pending);
-            match self.run(&fed, Logits::Last).await {
-                Ok(logits) => self.last = Some(LastOutput::Logits(logits)),
-                Err(e) => {
-                    self.pending = fed;
-                    return Err(e);
-                }
+        self.feed_pending(false).await
+    }
+
+    /// Feeds the pending tokens, if any, leaving the last one's logits, or with `hidden` on the
+    /// CPU engine its final-normed row (no output product). A failure leaves them pending.
+    async fn feed_pending(&mut self, hidden: bool) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let fed = std::mem::take(&mut self.pending);
+        let cpu_hidden = match (&mut self.state, &self.engine.0.imp) {
+            (EngineState::Cpu(s), Imp::Cpu(m, c, _)) if hidden => Some(s.feed(m, c.as_ref(), &fed)),
+            _ => None,
+        };
+        let last = match cpu_hidden {
+            Some(r) => r.map(LastOutput::Hidden),
+            None => self.run(&fed, Logits::Last).await.map(LastOutput::Logits),
+        };
+        match last {
+            Ok(last) => self.last = Some(last),
+            Err(e) => {
+                // Rolled back (or poisoned): the tokens are still to be fed.
+                self.pending = fed;
+                return Err(e);
             }
         }
         Ok(())
@@ -422,6 +438,7 @@ impl Session {
     /// the full product, such as non-finite values).
     pub async fn screened_greedy(&mut self) -> Result<Option<Screened>> {
         self.through_screen(|screen, output, x| screen.argmax(output, x))
+            .await
     }
 
     /// The rows holding the `k` largest next logits, each with its exact logit, ascending by
@@ -430,6 +447,7 @@ impl Session {
     /// ([`crate::sampling::Sampler::sample_top`]). `None` as for [`Self::screened_greedy`].
     pub async fn screened_top(&mut self, k: usize) -> Result<Option<Vec<(u32, f32)>>> {
         self.through_screen(|screen, output, x| screen.top(output, x, k))
+            .await
     }
 
     /// Blocking [`Self::screened_top`] (native).
@@ -441,27 +459,16 @@ impl Session {
     /// Feeds the pending tokens without the output product and asks the output screen `ask`
     /// about the last hidden row; `None` without a screen or a hidden row (logits already
     /// computed), or where the screen cannot decide.
-    fn through_screen<R>(
+    async fn through_screen<R>(
         &mut self,
         ask: impl FnOnce(&OutputScreen, crate::cpu::weights::Matrix<'_>, &[f32]) -> Option<R>,
     ) -> Result<Option<R>> {
         self.check_usable()?;
         let engine = self.engine.clone();
-        let (Imp::Cpu(m, c, Some(screen)), EngineState::Cpu(s)) = (&engine.0.imp, &mut self.state)
-        else {
+        let Imp::Cpu(m, c, Some(screen)) = &engine.0.imp else {
             return Ok(None);
         };
-        if !self.pending.is_empty() {
-            let fed = std::mem::take(&mut self.pending);
-            match s.feed(m, c.as_ref(), &fed) {
-                Ok(x) => self.last = Some(LastOutput::Hidden(x)),
-                Err(e) => {
-                    // The CPU engine checks before it changes anything: still to be fed.
-                    self.pending = fed;
-                    return Err(e);
-                }
-            }
-        }
+        self.feed_pending(true).await?;
         Ok(match &self.last {
             Some(LastOutput::Hidden(x)) => {
                 ask(screen, crate::cpu::weights::output_matrix(m, c.as_ref()), x)
