@@ -26,7 +26,8 @@ fn linear(x: &[f64], w: &[f32], n_out: usize, bias: Option<&[f32]>) -> Vec<f64> 
         .collect()
 }
 
-fn rope(v: &[f64], pos: usize, theta: f64) -> Vec<f64> {
+/// Rotary embedding, rotate-half convention, at absolute `pos` (f64).
+pub fn rope(v: &[f64], pos: usize, theta: f64) -> Vec<f64> {
     let n = v.len();
     let half = n / 2;
     let mut out = v.to_vec();

@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use transmamba::gpu::*;
 use transmamba_tests::plan_contexts;
+use transmamba_tests::reference64::rope;
 
 fn new_ctx(opts: GpuOptions) -> GpuContext {
     GpuContext::new_blocking(opts).unwrap_or_else(|e| {
@@ -971,18 +972,6 @@ fn gated_rms_norm_matches() {
     }
 }
 
-fn rope_rot(v: &[f64], pos: usize, theta: f64) -> Vec<f64> {
-    let n = v.len();
-    let half = n / 2;
-    let mut o = v.to_vec();
-    for i in 0..half {
-        let a = pos as f64 * theta.powf(-2.0 * i as f64 / n as f64);
-        o[i] = v[i] * a.cos() - v[i + half] * a.sin();
-        o[i + half] = v[i + half] * a.cos() + v[i] * a.sin();
-    }
-    o
-}
-
 #[test]
 fn attention_matches_naive_softmax() {
     let mut r = rng(9);
@@ -1066,7 +1055,7 @@ fn attention_matches_naive_softmax() {
                                 .map(|&v| v as f64)
                                 .collect();
                             if let Some(th) = theta {
-                                qv = rope_rot(&qv, pos, th as f64);
+                                qv = rope(&qv, pos, th as f64);
                             }
                             let scores: Vec<f64> = (0..=pos)
                                 .map(|s| {
@@ -1075,7 +1064,7 @@ fn attention_matches_naive_softmax() {
                                         .map(|&v| v as f64)
                                         .collect();
                                     if let Some(th) = theta {
-                                        kv = rope_rot(&kv, s, th as f64);
+                                        kv = rope(&kv, s, th as f64);
                                     }
                                     scale as f64
                                         * qv.iter().zip(&kv).map(|(a, b)| a * b).sum::<f64>()
@@ -1335,37 +1324,40 @@ fn scan_matches(
     assert_close(&format!("{what}: state"), &read(c, &state), want.1, 1e-4);
 }
 
+/// SSM shapes the chunked scan and the memory converter are tested at: one group and two, P
+/// and N not multiples of 4, then multiples of 4 (x|B|C, or x and B, packed into a texture: the
+/// `_xtex_sg` kernels on lavapipe), one partial tile and two.
+const SCAN_DIMS: [SsmDims; 4] = [
+    SsmDims {
+        heads: 3,
+        head_dim: 5,
+        state: 7,
+        groups: 1,
+    },
+    SsmDims {
+        heads: 4,
+        head_dim: 4,
+        state: 6,
+        groups: 2,
+    },
+    SsmDims {
+        heads: 4,
+        head_dim: 8,
+        state: 8,
+        groups: 2,
+    },
+    SsmDims {
+        heads: 2,
+        head_dim: 36,
+        state: 36,
+        groups: 1,
+    },
+];
+
 #[test]
 fn chunked_scan_equals_recurrence_for_every_chunk_size() {
     let mut r = rng(10);
-    let dims = [
-        SsmDims {
-            heads: 3,
-            head_dim: 5,
-            state: 7,
-            groups: 1,
-        },
-        SsmDims {
-            heads: 4,
-            head_dim: 4,
-            state: 6,
-            groups: 2,
-        },
-        // P and N multiples of 4: x|B|C packed into a texture (the _xtex_sg kernels on
-        // lavapipe), one partial tile and two.
-        SsmDims {
-            heads: 4,
-            head_dim: 8,
-            state: 8,
-            groups: 2,
-        },
-        SsmDims {
-            heads: 2,
-            head_dim: 36,
-            state: 36,
-            groups: 1,
-        },
-    ];
+    let dims = SCAN_DIMS;
     for d in dims {
         let case = ScanCase::new(&mut r, d, 23);
         let (want_y, want_s) = case.reference(&case.s0);
@@ -1808,33 +1800,7 @@ fn ssm_step_applies_the_gate() {
 #[test]
 fn memory_converter_matches_closed_formula() {
     let mut r = rng(13);
-    let dims = [
-        SsmDims {
-            heads: 3,
-            head_dim: 5,
-            state: 7,
-            groups: 1,
-        },
-        SsmDims {
-            heads: 4,
-            head_dim: 4,
-            state: 6,
-            groups: 2,
-        },
-        // P, N multiples of 4: x and B packed into a texture (chunk_state_xtex_sg).
-        SsmDims {
-            heads: 4,
-            head_dim: 8,
-            state: 8,
-            groups: 2,
-        },
-        SsmDims {
-            heads: 2,
-            head_dim: 36,
-            state: 36,
-            groups: 1,
-        },
-    ];
+    let dims = SCAN_DIMS;
     for d in dims {
         let (h, p, n, g) = (
             d.heads as usize,
