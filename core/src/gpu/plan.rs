@@ -3,6 +3,7 @@
 //! nothing else in the GPU layer looks at the adapter to pick a kernel.
 
 use super::error::{GpuError, GpuResult};
+use super::weights::QuantRows;
 
 /// What a user asks for (`--kernels`, the JS `kernels` option).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -186,6 +187,18 @@ impl KernelPlan {
     /// Whether the `gpu` plan's product kernels run.
     pub fn gpu_products(self) -> bool {
         matches!(self, KernelPlan::Gpu { .. })
+    }
+
+    /// How quantized matrices lie in their textures: as the plan's decode product reads them
+    /// best. matvec_split_k's lanes read along one row (plain rows: consecutive lanes,
+    /// consecutive texels); matvec_quant's 8 lanes own 8 consecutive rows, so their texels
+    /// are interleaved to lie side by side (128 contiguous bytes a fetch, one stream per 8 rows).
+    pub fn quant_rows(self) -> QuantRows {
+        if self.gpu_products() {
+            QuantRows::Plain
+        } else {
+            QuantRows::Interleaved8
+        }
     }
 
     /// The kernel of each step of MODEL.md in this plan: what `tm-run inspect` prints, and

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use super::weights::QuantRows;
 use crate::weight_format::WeightFormat;
 
 /// One shader file.
@@ -110,8 +111,8 @@ const W4_F16: &str = "    let h = textureLoad(w, vec2<i32>(k4 >> 1u, r));
 /// then 8 texels of codes, 4 i8 per u32 in weight order.
 const W4_Q8_0: &str = "    let sb = (k4 >> 5) * 9;
     let j = k4 & 31;
-    let d = bitcast<f32>(textureLoad(w, vec2<i32>(sb, r))[j >> 3]);
-    let q = i32(textureLoad(w, vec2<i32>(sb + 1 + (j >> 2), r))[j & 3]);
+    let d = bitcast<f32>(textureLoad(w, quant_texel(sb, r))[j >> 3]);
+    let q = i32(textureLoad(w, quant_texel(sb + 1 + (j >> 2), r))[j & 3]);
     return vec4<f32>(vec4<i32>(extractBits(q, 0u, 8u), extractBits(q, 8u, 8u),
                                extractBits(q, 16u, 8u), extractBits(q, 24u, 8u))) * d;";
 
@@ -119,10 +120,23 @@ const W4_Q8_0: &str = "    let sb = (k4 >> 5) * 9;
 /// then one texel per block, 8 codes per u32 (nibble n of word m: weight 8m + n), offset 8.
 const W4_Q4_0: &str = "    let sb = (k4 >> 5) * 5;
     let j = k4 & 31;
-    let d = bitcast<f32>(textureLoad(w, vec2<i32>(sb, r))[j >> 3]);
-    let q = textureLoad(w, vec2<i32>(sb + 1 + (j >> 3), r))[(j >> 1) & 3] >> (u32(j & 1) * 16u);
+    let d = bitcast<f32>(textureLoad(w, quant_texel(sb, r))[j >> 3]);
+    let q = textureLoad(w, quant_texel(sb + 1 + (j >> 3), r))[(j >> 1) & 3] >> (u32(j & 1) * 16u);
     let c = vec4<u32>(q & 15u, (q >> 4u) & 15u, (q >> 8u) & 15u, (q >> 12u) & 15u);
     return (vec4<f32>(c) - 8.0) * d;";
+
+/// `quant_texel(c, r)`: where texel c of row r of a quantized matrix lies ([`QuantRows`]),
+/// appended to the quantized `w4` variants.
+fn quant_texel(rows: QuantRows) -> &'static str {
+    match rows {
+        QuantRows::Plain => {
+            "\nfn quant_texel(c: i32, r: i32) -> vec2<i32> {\n    return vec2<i32>(c, r);\n}\n"
+        }
+        QuantRows::Interleaved8 => {
+            "\nfn quant_texel(c: i32, r: i32) -> vec2<i32> {\n    return vec2<i32>(8 * c + (r & 7), r >> 3);\n}\n"
+        }
+    }
+}
 
 /// The shader variants kernels name as `file#DEF...` (see [`preprocess`]); the naga test
 /// validates each, as every plain file.
@@ -188,9 +202,14 @@ pub fn for_target(src: Cow<'static, str>) -> Cow<'static, str> {
 }
 
 /// Shader `name` (a file, or `file#DEF#DEF` for a [`preprocess`]ed variant) as compiled for
-/// weight textures in `weights` (see [`WeightFormat`]); kernels with their own loop for one
-/// format (matvec_f16) declare it so already and are unchanged.
-pub fn shader_variant(name: &str, weights: WeightFormat) -> Option<Cow<'static, str>> {
+/// weight textures in `weights` (see [`WeightFormat`]), quantized rows laid as `rows`; kernels
+/// with their own loop for one format (matvec_f16, matvec_quant) declare it so already and are
+/// unchanged.
+pub fn shader_variant(
+    name: &str,
+    weights: WeightFormat,
+    rows: QuantRows,
+) -> Option<Cow<'static, str>> {
     let mut parts = name.split('#');
     let src = shader_source(parts.next()?)?;
     let defs: Vec<&str> = parts.collect();
@@ -208,10 +227,13 @@ pub fn shader_variant(name: &str, weights: WeightFormat) -> Option<Cow<'static, 
     if !src.contains(WEIGHT_DECLARATION.0) {
         return Some(src);
     }
-    Some(Cow::Owned(
-        src.replace(WEIGHT_DECLARATION.0, WEIGHT_DECLARATION.1)
-            .replace(WEIGHT_F32_LOAD, body),
-    ))
+    let mut out = src
+        .replace(WEIGHT_DECLARATION.0, WEIGHT_DECLARATION.1)
+        .replace(WEIGHT_F32_LOAD, body);
+    if weights.quant().is_some() {
+        out.push_str(quant_texel(rows));
+    }
+    Some(Cow::Owned(out))
 }
 
 #[cfg(test)]
@@ -227,7 +249,14 @@ mod tests {
             .map(|s| s.name)
             .chain(DEFINED_VARIANTS.iter().copied());
         let variants = names.flat_map(|name| {
-            WeightFormat::ALL.map(|f| (name, f, shader_variant(name, f).unwrap_or_default()))
+            [QuantRows::Plain, QuantRows::Interleaved8]
+                .into_iter()
+                .flat_map(move |rows| {
+                    WeightFormat::ALL.map(|f| {
+                        let src = shader_variant(name, f, rows).unwrap_or_default();
+                        (name, (f, rows), src)
+                    })
+                })
         });
         for (name, f16, source) in variants {
             let module = match naga::front::wgsl::parse_str(&source) {
@@ -283,8 +312,13 @@ mod tests {
         let inc = preprocess("#include decode_product\n", &[]).unwrap();
         assert!(inc.contains("fn conv_step(") && !inc.lines().any(|l| l.starts_with('#')));
         // A file with blocks compiles without its defines too, and a variant differs from it.
-        let plain = shader_variant("matvec_split_k", WeightFormat::F32).unwrap();
-        let sg = shader_variant("matvec_split_k#SUBGROUPS", WeightFormat::F32).unwrap();
+        let plain = shader_variant("matvec_split_k", WeightFormat::F32, QuantRows::Plain).unwrap();
+        let sg = shader_variant(
+            "matvec_split_k#SUBGROUPS",
+            WeightFormat::F32,
+            QuantRows::Plain,
+        )
+        .unwrap();
         assert!(!plain.contains("subgroupAdd(") && sg.contains("subgroupAdd("));
         assert!(!plain.contains("#if") && !sg.contains("#if") && plain.contains("fn store("));
     }

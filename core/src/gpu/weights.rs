@@ -64,6 +64,37 @@ pub fn superblock_texels(q: QuantFormat) -> usize {
     }
 }
 
+/// Where a quantized matrix's texels lie (f32 and f16 matrices are always plain rows), chosen by
+/// the kernel plan ([`super::KernelPlan::quant_rows`]). Every kernel reads them through
+/// `shaders::quant_texel` (or, matvec_quant, knows the interleaved layout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantRows {
+    /// Texel t of row r at (t, r).
+    Plain,
+    /// Rows in groups of 8, each group one texture row: texel t of row r at (8t + r % 8, r / 8).
+    /// A row block's texture is padded with zero rows to whole groups of 64 rows
+    /// (matvec_quant's workgroup), so its loads need no clamp.
+    Interleaved8,
+}
+
+impl QuantRows {
+    /// Rows per texture row.
+    pub const fn group(self) -> usize {
+        match self {
+            QuantRows::Plain => 1,
+            QuantRows::Interleaved8 => 8,
+        }
+    }
+
+    /// A row block's rows are padded to a multiple of this.
+    const fn pad(self) -> usize {
+        match self {
+            QuantRows::Plain => 1,
+            QuantRows::Interleaved8 => 64,
+        }
+    }
+}
+
 /// A [rows, cols] f32 matrix (PyTorch [out, in] layout) stored as row blocks, each at most
 /// `ctx.max_binding_size()` bytes and `max_texture_dimension_2d` rows (see [`MatBlock`] for the
 /// layout). Ops that read it dispatch once per block.
@@ -194,22 +225,38 @@ impl GpuMatrix {
     /// texel per block, 8 4-bit codes per u32 (nibble n of word m = weight 8m + n, offset 8).
     /// A row's last superblock is padded with zero blocks (zero scale). `ldk` = K (a multiple
     /// of 32): the kernels read W up to K only. Scales as f32 so a kernel reads them without
-    /// unpacking; 16 bytes per 128 weights.
+    /// unpacking; 16 bytes per 128 weights. Rows lie as the context's plan wants them
+    /// ([`QuantRows`]).
     pub fn from_quant(ctx: &GpuContext, label: &str, q: &QuantMatrix) -> GpuResult<Self> {
         let (rows, cols) = (q.rows, q.cols);
         let sbt = superblock_texels(q.format);
         let supers = cols.div_ceil(4 * BLOCK);
         let width = supers * sbt;
+        let layout = ctx.plan().quant_rows();
+        let (group, pad) = (layout.group(), layout.pad());
+        let maxd = ctx.limits.max_texture_dimension_2d as usize;
+        if width * group > maxd {
+            return Err(GpuError::TooLarge {
+                what: format!("{label}: a quantized texture row of {group} x {width} texels"),
+                bytes: (width * group) as u64,
+                limit: maxd as u64,
+            });
+        }
+        // Each row block has its own texture, padded as `layout` needs: at most pad - 1 more
+        // rows, and (rows_per_block keeping to the texture dimension) no more texture rows.
         let per = Self::rows_per_block(ctx, label, width as u64 * 16)?;
         let format = WeightFormat::from(q.format);
         let mut blocks = Vec::new();
         let mut r0 = 0;
         while r0 < rows {
             let n = per.min(rows - r0);
-            let mut words = vec![0u32; n * width * 4];
+            let tex_rows = n.div_ceil(pad) * pad / group;
+            let mut words = vec![0u32; tex_rows * group * width * 4];
+            let mut line = vec![0u32; width * 4];
             for r in 0..n {
                 let row = q.row(r0 + r);
-                let out = &mut words[r * width * 4..(r + 1) * width * 4];
+                line.fill(0);
+                let out = &mut line[..];
                 for (b, blk) in row.chunks_exact(q.format.block_bytes()).enumerate() {
                     let sb = &mut out[(b / 4) * sbt * 4..(b / 4 + 1) * sbt * 4];
                     sb[b % 4] = crate::quant::scale(blk).to_bits();
@@ -238,8 +285,18 @@ impl GpuMatrix {
                         }
                     }
                 }
+                for (t, texel) in line.chunks_exact(4).enumerate() {
+                    let at = ((r / group) * width * group + t * group + r % group) * 4;
+                    words[at..at + 4].copy_from_slice(texel);
+                }
             }
-            let buffer = ctx.upload_texture_words(label, &words, width as u32, n as u32, format)?;
+            let buffer = ctx.upload_texture_words(
+                label,
+                &words,
+                (width * group) as u32,
+                tex_rows as u32,
+                format,
+            )?;
             blocks.push(MatBlock {
                 row_start: r0,
                 rows: n,

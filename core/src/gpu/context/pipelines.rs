@@ -119,7 +119,7 @@ impl GpuContext {
         }
         if let std::collections::hash_map::Entry::Vacant(e) = st.modules.entry((k.shader, weights))
         {
-            let src = shader_variant(k.shader, weights)
+            let src = shader_variant(k.shader, weights, self.plan().quant_rows())
                 .ok_or_else(|| GpuError::Unsupported(format!("no shader named {}", k.shader)))?;
             let src = for_target(src);
             let desc = wgpu::ShaderModuleDescriptor {

@@ -2,7 +2,7 @@ use crate::gpu::context::{GpuBuffer, GpuContext, Kernel, UNIFORM_STAGING_BYTES};
 use crate::gpu::error::ensure;
 use crate::gpu::plan::KernelPlan;
 use crate::gpu::recorder::Recorder;
-use crate::gpu::weights::{GpuMatrix, MatBlock, WeightFormat};
+use crate::gpu::weights::{GpuMatrix, MatBlock, QuantRows, WeightFormat};
 use crate::gpu::{GpuError, GpuResult};
 use bytemuck::{Pod, Zeroable};
 
@@ -813,12 +813,14 @@ fn matvec(
 ) -> GpuResult<()> {
     let mut tex = None;
     let mut ubo = None;
+    // matvec_quant reads the interleaved rows only (the plans that run it lay them so).
+    let quant_own = !generic && rec.ctx().plan().quant_rows() == QuantRows::Interleaved8;
     for b in &w.blocks {
         let product = ProductParams::new(rows, w.cols, b, x, y, flags);
         let decode = DecodeParams::plain(product);
         let params = words(&decode);
         let own = match b.format() {
-            _ if generic => None,
+            _ if !quant_own => None,
             WeightFormat::Q8_0 => Some(&MATVEC_Q8_0),
             WeightFormat::Q4_0 => Some(&MATVEC_Q4_0),
             _ => None,

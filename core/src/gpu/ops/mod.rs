@@ -205,8 +205,12 @@ pub(crate) fn need_len(op: &'static str, name: &str, buf: &GpuBuffer, len: u64) 
 /// Byte size and member names of shader `name`'s `Params` struct, as naga reads it.
 #[cfg(test)]
 pub(crate) fn wgsl_params(name: &str) -> (usize, Vec<String>) {
-    let src = crate::gpu::shaders::shader_variant(name, crate::gpu::WeightFormat::F32)
-        .expect("registered shader");
+    let src = crate::gpu::shaders::shader_variant(
+        name,
+        crate::gpu::WeightFormat::F32,
+        crate::gpu::weights::QuantRows::Plain,
+    )
+    .expect("registered shader");
     let module = naga::front::wgsl::parse_str(&src).expect("parses");
     let (_, ty) = module
         .types
@@ -309,8 +313,11 @@ mod tests {
             .iter()
             .filter(|s| !c.contains(&s.name))
             .filter(|s| {
-                let src =
-                    crate::gpu::shaders::shader_variant(s.name, crate::gpu::WeightFormat::F32);
+                let src = crate::gpu::shaders::shader_variant(
+                    s.name,
+                    crate::gpu::WeightFormat::F32,
+                    crate::gpu::weights::QuantRows::Plain,
+                );
                 src.is_some_and(|src| src.contains("struct Params"))
             })
             .map(|s| s.name)
