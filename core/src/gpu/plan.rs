@@ -243,7 +243,7 @@ impl KernelPlan {
                 ),
                 s(
                     "decode norm + conv fusion",
-                    "matvec_split_k NORM (1: weight folded, 2: weight in the X texture), main_conv",
+                    "matvec_split_k NORM (1: weight folded, 2: weight bound beside X), main_conv",
                 ),
                 s(
                     "prefill products",

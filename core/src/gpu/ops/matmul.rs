@@ -68,26 +68,34 @@ const TILED_SG_XTEX_NORM: Kernel = Kernel {
     ..TILED_SG_XTEX
 };
 /// The `gpu` plan's decode product, workgroup-memory reductions (adapters without subgroups).
+/// Bindings: X (storage, read in place), W, bias, Y, then 5-8 the conv step's (dummies
+/// without it) and 9 the norm weight (NORM = 2; a dummy otherwise), all declared by every
+/// entry point.
 const SPLIT_K: Kernel = Kernel {
     shader: "matvec_split_k",
     entry: "main",
-    access: "xtrw",
+    access: SPLIT_K_ACCESS,
     spec: "",
 };
+const SPLIT_K_ACCESS: &str = "rtrwrrrrr";
+const SPLIT_K_CONV_ACCESS: &str = "rtrwrrwwr";
 /// `SPLIT_K` reduced by subgroups (any width).
 const SPLIT_K_SG: Kernel = Kernel {
     shader: "matvec_split_k#SUBGROUPS",
     ..SPLIT_K
 };
-/// The split-K kernels with the norm (weight folded into W: `NORM=1`; weight in the X
-/// texture's row `g_row`: `NORM=2`) and the conv step, indexed
-/// `[subgroups][norm - 1][conv]`.
+/// The split-K kernels with the norm (weight folded into W: `NORM=1`; weight bound beside X:
+/// `NORM=2`) and the conv step, indexed `[subgroups][norm - 1][conv]`.
 const SPLIT_K_NORMED: [[[Kernel; 2]; 2]; 2] = {
     const fn k(base: Kernel, spec: &'static str, conv: bool) -> Kernel {
         Kernel {
             spec,
             entry: if conv { "main_conv" } else { "main" },
-            access: if conv { "xtrwrrww" } else { "xtrw" },
+            access: if conv {
+                SPLIT_K_CONV_ACCESS
+            } else {
+                SPLIT_K_ACCESS
+            },
             ..base
         }
     }
@@ -219,7 +227,6 @@ pub fn matmul_using(
     // The matvec's X rows must fit its staging: a texture (f32 W) or the uniform buffer (f16).
     let ldk = w.blocks.first().map_or(4, |b| b.ldk as u64);
     let kernel = match kernel {
-        MatmulKernel::SplitK if !split_k_x_fits(rec.ctx(), rows, w) => MatmulKernel::Tiles,
         MatmulKernel::MatVec | MatmulKernel::MatVecGeneric
             if !matvec_x_fits(rec.ctx(), rows, w) =>
         {
@@ -280,7 +287,8 @@ fn matvec_x_fits(ctx: &GpuContext, rows: u32, w: &GpuMatrix) -> bool {
 /// fit the staging texture.
 pub fn matvec_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, groups: u32) -> bool {
     let fits = if ctx.plan().gpu_products() {
-        groups <= SPLIT_K_OUTS && split_k_x_fits(ctx, rows, w)
+        // matvec_split_k reads X in place: no staging to fit.
+        groups <= SPLIT_K_OUTS
     } else {
         matvec_x_fits(ctx, rows, w)
     };
@@ -289,13 +297,6 @@ pub fn matvec_normed_supported(ctx: &GpuContext, rows: u32, w: &GpuMatrix, group
         && w.format() == WeightFormat::F32
         && rows < MATVEC_MAX_ROWS
         && fits
-}
-
-/// Whether `rows` rows of X (and one more, for a norm weight) fit the activation texture
-/// matvec_split_k reads, for every format.
-fn split_k_x_fits(ctx: &GpuContext, rows: u32, w: &GpuMatrix) -> bool {
-    let maxd = ctx.limits.max_texture_dimension_2d as u64;
-    (w.cols as u64).div_ceil(4) <= maxd && (rows as u64) < maxd
 }
 
 /// Whether [`matmul_normed`] runs: below [`MATVEC_MAX_ROWS`] rows as [`matvec_normed`]; from
@@ -488,7 +489,16 @@ pub fn matvec_normed(
         return Ok(());
     }
     let (flags, bias) = product_flags(rec, bias, accumulate);
-    let st = stage_x_texture(rec, rows, w.cols as u32, x)?;
+    let st;
+    let input = if rec.ctx().plan().gpu_products() {
+        NormedInput::InPlace { g: None }
+    } else {
+        st = stage_x_texture(rec, rows, w.cols as u32, x)?;
+        NormedInput::Staged {
+            st: &st,
+            g_row: None,
+        }
+    };
     let product = NormedProduct {
         rows,
         x,
@@ -499,7 +509,7 @@ pub fn matvec_normed(
         eps,
         conv: conv.as_ref(),
     };
-    product.dispatch(rec, &st, w, None, |_, conv| {
+    product.dispatch(rec, input, w, |_, conv| {
         Ok(if conv {
             (&MATVEC_NORM_CONV, MATVEC_OUTS)
         } else {
@@ -508,8 +518,20 @@ pub fn matvec_normed(
     })
 }
 
+/// Where a normed decode product reads X, and the norm weight when it is not folded into W.
+enum NormedInput<'a> {
+    /// Staged in the activation texture `st` (matvec, matvec_quant: the `cpu-adapter` and
+    /// `portable` plans), the weight in its row `g_row`.
+    Staged {
+        st: &'a GpuBuffer,
+        g_row: Option<u32>,
+    },
+    /// In place, the weight `g` bound beside it (matvec_split_k: the `gpu` plan).
+    InPlace { g: Option<&'a GpuBuffer> },
+}
+
 /// One normed decode product's dispatches (matvec.wgsl's or matvec_quant.wgsl's NORM entry
-/// points, which share their params and bindings), X staged in a texture.
+/// points, which share their params and bindings; matvec_split_k's on the `gpu` plan).
 struct NormedProduct<'a> {
     rows: u32,
     x: View<'a>,
@@ -522,22 +544,24 @@ struct NormedProduct<'a> {
 }
 
 impl NormedProduct<'_> {
-    /// One dispatch per block of `w` over the staged `st`: the `gpu` plan runs matvec_split_k's
-    /// NORM entry (1: weight folded into `w`; 2: weight in the X texture's row `g_row`), other
-    /// plans `kernel(block format, with conv)`, which also says how many outputs a workgroup
-    /// computes; params are [`DecodeParams`] with the norm's, the conv step's (zero without
-    /// one) and `g_row`.
+    /// One dispatch per block of `w`: the `gpu` plan runs matvec_split_k's NORM entry (1:
+    /// weight folded into `w`; 2: weight `g` bound), other plans `kernel(block format, with
+    /// conv)`, which also says how many outputs a workgroup computes; params are
+    /// [`DecodeParams`] with the norm's, the conv step's (zero without one) and `g_row`.
     fn dispatch(
         &self,
         rec: &mut Recorder,
-        st: &GpuBuffer,
+        input: NormedInput,
         w: &GpuMatrix,
-        g_row: Option<u32>,
         kernel: impl Fn(WeightFormat, bool) -> GpuResult<(&'static Kernel, u32)>,
     ) -> GpuResult<()> {
         let dummy = rec.ctx().dummy().clone();
         let split_k = rec.ctx().plan().gpu_products();
         let sg = split_k_subgroups(rec.ctx()) as usize;
+        let g_row = match input {
+            NormedInput::Staged { g_row, .. } => g_row,
+            NormedInput::InPlace { .. } => None,
+        };
         for b in &w.blocks {
             let product = ProductParams::new(self.rows, w.cols, b, self.x, self.y, self.flags);
             let mut params = DecodeParams {
@@ -555,20 +579,45 @@ impl NormedProduct<'_> {
             }
             let params = words(&params);
             let conv = self.conv.is_some();
-            let (k, outs) = if split_k {
-                let norm = g_row.is_some() as usize;
-                (&SPLIT_K_NORMED[sg][norm][conv as usize], SPLIT_K_OUTS)
-            } else {
-                kernel(b.format(), conv)?
-            };
-            let g = [(b.rows as u32).div_ceil(outs), self.rows, 1];
             let (bias, y) = (self.bias, self.y.buf);
-            match self.conv {
-                None => rec.dispatch(k, params, &[st, &b.buffer, bias, y], g)?,
-                Some(cv) => {
-                    let cb = cv.bias.unwrap_or(&dummy);
-                    let bufs = [st, &b.buffer, bias, y, cv.weight, cb, cv.state, cv.out.buf];
-                    rec.dispatch(k, params, &bufs, g)?;
+            match (&input, split_k) {
+                (NormedInput::InPlace { g }, true) => {
+                    let k = &SPLIT_K_NORMED[sg][g.is_some() as usize][conv as usize];
+                    let grid = [(b.rows as u32).div_ceil(SPLIT_K_OUTS), self.rows, 1];
+                    let g = g.unwrap_or(&dummy);
+                    let x = self.x.buf;
+                    match self.conv {
+                        None => {
+                            let d = &dummy;
+                            let bufs = [x, &b.buffer, bias, y, d, d, d, d, g];
+                            rec.dispatch(k, params, &bufs, grid)?;
+                        }
+                        Some(cv) => {
+                            let cb = cv.bias.unwrap_or(&dummy);
+                            let bufs = [
+                                x, &b.buffer, bias, y, cv.weight, cb, cv.state, cv.out.buf, g,
+                            ];
+                            rec.dispatch(k, params, &bufs, grid)?;
+                        }
+                    }
+                }
+                (NormedInput::Staged { st, .. }, false) => {
+                    let (k, outs) = kernel(b.format(), conv)?;
+                    let grid = [(b.rows as u32).div_ceil(outs), self.rows, 1];
+                    match self.conv {
+                        None => rec.dispatch(k, params, &[st, &b.buffer, bias, y], grid)?,
+                        Some(cv) => {
+                            let cb = cv.bias.unwrap_or(&dummy);
+                            let bufs =
+                                [*st, &b.buffer, bias, y, cv.weight, cb, cv.state, cv.out.buf];
+                            rec.dispatch(k, params, &bufs, grid)?;
+                        }
+                    }
+                }
+                _ => {
+                    return Err(GpuError::Unsupported(
+                        "normed product: X staged for another kernel plan".into(),
+                    ))
                 }
             }
         }
@@ -671,10 +720,19 @@ pub fn matvec_quant_normed(
     }
     let (flags, bias) = product_flags(rec, bias, accumulate);
     let k = w.cols as u32;
-    // X's rows, and the norm weight in the row after them.
-    let st = rec.ctx().x_texture(k / 4, rows + 1)?;
-    stage_x_rows(rec, rows, k, x, &st)?;
-    rec.copy_to_texture_row(g, 0, &st, rows, k / 4)?;
+    let st;
+    let input = if rec.ctx().plan().gpu_products() {
+        NormedInput::InPlace { g: Some(g) }
+    } else {
+        // X's rows, and the norm weight in the row after them.
+        st = rec.ctx().x_texture(k / 4, rows + 1)?;
+        stage_x_rows(rec, rows, k, x, &st)?;
+        rec.copy_to_texture_row(g, 0, &st, rows, k / 4)?;
+        NormedInput::Staged {
+            st: &st,
+            g_row: Some(rows),
+        }
+    };
     let product = NormedProduct {
         rows,
         x,
@@ -685,7 +743,7 @@ pub fn matvec_quant_normed(
         eps,
         conv: conv.as_ref(),
     };
-    product.dispatch(rec, &st, w, Some(rows), quant_norm_kernel)
+    product.dispatch(rec, input, w, quant_norm_kernel)
 }
 
 const MATVEC_Q4_0_NORM: Kernel = Kernel {
@@ -863,8 +921,8 @@ fn matvec(
     Ok(())
 }
 
-/// The `gpu` plan's decode: X's rows staged in the activation texture, then per block
-/// matvec_split_k (every weight format through its `w4`).
+/// The `gpu` plan's decode: per block matvec_split_k (every weight format through its `w4`),
+/// X read in place.
 fn split_k(
     rec: &mut Recorder,
     rows: u32,
@@ -874,16 +932,17 @@ fn split_k(
     y: View,
     flags: u32,
 ) -> GpuResult<()> {
-    let st = stage_x_texture(rec, rows, w.cols as u32, x)?;
     let kernel = if split_k_subgroups(rec.ctx()) {
         &SPLIT_K_SG
     } else {
         &SPLIT_K
     };
+    let d = &rec.ctx().dummy().clone();
     for b in &w.blocks {
         let params = DecodeParams::plain(ProductParams::new(rows, w.cols, b, x, y, flags));
         let g = [(b.rows as u32).div_ceil(SPLIT_K_OUTS), rows, 1];
-        rec.dispatch(kernel, words(&params), &[&st, &b.buffer, bias, y.buf], g)?;
+        let bufs = [x.buf, &b.buffer, bias, y.buf, d, d, d, d, d];
+        rec.dispatch(kernel, words(&params), &bufs, g)?;
     }
     Ok(())
 }
