@@ -58,6 +58,8 @@ pub struct DeviceCaps {
     pub shader_f16: bool,
     pub max_workgroup_invocations: u32,
     pub max_workgroup_storage: u32,
+    /// Storage buffers a shader stage may bind (the `gpu` plan's decode product binds 8).
+    pub max_storage_buffers: u32,
 }
 
 impl DeviceCaps {
@@ -80,6 +82,7 @@ impl DeviceCaps {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_storage_buffers: limits.max_storage_buffers_per_shader_stage,
         }
     }
 
@@ -132,16 +135,27 @@ pub struct PlanStep {
     pub kernels: &'static str,
 }
 
+/// Storage buffers the `gpu` plan's decode product binds (matvec_split_k: X, bias, Y, the conv
+/// step's four, the norm weight); WebGPU guarantees 8, Vulkan only 4.
+const GPU_PLAN_STORAGE_BUFFERS: u32 = 8;
+
 impl KernelPlan {
     /// The plan for `choice` on a device with `caps`. `portable` must have been created
     /// without subgroups (see [`crate::gpu::GpuContext::new`]).
     pub fn resolve(choice: KernelChoice, caps: &DeviceCaps) -> GpuResult<Self> {
         let gpu = || {
-            if caps.max_workgroup_invocations < 256 || caps.max_workgroup_storage < 8192 {
+            if caps.max_workgroup_invocations < 256
+                || caps.max_workgroup_storage < 8192
+                || caps.max_storage_buffers < GPU_PLAN_STORAGE_BUFFERS
+            {
                 return Err(GpuError::Unsupported(format!(
-                    "kernel plan gpu needs workgroups of 256 invocations and 8 KiB of \
-                     workgroup memory; {} has {} and {} bytes: use --kernels portable",
-                    caps.name, caps.max_workgroup_invocations, caps.max_workgroup_storage
+                    "kernel plan gpu needs workgroups of 256 invocations, 8 KiB of workgroup \
+                     memory and {GPU_PLAN_STORAGE_BUFFERS} storage buffers a shader; {} has {}, \
+                     {} bytes and {}: use --kernels portable",
+                    caps.name,
+                    caps.max_workgroup_invocations,
+                    caps.max_workgroup_storage,
+                    caps.max_storage_buffers
                 )));
             }
             Ok(KernelPlan::Gpu {
@@ -326,6 +340,7 @@ mod tests {
             shader_f16: false,
             max_workgroup_invocations: 256,
             max_workgroup_storage: 16384,
+            max_storage_buffers: 8,
         }
     }
 
@@ -390,6 +405,10 @@ mod tests {
         let mut small = caps(DiscreteGpu, true, 32, 32);
         small.max_workgroup_invocations = 128;
         assert_eq!(r(&small), KernelPlan::Portable);
+        // Vulkan's minimum of 4 storage buffers a stage: the split-K product binds 8.
+        let mut few = caps(DiscreteGpu, true, 32, 32);
+        few.max_storage_buffers = 4;
+        assert_eq!(r(&few), KernelPlan::Portable);
     }
 
     #[test]
@@ -408,6 +427,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("plan gpu") && e.contains("4096"), "{e}");
+        let mut few = caps(DiscreteGpu, true, 32, 32);
+        few.max_storage_buffers = 6;
+        let e = KernelPlan::resolve(KernelChoice::Gpu, &few)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("8 storage buffers") && e.contains("and 6"),
+            "{e}"
+        );
         assert_eq!(
             KernelPlan::resolve(KernelChoice::Portable, &caps(Cpu, true, 8, 8)).unwrap(),
             KernelPlan::Portable
