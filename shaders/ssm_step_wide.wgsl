@@ -6,7 +6,8 @@
 // sweep), then the 8 partial dots of a row are summed through workgroup memory. ssm_step_tex
 // gives each row one lane that walks all of N: right for CPU adapters, too few and too serial
 // lanes for a GPU (H * P of them for the whole state).
-// B and C come from the uniform staging buffer (B at vec4 0, C at vec4 c4), as ssm_step_tex.
+// B and C come from x's buffer where they lie beside x (bc_in_x: decode's xBC' row, no copy),
+// else from the uniform staging buffer (B at vec4 0, C at vec4 c4), as ssm_step_tex.
 // RAW_DT and GATE as ssm_step_tex.wgsl (step 3 applied here; y = (y + D x) silu(z)).
 // Needs N % 4 == 0. Params are ssm_step_tex's (ops::ssd::StepTexParams).
 // bindings: 0 params | 1 x | 2 B, C (uniform) | 3 dt | 4 A_log | 5 state (rw) | 6 y (rw)
@@ -37,6 +38,11 @@ var<workgroup> part: array<f32, 64>;
 #include softplus
 #include step_row
 
+// xs[at .. at + 4] (B or C in place).
+fn x4(at: u32) -> vec4<f32> {
+    return vec4<f32>(xs[at], xs[at + 1u], xs[at + 2u], xs[at + 3u]);
+}
+
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -54,11 +60,20 @@ fn main(
     let sb = ic * n4;
     var acc = vec4<f32>(0.0);
     for (var j = q; j < n4; j += LANES) {
-        let s = r.da * state[sb + j] + r.dx * bc[r.bb + j];
+        var bv: vec4<f32>;
+        var cv: vec4<f32>;
+        if (p.bc_in_x == 1u) {
+            bv = x4(p.b_off + 4u * (r.bb + j));
+            cv = x4(p.c_off + 4u * (r.cb - p.c4 + j));
+        } else {
+            bv = bc[r.bb + j];
+            cv = bc[r.cb + j];
+        }
+        let s = r.da * state[sb + j] + r.dx * bv;
         if (valid) {
             state[sb + j] = s;
         }
-        acc += s * bc[r.cb + j];
+        acc += s * cv;
     }
     part[lid] = acc.x + acc.y + acc.z + acc.w;
     workgroupBarrier();

@@ -12,4 +12,8 @@ struct Params {
     lo: f32,
     hi: f32,
     z_off: u32,
+    // ssm_step_wide: B and C read from `xs` at these offsets (1) instead of the staging (0).
+    bc_in_x: u32,
+    b_off: u32,
+    c_off: u32,
 }

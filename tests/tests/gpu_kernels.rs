@@ -1469,7 +1469,11 @@ fn sequential_scan_and_step_equal_recurrence() {
             // Decode: one ssm_step per token (the state in its texture pair where the shape fits),
             // with rows 5..11 through the chunked scan in between (the state moves to its buffer
             // and back), all in one submission. Odd tokens pass dt raw (softplus^-1(dt) - bias)
-            // with its bias, for the step to apply step 3 itself.
+            // with its bias, for the step to apply step 3 itself. Tokens 2 and 14 take B and C
+            // from a copy of the buffer, not x's (the gpu plan's step reads them in place only
+            // from x's buffer; otherwise through the staging copy).
+            let xbc_copy = up(c, &read(c, &xbc));
+            let apart = inputs_at(d, &xbc_copy, stride, off as u32, &dtb, &ab);
             let h = d.heads as usize;
             let dt_bias = randv(&mut r, h, 1.0);
             let raw: Vec<f32> = (0..case.t * h)
@@ -1489,10 +1493,11 @@ fn sequential_scan_and_step_equal_recurrence() {
             rec.copy(&s0, 0, &sb, 0, s0.len()).unwrap();
             let mut t = 0u32;
             while t < case.t as u32 {
+                let bc = if t == 2 || t == 14 { &apart } else { &inp };
                 let it = SsmInputs {
                     x: inp.x.rows_from(t),
-                    b: inp.b.rows_from(t),
-                    c: inp.c.rows_from(t),
+                    b: bc.b.rows_from(t),
+                    c: bc.c.rows_from(t),
                     dt: inp.dt.rows_from(t),
                     a_log: &ab,
                 };

@@ -248,6 +248,9 @@ pub(crate) struct StepTexParams {
     lo: f32,
     hi: f32,
     z_off: u32,
+    bc_in_x: u32,
+    b_off: u32,
+    c_off: u32,
 }
 }
 
@@ -557,19 +560,24 @@ pub fn ssm_step(
         ];
         return rec.dispatch(&STEP, words(&p), &bufs, grid64(d.inner() as u64));
     }
-    // B at vec4 0 of the staging buffer, C at vec4 c4.
+    // B at vec4 0 of the staging buffer, C at vec4 c4; on the gpu plan, where B and C share
+    // x's buffer (decode's xBC' row), ssm_step_wide reads them there and no copy is made (a
+    // transfer between compute passes, one a layer and token).
     let gn = d.bc_width();
     let c4 = gn.div_ceil(4);
     let st = rec.ctx().uniform_staging();
     let (b, c) = (inp.b, inp.c);
-    if b.continues_into(c, gn) && gn.is_multiple_of(4) {
-        // B and C adjacent (an xBC' row): one copy.
-        rec.copy(b.buf, b.offset as usize, &st, 0, 2 * gn as usize)?;
-    } else {
-        rec.copy(b.buf, b.offset as usize, &st, 0, gn as usize)?;
-        rec.copy(c.buf, c.offset as usize, &st, 4 * c4 as usize, gn as usize)?;
-    }
     let wide = rec.ctx().plan().gpu_products();
+    let bc_in_x = wide && b.buf.id() == inp.x.buf.id() && c.buf.id() == inp.x.buf.id();
+    if !bc_in_x {
+        if b.continues_into(c, gn) && gn.is_multiple_of(4) {
+            // B and C adjacent (an xBC' row): one copy.
+            rec.copy(b.buf, b.offset as usize, &st, 0, 2 * gn as usize)?;
+        } else {
+            rec.copy(b.buf, b.offset as usize, &st, 0, gn as usize)?;
+            rec.copy(c.buf, c.offset as usize, &st, 4 * c4 as usize, gn as usize)?;
+        }
+    }
     let textures = if wide {
         None
     } else {
@@ -590,6 +598,9 @@ pub fn ssm_step(
         lo,
         hi,
         z_off: gate.as_ref().map_or(0, |g| g.z.offset),
+        bc_in_x: bc_in_x as u32,
+        b_off: b.offset,
+        c_off: c.offset,
     };
     let dummy = rec.ctx().dummy().clone();
     let bias = raw_dt.as_ref().map_or(&dummy, |r| r.bias);
