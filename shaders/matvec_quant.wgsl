@@ -14,7 +14,7 @@
 // W's rows are interleaved by 8 (QuantRows::Interleaved8 in weights.rs, the layout of the
 // plans that run this kernel): texel c of row r at (8c + r % 8, r / 8), so the 8 lanes' texels
 // of rows o0 + 8m .. o0 + 8m + 7 are 128 contiguous bytes and a workgroup streams 8 runs of
-// memory, not 64 rows' (measured on lavapipe: the kernel 1.2x faster than with plain rows).
+// memory, not 64 rows' (measured on lavapipe: the kernel 1.1-1.4x faster than with plain rows).
 // Params and flags as matvec.wgsl (bit 0 = add bias, bit 1 = accumulate into Y).
 // With NORM = 1 (decode's fusions, as matvec.wgsl's NORM, for one row) the product is of
 // RMSNorm(X) with its weight g: X's K columns in `groups` groups of K / groups (whole blocks),
