@@ -256,9 +256,8 @@ impl GpuMatrix {
             for r in 0..n {
                 let row = q.row(r0 + r);
                 line.fill(0);
-                let out = &mut line[..];
                 for (b, blk) in row.chunks_exact(q.format.block_bytes()).enumerate() {
-                    let sb = &mut out[(b / 4) * sbt * 4..(b / 4 + 1) * sbt * 4];
+                    let sb = &mut line[(b / 4) * sbt * 4..(b / 4 + 1) * sbt * 4];
                     sb[b % 4] = crate::quant::scale(blk).to_bits();
                     let codes = &blk[2..];
                     match q.format {

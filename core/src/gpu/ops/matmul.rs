@@ -489,16 +489,7 @@ pub fn matvec_normed(
         return Ok(());
     }
     let (flags, bias) = product_flags(rec, bias, accumulate);
-    let st;
-    let input = if rec.ctx().plan().gpu_products() {
-        NormedInput::InPlace { g: None }
-    } else {
-        st = stage_x_texture(rec, rows, w.cols as u32, x)?;
-        NormedInput::Staged {
-            st: &st,
-            g_row: None,
-        }
-    };
+    let input = NormedInput::for_plan(rec, rows, x, w.cols as u32, None)?;
     let product = NormedProduct {
         rows,
         x,
@@ -522,12 +513,37 @@ pub fn matvec_normed(
 enum NormedInput<'a> {
     /// Staged in the activation texture `st` (matvec, matvec_quant: the `cpu-adapter` and
     /// `portable` plans), the weight in its row `g_row`.
-    Staged {
-        st: &'a GpuBuffer,
-        g_row: Option<u32>,
-    },
+    Staged { st: GpuBuffer, g_row: Option<u32> },
     /// In place, the weight `g` bound beside it (matvec_split_k: the `gpu` plan).
     InPlace { g: Option<&'a GpuBuffer> },
+}
+
+impl<'a> NormedInput<'a> {
+    /// X as the plan's normed product reads it: in place on the `gpu` plan; otherwise X's
+    /// `rows` rows of `k` values staged in the activation texture, and the norm weight `g` (if
+    /// not folded into W) in the row after them.
+    fn for_plan(
+        rec: &mut Recorder,
+        rows: u32,
+        x: View,
+        k: u32,
+        g: Option<&'a GpuBuffer>,
+    ) -> GpuResult<Self> {
+        if rec.ctx().plan().gpu_products() {
+            return Ok(NormedInput::InPlace { g });
+        }
+        let st = rec
+            .ctx()
+            .x_texture(k.div_ceil(4), rows + g.is_some() as u32)?;
+        stage_x_rows(rec, rows, k, x, &st)?;
+        if let Some(g) = g {
+            rec.copy_to_texture_row(g, 0, &st, rows, k.div_ceil(4))?;
+        }
+        Ok(NormedInput::Staged {
+            st,
+            g_row: g.map(|_| rows),
+        })
+    }
 }
 
 /// One normed decode product's dispatches (matvec.wgsl's or matvec_quant.wgsl's NORM entry
@@ -544,10 +560,10 @@ struct NormedProduct<'a> {
 }
 
 impl NormedProduct<'_> {
-    /// One dispatch per block of `w`: the `gpu` plan runs matvec_split_k's NORM entry (1:
-    /// weight folded into `w`; 2: weight `g` bound), other plans `kernel(block format, with
-    /// conv)`, which also says how many outputs a workgroup computes; params are
-    /// [`DecodeParams`] with the norm's, the conv step's (zero without one) and `g_row`.
+    /// One dispatch per block of `w`: X in place runs matvec_split_k's NORM entry (1: weight
+    /// folded into `w`; 2: weight `g` bound), X staged `kernel(block format, with conv)`, which
+    /// also says how many outputs a workgroup computes; params are [`DecodeParams`] with the
+    /// norm's, the conv step's (zero without one) and `g_row`.
     fn dispatch(
         &self,
         rec: &mut Recorder,
@@ -556,7 +572,6 @@ impl NormedProduct<'_> {
         kernel: impl Fn(WeightFormat, bool) -> GpuResult<(&'static Kernel, u32)>,
     ) -> GpuResult<()> {
         let dummy = rec.ctx().dummy().clone();
-        let split_k = rec.ctx().plan().gpu_products();
         let sg = split_k_subgroups(rec.ctx()) as usize;
         let g_row = match input {
             NormedInput::Staged { g_row, .. } => g_row,
@@ -580,8 +595,8 @@ impl NormedProduct<'_> {
             let params = words(&params);
             let conv = self.conv.is_some();
             let (bias, y) = (self.bias, self.y.buf);
-            match (&input, split_k) {
-                (NormedInput::InPlace { g }, true) => {
+            match &input {
+                NormedInput::InPlace { g } => {
                     let k = &SPLIT_K_NORMED[sg][g.is_some() as usize][conv as usize];
                     let grid = [(b.rows as u32).div_ceil(SPLIT_K_OUTS), self.rows, 1];
                     let g = g.unwrap_or(&dummy);
@@ -601,7 +616,7 @@ impl NormedProduct<'_> {
                         }
                     }
                 }
-                (NormedInput::Staged { st, .. }, false) => {
+                NormedInput::Staged { st, .. } => {
                     let (k, outs) = kernel(b.format(), conv)?;
                     let grid = [(b.rows as u32).div_ceil(outs), self.rows, 1];
                     match self.conv {
@@ -609,15 +624,10 @@ impl NormedProduct<'_> {
                         Some(cv) => {
                             let cb = cv.bias.unwrap_or(&dummy);
                             let bufs =
-                                [*st, &b.buffer, bias, y, cv.weight, cb, cv.state, cv.out.buf];
+                                [st, &b.buffer, bias, y, cv.weight, cb, cv.state, cv.out.buf];
                             rec.dispatch(k, params, &bufs, grid)?;
                         }
                     }
-                }
-                _ => {
-                    return Err(GpuError::Unsupported(
-                        "normed product: X staged for another kernel plan".into(),
-                    ))
                 }
             }
         }
@@ -719,20 +729,7 @@ pub fn matvec_quant_normed(
         return Ok(());
     }
     let (flags, bias) = product_flags(rec, bias, accumulate);
-    let k = w.cols as u32;
-    let st;
-    let input = if rec.ctx().plan().gpu_products() {
-        NormedInput::InPlace { g: Some(g) }
-    } else {
-        // X's rows, and the norm weight in the row after them.
-        st = rec.ctx().x_texture(k / 4, rows + 1)?;
-        stage_x_rows(rec, rows, k, x, &st)?;
-        rec.copy_to_texture_row(g, 0, &st, rows, k / 4)?;
-        NormedInput::Staged {
-            st: &st,
-            g_row: Some(rows),
-        }
-    };
+    let input = NormedInput::for_plan(rec, rows, x, w.cols as u32, Some(g))?;
     let product = NormedProduct {
         rows,
         x,
