@@ -2230,6 +2230,23 @@ mod design {
 @group(0) @binding(0) var<uniform> p: Params;
 ";
 
+    /// `HDR`'s params for a dense `[t, k] x [o, k]^T` product: X and Y rows packed, no flags.
+    pub fn dense_params(t: usize, k: usize, o: usize) -> [u32; 10] {
+        let (t, k, o) = (t as u32, k as u32, o as u32);
+        [t, k, o, 0, k, 0, o, 0, 0, o / 4]
+    }
+
+    /// `w` [o, k] laid out [k, o] (layout A of the design kernels).
+    pub fn transposed(w: &[f32], o: usize, k: usize) -> Vec<f32> {
+        let mut wt = vec![0.0f32; k * o];
+        for j in 0..o {
+            for q in 0..k {
+                wt[q * o + j] = w[j * k + q];
+            }
+        }
+        wt
+    }
+
     pub fn pipeline(c: &GpuContext, src: &str, unchecked: bool) -> wgpu::ComputePipeline {
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some("design"),
@@ -2433,30 +2450,14 @@ fn design_matmul_variants() {
     let x = randv(&mut r, tmax * k, 1.0);
     let w = randv(&mut r, o * k, 1.0);
     // Layout A: [k, o] transposed.
-    let mut wt = vec![0.0f32; k * o];
-    for j in 0..o {
-        for q in 0..k {
-            wt[q * o + j] = w[j * k + q];
-        }
-    }
+    let wt = transposed(&w, o, k);
     let xb = up(c, &x);
     let wab = up(c, &wt);
     let wdb = up(c, &w);
     let yb = c.zeros("y", tmax * o.max(3352)).unwrap();
     let only = std::env::var("TM_DESIGN").unwrap_or_default();
     for &t in &[512usize, 1] {
-        let params = [
-            t as u32,
-            k as u32,
-            o as u32,
-            0,
-            k as u32,
-            0,
-            o as u32,
-            0,
-            0,
-            (o / 4) as u32,
-        ];
+        let params = dense_params(t, k, o);
         let ub = uniform(c, &params);
         let flops = 2.0 * (t * k * o) as f64;
         let mut variants: Vec<(String, String, [u32; 3], bool)> = Vec::new();
@@ -2741,29 +2742,13 @@ fn design_old_vs_new() {
     ] {
         let x = randv(&mut r, t * k, 1.0);
         let w = randv(&mut r, o * k, 1.0);
-        let mut wt = vec![0.0f32; k * o];
-        for j in 0..o {
-            for q in 0..k {
-                wt[q * o + j] = w[j * k + q];
-            }
-        }
+        let wt = transposed(&w, o, k);
         let xb = up(c, &x);
         let wab = up(c, &wt);
         let m = GpuMatrix::from_f32(c, "w", &w, o, k).unwrap();
         let yb = c.zeros("y", t * o).unwrap();
         let flops = 2.0 * (t * k * o) as f64;
-        let params = [
-            t as u32,
-            k as u32,
-            o as u32,
-            0,
-            k as u32,
-            0,
-            o as u32,
-            0,
-            0,
-            (o / 4) as u32,
-        ];
+        let params = dense_params(t, k, o);
         let ub = uniform(c, &params);
         let q = (o / 4) as u32;
         let old_src = if t >= 4 {
